@@ -1,0 +1,462 @@
+//! Writing messages: responses to a request (RFC 3261 §8.2.6), new requests, the ACK and
+//! CANCEL a client transaction derives from its INVITE (§17.1.1.3, §9.1), and the
+//! forwarding edit (§16.6) that copies every byte it does not change.
+
+use std::fmt::Write as _;
+use std::net::IpAddr;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::header::HeaderName;
+use crate::message::{Header, Message};
+use crate::method::Method;
+use crate::via::Via;
+
+fn put_header(out: &mut BytesMut, name: &str, value: &str) {
+    out.put_slice(name.as_bytes());
+    out.put_slice(b": ");
+    out.put_slice(value.as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+fn finish_with_body(mut out: BytesMut, content_type: Option<&str>, body: &[u8]) -> Bytes {
+    if let Some(ct) = content_type {
+        put_header(&mut out, "Content-Type", ct);
+    }
+    let _ = write!(StrBuf(&mut out), "Content-Length: {}\r\n\r\n", body.len());
+    out.put_slice(body);
+    out.freeze()
+}
+
+/// `fmt::Write` over a `BytesMut`.
+struct StrBuf<'a>(&'a mut BytesMut);
+
+impl std::fmt::Write for StrBuf<'_> {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// A response under construction: Via, From, To, Call-ID and CSeq are copied from the
+/// request; more headers and a body may follow.
+#[must_use]
+pub struct Response {
+    out: BytesMut,
+}
+
+impl Response {
+    /// Starts a response to `req` (§8.2.6.2). `to_tag` is added to To when the request's
+    /// To has none and the status is above 100.
+    pub fn to(req: &Message, status: u16, reason: &str, to_tag: Option<&str>) -> Self {
+        let mut out = BytesMut::with_capacity(512);
+        let _ = write!(StrBuf(&mut out), "SIP/2.0 {status} {reason}\r\n");
+        for h in req.headers() {
+            let value = req.value(h);
+            match h.name {
+                HeaderName::Via | HeaderName::From | HeaderName::CallId | HeaderName::CSeq => {
+                    put_header(&mut out, h.name.as_str(), value)
+                }
+                HeaderName::To => {
+                    put_header(&mut out, "To", value);
+                    if let Some(tag) = to_tag.filter(|_| status > 100 && req.to_tag().is_none()) {
+                        // Re-open the line just written to append the tag.
+                        out.truncate(out.len() - 2);
+                        out.put_slice(b";tag=");
+                        out.put_slice(tag.as_bytes());
+                        out.put_slice(b"\r\n");
+                    }
+                }
+                _ => {}
+            }
+        }
+        Self { out }
+    }
+
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        put_header(&mut self.out, name, value);
+        self
+    }
+
+    pub fn finish(self) -> Bytes {
+        finish_with_body(self.out, None, b"")
+    }
+
+    pub fn with_body(self, content_type: &str, body: &[u8]) -> Bytes {
+        finish_with_body(self.out, Some(content_type), body)
+    }
+}
+
+/// The fields of a new request; used for REGISTER, OPTIONS, BYE, INVITE and the like.
+#[derive(Debug, Clone)]
+pub struct NewRequest<'a> {
+    pub method: Method,
+    pub uri: &'a str,
+    /// The Via value, e.g. `SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK...;rport`.
+    pub via: &'a str,
+    /// From and To values, tags included.
+    pub from: &'a str,
+    pub to: &'a str,
+    pub call_id: &'a str,
+    pub cseq: u32,
+    pub max_forwards: u8,
+    /// Route values, in order.
+    pub route: &'a [&'a str],
+    pub contact: Option<&'a str>,
+    /// Other headers, written in order after the standard ones.
+    pub extra: &'a [(&'a str, &'a str)],
+    pub body: Option<(&'a str, &'a [u8])>,
+}
+
+impl NewRequest<'_> {
+    pub fn build(&self) -> Bytes {
+        let mut out = BytesMut::with_capacity(512 + self.body.map_or(0, |b| b.1.len()));
+        let _ = write!(StrBuf(&mut out), "{} {} SIP/2.0\r\n", self.method, self.uri);
+        put_header(&mut out, "Via", self.via);
+        let _ = write!(StrBuf(&mut out), "Max-Forwards: {}\r\n", self.max_forwards);
+        for r in self.route {
+            put_header(&mut out, "Route", r);
+        }
+        put_header(&mut out, "From", self.from);
+        put_header(&mut out, "To", self.to);
+        put_header(&mut out, "Call-ID", self.call_id);
+        let _ = write!(StrBuf(&mut out), "CSeq: {} {}\r\n", self.cseq, self.method);
+        if let Some(c) = self.contact {
+            put_header(&mut out, "Contact", c);
+        }
+        for (n, v) in self.extra {
+            put_header(&mut out, n, v);
+        }
+        match self.body {
+            Some((ct, body)) => finish_with_body(out, Some(ct), body),
+            None => finish_with_body(out, None, b""),
+        }
+    }
+}
+
+/// The ACK for a non-2xx final response to `invite` (§17.1.1.3): same Request-URI,
+/// Call-ID, From, CSeq number and top Via as the INVITE, To from the response, the
+/// INVITE's Route set.
+pub fn ack_for_non_2xx(invite: &Message, response: &Message) -> Bytes {
+    derived(invite, Method::Ack, response.get(HeaderName::To))
+}
+
+/// The CANCEL for a pending `invite` (§9.1): same Request-URI, Call-ID, From, To, CSeq
+/// number, top Via and Route set.
+pub fn cancel_for(invite: &Message) -> Bytes {
+    derived(invite, Method::Cancel, None)
+}
+
+fn derived(invite: &Message, method: Method, to: Option<&str>) -> Bytes {
+    let mut out = BytesMut::with_capacity(invite.header_end() + 32);
+    let uri = invite.request_uri_str().unwrap_or_default();
+    let _ = write!(StrBuf(&mut out), "{method} {uri} SIP/2.0\r\n");
+    if let Some(Ok(top)) = invite.list(HeaderName::Via).next() {
+        put_header(&mut out, "Via", top);
+    }
+    for h in invite.headers() {
+        let value = invite.value(h);
+        match h.name {
+            HeaderName::Route | HeaderName::From | HeaderName::CallId | HeaderName::MaxForwards => {
+                put_header(&mut out, h.name.as_str(), value)
+            }
+            HeaderName::To => put_header(&mut out, "To", to.unwrap_or(value)),
+            HeaderName::CSeq => {
+                let seq = invite.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
+                let _ = write!(StrBuf(&mut out), "CSeq: {seq} {method}\r\n");
+            }
+            _ => {}
+        }
+    }
+    finish_with_body(out, None, b"")
+}
+
+/// What a received request's top Via learns from the transport (RFC 3261 §18.2.1,
+/// RFC 3581 §4): `received` when the source address differs from sent-by, `rport`
+/// filled when the client asked for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Source {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+/// An edit of a message about to be forwarded. Unchanged header lines and the body are
+/// copied as bytes; Content-Length is written to match the body sent.
+#[must_use]
+pub struct Forward<'m> {
+    msg: &'m Message,
+    request_uri: Option<&'m str>,
+    push_via: Option<&'m str>,
+    pop_via: bool,
+    source: Option<Source>,
+    decrement_max_forwards: bool,
+    record_route: Vec<&'m str>,
+    pop_routes: usize,
+    push_routes: Vec<&'m str>,
+    contact: Option<&'m str>,
+    extra: Vec<(&'m str, &'m str)>,
+    remove: Vec<HeaderName>,
+}
+
+impl<'m> Forward<'m> {
+    pub fn new(msg: &'m Message) -> Self {
+        Self {
+            msg,
+            request_uri: None,
+            push_via: None,
+            pop_via: false,
+            source: None,
+            decrement_max_forwards: false,
+            record_route: Vec::new(),
+            pop_routes: 0,
+            push_routes: Vec::new(),
+            contact: None,
+            extra: Vec::new(),
+            remove: Vec::new(),
+        }
+    }
+
+    /// A request: set the Request-URI (§16.6 step 2 or §16.4 strict routing).
+    pub fn request_uri(mut self, uri: &'m str) -> Self {
+        self.request_uri = Some(uri);
+        self
+    }
+
+    /// A request: this element's Via value, placed on top (§16.6 step 8).
+    pub fn push_via(mut self, via: &'m str) -> Self {
+        self.push_via = Some(via);
+        self
+    }
+
+    /// A response: remove the top Via value, this element's own (§16.7 step 9).
+    pub fn pop_via(mut self) -> Self {
+        self.pop_via = true;
+        self
+    }
+
+    /// A request: record where it came from in the top Via (`received`, `rport`).
+    pub fn received_from(mut self, source: Source) -> Self {
+        self.source = Some(source);
+        self
+    }
+
+    /// A request: Max-Forwards minus one, or 70 when absent (§16.6 step 3).
+    pub fn decrement_max_forwards(mut self) -> Self {
+        self.decrement_max_forwards = true;
+        self
+    }
+
+    /// A request: add a Record-Route value above the existing ones (§16.6 step 4); call
+    /// twice for double record-routing when the transport changes.
+    pub fn record_route(mut self, value: &'m str) -> Self {
+        self.record_route.push(value);
+        self
+    }
+
+    /// A request: remove the first `n` Route values (§16.4: the ones naming this element).
+    pub fn pop_routes(mut self, n: usize) -> Self {
+        self.pop_routes = n;
+        self
+    }
+
+    /// A request: add a Route value above the existing ones (§16.6 step 5, pre-loading).
+    pub fn push_route(mut self, value: &'m str) -> Self {
+        self.push_routes.push(value);
+        self
+    }
+
+    /// Replace every Contact with this one value (topology hiding).
+    pub fn contact(mut self, value: &'m str) -> Self {
+        self.contact = Some(value);
+        self
+    }
+
+    /// Add a header at the end of the header section.
+    pub fn add_header(mut self, name: &'m str, value: &'m str) -> Self {
+        self.extra.push((name, value));
+        self
+    }
+
+    /// Remove every header with this name.
+    pub fn remove(mut self, name: HeaderName) -> Self {
+        self.remove.push(name);
+        self
+    }
+
+    pub fn finish(self) -> Bytes {
+        let msg = self.msg;
+        let buf = msg.as_bytes();
+        let body = msg.body_span();
+        let mut out = BytesMut::with_capacity(buf.len() + 256);
+
+        match (self.request_uri, msg.method()) {
+            (Some(uri), Some(method)) => {
+                let _ = write!(StrBuf(&mut out), "{method} {uri} SIP/2.0\r\n");
+            }
+            _ => {
+                out.put_slice(&buf[msg.start_line_span().range()]);
+                out.put_slice(b"\r\n");
+            }
+        }
+
+        let mut via_seen = false;
+        let mut rr_seen = false;
+        let mut route_seen = false;
+        let mut contact_done = false;
+        let mut max_forwards_seen = false;
+        let mut routes_to_pop = self.pop_routes;
+        for h in msg.headers() {
+            if self.remove.contains(&h.name) {
+                continue;
+            }
+            match h.name {
+                HeaderName::Via if !via_seen => {
+                    via_seen = true;
+                    if let Some(v) = self.push_via {
+                        put_header(&mut out, "Via", v);
+                    }
+                    self.first_via(&mut out, h);
+                }
+                HeaderName::RecordRoute if !rr_seen => {
+                    rr_seen = true;
+                    for rr in &self.record_route {
+                        put_header(&mut out, "Record-Route", rr);
+                    }
+                    copy_line(&mut out, buf, h);
+                }
+                HeaderName::Route => {
+                    if !route_seen {
+                        route_seen = true;
+                        for r in &self.push_routes {
+                            put_header(&mut out, "Route", r);
+                        }
+                    }
+                    routes_to_pop = emit_without_first(&mut out, msg, h, routes_to_pop, "Route");
+                }
+                HeaderName::MaxForwards if self.decrement_max_forwards => {
+                    max_forwards_seen = true;
+                    let n = msg.max_forwards().and_then(Result::ok).unwrap_or(70);
+                    let _ = write!(StrBuf(&mut out), "Max-Forwards: {}\r\n", n.saturating_sub(1));
+                }
+                HeaderName::Contact if self.contact.is_some() => {
+                    if !contact_done {
+                        contact_done = true;
+                        put_header(&mut out, "Contact", self.contact.unwrap_or_default());
+                    }
+                }
+                HeaderName::ContentLength => {}
+                _ => copy_line(&mut out, buf, h),
+            }
+        }
+        if !via_seen {
+            if let Some(v) = self.push_via {
+                put_header(&mut out, "Via", v);
+            }
+        }
+        if !rr_seen {
+            for rr in &self.record_route {
+                put_header(&mut out, "Record-Route", rr);
+            }
+        }
+        if !route_seen {
+            for r in &self.push_routes {
+                put_header(&mut out, "Route", r);
+            }
+        }
+        if self.decrement_max_forwards && !max_forwards_seen {
+            put_header(&mut out, "Max-Forwards", "70");
+        }
+        for (n, v) in &self.extra {
+            put_header(&mut out, n, v);
+        }
+        let _ = write!(StrBuf(&mut out), "Content-Length: {}\r\n\r\n", body.len());
+        out.put_slice(&buf[body.range()]);
+        out.freeze()
+    }
+
+    /// The first Via line: pop its first value for a response, or mark the source for a
+    /// request.
+    fn first_via(&self, out: &mut BytesMut, h: &Header) {
+        let msg = self.msg;
+        if self.pop_via {
+            emit_without_first(out, msg, h, 1, "Via");
+            return;
+        }
+        let Some(source) = self.source else {
+            copy_line(out, msg.as_bytes(), h);
+            return;
+        };
+        let line = msg.value(h);
+        let (first, rest) = match crate::text::find_top(line, b',') {
+            Ok(Some(i)) => (&line[..i], Some(&line[i + 1..])),
+            _ => (line, None),
+        };
+        out.put_slice(b"Via: ");
+        match Via::parse(first) {
+            Ok(via) => write_via_with_source(out, &via, source),
+            Err(_) => out.put_slice(first.as_bytes()),
+        }
+        if let Some(rest) = rest {
+            out.put_slice(b",");
+            out.put_slice(rest.as_bytes());
+        }
+        out.put_slice(b"\r\n");
+    }
+}
+
+fn copy_line(out: &mut BytesMut, buf: &Bytes, h: &Header) {
+    out.put_slice(&buf[h.line.range()]);
+    out.put_slice(b"\r\n");
+}
+
+/// Writes the values of a list line after dropping up to `drop` of them from the front;
+/// returns how many are still to drop from the following lines.
+fn emit_without_first(out: &mut BytesMut, msg: &Message, h: &Header, drop: usize, name: &str) -> usize {
+    if drop == 0 {
+        copy_line(out, msg.as_bytes(), h);
+        return 0;
+    }
+    let mut rest = msg.value(h);
+    let mut dropped = 0;
+    while dropped < drop && !rest.is_empty() {
+        dropped += 1;
+        rest = match crate::text::find_top(rest, b',') {
+            Ok(Some(i)) => crate::text::trim(&rest[i + 1..]),
+            _ => "",
+        };
+    }
+    if !rest.is_empty() {
+        put_header(out, name, rest);
+    }
+    drop - dropped
+}
+
+/// The Via value with `received` set when the source differs from sent-by (§18.2.1) and
+/// `rport` filled when present (RFC 3581 §4).
+fn write_via_with_source(out: &mut BytesMut, via: &Via<'_>, source: Source) {
+    let mut w = StrBuf(out);
+    let _ = write!(w, "{}/{}/{} {}", via.protocol, via.version, via.transport, via.host);
+    if let Some(p) = via.port {
+        let _ = write!(w, ":{p}");
+    }
+    let sent_by_ip = crate::uri::host_ip(via.host);
+    let rport = via.rport().is_some();
+    for (name, value) in via.params.iter() {
+        if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
+            continue;
+        }
+        let _ = match value {
+            Some(v) => write!(w, ";{name}={v}"),
+            None => write!(w, ";{name}"),
+        };
+    }
+    if rport || sent_by_ip != Some(source.ip) {
+        let _ = write!(w, ";received={}", source.ip);
+    }
+    if rport {
+        let _ = write!(w, ";rport={}", source.port);
+    }
+}
+
+#[cfg(test)]
+mod tests;

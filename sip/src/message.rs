@@ -1,0 +1,561 @@
+//! A SIP message held as its bytes plus an index of its start line and header fields.
+//!
+//! Parsing finds line ends with `memchr`, classifies each header name once and records
+//! byte ranges; nothing else is decoded until a typed accessor asks for it. Folded header
+//! lines (RFC 3261 §7.3.1) are unfolded by turning each CRLF before continuation white space
+//! into two spaces, which keeps every offset valid and needs one copy only for the rare
+//! message that folds.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::addr::NameAddr;
+use crate::cseq::CSeq;
+use crate::error::{Defect, ParseError};
+use crate::header::HeaderName;
+use crate::limits::Limits;
+use crate::method::Method;
+use crate::text::{is_token_byte, split_top, trim};
+use crate::uri::{Uri, UriError};
+use crate::via::Via;
+
+/// A byte range of the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    fn new(r: Range<usize>) -> Self {
+        // Messages are bounded far below 4 GiB by `Limits::max_message_size` and the
+        // transports, so offsets fit in u32.
+        Self { start: r.start as u32, end: r.end as u32 }
+    }
+
+    pub fn range(self) -> Range<usize> {
+        self.start as usize..self.end as usize
+    }
+
+    pub fn len(self) -> usize {
+        (self.end - self.start) as usize
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.end == self.start
+    }
+}
+
+/// One header field line: its name as recognised and the ranges of name and value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header {
+    pub name: HeaderName,
+    /// The whole line, name to end of value, without the line end.
+    pub line: Span,
+    pub name_span: Span,
+    /// The value, surrounding white space trimmed.
+    pub value: Span,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartLine {
+    Request { method: Method, uri: Span },
+    Response { status: u16, reason: Span },
+}
+
+/// A parsed SIP request or response.
+#[derive(Debug, Clone)]
+pub struct Message {
+    buf: Bytes,
+    start: StartLine,
+    /// The start line without its line end.
+    start_line: Span,
+    headers: Vec<Header>,
+    /// Where the header section ends (just past the empty line).
+    header_end: u32,
+    body: Span,
+    defect: Option<Defect>,
+    max_list_values: u16,
+}
+
+impl Message {
+    /// Parses one message: a datagram, or a stream frame cut by [`crate::framing::check`].
+    ///
+    /// Content-Length bounds the body: extra octets are dropped (RFC 3261 §18.3), missing
+    /// octets are a [`Defect`] (400); with no Content-Length the body runs to the end.
+    /// Defects that still allow an answer (bad Content-Length, a malformed Request-Line,
+    /// an unsupported version, a size past the limit) are recorded, not returned as
+    /// errors, so the caller can answer with the right status.
+    pub fn parse(buf: Bytes, limits: &Limits) -> Result<Self, ParseError> {
+        match index(&buf, limits)? {
+            Indexed::Done(parts) => Ok(parts.into_message(buf, limits)),
+            Indexed::Folded => {
+                let unfolded = unfold(&buf);
+                match index(&unfolded, limits)? {
+                    Indexed::Done(parts) => Ok(parts.into_message(unfolded, limits)),
+                    // Unfolding removes every continuation line.
+                    Indexed::Folded => Err(ParseError::BadStartLine),
+                }
+            }
+        }
+    }
+
+    pub fn as_bytes(&self) -> &Bytes {
+        &self.buf
+    }
+
+    pub fn start_line(&self) -> &StartLine {
+        &self.start
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request { .. })
+    }
+
+    pub fn method(&self) -> Option<&Method> {
+        match &self.start {
+            StartLine::Request { method, .. } => Some(method),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self.start {
+            StartLine::Response { status, .. } => Some(status),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    pub fn reason(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Response { reason, .. } => Some(self.text(reason)),
+            StartLine::Request { .. } => None,
+        }
+    }
+
+    /// The Request-URI as written.
+    pub fn request_uri_str(&self) -> Option<&str> {
+        match self.start {
+            StartLine::Request { uri, .. } => Some(self.text(uri)),
+            StartLine::Response { .. } => None,
+        }
+    }
+
+    pub fn request_uri(&self) -> Option<Result<Uri<'_>, UriError>> {
+        self.request_uri_str().map(Uri::parse)
+    }
+
+    /// The first defect found while parsing, if any.
+    pub fn defect(&self) -> Option<Defect> {
+        self.defect
+    }
+
+    pub fn headers(&self) -> &[Header] {
+        &self.headers
+    }
+
+    /// The start line span, without its line end.
+    pub fn start_line_span(&self) -> Span {
+        self.start_line
+    }
+
+    pub fn header_end(&self) -> usize {
+        self.header_end as usize
+    }
+
+    pub fn body(&self) -> Bytes {
+        self.buf.slice(self.body.range())
+    }
+
+    pub fn body_span(&self) -> Span {
+        self.body
+    }
+
+    /// Text of a span of the header section (validated UTF-8 when parsed).
+    pub fn text(&self, span: Span) -> &str {
+        std::str::from_utf8(&self.buf[span.range()]).unwrap_or_default()
+    }
+
+    pub fn value(&self, h: &Header) -> &str {
+        self.text(h.value)
+    }
+
+    /// Value of the first header named `name`.
+    pub fn get(&self, name: HeaderName) -> Option<&str> {
+        self.headers.iter().find(|h| h.name == name).map(|h| self.value(h))
+    }
+
+    /// Values of every line of `name`, in order.
+    pub fn get_all(&self, name: HeaderName) -> impl Iterator<Item = &str> {
+        self.headers
+            .iter()
+            .filter(move |h| h.name == name)
+            .map(|h| self.value(h))
+    }
+
+    /// Value of the first header whose name matches `name` case-insensitively (for headers
+    /// without a [`HeaderName`] variant).
+    pub fn get_other(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|h| self.text(h.name_span).eq_ignore_ascii_case(name))
+            .map(|h| self.value(h))
+    }
+
+    pub fn count(&self, name: HeaderName) -> usize {
+        self.headers.iter().filter(|h| h.name == name).count()
+    }
+
+    /// Each comma-separated value of a list header across all its lines, in order,
+    /// trimmed. Stops after `Limits::max_list_values`; an unterminated quote ends the list
+    /// with an `Err`.
+    pub fn list(&self, name: HeaderName) -> impl Iterator<Item = Result<&str, UriError>> {
+        self.get_all(name)
+            .flat_map(|line| split_top(line, b','))
+            .map(|v| v.map(trim).map_err(|_| UriError("unbalanced quote or bracket in list")))
+            .take(self.max_list_values as usize)
+    }
+
+    pub fn call_id(&self) -> Option<&str> {
+        self.get(HeaderName::CallId)
+    }
+
+    pub fn cseq(&self) -> Option<Result<CSeq<'_>, UriError>> {
+        self.get(HeaderName::CSeq).map(CSeq::parse)
+    }
+
+    pub fn from(&self) -> Option<Result<NameAddr<'_>, UriError>> {
+        self.get(HeaderName::From).map(NameAddr::parse)
+    }
+
+    pub fn to(&self) -> Option<Result<NameAddr<'_>, UriError>> {
+        self.get(HeaderName::To).map(NameAddr::parse)
+    }
+
+    /// The From tag, read without parsing the whole address.
+    pub fn from_tag(&self) -> Option<&str> {
+        self.get(HeaderName::From).and_then(quick_tag)
+    }
+
+    /// The To tag, read without parsing the whole address.
+    pub fn to_tag(&self) -> Option<&str> {
+        self.get(HeaderName::To).and_then(quick_tag)
+    }
+
+    /// The first Via value: the one a response travels back by.
+    pub fn top_via(&self) -> Option<Result<Via<'_>, UriError>> {
+        self.list(HeaderName::Via)
+            .next()
+            .map(|v| v.and_then(Via::parse))
+    }
+
+    pub fn vias(&self) -> impl Iterator<Item = Result<Via<'_>, UriError>> {
+        self.list(HeaderName::Via).map(|v| v.and_then(Via::parse))
+    }
+
+    fn addresses(&self, name: HeaderName) -> impl Iterator<Item = Result<NameAddr<'_>, UriError>> {
+        self.list(name).map(|v| v.and_then(NameAddr::parse))
+    }
+
+    pub fn routes(&self) -> impl Iterator<Item = Result<NameAddr<'_>, UriError>> {
+        self.addresses(HeaderName::Route)
+    }
+
+    pub fn record_routes(&self) -> impl Iterator<Item = Result<NameAddr<'_>, UriError>> {
+        self.addresses(HeaderName::RecordRoute)
+    }
+
+    pub fn paths(&self) -> impl Iterator<Item = Result<NameAddr<'_>, UriError>> {
+        self.addresses(HeaderName::Path)
+    }
+
+    /// Contact values; the wildcard `*` is reported by [`Message::is_contact_wildcard`].
+    pub fn contacts(&self) -> impl Iterator<Item = Result<NameAddr<'_>, UriError>> {
+        self.addresses(HeaderName::Contact)
+    }
+
+    pub fn is_contact_wildcard(&self) -> bool {
+        self.get(HeaderName::Contact).is_some_and(|v| v == "*")
+    }
+
+    /// Max-Forwards as a number; `Some(Err)` when present but not 0..=255.
+    pub fn max_forwards(&self) -> Option<Result<u8, UriError>> {
+        self.get(HeaderName::MaxForwards).map(|v| {
+            crate::text::parse_u32(v)
+                .and_then(|n| u8::try_from(n).ok())
+                .ok_or(UriError("malformed Max-Forwards"))
+        })
+    }
+
+    /// The Expires header in seconds; `Some(Err)` when present but not a 32-bit number.
+    pub fn expires(&self) -> Option<Result<u32, UriError>> {
+        self.get(HeaderName::Expires)
+            .map(|v| crate::text::parse_u32(v).ok_or(UriError("malformed Expires")))
+    }
+
+    pub fn content_type(&self) -> Option<&str> {
+        self.get(HeaderName::ContentType)
+    }
+
+    pub fn user_agent(&self) -> Option<&str> {
+        self.get(HeaderName::UserAgent)
+    }
+
+    /// Option tags of a Supported, Require, Proxy-Require or Unsupported list.
+    pub fn option_tags(&self, name: HeaderName) -> impl Iterator<Item = &str> {
+        self.list(name).filter_map(Result::ok).filter(|t| !t.is_empty())
+    }
+
+    /// Whether an option tag is listed, case-insensitively.
+    pub fn has_option_tag(&self, name: HeaderName, tag: &str) -> bool {
+        self.option_tags(name).any(|t| t.eq_ignore_ascii_case(tag))
+    }
+}
+
+/// `;tag=` of a From or To value found by a scan instead of a full parse: the first
+/// `;tag=` after the closing `>` (or anywhere in an addr-spec form).
+fn quick_tag(v: &str) -> Option<&str> {
+    let after = match v.rfind('>') {
+        Some(i) => &v[i + 1..],
+        None => v,
+    };
+    let b = after.as_bytes();
+    let mut from = 0;
+    while let Some(i) = memchr::memchr(b';', &b[from..]) {
+        let p = trim(&after[from + i + 1..]);
+        if p.len() > 3 && p[..3].eq_ignore_ascii_case("tag") {
+            let rest = trim(&p[3..]);
+            if let Some(value) = rest.strip_prefix('=') {
+                let value = trim(value);
+                let end = value.find([';', ' ', '\t']).unwrap_or(value.len());
+                return Some(&value[..end]);
+            }
+        }
+        from += i + 1;
+    }
+    None
+}
+
+enum Indexed {
+    Done(Parts),
+    Folded,
+}
+
+struct Parts {
+    start: StartLine,
+    start_line: Span,
+    headers: Vec<Header>,
+    header_end: usize,
+    defect: Option<Defect>,
+}
+
+impl Parts {
+    fn into_message(mut self, buf: Bytes, limits: &Limits) -> Message {
+        let available = buf.len() - self.header_end;
+        let mut body_len = available;
+        let mut lengths = self.headers.iter().filter(|h| h.name == HeaderName::ContentLength);
+        if let Some(h) = lengths.next() {
+            let text = std::str::from_utf8(&buf[h.value.range()]).unwrap_or_default();
+            match crate::text::parse_u32(text) {
+                Some(n) if n as usize <= available => body_len = n as usize,
+                Some(_) => self.note(Defect::bad_request("Content-Length larger than message")),
+                None => self.note(Defect::bad_request("malformed Content-Length")),
+            }
+        }
+        if buf.len() > limits.max_message_size {
+            self.note(Defect { status: 513, reason: "Message Too Large" });
+        }
+        Message {
+            start: self.start,
+            start_line: self.start_line,
+            headers: self.headers,
+            header_end: self.header_end as u32,
+            body: Span::new(self.header_end..self.header_end + body_len),
+            defect: self.defect,
+            max_list_values: limits.max_list_values.min(u16::MAX as usize) as u16,
+            buf,
+        }
+    }
+
+    fn note(&mut self, d: Defect) {
+        // The first defect wins, except that a size defect outranks a syntax one.
+        if self.defect.is_none() || d.status == 513 {
+            self.defect = Some(d);
+        }
+    }
+}
+
+/// One line: start offset, end (before CR LF) and the offset of the next line.
+fn next_line(buf: &[u8], pos: usize) -> (usize, usize) {
+    match memchr::memchr(b'\n', &buf[pos..]) {
+        Some(i) => {
+            let nl = pos + i;
+            let end = if nl > pos && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+            (end, nl + 1)
+        }
+        None => (buf.len(), buf.len()),
+    }
+}
+
+fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
+    // RFC 3261 §7.5: CRLFs before the start line are ignored.
+    let mut pos = 0;
+    while pos < buf.len() && (buf[pos] == b'\r' || buf[pos] == b'\n') {
+        pos += 1;
+    }
+    if pos == buf.len() {
+        return Err(ParseError::Empty);
+    }
+    let line_start = pos;
+    let (line_end, next) = next_line(buf, pos);
+    if line_end - line_start > limits.max_line_len {
+        return Err(ParseError::LineTooLong);
+    }
+    let mut defect = None;
+    let start = parse_start_line(&buf[line_start..line_end], line_start, &mut defect)?;
+    let start_line = Span::new(line_start..line_end);
+
+    let mut headers: Vec<Header> = Vec::with_capacity(16);
+    pos = next;
+    let header_end;
+    loop {
+        if pos >= buf.len() {
+            // No empty line: the datagram ends the header section (RFC 4475 `baddn`).
+            header_end = buf.len();
+            break;
+        }
+        let (end, next) = next_line(buf, pos);
+        if end == pos {
+            header_end = next;
+            break;
+        }
+        if end - pos > limits.max_line_len {
+            return Err(ParseError::LineTooLong);
+        }
+        let first = buf[pos];
+        if first == b' ' || first == b'\t' {
+            if headers.is_empty() {
+                return Err(ParseError::BadStartLine);
+            }
+            return Ok(Indexed::Folded);
+        }
+        match memchr::memchr(b':', &buf[pos..end]) {
+            Some(i) => {
+                let colon = pos + i;
+                let mut name_end = colon;
+                while name_end > pos && (buf[name_end - 1] == b' ' || buf[name_end - 1] == b'\t') {
+                    name_end -= 1;
+                }
+                let name = &buf[pos..name_end];
+                if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
+                    defect.get_or_insert(Defect::bad_request("malformed header name"));
+                } else {
+                    let mut vs = colon + 1;
+                    while vs < end && (buf[vs] == b' ' || buf[vs] == b'\t') {
+                        vs += 1;
+                    }
+                    let mut ve = end;
+                    while ve > vs && (buf[ve - 1] == b' ' || buf[ve - 1] == b'\t') {
+                        ve -= 1;
+                    }
+                    if headers.len() == limits.max_headers {
+                        return Err(ParseError::TooManyHeaders);
+                    }
+                    headers.push(Header {
+                        name: HeaderName::from_bytes(name),
+                        line: Span::new(pos..end),
+                        name_span: Span::new(pos..name_end),
+                        value: Span::new(vs..ve),
+                    });
+                }
+            }
+            None => {
+                defect.get_or_insert(Defect::bad_request("header line without colon"));
+            }
+        }
+        pos = next;
+    }
+    let head = &buf[..header_end];
+    if !head.is_ascii() && std::str::from_utf8(head).is_err() {
+        return Err(ParseError::NotUtf8);
+    }
+    Ok(Indexed::Done(Parts { start, start_line, headers, header_end, defect }))
+}
+
+fn parse_start_line(line: &[u8], offset: usize, defect: &mut Option<Defect>) -> Result<StartLine, ParseError> {
+    if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let sp = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+        if !line[..sp].eq_ignore_ascii_case(b"SIP/2.0") {
+            defect.get_or_insert(Defect { status: 505, reason: "Version Not Supported" });
+        }
+        let rest = &line[sp + 1..];
+        let code_end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
+        let code = &rest[..code_end];
+        if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) || code[0] == b'0' {
+            return Err(ParseError::BadStatusCode);
+        }
+        let status = code.iter().fold(0u16, |n, d| n * 10 + u16::from(d - b'0'));
+        if !(100..=699).contains(&status) {
+            return Err(ParseError::BadStatusCode);
+        }
+        let reason_start = offset + sp + 1 + (code_end + 1).min(rest.len());
+        return Ok(StartLine::Response {
+            status,
+            reason: Span::new(reason_start..offset + line.len()),
+        });
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version
+    let sp = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+    let method = &line[..sp];
+    if method.is_empty() || !method.iter().all(|&b| is_token_byte(b)) {
+        return Err(ParseError::BadStartLine);
+    }
+    let rest = &line[sp + 1..];
+    let uri_span;
+    match memchr::memrchr(b' ', rest) {
+        Some(last) => {
+            let uri = &rest[..last];
+            let version = &rest[last + 1..];
+            uri_span = Span::new(offset + sp + 1..offset + sp + 1 + last);
+            if uri.is_empty() || uri.iter().any(|&b| b == b' ' || b == b'\t') || version.is_empty() {
+                defect.get_or_insert(Defect::bad_request("malformed Request-Line"));
+            } else if !version.eq_ignore_ascii_case(b"SIP/2.0") {
+                let sip_like = version.len() > 4 && version[..4].eq_ignore_ascii_case(b"SIP/");
+                defect.get_or_insert(if sip_like {
+                    Defect { status: 505, reason: "Version Not Supported" }
+                } else {
+                    Defect::bad_request("malformed SIP version")
+                });
+            }
+        }
+        None => {
+            uri_span = Span::new(offset + sp + 1..offset + line.len());
+            defect.get_or_insert(Defect::bad_request("Request-Line has no SIP version"));
+        }
+    }
+    Ok(StartLine::Request { method: Method::from_bytes(method), uri: uri_span })
+}
+
+/// A copy of `buf` whose header section has every line end that precedes continuation
+/// white space turned into spaces.
+fn unfold(buf: &[u8]) -> Bytes {
+    let mut out = BytesMut::from(buf);
+    let mut pos = 0;
+    while pos < out.len() {
+        let (end, next) = next_line(&out, pos);
+        if end == pos {
+            break; // empty line: end of headers
+        }
+        if next < out.len() && (out[next] == b' ' || out[next] == b'\t') && next > end {
+            for b in &mut out[end..next] {
+                *b = b' ';
+            }
+            // The joined line is re-examined from its start on the next round.
+            continue;
+        }
+        pos = next;
+    }
+    out.freeze()
+}

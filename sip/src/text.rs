@@ -1,0 +1,143 @@
+//! Small lexical helpers shared by the header views: whitespace, tokens, quoted strings,
+//! separated lists and numbers, all on borrowed text.
+
+/// Linear white space as SIP sees it after unfolding: space and horizontal tab.
+pub(crate) fn is_ws(b: u8) -> bool {
+    b == b' ' || b == b'\t'
+}
+
+pub(crate) fn trim(s: &str) -> &str {
+    s.trim_matches(|c| c == ' ' || c == '\t')
+}
+
+/// RFC 3261 §25.1 `token` characters.
+pub(crate) fn is_token_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+        )
+}
+
+pub(crate) fn is_token(s: &str) -> bool {
+    !s.is_empty() && s.bytes().all(is_token_byte)
+}
+
+/// Splits `s` at each top-level `sep`: separators inside a quoted string (with `\`
+/// escapes) or inside `<...>` do not count. Yields at most `max` parts, the last one
+/// holding the rest; `None` marks an unterminated quote or bracket.
+pub(crate) fn split_top(s: &str, sep: u8) -> SplitTop<'_> {
+    SplitTop { rest: Some(s), sep }
+}
+
+pub(crate) struct SplitTop<'a> {
+    rest: Option<&'a str>,
+    sep: u8,
+}
+
+impl<'a> Iterator for SplitTop<'a> {
+    type Item = Result<&'a str, Unbalanced>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let s = self.rest?;
+        match find_top(s, self.sep) {
+            Ok(Some(i)) => {
+                self.rest = Some(&s[i + 1..]);
+                Some(Ok(&s[..i]))
+            }
+            Ok(None) => {
+                self.rest = None;
+                Some(Ok(s))
+            }
+            Err(e) => {
+                self.rest = None;
+                Some(Err(e))
+            }
+        }
+    }
+}
+
+/// A quoted string or an angle bracket that never closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Unbalanced;
+
+/// Index of the first top-level `sep` in `s`.
+pub(crate) fn find_top(s: &str, sep: u8) -> Result<Option<usize>, Unbalanced> {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut in_angle = false;
+    while i < b.len() {
+        match b[i] {
+            b'"' if !in_angle => {
+                i = end_of_quoted(b, i)?;
+                continue;
+            }
+            b'<' => in_angle = true,
+            b'>' => in_angle = false,
+            c if c == sep && !in_angle => return Ok(Some(i)),
+            _ => {}
+        }
+        i += 1;
+    }
+    if in_angle {
+        Err(Unbalanced)
+    } else {
+        Ok(None)
+    }
+}
+
+/// Given `b[start] == '"'`, the index just past the closing quote.
+pub(crate) fn end_of_quoted(b: &[u8], start: usize) -> Result<usize, Unbalanced> {
+    let mut i = start + 1;
+    while i < b.len() {
+        match b[i] {
+            b'\\' => i += 2,
+            b'"' => return Ok(i + 1),
+            _ => i += 1,
+        }
+    }
+    Err(Unbalanced)
+}
+
+/// Removes the quotes of a quoted string (escapes are kept as written); other text is
+/// returned trimmed.
+pub(crate) fn unquote(s: &str) -> &str {
+    let s = trim(s);
+    if s.len() >= 2 && s.starts_with('"') && s.ends_with('"') {
+        &s[1..s.len() - 1]
+    } else {
+        s
+    }
+}
+
+/// Parses decimal digits only (no sign, no spaces) into a `u32`; `None` on overflow.
+pub(crate) fn parse_u32(s: &str) -> Option<u32> {
+    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_top_respects_quotes_and_brackets() {
+        let parts: Vec<_> = split_top(r#""a,b" <sip:x;y,z>, c"#, b',')
+            .map(|p| p.unwrap())
+            .collect();
+        assert_eq!(parts, vec![r#""a,b" <sip:x;y,z>"#, " c"]);
+        assert!(split_top(r#""open, x"#, b',').any(|p| p.is_err()));
+        assert!(split_top("<sip:a, b", b',').any(|p| p.is_err()));
+    }
+
+    #[test]
+    fn numbers_do_not_overflow() {
+        assert_eq!(parse_u32("4294967295"), Some(u32::MAX));
+        assert_eq!(parse_u32("4294967296"), None);
+        assert_eq!(parse_u32("36893488147419103232"), None);
+        assert_eq!(parse_u32("-1"), None);
+        assert_eq!(parse_u32(""), None);
+    }
+}

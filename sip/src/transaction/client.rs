@@ -1,0 +1,229 @@
+//! Client transactions (RFC 3261 §17.1, RFC 6026 §7.2).
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::{driven, Core, Event, Timer, TimerConfig};
+use crate::build;
+use crate::message::Message;
+
+/// What a client transaction is fed.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientInput<'a> {
+    /// A response matched to this transaction by [`super::TxKey::client`].
+    Response(&'a Message),
+    Timer(Timer),
+    TransportError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientInviteState {
+    Calling,
+    Proceeding,
+    Completed,
+    Accepted,
+    Terminated,
+}
+
+/// INVITE client transaction (§17.1.1, Figure 5 as amended by RFC 6026 Figure 3).
+#[derive(Debug)]
+pub struct ClientInviteTx {
+    core: Core,
+    state: ClientInviteState,
+    request: Message,
+    ack: Option<Bytes>,
+    timer_a: Duration,
+}
+
+driven!(ClientInviteTx);
+
+impl ClientInviteTx {
+    /// §17.1.1.2: send the INVITE, start Timer A (unreliable transport) and Timer B.
+    pub fn start(now: Instant, request: Message, reliable: bool, config: TimerConfig) -> Self {
+        let mut core = Core::new(config, reliable);
+        core.send(request.as_bytes());
+        if !reliable {
+            core.arm(Timer::A, now + config.t1);
+        }
+        core.arm(Timer::B, now + config.t1x64());
+        Self { core, state: ClientInviteState::Calling, request, ack: None, timer_a: config.t1 }
+    }
+
+    pub fn state(&self) -> ClientInviteState {
+        self.state
+    }
+
+    pub fn request(&self) -> &Message {
+        &self.request
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        self.state == ClientInviteState::Terminated
+    }
+
+    pub fn handle(&mut self, now: Instant, input: ClientInput<'_>) {
+        use ClientInput as I;
+        use ClientInviteState as S;
+        let status = match input {
+            I::Response(r) => r.status().unwrap_or(0),
+            _ => 0,
+        };
+        match (self.state, input) {
+            (S::Terminated, _) => {}
+            // §17.1.1.2: Timer A fires: retransmit and double the interval.
+            (S::Calling, I::Timer(Timer::A)) => {
+                self.core.send(self.request.as_bytes());
+                self.timer_a *= 2;
+                self.core.arm(Timer::A, now + self.timer_a);
+            }
+            // §17.1.1.2: Timer B fires in Calling: timeout.
+            (S::Calling, I::Timer(Timer::B)) => self.terminate(Some(Event::Timeout)),
+            // §17.1.1.2: a provisional response moves to Proceeding; no more retransmits.
+            (S::Calling | S::Proceeding, I::Response(_)) if status < 200 => {
+                self.core.clear();
+                self.state = S::Proceeding;
+                self.core.events.push_back(Event::Response);
+            }
+            // RFC 6026 §7.2: a 2xx moves to Accepted and starts Timer M.
+            (S::Calling | S::Proceeding, I::Response(_)) if status < 300 => {
+                self.core.clear();
+                self.state = S::Accepted;
+                self.core.events.push_back(Event::Response);
+                self.core.arm(Timer::M, now + self.core.config.t1x64());
+            }
+            // §17.1.1.2: a 300-699 response is passed up, ACKed, and Completed starts
+            // Timer D (zero on reliable transports).
+            (S::Calling | S::Proceeding, I::Response(r)) => {
+                self.core.clear();
+                let ack = build::ack_for_non_2xx(&self.request, r);
+                self.core.send(&ack);
+                self.ack = Some(ack);
+                self.core.events.push_back(Event::Response);
+                if self.core.reliable {
+                    self.state = S::Terminated;
+                } else {
+                    self.state = S::Completed;
+                    self.core.arm(Timer::D, now + self.core.config.timer_d);
+                }
+            }
+            // §17.1.1.2: a retransmitted final response in Completed is ACKed again and
+            // not passed up.
+            (S::Completed, I::Response(_)) if status >= 300 => {
+                if let Some(ack) = &self.ack {
+                    self.core.send(&ack.clone());
+                }
+            }
+            (S::Completed, I::Timer(Timer::D)) => self.terminate(None),
+            // RFC 6026 §7.2: 2xx retransmissions in Accepted go to the TU.
+            (S::Accepted, I::Response(_)) if (200..300).contains(&status) => {
+                self.core.events.push_back(Event::Response);
+            }
+            (S::Accepted, I::Timer(Timer::M)) => self.terminate(None),
+            // §17.1.1.2 / §17.1.4: a transport error terminates and is reported.
+            (_, I::TransportError) => self.terminate(Some(Event::TransportError)),
+            // Anything else (late provisional, stray timer) is absorbed.
+            _ => {}
+        }
+    }
+
+    fn terminate(&mut self, event: Option<Event>) {
+        self.core.clear();
+        self.state = ClientInviteState::Terminated;
+        self.core.events.extend(event);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientNonInviteState {
+    Trying,
+    Proceeding,
+    Completed,
+    Terminated,
+}
+
+/// Non-INVITE client transaction (§17.1.2, Figure 6).
+#[derive(Debug)]
+pub struct ClientNonInviteTx {
+    core: Core,
+    state: ClientNonInviteState,
+    request: Bytes,
+    timer_e: Duration,
+}
+
+driven!(ClientNonInviteTx);
+
+impl ClientNonInviteTx {
+    /// §17.1.2.2: send the request, start Timer E (unreliable) and Timer F.
+    pub fn start(now: Instant, request: Bytes, reliable: bool, config: TimerConfig) -> Self {
+        let mut core = Core::new(config, reliable);
+        core.send(&request);
+        if !reliable {
+            core.arm(Timer::E, now + config.t1);
+        }
+        core.arm(Timer::F, now + config.t1x64());
+        Self { core, state: ClientNonInviteState::Trying, request, timer_e: config.t1 }
+    }
+
+    pub fn state(&self) -> ClientNonInviteState {
+        self.state
+    }
+
+    pub fn is_terminated(&self) -> bool {
+        self.state == ClientNonInviteState::Terminated
+    }
+
+    pub fn handle(&mut self, now: Instant, input: ClientInput<'_>) {
+        use ClientInput as I;
+        use ClientNonInviteState as S;
+        let status = match input {
+            I::Response(r) => r.status().unwrap_or(0),
+            _ => 0,
+        };
+        let t2 = self.core.config.t2;
+        match (self.state, input) {
+            (S::Terminated, _) => {}
+            // §17.1.2.2: Timer E in Trying: retransmit, interval MIN(2E, T2).
+            (S::Trying, I::Timer(Timer::E)) => {
+                self.core.send(&self.request);
+                self.timer_e = (self.timer_e * 2).min(t2);
+                self.core.arm(Timer::E, now + self.timer_e);
+            }
+            // §17.1.2.2: Timer E in Proceeding: retransmit every T2.
+            (S::Proceeding, I::Timer(Timer::E)) => {
+                self.core.send(&self.request);
+                self.timer_e = t2;
+                self.core.arm(Timer::E, now + t2);
+            }
+            // §17.1.2.2: Timer F: timeout.
+            (S::Trying | S::Proceeding, I::Timer(Timer::F)) => self.terminate(Some(Event::Timeout)),
+            // §17.1.2.2: provisional responses move to Proceeding and go up.
+            (S::Trying | S::Proceeding, I::Response(_)) if status < 200 => {
+                self.state = S::Proceeding;
+                self.core.events.push_back(Event::Response);
+            }
+            // §17.1.2.2: a final response goes up; Completed starts Timer K (zero when
+            // reliable).
+            (S::Trying | S::Proceeding, I::Response(_)) => {
+                self.core.clear();
+                self.core.events.push_back(Event::Response);
+                if self.core.reliable {
+                    self.state = S::Terminated;
+                } else {
+                    self.state = S::Completed;
+                    self.core.arm(Timer::K, now + self.core.config.t4);
+                }
+            }
+            (S::Completed, I::Timer(Timer::K)) => self.terminate(None),
+            (_, I::TransportError) => self.terminate(Some(Event::TransportError)),
+            // Completed absorbs response retransmissions; stray timers are ignored.
+            _ => {}
+        }
+    }
+
+    fn terminate(&mut self, event: Option<Event>) {
+        self.core.clear();
+        self.state = ClientNonInviteState::Terminated;
+        self.core.events.extend(event);
+    }
+}

@@ -1,0 +1,258 @@
+//! SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), borrowed from the message, with IPv6
+//! references (RFC 5118) and escaped characters kept as written.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use crate::params::Params;
+
+/// The URI schemes Limes routes; any other scheme parses as [`Scheme::Other`] and is
+/// answered 416 by the sanity checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Sip,
+    Sips,
+    Tel,
+    Other,
+}
+
+/// A parsed URI. For `tel:` the number is in `user` and `host` is empty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Uri<'a> {
+    pub raw: &'a str,
+    pub scheme: Scheme,
+    pub user: Option<&'a str>,
+    pub password: Option<&'a str>,
+    /// A domain name, an IPv4 address, or an IPv6 reference with its brackets.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    pub params: Params<'a>,
+    /// The `?h=v&...` part without the `?`.
+    pub headers: Option<&'a str>,
+}
+
+/// Why a URI was refused; the text is the reason phrase of the 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct UriError(pub &'static str);
+
+impl<'a> Uri<'a> {
+    pub fn parse(raw: &'a str) -> Result<Self, UriError> {
+        if raw.is_empty() {
+            return Err(UriError("empty URI"));
+        }
+        if raw.bytes().any(|b| b <= b' ' || matches!(b, b'<' | b'>' | b'"' | 0x7f)) {
+            return Err(UriError("URI contains white space or delimiters"));
+        }
+        let colon = raw.find(':').ok_or(UriError("URI has no scheme"))?;
+        let scheme_str = &raw[..colon];
+        let scheme_ok = scheme_str
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphabetic())
+            && scheme_str
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'));
+        if !scheme_ok {
+            return Err(UriError("malformed URI scheme"));
+        }
+        let rest = &raw[colon + 1..];
+        let scheme = if scheme_str.eq_ignore_ascii_case("sip") {
+            Scheme::Sip
+        } else if scheme_str.eq_ignore_ascii_case("sips") {
+            Scheme::Sips
+        } else if scheme_str.eq_ignore_ascii_case("tel") {
+            Scheme::Tel
+        } else {
+            Scheme::Other
+        };
+        let mut uri = Uri {
+            raw,
+            scheme,
+            user: None,
+            password: None,
+            host: "",
+            port: None,
+            params: Params::default(),
+            headers: None,
+        };
+        match scheme {
+            Scheme::Other => {
+                if rest.is_empty() {
+                    return Err(UriError("empty URI"));
+                }
+                uri.host = rest;
+            }
+            Scheme::Tel => {
+                let (number, params) = split_once(rest, ';');
+                let valid = !number.is_empty()
+                    && number.bytes().all(|b| {
+                        b.is_ascii_hexdigit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w')
+                    });
+                if !valid {
+                    return Err(UriError("malformed tel number"));
+                }
+                uri.user = Some(number);
+                uri.params = Params::new(params.unwrap_or(""));
+            }
+            Scheme::Sip | Scheme::Sips => {
+                // userinfo ends at the first '@' (it may hold ';', '?' and ':'); neither
+                // the host, the parameters nor the headers may contain a raw '@'.
+                let hostpart = match rest.find('@') {
+                    Some(at) => {
+                        let userinfo = &rest[..at];
+                        let (user, password) = split_once(userinfo, ':');
+                        if user.is_empty() {
+                            return Err(UriError("empty user part in URI"));
+                        }
+                        uri.user = Some(user);
+                        uri.password = password;
+                        &rest[at + 1..]
+                    }
+                    None => rest,
+                };
+                let (hostpart, headers) = split_once(hostpart, '?');
+                uri.headers = headers;
+                let (hostport, params) = split_once(hostpart, ';');
+                let (host, port) = split_host_port(hostport)?;
+                uri.host = host;
+                uri.port = port;
+                uri.params = Params::new(params.unwrap_or(""));
+                uri.params
+                    .validate()
+                    .map_err(|_| UriError("malformed URI parameter"))?;
+            }
+        }
+        Ok(uri)
+    }
+
+    pub fn is_sip(&self) -> bool {
+        matches!(self.scheme, Scheme::Sip | Scheme::Sips)
+    }
+
+    /// The host as an IP address, when it is one (brackets removed for IPv6).
+    pub fn host_ip(&self) -> Option<IpAddr> {
+        host_ip(self.host)
+    }
+
+    /// `lr` present: the next hop is a loose router (RFC 3261 §16.4).
+    pub fn is_loose_router(&self) -> bool {
+        self.params.has("lr")
+    }
+
+    /// The `transport` URI parameter, lower-case names compared case-insensitively.
+    pub fn transport(&self) -> Option<&'a str> {
+        self.params.get("transport").flatten()
+    }
+
+    /// `maddr`, which overrides the host when sending (RFC 3261 §19.1.1).
+    pub fn maddr(&self) -> Option<&'a str> {
+        self.params.get("maddr").flatten()
+    }
+}
+
+fn split_once(s: &str, sep: char) -> (&str, Option<&str>) {
+    match s.find(sep) {
+        Some(i) => (&s[..i], Some(&s[i + 1..])),
+        None => (s, None),
+    }
+}
+
+/// Splits `host[:port]` where host may be an IPv6 reference `[...]`. Used by URIs and Via
+/// sent-by alike.
+pub(crate) fn split_host_port(s: &str) -> Result<(&str, Option<u16>), UriError> {
+    let (host, port) = if s.starts_with('[') {
+        let close = s.find(']').ok_or(UriError("unterminated IPv6 reference"))?;
+        let inner = &s[1..close];
+        if inner.parse::<Ipv6Addr>().is_err() {
+            return Err(UriError("malformed IPv6 reference"));
+        }
+        let after = &s[close + 1..];
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p),
+            None if after.is_empty() => None,
+            None => return Err(UriError("junk after IPv6 reference")),
+        };
+        (&s[..=close], port)
+    } else {
+        let (host, port) = split_once(s, ':');
+        if port.is_some_and(|p| p.contains(':')) {
+            return Err(UriError("IPv6 address without brackets"));
+        }
+        let valid = !host.is_empty()
+            && host
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        if !valid {
+            return Err(UriError("malformed host"));
+        }
+        (host, port)
+    };
+    let port = match port {
+        None => None,
+        Some(p) => Some(parse_port(p).ok_or(UriError("malformed port"))?),
+    };
+    Ok((host, port))
+}
+
+pub(crate) fn parse_port(p: &str) -> Option<u16> {
+    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    p.parse().ok()
+}
+
+/// An IP address from a host, a `received` or a `maddr` value; brackets are optional for
+/// IPv6 (RFC 5118 §4.5 shows both forms of `received`).
+pub fn host_ip(host: &str) -> Option<IpAddr> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    bare.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        // (uri, scheme, user, host, port)
+        let ok: &[(&str, Scheme, Option<&str>, &str, Option<u16>)] = &[
+            ("sip:alice@atlanta.example.com", Scheme::Sip, Some("alice"), "atlanta.example.com", None),
+            ("SIPS:bob@192.0.2.4:5061;transport=tcp", Scheme::Sips, Some("bob"), "192.0.2.4", Some(5061)),
+            ("sip:[2001:db8::10]:5070", Scheme::Sip, None, "[2001:db8::10]", Some(5070)),
+            ("sip:[2001:db8::10:5070]", Scheme::Sip, None, "[2001:db8::10:5070]", None),
+            ("sip:user;par=u%40example.net@example.com", Scheme::Sip, Some("user;par=u%40example.net"), "example.com", None),
+            ("sip:sips%3Auser%40example.com@example.net", Scheme::Sip, Some("sips%3Auser%40example.com"), "example.net", None),
+            ("tel:+1-201-555-0123", Scheme::Tel, Some("+1-201-555-0123"), "", None),
+            ("tel:7042;phone-context=example.com", Scheme::Tel, Some("7042"), "", None),
+            ("sip:+13035551111@ift.client.example.net;user=phone", Scheme::Sip, Some("+13035551111"), "ift.client.example.net", None),
+            ("nobodyknowsthisscheme:totallyopaquecontent", Scheme::Other, None, "totallyopaquecontent", None),
+        ];
+        for (raw, scheme, user, host, port) in ok {
+            let u = Uri::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!((u.scheme, u.user, u.host, u.port), (*scheme, *user, *host, *port), "{raw}");
+        }
+        let bad: &[(&str, &str)] = &[
+            ("sip:2001:db8::10", "IPv6 address without brackets"),
+            ("sip:user@[2001:db8:::192.0.2.1]", "malformed IPv6 reference"),
+            ("<sip:user@example.com>", "URI contains white space or delimiters"),
+            ("sip:user@example.com:99999", "malformed port"),
+            ("sip:@example.com", "empty user part in URI"),
+            ("sip:user@exa mple.com", "URI contains white space or delimiters"),
+            ("tel:", "malformed tel number"),
+            ("sip:a@b;;", "malformed URI parameter"),
+        ];
+        for (raw, why) in bad {
+            assert_eq!(Uri::parse(raw).map(|_| ()), Err(UriError(why)), "{raw}");
+        }
+    }
+
+    #[test]
+    fn host_ip_accepts_both_ipv6_forms() {
+        assert_eq!(host_ip("[2001:db8::9:255]"), host_ip("2001:db8::9:255"));
+        assert!(host_ip("192.0.2.1").is_some());
+        assert!(host_ip("example.com").is_none());
+    }
+}

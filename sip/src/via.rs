@@ -1,0 +1,123 @@
+//! The Via header (RFC 3261 §20.42, RFC 3581 `rport`, RFC 5118 IPv6 `received`).
+
+use std::net::IpAddr;
+
+use crate::params::Params;
+use crate::text::trim;
+use crate::uri::{host_ip, split_host_port, UriError};
+
+/// The magic cookie that marks an RFC 3261 branch (§8.1.1.7).
+pub const BRANCH_COOKIE: &str = "z9hG4bK";
+
+/// One Via value, borrowed from the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Via<'a> {
+    /// `SIP/2.0` as sent (white space around the slashes removed from view, not from the
+    /// message).
+    pub protocol: &'a str,
+    pub version: &'a str,
+    /// The transport token, such as `UDP`, `TCP`, `TLS`, `SCTP`, `WS`, or any other.
+    pub transport: &'a str,
+    /// The sent-by host: a name, an IPv4 address or an IPv6 reference with brackets.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    pub params: Params<'a>,
+}
+
+impl<'a> Via<'a> {
+    pub fn parse(s: &'a str) -> Result<Self, UriError> {
+        let s = trim(s);
+        let (protocol, rest) = slash_part(s).ok_or(UriError("malformed Via sent-protocol"))?;
+        let (version, rest) = slash_part(rest).ok_or(UriError("malformed Via sent-protocol"))?;
+        let rest = rest.trim_start_matches([' ', '\t']);
+        let end = rest
+            .find(|c: char| c == ' ' || c == '\t')
+            .ok_or(UriError("Via has no sent-by"))?;
+        let transport = &rest[..end];
+        if !crate::text::is_token(protocol) || !crate::text::is_token(transport) {
+            return Err(UriError("malformed Via sent-protocol"));
+        }
+        let rest = trim(&rest[end..]);
+        let (sent_by, params) = match rest.find(';') {
+            Some(i) => (trim(&rest[..i]), &rest[i + 1..]),
+            None => (rest, ""),
+        };
+        let (host, port) = split_host_port(sent_by).map_err(|_| UriError("malformed Via sent-by"))?;
+        let params = Params::new(params);
+        params.validate().map_err(|_| UriError("malformed Via parameter"))?;
+        Ok(Via { protocol, version, transport, host, port, params })
+    }
+
+    pub fn branch(&self) -> Option<&'a str> {
+        self.params.get("branch").flatten()
+    }
+
+    /// True when the branch carries the RFC 3261 magic cookie; otherwise transactions are
+    /// matched the RFC 2543 way (§17.2.3).
+    pub fn has_rfc3261_branch(&self) -> bool {
+        self.branch().is_some_and(|b| b.starts_with(BRANCH_COOKIE))
+    }
+
+    /// The `received` parameter as an address, brackets optional (RFC 5118 §4.5).
+    pub fn received(&self) -> Option<IpAddr> {
+        self.params.get("received").flatten().and_then(host_ip)
+    }
+
+    /// `None`: no rport; `Some(None)`: rport asked for (RFC 3581 §3); `Some(Some(p))`: filled.
+    pub fn rport(&self) -> Option<Option<u16>> {
+        self.params
+            .get("rport")
+            .map(|v| v.and_then(crate::uri::parse_port))
+    }
+
+    pub fn maddr(&self) -> Option<&'a str> {
+        self.params.get("maddr").flatten()
+    }
+
+    /// Transport names compare case-insensitively.
+    pub fn is_transport(&self, t: &str) -> bool {
+        self.transport.eq_ignore_ascii_case(t)
+    }
+
+    /// The port a response goes to when the Via has none: 5061 for TLS, else 5060.
+    pub fn default_port(&self) -> u16 {
+        if self.is_transport("TLS") {
+            5061
+        } else {
+            5060
+        }
+    }
+}
+
+/// `token LWS "/" LWS rest` -> (token, rest after the slash).
+fn slash_part(s: &str) -> Option<(&str, &str)> {
+    let slash = s.find('/')?;
+    Some((trim(&s[..slash]), s[slash + 1..].trim_start_matches([' ', '\t'])))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table() {
+        let v = Via::parse("SIP  /   2.0   / UDP    192.0.2.2;branch=390skdjuw").unwrap();
+        assert_eq!((v.protocol, v.version, v.transport, v.host, v.port), ("SIP", "2.0", "UDP", "192.0.2.2", None));
+        assert_eq!(v.branch(), Some("390skdjuw"));
+        assert!(!v.has_rfc3261_branch());
+
+        let v = Via::parse("SIP/2.0/TCP [2001:db8::9:1]:5061;branch=z9hG4bKas3-111;received=[2001:db8::9:255];rport=5080").unwrap();
+        assert_eq!((v.host, v.port), ("[2001:db8::9:1]", Some(5061)));
+        assert!(v.has_rfc3261_branch());
+        assert_eq!(v.received(), "2001:db8::9:255".parse().ok());
+        assert_eq!(v.rport(), Some(Some(5080)));
+
+        let v = Via::parse("SIP/2.0/UDP host.example.com;rport;branch=z9hG4bKx").unwrap();
+        assert_eq!(v.rport(), Some(None));
+        assert_eq!(v.default_port(), 5060);
+
+        for bad in ["SIP/2.0/UDP", "SIP/2.0 UDP host", "SIP/2.0/UDP 192.0.2.15;;,;,,", "SIP/2.0/UDP 2001:db8::1"] {
+            assert!(Via::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
