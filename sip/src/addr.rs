@@ -22,7 +22,8 @@ impl<'a> NameAddr<'a> {
         let s = trim(s);
         let b = s.as_bytes();
         let (display, open) = if b.first() == Some(&b'"') {
-            let end = end_of_quoted(b, 0).map_err(|_| UriError("unterminated quoted display name"))?;
+            let end =
+                end_of_quoted(b, 0).map_err(|_| UriError("unterminated quoted display name"))?;
             let after = s[end..].trim_start_matches([' ', '\t']);
             if !after.starts_with('<') {
                 return Err(UriError("display name without <URI>"));
@@ -45,7 +46,9 @@ impl<'a> NameAddr<'a> {
                         None => (s, ""),
                     };
                     if uri.contains(['?', ',']) || uri.is_empty() {
-                        return Err(UriError("URI with parameters or headers must be enclosed in <>"));
+                        return Err(UriError(
+                            "URI with parameters or headers must be enclosed in <>",
+                        ));
                     }
                     return Self::finish(None, uri, false, params);
                 }
@@ -65,10 +68,22 @@ impl<'a> NameAddr<'a> {
         Self::finish(display, uri, true, params)
     }
 
-    fn finish(display: Option<&'a str>, uri: &'a str, bracketed: bool, params: &'a str) -> Result<Self, UriError> {
+    fn finish(
+        display: Option<&'a str>,
+        uri: &'a str,
+        bracketed: bool,
+        params: &'a str,
+    ) -> Result<Self, UriError> {
         let params = Params::new(params);
-        params.validate().map_err(|_| UriError("malformed header parameter"))?;
-        Ok(NameAddr { display, uri, bracketed, params })
+        params
+            .validate()
+            .map_err(|_| UriError("malformed header parameter"))?;
+        Ok(NameAddr {
+            display,
+            uri,
+            bracketed,
+            params,
+        })
     }
 
     pub fn parse_uri(&self) -> Result<Uri<'a>, UriError> {
@@ -81,7 +96,10 @@ impl<'a> NameAddr<'a> {
 
     /// The `expires` Contact parameter in seconds; `None` when absent or not a number.
     pub fn expires(&self) -> Option<u32> {
-        self.params.get("expires").flatten().and_then(crate::text::parse_u32)
+        self.params
+            .get("expires")
+            .flatten()
+            .and_then(crate::text::parse_u32)
     }
 
     /// The `q` Contact parameter in thousandths (`q=0.5` -> 500); `None` when absent or
@@ -142,20 +160,50 @@ mod tests {
         let ok: &[(&str, Option<&str>, &str, Option<&str>)] = &[
             ("<sip:a@b>;tag=1", None, "sip:a@b", Some("1")),
             ("\"A, B\" <sip:a@b>", Some("\"A, B\""), "sip:a@b", None),
-            ("caller<sip:caller@example.com>;tag=323", Some("caller"), "sip:caller@example.com", Some("323")),
-            ("sip:caller@example.net;tag=2923420123", None, "sip:caller@example.net", Some("2923420123")),
-            ("Joe Random <sip:joe@example.org> ; tag = 5", Some("Joe Random"), "sip:joe@example.org", Some("5")),
+            (
+                "caller<sip:caller@example.com>;tag=323",
+                Some("caller"),
+                "sip:caller@example.com",
+                Some("323"),
+            ),
+            (
+                "sip:caller@example.net;tag=2923420123",
+                None,
+                "sip:caller@example.net",
+                Some("2923420123"),
+            ),
+            (
+                "Joe Random <sip:joe@example.org> ; tag = 5",
+                Some("Joe Random"),
+                "sip:joe@example.org",
+                Some("5"),
+            ),
         ];
         for (s, display, uri, tag) in ok {
             let a = NameAddr::parse(s).unwrap_or_else(|e| panic!("{s}: {e}"));
             assert_eq!((a.display, a.uri, a.tag()), (*display, *uri, *tag), "{s}");
         }
         let bad: &[(&str, &str)] = &[
-            ("Bell, Alexander <sip:a.g.bell@example.com>;tag=43", "display name has non-token characters"),
-            ("\"Mr. J. User <sip:j.user@example.com>", "unterminated quoted display name"),
-            ("\"Watson, Thomas\" < sip:t.watson@example.org >", "white space inside <URI>"),
-            ("sip:user@example.com?Route=%3Csip:sip.example.com%3E", "URI with parameters or headers must be enclosed in <>"),
-            ("\"Joe\" <sip:joe@example.org>;;;;", "malformed header parameter"),
+            (
+                "Bell, Alexander <sip:a.g.bell@example.com>;tag=43",
+                "display name has non-token characters",
+            ),
+            (
+                "\"Mr. J. User <sip:j.user@example.com>",
+                "unterminated quoted display name",
+            ),
+            (
+                "\"Watson, Thomas\" < sip:t.watson@example.org >",
+                "white space inside <URI>",
+            ),
+            (
+                "sip:user@example.com?Route=%3Csip:sip.example.com%3E",
+                "URI with parameters or headers must be enclosed in <>",
+            ),
+            (
+                "\"Joe\" <sip:joe@example.org>;;;;",
+                "malformed header parameter",
+            ),
             ("<sip:a@b", "unterminated <URI>"),
         ];
         for (s, why) in bad {
@@ -165,7 +213,16 @@ mod tests {
 
     #[test]
     fn q_values() {
-        for (s, q) in [("1", Some(1000)), ("0.5", Some(500)), ("0.001", Some(1)), ("1.000", Some(1000)), ("1.5", None), ("2", None), ("0.1234", None), ("0.", Some(0))] {
+        for (s, q) in [
+            ("1", Some(1000)),
+            ("0.5", Some(500)),
+            ("0.001", Some(1)),
+            ("1.000", Some(1000)),
+            ("1.5", None),
+            ("2", None),
+            ("0.1234", None),
+            ("0.", Some(0)),
+        ] {
             let text = format!("<sip:a@b>;q={s}");
             assert_eq!(NameAddr::parse(&text).unwrap().q(), q, "{s}");
         }
@@ -175,6 +232,13 @@ mod tests {
     fn push_params() {
         let a = NameAddr::parse("<sip:alice@192.0.2.1;pn-provider=apns;pn-prid=00fc13adff78512;pn-param=ABCD1234.com.example.voip>").unwrap();
         let p = PushParams::from_uri(&a.parse_uri().unwrap()).unwrap();
-        assert_eq!((p.provider, p.prid, p.param), ("apns", Some("00fc13adff78512"), Some("ABCD1234.com.example.voip")));
+        assert_eq!(
+            (p.provider, p.prid, p.param),
+            (
+                "apns",
+                Some("00fc13adff78512"),
+                Some("ABCD1234.com.example.voip")
+            )
+        );
     }
 }

@@ -336,7 +336,11 @@ impl<'m> Forward<'m> {
                 HeaderName::MaxForwards if self.decrement_max_forwards => {
                     max_forwards_seen = true;
                     let n = msg.max_forwards().and_then(Result::ok).unwrap_or(70);
-                    let _ = write!(StrBuf(&mut out), "Max-Forwards: {}\r\n", n.saturating_sub(1));
+                    let _ = write!(
+                        StrBuf(&mut out),
+                        "Max-Forwards: {}\r\n",
+                        n.saturating_sub(1)
+                    );
                 }
                 HeaderName::Contact if self.contact.is_some() => {
                     if !contact_done {
@@ -411,7 +415,13 @@ fn copy_line(out: &mut BytesMut, buf: &Bytes, h: &Header) {
 
 /// Writes the values of a list line after dropping up to `drop` of them from the front;
 /// returns how many are still to drop from the following lines.
-fn emit_without_first(out: &mut BytesMut, msg: &Message, h: &Header, drop: usize, name: &str) -> usize {
+fn emit_without_first(
+    out: &mut BytesMut,
+    msg: &Message,
+    h: &Header,
+    drop: usize,
+    name: &str,
+) -> usize {
     if drop == 0 {
         copy_line(out, msg.as_bytes(), h);
         return 0;
@@ -435,7 +445,11 @@ fn emit_without_first(out: &mut BytesMut, msg: &Message, h: &Header, drop: usize
 /// `rport` filled when present (RFC 3581 §4).
 fn write_via_with_source(out: &mut BytesMut, via: &Via<'_>, source: Source) {
     let mut w = StrBuf(out);
-    let _ = write!(w, "{}/{}/{} {}", via.protocol, via.version, via.transport, via.host);
+    let _ = write!(
+        w,
+        "{}/{}/{} {}",
+        via.protocol, via.version, via.transport, via.host
+    );
     if let Some(p) = via.port {
         let _ = write!(w, ":{p}");
     }

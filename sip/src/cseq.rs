@@ -15,9 +15,7 @@ pub struct CSeq<'a> {
 impl<'a> CSeq<'a> {
     pub fn parse(s: &'a str) -> Result<Self, UriError> {
         let s = trim(s);
-        let split = s
-            .find([' ', '\t'])
-            .ok_or(UriError("malformed CSeq"))?;
+        let split = s.find([' ', '\t']).ok_or(UriError("malformed CSeq"))?;
         let seq = parse_u32(&s[..split])
             .filter(|&n| n <= MAX_SEQ)
             .ok_or(UriError("CSeq number out of range"))?;
@@ -35,7 +33,13 @@ mod tests {
 
     #[test]
     fn table() {
-        assert_eq!(CSeq::parse(" 4711   INVITE ").unwrap(), CSeq { seq: 4711, method: "INVITE" });
+        assert_eq!(
+            CSeq::parse(" 4711   INVITE ").unwrap(),
+            CSeq {
+                seq: 4711,
+                method: "INVITE"
+            }
+        );
         assert_eq!(CSeq::parse("0 ACK").unwrap().seq, 0);
         assert_eq!(CSeq::parse("2147483647 BYE").unwrap().seq, MAX_SEQ);
         assert!(CSeq::parse("2147483648 BYE").is_err());

@@ -26,8 +26,16 @@ impl DialogId {
         let from = msg.from_tag()?.to_owned();
         let to = msg.to_tag()?.to_owned();
         Some((
-            DialogId { call_id: call_id.clone(), caller_tag: from.clone(), callee_tag: to.clone() },
-            DialogId { call_id, caller_tag: to, callee_tag: from },
+            DialogId {
+                call_id: call_id.clone(),
+                caller_tag: from.clone(),
+                callee_tag: to.clone(),
+            },
+            DialogId {
+                call_id,
+                caller_tag: to,
+                callee_tag: from,
+            },
         ))
     }
 }
@@ -70,7 +78,10 @@ pub struct Dialog {
 impl Dialog {
     /// A dialog from an INVITE and a 101-299 response with a To tag (§12.1).
     pub fn new(invite: &Message, response: &Message) -> Result<Self, DialogError> {
-        const NO_DIALOG: DialogError = DialogError { status: 400, reason: "response creates no dialog" };
+        const NO_DIALOG: DialogError = DialogError {
+            status: 400,
+            reason: "response creates no dialog",
+        };
         let status = response.status().ok_or(NO_DIALOG)?;
         if !(101..300).contains(&status) {
             return Err(NO_DIALOG);
@@ -85,8 +96,14 @@ impl Dialog {
             id,
             state: DialogState::Early,
             record_route: Vec::new(),
-            caller: Side { target: contact_uri(invite).unwrap_or_default(), cseq: Some(cseq) },
-            callee: Side { target: String::new(), cseq: None },
+            caller: Side {
+                target: contact_uri(invite).unwrap_or_default(),
+                cseq: Some(cseq),
+            },
+            callee: Side {
+                target: String::new(),
+                cseq: None,
+            },
             cseq: CSeqTranslation::default(),
         };
         dialog.on_response(&Method::Invite, response);
@@ -126,8 +143,12 @@ impl Dialog {
                 }
             }
             // An early dialog ends when the INVITE fails (§12.3).
-            (DialogState::Early, Method::Invite) if status >= 300 => self.state = DialogState::Terminated,
-            (DialogState::Confirmed, Method::Invite | Method::Update) if (200..300).contains(&status) => {
+            (DialogState::Early, Method::Invite) if status >= 300 => {
+                self.state = DialogState::Terminated
+            }
+            (DialogState::Confirmed, Method::Invite | Method::Update)
+                if (200..300).contains(&status) =>
+            {
                 self.update_callee_target(response)
             }
             // §12.2.1.2: 481 or 408 to an in-dialog request ends the dialog.
@@ -140,14 +161,29 @@ impl Dialog {
 
     /// A request inside the dialog, from the caller or the callee (§12.2.2): its CSeq must
     /// grow (ACK and CANCEL reuse the INVITE's); a BYE ends the dialog.
-    pub fn on_request(&mut self, from_caller: bool, method: &Method, cseq: u32) -> Result<(), DialogError> {
+    pub fn on_request(
+        &mut self,
+        from_caller: bool,
+        method: &Method,
+        cseq: u32,
+    ) -> Result<(), DialogError> {
         if self.state == DialogState::Terminated {
-            return Err(DialogError { status: 481, reason: "Call/Transaction Does Not Exist" });
+            return Err(DialogError {
+                status: 481,
+                reason: "Call/Transaction Does Not Exist",
+            });
         }
-        let side = if from_caller { &mut self.caller } else { &mut self.callee };
+        let side = if from_caller {
+            &mut self.caller
+        } else {
+            &mut self.callee
+        };
         if !matches!(method, Method::Ack | Method::Cancel) {
             if side.cseq.is_some_and(|last| cseq <= last) {
-                return Err(DialogError { status: 500, reason: "CSeq out of order" });
+                return Err(DialogError {
+                    status: 500,
+                    reason: "CSeq out of order",
+                });
             }
             side.cseq = Some(cseq);
         }
@@ -195,7 +231,9 @@ impl CSeqTranslation {
     /// The number a caller's request carries towards the callee; `None` when the shift
     /// would leave the valid range (the request is answered 500).
     pub fn to_callee(&self, caller_seq: u32) -> Option<u32> {
-        caller_seq.checked_add(self.offset).filter(|&n| n <= MAX_SEQ)
+        caller_seq
+            .checked_add(self.offset)
+            .filter(|&n| n <= MAX_SEQ)
     }
 
     /// The number a response from the callee carries back to the caller.

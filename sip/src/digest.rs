@@ -50,7 +50,10 @@ impl Algorithm {
     }
 
     fn is_sess(self) -> bool {
-        matches!(self, Self::Md5Sess | Self::Sha256Sess | Self::Sha512_256Sess)
+        matches!(
+            self,
+            Self::Md5Sess | Self::Sha256Sess | Self::Sha512_256Sess
+        )
     }
 
     /// The HA1 a subscriber table stores for this algorithm's hash (the `-sess` forms use
@@ -120,7 +123,9 @@ pub struct DigestError(pub &'static str);
 /// `Digest k=v, k="v", ...` -> the parameter list, or an error for another scheme.
 fn digest_params(value: &str) -> Result<impl Iterator<Item = (&str, &str)>, DigestError> {
     let value = trim(value);
-    let sp = value.find([' ', '\t']).ok_or(DigestError("not a Digest value"))?;
+    let sp = value
+        .find([' ', '\t'])
+        .ok_or(DigestError("not a Digest value"))?;
     if !value[..sp].eq_ignore_ascii_case("Digest") {
         return Err(DigestError("authentication scheme is not Digest"));
     }
@@ -165,7 +170,8 @@ impl<'a> Challenge<'a> {
     }
 
     pub fn algorithm(&self) -> Option<Algorithm> {
-        self.algorithm.map_or(Some(Algorithm::Md5), Algorithm::parse)
+        self.algorithm
+            .map_or(Some(Algorithm::Md5), Algorithm::parse)
     }
 
     /// The qop a client picks: `auth` when offered, else `auth-int`, else none (RFC 2069).
@@ -183,8 +189,17 @@ impl<'a> Challenge<'a> {
 }
 
 /// The value of a challenge header this element sends.
-pub fn challenge_value(realm: &str, nonce: &str, algorithm: Algorithm, stale: bool, opaque: Option<&str>) -> String {
-    let mut s = format!("Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"", algorithm.as_str());
+pub fn challenge_value(
+    realm: &str,
+    nonce: &str,
+    algorithm: Algorithm,
+    stale: bool,
+    opaque: Option<&str>,
+) -> String {
+    let mut s = format!(
+        "Digest realm=\"{realm}\", nonce=\"{nonce}\", algorithm={}, qop=\"auth\"",
+        algorithm.as_str()
+    );
     if let Some(o) = opaque {
         let _ = write!(s, ", opaque=\"{o}\"");
     }
@@ -236,8 +251,11 @@ impl<'a> Credentials<'a> {
                 _ => {}
             }
         }
-        if c.username.is_empty() || c.nonce.is_empty() || c.response.is_empty() || c.uri.is_empty() {
-            return Err(DigestError("credentials miss username, nonce, uri or response"));
+        if c.username.is_empty() || c.nonce.is_empty() || c.response.is_empty() || c.uri.is_empty()
+        {
+            return Err(DigestError(
+                "credentials miss username, nonce, uri or response",
+            ));
         }
         if c.qop.is_some() && (c.cnonce.is_none() || c.nc.is_none()) {
             return Err(DigestError("qop without cnonce or nc"));
@@ -246,7 +264,8 @@ impl<'a> Credentials<'a> {
     }
 
     pub fn algorithm(&self) -> Option<Algorithm> {
-        self.algorithm.map_or(Some(Algorithm::Md5), Algorithm::parse)
+        self.algorithm
+            .map_or(Some(Algorithm::Md5), Algorithm::parse)
     }
 
     pub fn qop(&self) -> Result<Option<Qop>, DigestError> {
@@ -267,12 +286,20 @@ impl<'a> Credentials<'a> {
         let expected = response(
             alg,
             ha1,
-            &Answer { nonce: self.nonce, cnonce: self.cnonce.unwrap_or(""), nc: self.nc.unwrap_or(0), qop },
+            &Answer {
+                nonce: self.nonce,
+                cnonce: self.cnonce.unwrap_or(""),
+                nc: self.nc.unwrap_or(0),
+                qop,
+            },
             method,
             self.uri,
             body,
         );
-        constant_time_eq(expected.as_bytes(), self.response.to_ascii_lowercase().as_bytes())
+        constant_time_eq(
+            expected.as_bytes(),
+            self.response.to_ascii_lowercase().as_bytes(),
+        )
     }
 }
 
@@ -290,7 +317,14 @@ pub struct Answer<'a> {
 }
 
 /// The `response` value (RFC 7616 §3.4.1; RFC 2069 form when no qop).
-pub fn response(alg: Algorithm, ha1: &str, a: &Answer<'_>, method: &str, uri: &str, body: &[u8]) -> String {
+pub fn response(
+    alg: Algorithm,
+    ha1: &str,
+    a: &Answer<'_>,
+    method: &str,
+    uri: &str,
+    body: &[u8],
+) -> String {
     let ha1 = if alg.is_sess() {
         alg.hash(&[ha1.as_bytes(), a.nonce.as_bytes(), a.cnonce.as_bytes()])
     } else {
@@ -340,14 +374,21 @@ pub fn authorize(
     nc: u32,
     body: &[u8],
 ) -> Result<String, DigestError> {
-    let alg = challenge.algorithm().ok_or(DigestError("unsupported algorithm"))?;
+    let alg = challenge
+        .algorithm()
+        .ok_or(DigestError("unsupported algorithm"))?;
     let ha1 = match (creds.ha1, creds.password) {
         (Some(h), _) => h.to_owned(),
         (None, Some(p)) => ha1(alg.base(), creds.username, challenge.realm, p),
         (None, None) => return Err(DigestError("no password or HA1")),
     };
     let qop = challenge.pick_qop();
-    let answer = Answer { nonce: challenge.nonce, cnonce, nc, qop };
+    let answer = Answer {
+        nonce: challenge.nonce,
+        cnonce,
+        nc,
+        qop,
+    };
     let resp = response(alg, &ha1, &answer, method, uri, body);
     let mut v = format!(
         "Digest username=\"{}\", realm=\"{}\", nonce=\"{}\", uri=\"{uri}\", response=\"{resp}\", algorithm={}",
@@ -356,8 +397,11 @@ pub fn authorize(
         challenge.nonce,
         alg.as_str()
     );
+    if qop.is_some() || alg.is_sess() {
+        let _ = write!(v, ", cnonce=\"{cnonce}\"");
+    }
     if let Some(q) = qop {
-        let _ = write!(v, ", cnonce=\"{cnonce}\", qop={}, nc={nc:08x}", q.as_str());
+        let _ = write!(v, ", qop={}, nc={nc:08x}", q.as_str());
     }
     if let Some(o) = challenge.opaque {
         let _ = write!(v, ", opaque=\"{o}\"");
@@ -385,12 +429,16 @@ pub enum NonceStatus {
 
 impl NonceKey {
     pub fn new(secret: &[u8], max_age: u64) -> Self {
-        Self { secret: secret.to_vec(), max_age }
+        Self {
+            secret: secret.to_vec(),
+            max_age,
+        }
     }
 
     fn mac(&self, ts: u64, realm: &str) -> String {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
         mac.update(&ts.to_be_bytes());
         mac.update(realm.as_bytes());
         let mut h = hex(&mac.finalize().into_bytes());
@@ -410,7 +458,9 @@ impl NonceKey {
         let Ok(ts) = u64::from_str_radix(&nonce[..16], 16) else {
             return NonceStatus::Invalid;
         };
-        if !constant_time_eq(self.mac(ts, realm).as_bytes(), nonce[16..].as_bytes()) || ts > now + 5 {
+        if !constant_time_eq(self.mac(ts, realm).as_bytes(), &nonce.as_bytes()[16..])
+            || ts > now + 5
+        {
             return NonceStatus::Invalid;
         }
         if now.saturating_sub(ts) > self.max_age {
@@ -422,7 +472,9 @@ impl NonceKey {
 
     /// The time a nonce was made, for [`ReplayGuard`].
     pub fn timestamp(nonce: &str) -> Option<u64> {
-        nonce.get(..16).and_then(|t| u64::from_str_radix(t, 16).ok())
+        nonce
+            .get(..16)
+            .and_then(|t| u64::from_str_radix(t, 16).ok())
     }
 }
 
@@ -436,7 +488,11 @@ pub struct ReplayGuard {
 
 impl ReplayGuard {
     pub fn new(capacity: usize) -> Self {
-        Self { last_nc: HashMap::new(), order: VecDeque::new(), capacity: capacity.max(1) }
+        Self {
+            last_nc: HashMap::new(),
+            order: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
     }
 
     /// `true` when `nc` is above every count seen for `nonce` (and records it).

@@ -50,6 +50,9 @@ pub struct Defect {
 
 impl Defect {
     pub const fn bad_request(reason: &'static str) -> Self {
-        Self { status: 400, reason }
+        Self {
+            status: 400,
+            reason,
+        }
     }
 }

@@ -71,9 +71,15 @@ fn keep_alive(buf: &[u8]) -> Frame {
         [b'\r', b'\n', b'\r', b'\n', ..] => Frame::KeepAlive { len: 4, ping: true },
         [b'\r', b'\n', b'\r'] | [b'\r'] => Frame::Incomplete,
         [b'\r', b'\n'] => Frame::Incomplete,
-        [b'\r', b'\n', ..] => Frame::KeepAlive { len: 2, ping: false },
+        [b'\r', b'\n', ..] => Frame::KeepAlive {
+            len: 2,
+            ping: false,
+        },
         // A lone LF or CR followed by something else: skip it as noise before a message.
-        _ => Frame::KeepAlive { len: 1, ping: false },
+        _ => Frame::KeepAlive {
+            len: 1,
+            ping: false,
+        },
     }
 }
 
@@ -108,7 +114,8 @@ fn content_length(head: &[u8]) -> Result<usize, FrameError> {
                 }
             }
             if HeaderName::from_bytes(name) == HeaderName::ContentLength {
-                let value = std::str::from_utf8(&line[colon + 1..]).map_err(|_| FrameError::BadContentLength)?;
+                let value = std::str::from_utf8(&line[colon + 1..])
+                    .map_err(|_| FrameError::BadContentLength)?;
                 let value = value.trim_matches([' ', '\t', '\r']);
                 return parse_u32(value)
                     .map(|n| n as usize)
@@ -124,7 +131,8 @@ fn content_length(head: &[u8]) -> Result<usize, FrameError> {
 mod tests {
     use super::*;
 
-    const OPTIONS: &[u8] = b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello";
+    const OPTIONS: &[u8] =
+        b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nl: 5\r\n\r\nhello";
 
     #[test]
     fn table() {
@@ -132,23 +140,46 @@ mod tests {
         let cases: &[(&[u8], Result<Frame, FrameError>)] = &[
             (b"", Ok(Frame::Incomplete)),
             (b"\r\n\r\n", Ok(Frame::KeepAlive { len: 4, ping: true })),
-            (b"\r\nINVITE", Ok(Frame::KeepAlive { len: 2, ping: false })),
+            (
+                b"\r\nINVITE",
+                Ok(Frame::KeepAlive {
+                    len: 2,
+                    ping: false,
+                }),
+            ),
             (b"\r\n", Ok(Frame::Incomplete)),
             (OPTIONS, Ok(Frame::Message { len: OPTIONS.len() })),
             (&OPTIONS[..OPTIONS.len() - 1], Ok(Frame::Incomplete)),
             (&OPTIONS[..20], Ok(Frame::Incomplete)),
-            (b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n", Err(FrameError::MissingContentLength)),
-            (b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n", Err(FrameError::BadContentLength)),
-            (b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length : 99999999\r\n\r\n", Err(FrameError::TooLarge)),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nVia: x\r\n\r\n",
+                Err(FrameError::MissingContentLength),
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length: -1\r\n\r\n",
+                Err(FrameError::BadContentLength),
+            ),
+            (
+                b"OPTIONS sip:a@b SIP/2.0\r\nContent-Length : 99999999\r\n\r\n",
+                Err(FrameError::TooLarge),
+            ),
         ];
         for (input, want) in cases {
-            assert_eq!(check(input, &l), *want, "{:?}", String::from_utf8_lossy(input));
+            assert_eq!(
+                check(input, &l),
+                *want,
+                "{:?}",
+                String::from_utf8_lossy(input)
+            );
         }
     }
 
     #[test]
     fn endless_line_is_refused_at_the_limit() {
-        let l = Limits { max_message_size: 1024, ..Limits::default() };
+        let l = Limits {
+            max_message_size: 1024,
+            ..Limits::default()
+        };
         let junk = vec![b'a'; 1024];
         assert_eq!(check(&junk, &l), Err(FrameError::TooLarge));
         assert_eq!(check(&junk[..1023], &l), Ok(Frame::Incomplete));

@@ -65,7 +65,12 @@ impl HeaderName {
         let candidates: &[(&[u8], HeaderName)] = match name.len() {
             2 => &[(b"to", To)],
             3 => &[(b"via", Via)],
-            4 => &[(b"from", From), (b"cseq", CSeq), (b"path", Path), (b"date", Date)],
+            4 => &[
+                (b"from", From),
+                (b"cseq", CSeq),
+                (b"path", Path),
+                (b"date", Date),
+            ],
             5 => &[(b"route", Route), (b"allow", Allow), (b"event", Event)],
             6 => &[(b"accept", Accept), (b"server", Server)],
             7 => &[
@@ -83,10 +88,20 @@ impl HeaderName {
                 (b"retry-after", RetryAfter),
                 (b"unsupported", Unsupported),
             ],
-            12 => &[(b"max-forwards", MaxForwards), (b"content-type", ContentType), (b"record-route", RecordRoute)],
-            13 => &[(b"authorization", Authorization), (b"proxy-require", ProxyRequire)],
+            12 => &[
+                (b"max-forwards", MaxForwards),
+                (b"content-type", ContentType),
+                (b"record-route", RecordRoute),
+            ],
+            13 => &[
+                (b"authorization", Authorization),
+                (b"proxy-require", ProxyRequire),
+            ],
             14 => &[(b"content-length", ContentLength)],
-            16 => &[(b"www-authenticate", WwwAuthenticate), (b"content-encoding", ContentEncoding)],
+            16 => &[
+                (b"www-authenticate", WwwAuthenticate),
+                (b"content-encoding", ContentEncoding),
+            ],
             18 => &[(b"proxy-authenticate", ProxyAuthenticate)],
             19 => &[(b"proxy-authorization", ProxyAuthorization)],
             _ => &[],

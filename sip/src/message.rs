@@ -31,7 +31,10 @@ impl Span {
     fn new(r: Range<usize>) -> Self {
         // Messages are bounded far below 4 GiB by `Limits::max_message_size` and the
         // transports, so offsets fit in u32.
-        Self { start: r.start as u32, end: r.end as u32 }
+        Self {
+            start: r.start as u32,
+            end: r.end as u32,
+        }
     }
 
     pub fn range(self) -> Range<usize> {
@@ -183,7 +186,10 @@ impl Message {
 
     /// Value of the first header named `name`.
     pub fn get(&self, name: HeaderName) -> Option<&str> {
-        self.headers.iter().find(|h| h.name == name).map(|h| self.value(h))
+        self.headers
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| self.value(h))
     }
 
     /// Values of every line of `name`, in order.
@@ -213,7 +219,10 @@ impl Message {
     pub fn list(&self, name: HeaderName) -> impl Iterator<Item = Result<&str, UriError>> {
         self.get_all(name)
             .flat_map(|line| split_top(line, b','))
-            .map(|v| v.map(trim).map_err(|_| UriError("unbalanced quote or bracket in list")))
+            .map(|v| {
+                v.map(trim)
+                    .map_err(|_| UriError("unbalanced quote or bracket in list"))
+            })
             .take(self.max_list_values as usize)
     }
 
@@ -304,7 +313,9 @@ impl Message {
 
     /// Option tags of a Supported, Require, Proxy-Require or Unsupported list.
     pub fn option_tags(&self, name: HeaderName) -> impl Iterator<Item = &str> {
-        self.list(name).filter_map(Result::ok).filter(|t| !t.is_empty())
+        self.list(name)
+            .filter_map(Result::ok)
+            .filter(|t| !t.is_empty())
     }
 
     /// Whether an option tag is listed, case-insensitively.
@@ -324,7 +335,7 @@ fn quick_tag(v: &str) -> Option<&str> {
     let mut from = 0;
     while let Some(i) = memchr::memchr(b';', &b[from..]) {
         let p = trim(&after[from + i + 1..]);
-        if p.len() > 3 && p[..3].eq_ignore_ascii_case("tag") {
+        if p.len() > 3 && p.as_bytes()[..3].eq_ignore_ascii_case(b"tag") {
             let rest = trim(&p[3..]);
             if let Some(value) = rest.strip_prefix('=') {
                 let value = trim(value);
@@ -354,7 +365,10 @@ impl Parts {
     fn into_message(mut self, buf: Bytes, limits: &Limits) -> Message {
         let available = buf.len() - self.header_end;
         let mut body_len = available;
-        let mut lengths = self.headers.iter().filter(|h| h.name == HeaderName::ContentLength);
+        let mut lengths = self
+            .headers
+            .iter()
+            .filter(|h| h.name == HeaderName::ContentLength);
         if let Some(h) = lengths.next() {
             let text = std::str::from_utf8(&buf[h.value.range()]).unwrap_or_default();
             match crate::text::parse_u32(text) {
@@ -364,7 +378,10 @@ impl Parts {
             }
         }
         if buf.len() > limits.max_message_size {
-            self.note(Defect { status: 513, reason: "Message Too Large" });
+            self.note(Defect {
+                status: 513,
+                reason: "Message Too Large",
+            });
         }
         Message {
             start: self.start,
@@ -391,7 +408,11 @@ fn next_line(buf: &[u8], pos: usize) -> (usize, usize) {
     match memchr::memchr(b'\n', &buf[pos..]) {
         Some(i) => {
             let nl = pos + i;
-            let end = if nl > pos && buf[nl - 1] == b'\r' { nl - 1 } else { nl };
+            let end = if nl > pos && buf[nl - 1] == b'\r' {
+                nl - 1
+            } else {
+                nl
+            };
             (end, nl + 1)
         }
         None => (buf.len(), buf.len()),
@@ -480,15 +501,28 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
     if !head.is_ascii() && std::str::from_utf8(head).is_err() {
         return Err(ParseError::NotUtf8);
     }
-    Ok(Indexed::Done(Parts { start, start_line, headers, header_end, defect }))
+    Ok(Indexed::Done(Parts {
+        start,
+        start_line,
+        headers,
+        header_end,
+        defect,
+    }))
 }
 
-fn parse_start_line(line: &[u8], offset: usize, defect: &mut Option<Defect>) -> Result<StartLine, ParseError> {
+fn parse_start_line(
+    line: &[u8],
+    offset: usize,
+    defect: &mut Option<Defect>,
+) -> Result<StartLine, ParseError> {
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let sp = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
         if !line[..sp].eq_ignore_ascii_case(b"SIP/2.0") {
-            defect.get_or_insert(Defect { status: 505, reason: "Version Not Supported" });
+            defect.get_or_insert(Defect {
+                status: 505,
+                reason: "Version Not Supported",
+            });
         }
         let rest = &line[sp + 1..];
         let code_end = rest.iter().position(|&b| b == b' ').unwrap_or(rest.len());
@@ -519,12 +553,16 @@ fn parse_start_line(line: &[u8], offset: usize, defect: &mut Option<Defect>) -> 
             let uri = &rest[..last];
             let version = &rest[last + 1..];
             uri_span = Span::new(offset + sp + 1..offset + sp + 1 + last);
-            if uri.is_empty() || uri.iter().any(|&b| b == b' ' || b == b'\t') || version.is_empty() {
+            if uri.is_empty() || uri.iter().any(|&b| b == b' ' || b == b'\t') || version.is_empty()
+            {
                 defect.get_or_insert(Defect::bad_request("malformed Request-Line"));
             } else if !version.eq_ignore_ascii_case(b"SIP/2.0") {
                 let sip_like = version.len() > 4 && version[..4].eq_ignore_ascii_case(b"SIP/");
                 defect.get_or_insert(if sip_like {
-                    Defect { status: 505, reason: "Version Not Supported" }
+                    Defect {
+                        status: 505,
+                        reason: "Version Not Supported",
+                    }
                 } else {
                     Defect::bad_request("malformed SIP version")
                 });
@@ -535,7 +573,10 @@ fn parse_start_line(line: &[u8], offset: usize, defect: &mut Option<Defect>) -> 
             defect.get_or_insert(Defect::bad_request("Request-Line has no SIP version"));
         }
     }
-    Ok(StartLine::Request { method: Method::from_bytes(method), uri: uri_span })
+    Ok(StartLine::Request {
+        method: Method::from_bytes(method),
+        uri: uri_span,
+    })
 }
 
 /// A copy of `buf` whose header section has every line end that precedes continuation

@@ -71,7 +71,11 @@ impl<'a> Params<'a> {
             }
             if let Some(v) = value {
                 let quoted = v.len() >= 2 && v.starts_with('"') && v.ends_with('"');
-                if v.is_empty() || (!quoted && v.bytes().any(|b| b.is_ascii_whitespace() || b == b'"' || b == b',')) {
+                if v.is_empty()
+                    || (!quoted
+                        && v.bytes()
+                            .any(|b| b.is_ascii_whitespace() || b == b'"' || b == b','))
+                {
                     return Err("malformed parameter value");
                 }
             }

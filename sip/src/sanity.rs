@@ -22,7 +22,11 @@ pub struct Policy<'a> {
 
 impl Default for Policy<'_> {
     fn default() -> Self {
-        Self { supported: &[], local: false, max_uri_len: crate::Limits::default().max_uri_len }
+        Self {
+            supported: &[],
+            local: false,
+            max_uri_len: crate::Limits::default().max_uri_len,
+        }
     }
 }
 
@@ -38,7 +42,11 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(status: u16, reason: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, reason: reason.into(), unsupported: Vec::new() }
+        Self {
+            status,
+            reason: reason.into(),
+            unsupported: Vec::new(),
+        }
     }
 
     fn bad(reason: impl Into<Cow<'static, str>>) -> Self {
@@ -64,9 +72,14 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
     }
     common(msg)?;
 
-    let cseq = msg.cseq().and_then(Result::ok).ok_or_else(|| Rejection::bad("Malformed CSeq header"))?;
+    let cseq = msg
+        .cseq()
+        .and_then(Result::ok)
+        .ok_or_else(|| Rejection::bad("Malformed CSeq header"))?;
     if cseq.method != method.as_str() {
-        return Err(Rejection::bad("CSeq method does not match the Request-Line"));
+        return Err(Rejection::bad(
+            "CSeq method does not match the Request-Line",
+        ));
     }
     if let Some(Err(_)) = msg.max_forwards() {
         return Err(Rejection::bad("Malformed Max-Forwards header"));
@@ -82,7 +95,10 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
             }
         }
     }
-    for (name, what) in [(HeaderName::Route, "Route"), (HeaderName::RecordRoute, "Record-Route")] {
+    for (name, what) in [
+        (HeaderName::Route, "Route"),
+        (HeaderName::RecordRoute, "Record-Route"),
+    ] {
         for r in msg.list(name) {
             let r = r.and_then(crate::addr::NameAddr::parse);
             r.map_err(|e| Rejection::bad(format!("Malformed {what} header: {e}")))?;
@@ -92,7 +108,9 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
     // RFC 3261 §20.17: SIP-date is an RFC 1123 date, always in GMT.
     if let Some(date) = msg.get(HeaderName::Date) {
         if !date.ends_with(" GMT") {
-            return Err(Rejection::bad("Malformed Date header: time zone is not GMT"));
+            return Err(Rejection::bad(
+                "Malformed Date header: time zone is not GMT",
+            ));
         }
     }
 
@@ -162,7 +180,10 @@ fn common(msg: &Message) -> Result<(), Rejection> {
     }
     for h in msg.headers() {
         if h.name.is_single() && msg.count(h.name) > 1 {
-            return Err(Rejection::bad(format!("Duplicate {} header", h.name.as_str())));
+            return Err(Rejection::bad(format!(
+                "Duplicate {} header",
+                h.name.as_str()
+            )));
         }
     }
     let mut lengths = msg.get_all(HeaderName::ContentLength);

@@ -20,9 +20,13 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use client::{ClientInput, ClientInviteState, ClientInviteTx, ClientNonInviteState, ClientNonInviteTx};
+pub use client::{
+    ClientInput, ClientInviteState, ClientInviteTx, ClientNonInviteState, ClientNonInviteTx,
+};
 pub use key::TxKey;
-pub use server::{ServerInput, ServerInviteState, ServerInviteTx, ServerNonInviteState, ServerNonInviteTx};
+pub use server::{
+    ServerInput, ServerInviteState, ServerInviteTx, ServerNonInviteState, ServerNonInviteTx,
+};
 
 /// RFC 3261's timer values (§17.1.1.1, Table 4), and the proxy's Timer C (§16.6 step 11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -117,12 +121,27 @@ struct Core {
 
 impl Core {
     fn new(config: TimerConfig, reliable: bool) -> Self {
-        Self { config, reliable, timers: [None, None], transmits: VecDeque::new(), events: VecDeque::new() }
+        Self {
+            config,
+            reliable,
+            timers: [None, None],
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
     }
 
+    /// Arms `timer`, replacing its earlier deadline if it was armed.
     fn arm(&mut self, timer: Timer, at: Instant) {
-        if let Some(slot) = self.timers.iter_mut().find(|t| t.is_none_or(|(name, _)| name == timer)) {
-            *slot = Some((timer, at));
+        let slot = match self
+            .timers
+            .iter()
+            .position(|t| t.is_some_and(|(name, _)| name == timer))
+        {
+            Some(i) => Some(i),
+            None => self.timers.iter().position(Option::is_none),
+        };
+        if let Some(i) = slot {
+            self.timers[i] = Some((timer, at));
         }
     }
 
@@ -135,7 +154,11 @@ impl Core {
     }
 
     fn next_timer(&self) -> Option<(Timer, Instant)> {
-        self.timers.iter().flatten().min_by_key(|(_, at)| *at).copied()
+        self.timers
+            .iter()
+            .flatten()
+            .min_by_key(|(_, at)| *at)
+            .copied()
     }
 
     /// Removes and returns the earliest timer due at `now`.
@@ -172,7 +195,10 @@ macro_rules! driven {
 
             /// The timer due at `now`, if any, removed from the schedule: feed it back
             /// with `handle`.
-            pub fn poll_timer(&mut self, now: std::time::Instant) -> Option<crate::transaction::Timer> {
+            pub fn poll_timer(
+                &mut self,
+                now: std::time::Instant,
+            ) -> Option<crate::transaction::Timer> {
                 self.core.take_due(now)
             }
 

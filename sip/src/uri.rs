@@ -40,7 +40,10 @@ impl<'a> Uri<'a> {
         if raw.is_empty() {
             return Err(UriError("empty URI"));
         }
-        if raw.bytes().any(|b| b <= b' ' || matches!(b, b'<' | b'>' | b'"' | 0x7f)) {
+        if raw
+            .bytes()
+            .any(|b| b <= b' ' || matches!(b, b'<' | b'>' | b'"' | 0x7f))
+        {
             return Err(UriError("URI contains white space or delimiters"));
         }
         let colon = raw.find(':').ok_or(UriError("URI has no scheme"))?;
@@ -86,7 +89,11 @@ impl<'a> Uri<'a> {
                 let (number, params) = split_once(rest, ';');
                 let valid = !number.is_empty()
                     && number.bytes().all(|b| {
-                        b.is_ascii_hexdigit() || matches!(b, b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w')
+                        b.is_ascii_hexdigit()
+                            || matches!(
+                                b,
+                                b'+' | b'-' | b'.' | b'(' | b')' | b'*' | b'#' | b'p' | b'w'
+                            )
                     });
                 if !valid {
                     return Err(UriError("malformed tel number"));
@@ -215,32 +222,113 @@ pub fn host_ip(host: &str) -> Option<IpAddr> {
 mod tests {
     use super::*;
 
+    /// (uri, scheme, user, host, port)
+    type Row = (
+        &'static str,
+        Scheme,
+        Option<&'static str>,
+        &'static str,
+        Option<u16>,
+    );
+
     #[test]
     fn table() {
-        // (uri, scheme, user, host, port)
-        let ok: &[(&str, Scheme, Option<&str>, &str, Option<u16>)] = &[
-            ("sip:alice@atlanta.example.com", Scheme::Sip, Some("alice"), "atlanta.example.com", None),
-            ("SIPS:bob@192.0.2.4:5061;transport=tcp", Scheme::Sips, Some("bob"), "192.0.2.4", Some(5061)),
-            ("sip:[2001:db8::10]:5070", Scheme::Sip, None, "[2001:db8::10]", Some(5070)),
-            ("sip:[2001:db8::10:5070]", Scheme::Sip, None, "[2001:db8::10:5070]", None),
-            ("sip:user;par=u%40example.net@example.com", Scheme::Sip, Some("user;par=u%40example.net"), "example.com", None),
-            ("sip:sips%3Auser%40example.com@example.net", Scheme::Sip, Some("sips%3Auser%40example.com"), "example.net", None),
-            ("tel:+1-201-555-0123", Scheme::Tel, Some("+1-201-555-0123"), "", None),
-            ("tel:7042;phone-context=example.com", Scheme::Tel, Some("7042"), "", None),
-            ("sip:+13035551111@ift.client.example.net;user=phone", Scheme::Sip, Some("+13035551111"), "ift.client.example.net", None),
-            ("nobodyknowsthisscheme:totallyopaquecontent", Scheme::Other, None, "totallyopaquecontent", None),
+        let ok: &[Row] = &[
+            (
+                "sip:alice@atlanta.example.com",
+                Scheme::Sip,
+                Some("alice"),
+                "atlanta.example.com",
+                None,
+            ),
+            (
+                "SIPS:bob@192.0.2.4:5061;transport=tcp",
+                Scheme::Sips,
+                Some("bob"),
+                "192.0.2.4",
+                Some(5061),
+            ),
+            (
+                "sip:[2001:db8::10]:5070",
+                Scheme::Sip,
+                None,
+                "[2001:db8::10]",
+                Some(5070),
+            ),
+            (
+                "sip:[2001:db8::10:5070]",
+                Scheme::Sip,
+                None,
+                "[2001:db8::10:5070]",
+                None,
+            ),
+            (
+                "sip:user;par=u%40example.net@example.com",
+                Scheme::Sip,
+                Some("user;par=u%40example.net"),
+                "example.com",
+                None,
+            ),
+            (
+                "sip:sips%3Auser%40example.com@example.net",
+                Scheme::Sip,
+                Some("sips%3Auser%40example.com"),
+                "example.net",
+                None,
+            ),
+            (
+                "tel:+1-201-555-0123",
+                Scheme::Tel,
+                Some("+1-201-555-0123"),
+                "",
+                None,
+            ),
+            (
+                "tel:7042;phone-context=example.com",
+                Scheme::Tel,
+                Some("7042"),
+                "",
+                None,
+            ),
+            (
+                "sip:+13035551111@ift.client.example.net;user=phone",
+                Scheme::Sip,
+                Some("+13035551111"),
+                "ift.client.example.net",
+                None,
+            ),
+            (
+                "nobodyknowsthisscheme:totallyopaquecontent",
+                Scheme::Other,
+                None,
+                "totallyopaquecontent",
+                None,
+            ),
         ];
         for (raw, scheme, user, host, port) in ok {
             let u = Uri::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
-            assert_eq!((u.scheme, u.user, u.host, u.port), (*scheme, *user, *host, *port), "{raw}");
+            assert_eq!(
+                (u.scheme, u.user, u.host, u.port),
+                (*scheme, *user, *host, *port),
+                "{raw}"
+            );
         }
         let bad: &[(&str, &str)] = &[
             ("sip:2001:db8::10", "IPv6 address without brackets"),
-            ("sip:user@[2001:db8:::192.0.2.1]", "malformed IPv6 reference"),
-            ("<sip:user@example.com>", "URI contains white space or delimiters"),
+            (
+                "sip:user@[2001:db8:::192.0.2.1]",
+                "malformed IPv6 reference",
+            ),
+            (
+                "<sip:user@example.com>",
+                "URI contains white space or delimiters",
+            ),
             ("sip:user@example.com:99999", "malformed port"),
             ("sip:@example.com", "empty user part in URI"),
-            ("sip:user@exa mple.com", "URI contains white space or delimiters"),
+            (
+                "sip:user@exa mple.com",
+                "URI contains white space or delimiters",
+            ),
             ("tel:", "malformed tel number"),
             ("sip:a@b;;", "malformed URI parameter"),
         ];

@@ -31,7 +31,7 @@ impl<'a> Via<'a> {
         let (version, rest) = slash_part(rest).ok_or(UriError("malformed Via sent-protocol"))?;
         let rest = rest.trim_start_matches([' ', '\t']);
         let end = rest
-            .find(|c: char| c == ' ' || c == '\t')
+            .find([' ', '\t'])
             .ok_or(UriError("Via has no sent-by"))?;
         let transport = &rest[..end];
         if !crate::text::is_token(protocol) || !crate::text::is_token(transport) {
@@ -42,10 +42,20 @@ impl<'a> Via<'a> {
             Some(i) => (trim(&rest[..i]), &rest[i + 1..]),
             None => (rest, ""),
         };
-        let (host, port) = split_host_port(sent_by).map_err(|_| UriError("malformed Via sent-by"))?;
+        let (host, port) =
+            split_host_port(sent_by).map_err(|_| UriError("malformed Via sent-by"))?;
         let params = Params::new(params);
-        params.validate().map_err(|_| UriError("malformed Via parameter"))?;
-        Ok(Via { protocol, version, transport, host, port, params })
+        params
+            .validate()
+            .map_err(|_| UriError("malformed Via parameter"))?;
+        Ok(Via {
+            protocol,
+            version,
+            transport,
+            host,
+            port,
+            params,
+        })
     }
 
     pub fn branch(&self) -> Option<&'a str> {
@@ -92,7 +102,10 @@ impl<'a> Via<'a> {
 /// `token LWS "/" LWS rest` -> (token, rest after the slash).
 fn slash_part(s: &str) -> Option<(&str, &str)> {
     let slash = s.find('/')?;
-    Some((trim(&s[..slash]), s[slash + 1..].trim_start_matches([' ', '\t'])))
+    Some((
+        trim(&s[..slash]),
+        s[slash + 1..].trim_start_matches([' ', '\t']),
+    ))
 }
 
 #[cfg(test)]
@@ -102,7 +115,10 @@ mod tests {
     #[test]
     fn table() {
         let v = Via::parse("SIP  /   2.0   / UDP    192.0.2.2;branch=390skdjuw").unwrap();
-        assert_eq!((v.protocol, v.version, v.transport, v.host, v.port), ("SIP", "2.0", "UDP", "192.0.2.2", None));
+        assert_eq!(
+            (v.protocol, v.version, v.transport, v.host, v.port),
+            ("SIP", "2.0", "UDP", "192.0.2.2", None)
+        );
         assert_eq!(v.branch(), Some("390skdjuw"));
         assert!(!v.has_rfc3261_branch());
 
@@ -116,7 +132,12 @@ mod tests {
         assert_eq!(v.rport(), Some(None));
         assert_eq!(v.default_port(), 5060);
 
-        for bad in ["SIP/2.0/UDP", "SIP/2.0 UDP host", "SIP/2.0/UDP 192.0.2.15;;,;,,", "SIP/2.0/UDP 2001:db8::1"] {
+        for bad in [
+            "SIP/2.0/UDP",
+            "SIP/2.0 UDP host",
+            "SIP/2.0/UDP 192.0.2.15;;,;,,",
+            "SIP/2.0/UDP 2001:db8::1",
+        ] {
             assert!(Via::parse(bad).is_err(), "{bad}");
         }
     }

@@ -37,14 +37,22 @@ fn run(path: &str, expect: Expect) {
             check(&msg);
         }
         Reject(status, reason) => {
-            let msg = parsed.unwrap_or_else(|e| panic!("{path}: not parsed, so not answerable: {e}"));
+            let msg =
+                parsed.unwrap_or_else(|e| panic!("{path}: not parsed, so not answerable: {e}"));
             let r = check_request(&msg, &policy).expect_err(path);
             assert_eq!(r.status, status, "{path}: {r:?}");
-            assert!(r.reason.contains(reason), "{path}: reason {:?} lacks {reason:?}", r.reason);
+            assert!(
+                r.reason.contains(reason),
+                "{path}: reason {:?} lacks {reason:?}",
+                r.reason
+            );
         }
         Drop => match parsed {
             Err(_) => {}
-            Ok(msg) => assert!(check_response(&msg).is_err(), "{path}: a garbage response passed"),
+            Ok(msg) => assert!(
+                check_response(&msg).is_err(),
+                "{path}: a garbage response passed"
+            ),
         },
     }
 }
@@ -277,14 +285,30 @@ torture! {
 
 #[test]
 fn rfc5118_4_4_ipv6_in_sdp_length_corrected() {
-    let raw = std::fs::read(format!("{}/testdata/rfc5118/ipv6-in-sdp.dat", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    let raw = std::fs::read(format!(
+        "{}/testdata/rfc5118/ipv6-in-sdp.dat",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
     let text = String::from_utf8(raw).unwrap();
     let body_len = text.len() - text.find("\r\n\r\n").unwrap() - 4;
-    let fixed = text.replace("Content-Length: 268", &format!("Content-Length: {body_len}"));
+    let fixed = text.replace(
+        "Content-Length: 268",
+        &format!("Content-Length: {body_len}"),
+    );
     let m = Message::parse(Bytes::from(fixed), &Limits::default()).unwrap();
     assert_eq!(check_request(&m, &Policy::default()), Ok(()));
     assert_eq!(sip(&m).host, "[2001:db8::10]");
-    assert_eq!(m.contacts().next().unwrap().unwrap().parse_uri().unwrap().host, "[2001:db8::20]");
+    assert_eq!(
+        m.contacts()
+            .next()
+            .unwrap()
+            .unwrap()
+            .parse_uri()
+            .unwrap()
+            .host,
+        "[2001:db8::20]"
+    );
     assert!(String::from_utf8_lossy(&m.body()).contains("c=IN IP6 2001:db8::20"));
 }
 

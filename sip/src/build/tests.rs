@@ -1,0 +1,201 @@
+use bytes::Bytes;
+
+use super::*;
+use crate::Limits;
+
+const INVITE: &str = "INVITE sip:bob@biloxi.example.com SIP/2.0\r\nv: SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds;rport, SIP/2.0/UDP gw.example.com;branch=z9hG4bKold\r\nMax-Forwards: 70\r\nRoute: <sip:p1.example.com;lr>, <sip:p2.example.com;lr>\r\nRoute: <sip:p3.example.com;lr>\r\nTo: Bob <sip:bob@biloxi.example.com>\r\nf: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\nCall-ID: a84b4c76e66710\r\nCSeq: 314159 INVITE\r\nX-Carrier: keep me\r\nContact: <sip:alice@pc33.atlanta.example.com>\r\nContent-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\r\nEXTRA";
+
+fn parse(b: Bytes) -> Message {
+    Message::parse(b, &Limits::default()).unwrap()
+}
+
+fn invite() -> Message {
+    parse(Bytes::from_static(INVITE.as_bytes()))
+}
+
+#[test]
+fn rfc3261_8_2_6_response_copies_via_from_to_call_id_cseq() {
+    let req = invite();
+    let resp = parse(
+        Response::to(&req, 486, "Busy Here", Some("xyz"))
+            .header("Retry-After", "30")
+            .finish(),
+    );
+    assert_eq!(
+        (resp.status(), resp.reason()),
+        (Some(486), Some("Busy Here"))
+    );
+    assert_eq!(resp.vias().count(), 2);
+    assert_eq!(
+        resp.top_via().unwrap().unwrap().branch(),
+        Some("z9hG4bK776asdhds")
+    );
+    assert_eq!(resp.from_tag(), Some("1928301774"));
+    assert_eq!(resp.to_tag(), Some("xyz"));
+    assert_eq!(resp.call_id(), req.call_id());
+    assert_eq!(resp.get(HeaderName::CSeq), Some("314159 INVITE"));
+    assert_eq!(resp.get_other("Retry-After"), Some("30"));
+    assert!(resp.body().is_empty());
+    // 100 Trying carries no tag (§8.2.6.2).
+    let trying = parse(Response::to(&req, 100, "Trying", Some("xyz")).finish());
+    assert_eq!(trying.to_tag(), None);
+}
+
+#[test]
+fn rfc3261_17_1_1_3_ack_for_non_2xx() {
+    let req = invite();
+    let resp = parse(Response::to(&req, 486, "Busy Here", Some("xyz")).finish());
+    let ack = parse(ack_for_non_2xx(&req, &resp));
+    assert_eq!(ack.method(), Some(&Method::Ack));
+    assert_eq!(ack.request_uri_str(), req.request_uri_str());
+    assert_eq!(ack.vias().count(), 1, "only the top Via");
+    assert_eq!(
+        ack.top_via().unwrap().unwrap().branch(),
+        Some("z9hG4bK776asdhds")
+    );
+    assert_eq!(ack.to_tag(), Some("xyz"), "To from the response");
+    assert_eq!(ack.get(HeaderName::CSeq), Some("314159 ACK"));
+    assert_eq!(ack.routes().count(), 3, "the INVITE's Route set");
+    assert_eq!(
+        crate::sanity::check_request(&ack, &Default::default()),
+        Ok(())
+    );
+}
+
+#[test]
+fn rfc3261_9_1_cancel() {
+    let req = invite();
+    let cancel = parse(cancel_for(&req));
+    assert_eq!(cancel.method(), Some(&Method::Cancel));
+    assert_eq!(cancel.get(HeaderName::CSeq), Some("314159 CANCEL"));
+    assert_eq!(cancel.to_tag(), None);
+    assert_eq!(
+        crate::transaction::TxKey::cancel_target(&cancel),
+        crate::transaction::TxKey::server(&req)
+    );
+}
+
+#[test]
+fn new_requests_pass_sanity() {
+    for method in [Method::Register, Method::Options, Method::Bye] {
+        let r = NewRequest {
+            method: method.clone(),
+            uri: "sip:registrar.example.com",
+            via: "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKabc;rport",
+            from: "<sip:alice@example.com>;tag=a1",
+            to: "<sip:alice@example.com>",
+            call_id: "reg-1@192.0.2.1",
+            cseq: 7,
+            max_forwards: 70,
+            route: &["<sip:edge.example.com;lr>"],
+            contact: Some("<sip:alice@192.0.2.1:5060>;expires=3600"),
+            extra: &[("Expires", "3600"), ("User-Agent", "Limes")],
+            body: None,
+        };
+        let m = parse(r.build());
+        assert_eq!(m.method(), Some(&method));
+        assert_eq!(
+            crate::sanity::check_request(&m, &Default::default()),
+            Ok(())
+        );
+        assert_eq!(m.cseq().unwrap().unwrap().method, method.as_str());
+        assert_eq!(m.expires(), Some(Ok(3600)));
+    }
+}
+
+#[test]
+fn rfc3261_16_6_forward_rewrites_only_what_changes() {
+    let req = invite();
+    let out = Forward::new(&req)
+        .request_uri("sip:bob@192.0.2.4:5070")
+        .received_from(Source {
+            ip: "198.51.100.7".parse().unwrap(),
+            port: 40_000,
+        })
+        .push_via("SIP/2.0/UDP 203.0.113.1:5060;branch=z9hG4bKlimes1")
+        .decrement_max_forwards()
+        .record_route("<sip:203.0.113.1;lr>")
+        .pop_routes(1)
+        .finish();
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    let m = parse(out);
+    assert_eq!(m.request_uri_str(), Some("sip:bob@192.0.2.4:5070"));
+    let vias: Vec<_> = m.vias().map(Result::unwrap).collect();
+    assert_eq!(vias.len(), 3);
+    assert_eq!(vias[0].branch(), Some("z9hG4bKlimes1"));
+    assert_eq!(vias[1].received(), "198.51.100.7".parse().ok());
+    assert_eq!(vias[1].rport(), Some(Some(40_000)));
+    assert_eq!(vias[2].branch(), Some("z9hG4bKold"));
+    assert_eq!(m.max_forwards(), Some(Ok(69)));
+    let routes: Vec<_> = m.routes().map(|r| r.unwrap().uri).collect();
+    assert_eq!(routes, ["sip:p2.example.com;lr", "sip:p3.example.com;lr"]);
+    assert_eq!(
+        m.record_routes().next().unwrap().unwrap().uri,
+        "sip:203.0.113.1;lr"
+    );
+    // Untouched lines travel byte for byte, compact names included.
+    assert!(text.contains("\r\nf: Alice <sip:alice@atlanta.example.com>;tag=1928301774\r\n"));
+    assert!(text.contains("\r\nX-Carrier: keep me\r\n"));
+    // Content-Length matches the body sent; extra datagram octets are gone.
+    assert_eq!(&m.body()[..], b"v=0\r");
+    assert!(text.ends_with("Content-Length: 4\r\n\r\nv=0\r"));
+    assert_eq!(
+        crate::sanity::check_request(&m, &Default::default()),
+        Ok(())
+    );
+}
+
+#[test]
+fn forward_response_pops_own_via_and_fills_missing_max_forwards() {
+    let req = invite();
+    let resp = parse(Response::to(&req, 200, "OK", Some("t")).finish());
+    let back = parse(Forward::new(&resp).pop_via().finish());
+    let vias: Vec<_> = back
+        .vias()
+        .map(|v| v.unwrap().branch().unwrap().to_owned())
+        .collect();
+    assert_eq!(vias, ["z9hG4bKold"]);
+
+    let no_mf = parse(Bytes::from(INVITE.replace("Max-Forwards: 70\r\n", "")));
+    let fwd = parse(
+        Forward::new(&no_mf)
+            .decrement_max_forwards()
+            .contact("<sip:limes@203.0.113.1>")
+            .finish(),
+    );
+    assert_eq!(fwd.max_forwards(), Some(Ok(70)));
+    assert_eq!(
+        fwd.contacts().next().unwrap().unwrap().uri,
+        "sip:limes@203.0.113.1"
+    );
+}
+
+#[test]
+fn received_is_added_only_when_sent_by_differs() {
+    let req = parse(Bytes::from(INVITE.replace(
+        "pc33.atlanta.example.com;branch=z9hG4bK776asdhds;rport",
+        "192.0.2.9:5060;branch=z9hG4bK776asdhds",
+    )));
+    let same = parse(
+        Forward::new(&req)
+            .received_from(Source {
+                ip: "192.0.2.9".parse().unwrap(),
+                port: 5060,
+            })
+            .finish(),
+    );
+    assert_eq!(same.top_via().unwrap().unwrap().received(), None);
+    let other = parse(
+        Forward::new(&req)
+            .received_from(Source {
+                ip: "192.0.2.10".parse().unwrap(),
+                port: 5060,
+            })
+            .finish(),
+    );
+    assert_eq!(
+        other.top_via().unwrap().unwrap().received(),
+        "192.0.2.10".parse().ok()
+    );
+    assert_eq!(other.top_via().unwrap().unwrap().rport(), None);
+}

@@ -47,7 +47,13 @@ impl ClientInviteTx {
             core.arm(Timer::A, now + config.t1);
         }
         core.arm(Timer::B, now + config.t1x64());
-        Self { core, state: ClientInviteState::Calling, request, ack: None, timer_a: config.t1 }
+        Self {
+            core,
+            state: ClientInviteState::Calling,
+            request,
+            ack: None,
+            timer_a: config.t1,
+        }
     }
 
     pub fn state(&self) -> ClientInviteState {
@@ -162,7 +168,12 @@ impl ClientNonInviteTx {
             core.arm(Timer::E, now + config.t1);
         }
         core.arm(Timer::F, now + config.t1x64());
-        Self { core, state: ClientNonInviteState::Trying, request, timer_e: config.t1 }
+        Self {
+            core,
+            state: ClientNonInviteState::Trying,
+            request,
+            timer_e: config.t1,
+        }
     }
 
     pub fn state(&self) -> ClientNonInviteState {

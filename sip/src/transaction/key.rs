@@ -98,7 +98,11 @@ mod tests {
     use bytes::Bytes;
 
     fn msg(s: &str) -> Message {
-        Message::parse(Bytes::from(s.replace('\n', "\r\n")), &crate::Limits::default()).unwrap()
+        Message::parse(
+            Bytes::from(s.replace('\n', "\r\n")),
+            &crate::Limits::default(),
+        )
+        .unwrap()
     }
 
     const INVITE: &str = "INVITE sip:bob@b.example SIP/2.0\nVia: SIP/2.0/UDP PC33.atlanta.com;branch=z9hG4bKnashds8\nFrom: <sip:a@a>;tag=1\nTo: <sip:b@b>\nCall-ID: c1\nCSeq: 1 INVITE\nContent-Length: 0\n\n";
@@ -106,7 +110,10 @@ mod tests {
     #[test]
     fn rfc3261_17_2_3_ack_and_retransmission_match_the_invite() {
         let invite = TxKey::server(&msg(INVITE)).unwrap();
-        let ack = INVITE.replace("INVITE sip", "ACK sip").replace("1 INVITE", "1 ACK").replace("To: <sip:b@b>", "To: <sip:b@b>;tag=9");
+        let ack = INVITE
+            .replace("INVITE sip", "ACK sip")
+            .replace("1 INVITE", "1 ACK")
+            .replace("To: <sip:b@b>", "To: <sip:b@b>;tag=9");
         assert_eq!(TxKey::server(&msg(&ack)), Some(invite.clone()));
         // sent-by host compares case-insensitively, with the default port filled in.
         let upper = INVITE.replace("PC33.atlanta.com", "pc33.ATLANTA.com:5060");
@@ -117,7 +124,9 @@ mod tests {
 
     #[test]
     fn rfc3261_9_2_cancel_finds_its_invite() {
-        let cancel = INVITE.replace("INVITE sip", "CANCEL sip").replace("1 INVITE", "1 CANCEL");
+        let cancel = INVITE
+            .replace("INVITE sip", "CANCEL sip")
+            .replace("1 INVITE", "1 CANCEL");
         let cancel = msg(&cancel);
         assert_eq!(TxKey::cancel_target(&cancel), TxKey::server(&msg(INVITE)));
         assert_ne!(TxKey::server(&cancel), TxKey::server(&msg(INVITE)));

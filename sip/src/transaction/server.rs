@@ -14,7 +14,10 @@ pub enum ServerInput {
     /// An ACK matched to this (INVITE) transaction.
     Ack,
     /// The TU sends a response with this status.
-    Respond { status: u16, bytes: Bytes },
+    Respond {
+        status: u16,
+        bytes: Bytes,
+    },
     Timer(Timer),
     TransportError,
 }
@@ -107,7 +110,9 @@ impl ServerInviteTx {
             }
             (S::Confirmed, I::Timer(Timer::I)) => self.terminate(None),
             // RFC 6026 §7.1: further 2xx from the TU are sent; an ACK goes to the TU.
-            (S::Accepted, I::Respond { status, bytes }) if (200..300).contains(&status) => self.send(bytes),
+            (S::Accepted, I::Respond { status, bytes }) if (200..300).contains(&status) => {
+                self.send(bytes)
+            }
             (S::Accepted, I::Ack) => self.core.events.push_back(Event::Ack),
             (S::Accepted, I::Timer(Timer::L)) => self.terminate(None),
             (_, I::TransportError) => self.terminate(Some(Event::TransportError)),
@@ -156,7 +161,11 @@ driven!(ServerNonInviteTx);
 impl ServerNonInviteTx {
     /// §17.2.2: created in Trying when the request arrives.
     pub fn new(reliable: bool, config: TimerConfig) -> Self {
-        Self { core: Core::new(config, reliable), state: ServerNonInviteState::Trying, last_response: None }
+        Self {
+            core: Core::new(config, reliable),
+            state: ServerNonInviteState::Trying,
+            last_response: None,
+        }
     }
 
     pub fn state(&self) -> ServerNonInviteState {
