@@ -44,72 +44,48 @@ impl HeaderName {
     /// Recognises `name` (already trimmed), compact forms included.
     pub fn from_bytes(name: &[u8]) -> Self {
         use HeaderName::*;
-        if name.len() == 1 {
-            return match name[0].to_ascii_lowercase() {
-                b'v' => Via,
-                b'f' => From,
-                b't' => To,
-                b'i' => CallId,
-                b'm' => Contact,
-                b'l' => ContentLength,
-                b'c' => ContentType,
-                b'k' => Supported,
-                b's' => Subject,
-                b'e' => ContentEncoding,
-                b'o' => Event,
-                b'u' => Allow,
-                b'r' => ReferTo,
-                _ => Other,
-            };
+        let mut lower = [0u8; 19];
+        if name.is_empty() || name.len() > lower.len() {
+            return Other;
         }
-        let candidates: &[(&[u8], HeaderName)] = match name.len() {
-            2 => &[(b"to", To)],
-            3 => &[(b"via", Via)],
-            4 => &[
-                (b"from", From),
-                (b"cseq", CSeq),
-                (b"path", Path),
-                (b"date", Date),
-            ],
-            5 => &[(b"route", Route), (b"allow", Allow), (b"event", Event)],
-            6 => &[(b"accept", Accept), (b"server", Server)],
-            7 => &[
-                (b"call-id", CallId),
-                (b"contact", Contact),
-                (b"expires", Expires),
-                (b"require", Require),
-                (b"subject", Subject),
-            ],
-            8 => &[(b"refer-to", ReferTo)],
-            9 => &[(b"supported", Supported)],
-            10 => &[(b"user-agent", UserAgent)],
-            11 => &[
-                (b"min-expires", MinExpires),
-                (b"retry-after", RetryAfter),
-                (b"unsupported", Unsupported),
-            ],
-            12 => &[
-                (b"max-forwards", MaxForwards),
-                (b"content-type", ContentType),
-                (b"record-route", RecordRoute),
-            ],
-            13 => &[
-                (b"authorization", Authorization),
-                (b"proxy-require", ProxyRequire),
-            ],
-            14 => &[(b"content-length", ContentLength)],
-            16 => &[
-                (b"www-authenticate", WwwAuthenticate),
-                (b"content-encoding", ContentEncoding),
-            ],
-            18 => &[(b"proxy-authenticate", ProxyAuthenticate)],
-            19 => &[(b"proxy-authorization", ProxyAuthorization)],
-            _ => &[],
-        };
-        candidates
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map_or(Other, |&(_, h)| h)
+        for (l, b) in lower.iter_mut().zip(name) {
+            *l = b.to_ascii_lowercase();
+        }
+        match &lower[..name.len()] {
+            b"v" | b"via" => Via,
+            b"f" | b"from" => From,
+            b"t" | b"to" => To,
+            b"i" | b"call-id" => CallId,
+            b"m" | b"contact" => Contact,
+            b"l" | b"content-length" => ContentLength,
+            b"c" | b"content-type" => ContentType,
+            b"k" | b"supported" => Supported,
+            b"s" | b"subject" => Subject,
+            b"e" | b"content-encoding" => ContentEncoding,
+            b"o" | b"event" => Event,
+            b"u" | b"allow" => Allow,
+            b"r" | b"refer-to" => ReferTo,
+            b"cseq" => CSeq,
+            b"path" => Path,
+            b"date" => Date,
+            b"route" => Route,
+            b"accept" => Accept,
+            b"server" => Server,
+            b"expires" => Expires,
+            b"require" => Require,
+            b"user-agent" => UserAgent,
+            b"min-expires" => MinExpires,
+            b"retry-after" => RetryAfter,
+            b"unsupported" => Unsupported,
+            b"max-forwards" => MaxForwards,
+            b"record-route" => RecordRoute,
+            b"authorization" => Authorization,
+            b"proxy-require" => ProxyRequire,
+            b"www-authenticate" => WwwAuthenticate,
+            b"proxy-authenticate" => ProxyAuthenticate,
+            b"proxy-authorization" => ProxyAuthorization,
+            _ => Other,
+        }
     }
 
     /// The canonical long name, as written when Limes adds the header.

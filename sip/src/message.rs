@@ -9,6 +9,7 @@
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
+use bytestring::ByteString;
 
 use crate::addr::NameAddr;
 use crate::cseq::CSeq;
@@ -71,6 +72,9 @@ pub enum StartLine {
 #[derive(Debug, Clone)]
 pub struct Message {
     buf: Bytes,
+    /// The start line and header section (same memory as `buf`), checked to be UTF-8 once,
+    /// so every view borrows `&str` without another check.
+    head: ByteString,
     start: StartLine,
     /// The start line without its line end.
     start_line: Span,
@@ -92,11 +96,11 @@ impl Message {
     /// errors, so the caller can answer with the right status.
     pub fn parse(buf: Bytes, limits: &Limits) -> Result<Self, ParseError> {
         match index(&buf, limits)? {
-            Indexed::Done(parts) => Ok(parts.into_message(buf, limits)),
+            Indexed::Done(parts) => parts.into_message(buf, limits),
             Indexed::Folded => {
                 let unfolded = unfold(&buf);
                 match index(&unfolded, limits)? {
-                    Indexed::Done(parts) => Ok(parts.into_message(unfolded, limits)),
+                    Indexed::Done(parts) => parts.into_message(unfolded, limits),
                     // Unfolding removes every continuation line.
                     Indexed::Folded => Err(ParseError::BadStartLine),
                 }
@@ -175,9 +179,10 @@ impl Message {
         self.body
     }
 
-    /// Text of a span of the header section (validated UTF-8 when parsed).
+    /// Text of a span of the start line or header section. Spans end at ASCII
+    /// delimiters, so they are always on character boundaries.
     pub fn text(&self, span: Span) -> &str {
-        std::str::from_utf8(&self.buf[span.range()]).unwrap_or_default()
+        self.head.get(span.range()).unwrap_or_default()
     }
 
     pub fn value(&self, h: &Header) -> &str {
@@ -362,16 +367,17 @@ struct Parts {
 }
 
 impl Parts {
-    fn into_message(mut self, buf: Bytes, limits: &Limits) -> Message {
+    fn into_message(mut self, buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
+        let head =
+            ByteString::try_from(buf.slice(..self.header_end)).map_err(|_| ParseError::NotUtf8)?;
         let available = buf.len() - self.header_end;
         let mut body_len = available;
-        let mut lengths = self
+        if let Some(h) = self
             .headers
             .iter()
-            .filter(|h| h.name == HeaderName::ContentLength);
-        if let Some(h) = lengths.next() {
-            let text = std::str::from_utf8(&buf[h.value.range()]).unwrap_or_default();
-            match crate::text::parse_u32(text) {
+            .find(|h| h.name == HeaderName::ContentLength)
+        {
+            match crate::text::parse_u32(head.get(h.value.range()).unwrap_or_default()) {
                 Some(n) if n as usize <= available => body_len = n as usize,
                 Some(_) => self.note(Defect::bad_request("Content-Length larger than message")),
                 None => self.note(Defect::bad_request("malformed Content-Length")),
@@ -383,7 +389,7 @@ impl Parts {
                 reason: "Message Too Large",
             });
         }
-        Message {
+        Ok(Message {
             start: self.start,
             start_line: self.start_line,
             headers: self.headers,
@@ -391,8 +397,9 @@ impl Parts {
             body: Span::new(self.header_end..self.header_end + body_len),
             defect: self.defect,
             max_list_values: limits.max_list_values.min(u16::MAX as usize) as u16,
+            head,
             buf,
-        }
+        })
     }
 
     fn note(&mut self, d: Defect) {
@@ -437,7 +444,7 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
     let start = parse_start_line(&buf[line_start..line_end], line_start, &mut defect)?;
     let start_line = Span::new(line_start..line_end);
 
-    let mut headers: Vec<Header> = Vec::with_capacity(16);
+    let mut headers: Vec<Header> = Vec::with_capacity(24);
     pos = next;
     let header_end;
     loop {
@@ -461,45 +468,43 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
             }
             return Ok(Indexed::Folded);
         }
-        match memchr::memchr(b':', &buf[pos..end]) {
-            Some(i) => {
-                let colon = pos + i;
-                let mut name_end = colon;
-                while name_end > pos && (buf[name_end - 1] == b' ' || buf[name_end - 1] == b'\t') {
-                    name_end -= 1;
-                }
-                let name = &buf[pos..name_end];
-                if name.is_empty() || !name.iter().all(|&b| is_token_byte(b)) {
-                    defect.get_or_insert(Defect::bad_request("malformed header name"));
-                } else {
-                    let mut vs = colon + 1;
-                    while vs < end && (buf[vs] == b' ' || buf[vs] == b'\t') {
-                        vs += 1;
-                    }
-                    let mut ve = end;
-                    while ve > vs && (buf[ve - 1] == b' ' || buf[ve - 1] == b'\t') {
-                        ve -= 1;
-                    }
-                    if headers.len() == limits.max_headers {
-                        return Err(ParseError::TooManyHeaders);
-                    }
-                    headers.push(Header {
-                        name: HeaderName::from_bytes(name),
-                        line: Span::new(pos..end),
-                        name_span: Span::new(pos..name_end),
-                        value: Span::new(vs..ve),
-                    });
-                }
+        // The name is a token, then optional white space and the colon: one pass finds
+        // the colon and checks the name.
+        let mut name_end = pos;
+        while name_end < end && is_token_byte(buf[name_end]) {
+            name_end += 1;
+        }
+        let mut colon = name_end;
+        while colon < end && (buf[colon] == b' ' || buf[colon] == b'\t') {
+            colon += 1;
+        }
+        if name_end == pos || colon == end || buf[colon] != b':' {
+            let reason = if memchr::memchr(b':', &buf[pos..end]).is_some() {
+                "malformed header name"
+            } else {
+                "header line without colon"
+            };
+            defect.get_or_insert(Defect::bad_request(reason));
+        } else {
+            let mut vs = colon + 1;
+            while vs < end && (buf[vs] == b' ' || buf[vs] == b'\t') {
+                vs += 1;
             }
-            None => {
-                defect.get_or_insert(Defect::bad_request("header line without colon"));
+            let mut ve = end;
+            while ve > vs && (buf[ve - 1] == b' ' || buf[ve - 1] == b'\t') {
+                ve -= 1;
             }
+            if headers.len() == limits.max_headers {
+                return Err(ParseError::TooManyHeaders);
+            }
+            headers.push(Header {
+                name: HeaderName::from_bytes(&buf[pos..name_end]),
+                line: Span::new(pos..end),
+                name_span: Span::new(pos..name_end),
+                value: Span::new(vs..ve),
+            });
         }
         pos = next;
-    }
-    let head = &buf[..header_end];
-    if !head.is_ascii() && std::str::from_utf8(head).is_err() {
-        return Err(ParseError::NotUtf8);
     }
     Ok(Indexed::Done(Parts {
         start,

@@ -197,7 +197,10 @@ fn common(msg: &Message) -> Result<(), Rejection> {
         return Err(Rejection::bad("Malformed Call-ID header"));
     }
     for v in msg.vias() {
-        v.map_err(|e| Rejection::bad(format!("Malformed Via header: {e}")))?;
+        let v = v.map_err(|e| Rejection::bad(format!("Malformed Via header: {e}")))?;
+        v.params
+            .validate()
+            .map_err(|e| Rejection::bad(format!("Malformed Via header: {e}")))?;
     }
     for (addr, what) in [(msg.from(), "From"), (msg.to(), "To")] {
         if let Some(a) = addr {

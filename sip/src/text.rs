@@ -10,13 +10,25 @@ pub(crate) fn trim(s: &str) -> &str {
     s.trim_matches(|c| c == ' ' || c == '\t')
 }
 
-/// RFC 3261 §25.1 `token` characters.
+/// RFC 3261 §25.1 `token` characters, as a table: the header-name check runs on every
+/// byte of every header name.
+const TOKEN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
+            );
+        c += 1;
+    }
+    t
+};
+
 pub(crate) fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric()
-        || matches!(
-            b,
-            b'-' | b'.' | b'!' | b'%' | b'*' | b'_' | b'+' | b'`' | b'\'' | b'~'
-        )
+    TOKEN[b as usize]
 }
 
 pub(crate) fn is_token(s: &str) -> bool {
@@ -65,25 +77,21 @@ pub(crate) struct Unbalanced;
 pub(crate) fn find_top(s: &str, sep: u8) -> Result<Option<usize>, Unbalanced> {
     let b = s.as_bytes();
     let mut i = 0;
-    let mut in_angle = false;
-    while i < b.len() {
-        match b[i] {
-            b'"' if !in_angle => {
-                i = end_of_quoted(b, i)?;
-                continue;
-            }
-            b'<' => in_angle = true,
-            b'>' => in_angle = false,
-            c if c == sep && !in_angle => return Ok(Some(i)),
-            _ => {}
+    while let Some(off) = memchr::memchr3(sep, b'"', b'<', &b[i..]) {
+        let at = i + off;
+        match b[at] {
+            b'"' => i = end_of_quoted(b, at)?,
+            b'<' => match memchr::memchr(b'>', &b[at..]) {
+                Some(close) => i = at + close + 1,
+                None => return Err(Unbalanced),
+            },
+            _ => return Ok(Some(at)),
         }
-        i += 1;
+        if i >= b.len() {
+            break;
+        }
     }
-    if in_angle {
-        Err(Unbalanced)
-    } else {
-        Ok(None)
-    }
+    Ok(None)
 }
 
 /// Given `b[start] == '"'`, the index just past the closing quote.

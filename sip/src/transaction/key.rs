@@ -1,7 +1,5 @@
 //! Matching messages to transactions (RFC 3261 §17.1.3, §17.2.3).
 
-use std::fmt::Write as _;
-
 use crate::message::Message;
 use crate::method::Method;
 use crate::via::BRANCH_COOKIE;
@@ -41,7 +39,7 @@ impl TxKey {
                 key.push('|');
                 push_lower(&mut key, via.host);
                 key.push(':');
-                let _ = write!(key, "{}", via.port.unwrap_or(via.default_port()));
+                push_num(&mut key, u64::from(via.port.unwrap_or(via.default_port())));
             }
             None => {
                 key.push_str("2543|");
@@ -51,11 +49,11 @@ impl TxKey {
                 key.push('|');
                 key.push_str(msg.call_id()?);
                 key.push('|');
-                let _ = write!(key, "{}", msg.cseq()?.ok()?.seq);
+                push_num(&mut key, u64::from(msg.cseq()?.ok()?.seq));
                 key.push('|');
                 push_lower(&mut key, via.host);
                 key.push(':');
-                let _ = write!(key, "{}", via.port.unwrap_or(via.default_port()));
+                push_num(&mut key, u64::from(via.port.unwrap_or(via.default_port())));
                 key.push('|');
                 key.push_str(via.branch().unwrap_or(""));
             }
@@ -86,6 +84,20 @@ impl TxKey {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+}
+
+fn push_num(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    s.extend(digits[i..].iter().map(|&d| char::from(d)));
 }
 
 fn push_lower(s: &mut String, part: &str) {
