@@ -31,7 +31,7 @@ impl<'a> Via<'a> {
         const PROTOCOL: UriError = UriError("malformed Via sent-protocol");
         let b = s.as_bytes();
         let mut i = 0;
-        let mut token = |i: &mut usize, slash: bool| -> Result<&'a str, UriError> {
+        let token = |i: &mut usize, slash: bool| -> Result<&'a str, UriError> {
             while *i < b.len() && is_ws(b[*i]) {
                 *i += 1;
             }
