@@ -186,6 +186,9 @@ pub struct Source {
 pub struct Forward<'m> {
     msg: &'m Message,
     request_uri: Option<&'m str>,
+    status: Option<(u16, &'m str)>,
+    drop_last_route: bool,
+    append_route: Option<&'m str>,
     push_via: Option<&'m str>,
     pop_via: bool,
     source: Option<Source>,
@@ -203,6 +206,9 @@ impl<'m> Forward<'m> {
         Self {
             msg,
             request_uri: None,
+            status: None,
+            drop_last_route: false,
+            append_route: None,
             push_via: None,
             pop_via: false,
             source: None,
@@ -219,6 +225,27 @@ impl<'m> Forward<'m> {
     /// A request: set the Request-URI (§16.6 step 2 or §16.4 strict routing).
     pub fn request_uri(mut self, uri: &'m str) -> Self {
         self.request_uri = Some(uri);
+        self
+    }
+
+    /// A response: replace the status line (a selected 503 goes upstream as 500,
+    /// §16.7 step 6).
+    pub fn status(mut self, status: u16, reason: &'m str) -> Self {
+        self.status = Some((status, reason));
+        self
+    }
+
+    /// A request from a strict router (§16.4): the last Route value became the
+    /// Request-URI, so it leaves the Route set.
+    pub fn drop_last_route(mut self) -> Self {
+        self.drop_last_route = true;
+        self
+    }
+
+    /// A request to a strict router (§16.6 step 7): the old Request-URI goes to the end of
+    /// the Route set.
+    pub fn append_route(mut self, value: &'m str) -> Self {
+        self.append_route = Some(value);
         self
     }
 
@@ -289,9 +316,12 @@ impl<'m> Forward<'m> {
         let body = msg.body_span();
         let mut out = BytesMut::with_capacity(buf.len() + 256);
 
-        match (self.request_uri, msg.method()) {
-            (Some(uri), Some(method)) => {
+        match (self.request_uri, msg.method(), self.status) {
+            (Some(uri), Some(method), _) => {
                 let _ = write!(StrBuf(&mut out), "{method} {uri} SIP/2.0\r\n");
+            }
+            (_, None, Some((status, reason))) => {
+                let _ = write!(StrBuf(&mut out), "SIP/2.0 {status} {reason}\r\n");
             }
             _ => {
                 out.put_slice(&buf[msg.start_line_span().range()]);
@@ -305,6 +335,8 @@ impl<'m> Forward<'m> {
         let mut contact_done = false;
         let mut max_forwards_seen = false;
         let mut routes_to_pop = self.pop_routes;
+        let route_lines = msg.count(HeaderName::Route);
+        let mut route_line = 0;
         for h in msg.headers() {
             if self.remove.contains(&h.name) {
                 continue;
@@ -331,7 +363,14 @@ impl<'m> Forward<'m> {
                             put_header(&mut out, "Route", r);
                         }
                     }
-                    routes_to_pop = emit_without_first(&mut out, msg, h, routes_to_pop, "Route");
+                    route_line += 1;
+                    if self.drop_last_route && route_line == route_lines {
+                        emit_without_last(&mut out, msg, h, routes_to_pop);
+                        routes_to_pop = 0;
+                    } else {
+                        routes_to_pop =
+                            emit_without_first(&mut out, msg, h, routes_to_pop, "Route");
+                    }
                 }
                 HeaderName::MaxForwards if self.decrement_max_forwards => {
                     max_forwards_seen = true;
@@ -366,6 +405,9 @@ impl<'m> Forward<'m> {
             for r in &self.push_routes {
                 put_header(&mut out, "Route", r);
             }
+        }
+        if let Some(r) = self.append_route {
+            put_header(&mut out, "Route", r);
         }
         if self.decrement_max_forwards && !max_forwards_seen {
             put_header(&mut out, "Max-Forwards", "70");
@@ -439,6 +481,36 @@ fn emit_without_first(
         put_header(out, name, rest);
     }
     drop - dropped
+}
+
+/// Writes a Route line without its last value, after dropping `drop` values from its
+/// front.
+fn emit_without_last(out: &mut BytesMut, msg: &Message, h: &Header, drop: usize) {
+    let line = msg.value(h);
+    let mut values: Vec<&str> = split_values(line);
+    values.pop();
+    let kept: Vec<&str> = values.into_iter().skip(drop).collect();
+    if !kept.is_empty() {
+        put_header(out, "Route", &kept.join(", "));
+    }
+}
+
+fn split_values(line: &str) -> Vec<&str> {
+    let mut values = Vec::new();
+    let mut rest = line;
+    while !rest.is_empty() {
+        match crate::text::find_top(rest, b',') {
+            Ok(Some(i)) => {
+                values.push(crate::text::trim(&rest[..i]));
+                rest = &rest[i + 1..];
+            }
+            _ => {
+                values.push(crate::text::trim(rest));
+                rest = "";
+            }
+        }
+    }
+    values
 }
 
 /// The Via value with `received` set when the source differs from sent-by (§18.2.1) and

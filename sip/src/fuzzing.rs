@@ -119,6 +119,8 @@ pub enum Op {
     /// Time passes; due timers fire as a driver would fire them.
     Advance(u16),
     TransportError,
+    /// Client: the TU abandons the transaction.
+    Abandon,
 }
 
 const REQUEST: &str = "INVITE sip:b@example.com SIP/2.0\r\nVia: SIP/2.0/UDP h.example.com;branch=z9hG4bK1\r\nFrom: <sip:a@example.com>;tag=1\r\nTo: <sip:b@example.com>\r\nCall-ID: fuzz\r\nCSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
@@ -197,6 +199,7 @@ pub fn transaction_ops(data: &[u8]) {
                     m.server(now, ServerInput::Timer(t));
                 }
             }
+            Op::Abandon => m.client(now, ClientInput::Abandon),
             Op::TransportError => {
                 m.client(now, ClientInput::TransportError);
                 m.server(now, ServerInput::TransportError);

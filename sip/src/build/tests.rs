@@ -199,3 +199,47 @@ fn received_is_added_only_when_sent_by_differs() {
     );
     assert_eq!(other.top_via().unwrap().unwrap().rport(), None);
 }
+
+#[test]
+fn rfc3261_16_4_strict_router_edits() {
+    let req = invite();
+    // From a strict router: the last Route value became the Request-URI.
+    let m = parse(
+        Forward::new(&req)
+            .request_uri("sip:p3.example.com;lr")
+            .drop_last_route()
+            .finish(),
+    );
+    let routes: Vec<_> = m.routes().map(|r| r.unwrap().uri).collect();
+    assert_eq!(routes, ["sip:p1.example.com;lr", "sip:p2.example.com;lr"]);
+    // To a strict router: the Request-URI moves to the end of the Route set.
+    let m = parse(
+        Forward::new(&req)
+            .pop_routes(1)
+            .request_uri("sip:p2.example.com")
+            .append_route("<sip:bob@biloxi.example.com>")
+            .finish(),
+    );
+    let routes: Vec<_> = m.routes().map(|r| r.unwrap().uri).collect();
+    assert_eq!(
+        routes,
+        [
+            "sip:p2.example.com;lr",
+            "sip:p3.example.com;lr",
+            "sip:bob@biloxi.example.com"
+        ]
+    );
+    assert_eq!(m.request_uri_str(), Some("sip:p2.example.com"));
+    // A selected 503 goes upstream as 500.
+    let resp = parse(Response::to(&req, 503, "Service Unavailable", Some("t")).finish());
+    let up = parse(
+        Forward::new(&resp)
+            .pop_via()
+            .status(500, "Server Internal Error")
+            .finish(),
+    );
+    assert_eq!(
+        (up.status(), up.reason()),
+        (Some(500), Some("Server Internal Error"))
+    );
+}

@@ -15,6 +15,10 @@ pub enum ClientInput<'a> {
     Response(&'a Message),
     Timer(Timer),
     TransportError,
+    /// The TU gives up on the transaction: a CANCELled INVITE with no final response after
+    /// 64*T1 (§9.1: the client "SHOULD then consider the original transaction cancelled and
+    /// SHOULD destroy" it). Terminates without an event.
+    Abandon,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,12 +30,27 @@ pub enum ClientInviteState {
     Terminated,
 }
 
+impl ClientInviteState {
+    /// Lower-case state name, for metrics and the admin API.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Calling => "calling",
+            Self::Proceeding => "proceeding",
+            Self::Completed => "completed",
+            Self::Accepted => "accepted",
+            Self::Terminated => "terminated",
+        }
+    }
+}
+
 /// INVITE client transaction (§17.1.1, Figure 5 as amended by RFC 6026 Figure 3).
 #[derive(Debug)]
 pub struct ClientInviteTx {
     core: Core,
     state: ClientInviteState,
-    request: Message,
+    /// Held while it may be retransmitted or ACKed; released once a 2xx arrives, so a
+    /// transaction waiting in Accepted costs little memory.
+    request: Option<Message>,
     ack: Option<Bytes>,
     timer_a: Duration,
 }
@@ -50,7 +69,7 @@ impl ClientInviteTx {
         Self {
             core,
             state: ClientInviteState::Calling,
-            request,
+            request: Some(request),
             ack: None,
             timer_a: config.t1,
         }
@@ -60,8 +79,9 @@ impl ClientInviteTx {
         self.state
     }
 
-    pub fn request(&self) -> &Message {
-        &self.request
+    /// The INVITE, until a 2xx releases it.
+    pub fn request(&self) -> Option<&Message> {
+        self.request.as_ref()
     }
 
     pub fn is_terminated(&self) -> bool {
@@ -79,7 +99,9 @@ impl ClientInviteTx {
             (S::Terminated, _) => {}
             // §17.1.1.2: Timer A fires: retransmit and double the interval.
             (S::Calling, I::Timer(Timer::A)) => {
-                self.core.send(self.request.as_bytes());
+                if let Some(r) = &self.request {
+                    self.core.send(r.as_bytes());
+                }
                 self.timer_a *= 2;
                 self.core.arm(Timer::A, now + self.timer_a);
             }
@@ -95,6 +117,7 @@ impl ClientInviteTx {
             (S::Calling | S::Proceeding, I::Response(_)) if status < 300 => {
                 self.core.clear();
                 self.state = S::Accepted;
+                self.request = None;
                 self.core.events.push_back(Event::Response);
                 self.core.arm(Timer::M, now + self.core.config.t1x64());
             }
@@ -102,9 +125,11 @@ impl ClientInviteTx {
             // Timer D (zero on reliable transports).
             (S::Calling | S::Proceeding, I::Response(r)) => {
                 self.core.clear();
-                let ack = build::ack_for_non_2xx(&self.request, r);
-                self.core.send(&ack);
-                self.ack = Some(ack);
+                if let Some(req) = self.request.take() {
+                    let ack = build::ack_for_non_2xx(&req, r);
+                    self.core.send(&ack);
+                    self.ack = Some(ack);
+                }
                 self.core.events.push_back(Event::Response);
                 if self.core.reliable {
                     self.state = S::Terminated;
@@ -128,6 +153,8 @@ impl ClientInviteTx {
             (S::Accepted, I::Timer(Timer::M)) => self.terminate(None),
             // §17.1.1.2 / §17.1.4: a transport error terminates and is reported.
             (_, I::TransportError) => self.terminate(Some(Event::TransportError)),
+            // §9.1: the TU destroys a cancelled transaction that never completed.
+            (_, I::Abandon) => self.terminate(None),
             // Anything else (late provisional, stray timer) is absorbed.
             _ => {}
         }
@@ -146,6 +173,18 @@ pub enum ClientNonInviteState {
     Proceeding,
     Completed,
     Terminated,
+}
+
+impl ClientNonInviteState {
+    /// Lower-case state name, for metrics and the admin API.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Trying => "trying",
+            Self::Proceeding => "proceeding",
+            Self::Completed => "completed",
+            Self::Terminated => "terminated",
+        }
+    }
 }
 
 /// Non-INVITE client transaction (§17.1.2, Figure 6).
@@ -217,6 +256,7 @@ impl ClientNonInviteTx {
             // reliable).
             (S::Trying | S::Proceeding, I::Response(_)) => {
                 self.core.clear();
+                self.request = Bytes::new();
                 self.core.events.push_back(Event::Response);
                 if self.core.reliable {
                     self.state = S::Terminated;
@@ -227,6 +267,7 @@ impl ClientNonInviteTx {
             }
             (S::Completed, I::Timer(Timer::K)) => self.terminate(None),
             (_, I::TransportError) => self.terminate(Some(Event::TransportError)),
+            (_, I::Abandon) => self.terminate(None),
             // Completed absorbs response retransmissions; stray timers are ignored.
             _ => {}
         }

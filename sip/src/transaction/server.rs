@@ -31,6 +31,19 @@ pub enum ServerInviteState {
     Terminated,
 }
 
+impl ServerInviteState {
+    /// Lower-case state name, for metrics and the admin API.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Proceeding => "proceeding",
+            Self::Completed => "completed",
+            Self::Confirmed => "confirmed",
+            Self::Accepted => "accepted",
+            Self::Terminated => "terminated",
+        }
+    }
+}
+
 /// INVITE server transaction (§17.2.1, Figure 7 as amended by RFC 6026 Figure 5).
 #[derive(Debug)]
 pub struct ServerInviteTx {
@@ -74,7 +87,9 @@ impl ServerInviteTx {
             (S::Proceeding, I::Respond { status, bytes }) if status < 200 => self.send(bytes),
             // RFC 6026 §7.1: a 2xx is sent and the transaction waits in Accepted (Timer L).
             (S::Proceeding, I::Respond { status, bytes }) if status < 300 => {
-                self.send(bytes);
+                self.core.send(&bytes);
+                // Accepted absorbs INVITE retransmissions; the 2xx is the TU's to repeat.
+                self.last_response = None;
                 self.state = S::Accepted;
                 self.core.arm(Timer::L, now + c.t1x64());
             }
@@ -146,6 +161,18 @@ pub enum ServerNonInviteState {
     Proceeding,
     Completed,
     Terminated,
+}
+
+impl ServerNonInviteState {
+    /// Lower-case state name, for metrics and the admin API.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Trying => "trying",
+            Self::Proceeding => "proceeding",
+            Self::Completed => "completed",
+            Self::Terminated => "terminated",
+        }
+    }
 }
 
 /// Non-INVITE server transaction (§17.2.2, Figure 8).

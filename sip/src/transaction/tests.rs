@@ -46,6 +46,8 @@ enum Step {
     /// The named timer fires at its deadline (it must be armed).
     Fire(Timer),
     TransportError,
+    /// Client: the TU abandons the transaction (§9.1).
+    Abandon,
 }
 use Step::*;
 
@@ -129,11 +131,12 @@ impl Harness {
             Ack => ServerInput::Ack,
             Fire(t) => ServerInput::Timer(t),
             TransportError => ServerInput::TransportError,
-            Resp(_) => unreachable!("servers do not receive responses"),
+            Resp(_) | Abandon => unreachable!("client-only input"),
         };
         let client_input = match (step, &resp) {
             (Resp(_), Some(r)) => ClientInput::Response(r),
             (Fire(t), _) => ClientInput::Timer(t),
+            (Abandon, _) => ClientInput::Abandon,
             _ => ClientInput::TransportError,
         };
         match &mut self.m {
@@ -454,6 +457,19 @@ fn cases() -> Vec<Case> {
             &[],
         ),
         // §17.1.2.2 non-INVITE client transaction.
+        t(
+            case(
+                "9.1 a cancelled INVITE with no final response is abandoned: Terminated, silent",
+                ClientInvite,
+                UDP,
+                &[Resp(180)],
+                Some(Abandon),
+            ),
+            "Terminated",
+            &[],
+            &[],
+            &[],
+        ),
         t(
             case(
                 "17.1.2.2 start Trying: send, arm E=T1 and F=64*T1 (UDP)",

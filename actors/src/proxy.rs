@@ -1,0 +1,1076 @@
+//! The transaction-stateful proxy (RFC 3261 §16). A message is received, parsed, matched
+//! and forwarded on the thread that received it: transactions live in a sharded table
+//! (one lock per shard, held for microseconds, never across a send), each shard with a
+//! timer heap driven by the timer thread.
+//!
+//! Request path: flood guard -> transaction match (retransmission, ACK) -> sanity ->
+//! CANCEL / stateless ACK / new request -> loop check -> Route processing -> target
+//! (configured next hops, forked in parallel; or the route set in a dialog) -> one client
+//! transaction per branch. Response path: branch match by our Via branch -> client
+//! transaction -> provisional and 2xx forwarded at once, failures held for the best-response
+//! choice (§16.7).
+
+mod entry;
+pub mod local;
+mod select;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use limes_sip::build::{cancel_for, Forward, Response, Source};
+use limes_sip::sanity::{self, Policy};
+use limes_sip::transaction::{
+    ClientInput, ClientInviteTx, ClientNonInviteTx, Event, ServerInput, ServerInviteTx,
+    ServerNonInviteTx, Timer, TxKey,
+};
+use limes_sip::uri::Uri;
+use limes_sip::via::Via;
+use limes_sip::{Message, Method};
+use parking_lot::Mutex;
+use tracing::{debug, trace};
+
+use self::entry::{Branch, ClientTx, Entry, Sends, ServerTx};
+use self::local::{host_text, Local};
+use crate::flood::FloodGuard;
+use crate::metrics::{Metrics, TxCensus, TxLabels};
+use crate::settings::{FloodAction, ProxySettings, Transport};
+use crate::transport::{dest_of_uri, Dest, Flow, Inbound, Outbound};
+
+const SHARDS: usize = 64;
+const ALLOW: &str =
+    "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, MESSAGE";
+
+#[derive(Default)]
+struct Shard {
+    entries: HashMap<u64, Entry>,
+    timers: BinaryHeap<Reverse<(Instant, u64)>>,
+}
+
+/// Counters behind `tm.stats`.
+#[derive(Debug, Default)]
+pub struct TmStats {
+    pub created: AtomicU64,
+    pub freed: AtomicU64,
+    pub replies_received: AtomicU64,
+    pub replies_local: AtomicU64,
+    pub replies_forwarded: AtomicU64,
+    pub retransmissions_sent: AtomicU64,
+    pub retransmissions_absorbed: AtomicU64,
+    pub by_class: [AtomicU64; 6],
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Where the next hop of a request is, and how the request must change to get there.
+struct Route {
+    dest: Dest,
+    /// The next hop is a strict router: its URI becomes the Request-URI and the old one
+    /// goes to the end of the Route set (§16.6 step 7).
+    strict: Option<String>,
+}
+
+pub struct Proxy {
+    shards: Box<[Mutex<Shard>]>,
+    local: Local,
+    settings: ProxySettings,
+    out: Arc<Outbound>,
+    metrics: Arc<Metrics>,
+    flood: Option<FloodGuard>,
+    draining: AtomicBool,
+    active: AtomicUsize,
+    pub stats: TmStats,
+}
+
+impl std::fmt::Debug for Proxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Proxy")
+            .field("active", &self.active)
+            .finish()
+    }
+}
+
+impl Inbound for Proxy {
+    fn on_message(&self, data: Bytes, flow: Flow) {
+        self.handle(data, flow, Instant::now());
+    }
+}
+
+impl TxCensus for Proxy {
+    fn census(&self) -> Vec<(TxLabels, i64)> {
+        let mut counts: HashMap<(&'static str, &'static str), i64> = HashMap::new();
+        for shard in self.shards.iter() {
+            let shard = shard.lock();
+            for e in shard.entries.values() {
+                *counts.entry(e.census()).or_default() += 1;
+                for b in e.branch_census() {
+                    *counts.entry(b).or_default() += 1;
+                }
+            }
+        }
+        counts
+            .into_iter()
+            .map(|((kind, state), n)| (TxLabels { kind, state }, n))
+            .collect()
+    }
+}
+
+impl Proxy {
+    pub fn new(
+        settings: ProxySettings,
+        local: Local,
+        out: Arc<Outbound>,
+        metrics: Arc<Metrics>,
+        flood: Option<FloodGuard>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            local,
+            settings,
+            out,
+            metrics,
+            flood,
+            draining: AtomicBool::new(false),
+            active: AtomicUsize::new(0),
+            stats: TmStats::default(),
+        })
+    }
+
+    /// Transactions held now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+
+    /// Stop taking new INVITEs (503); everything in progress finishes.
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn settings(&self) -> &ProxySettings {
+        &self.settings
+    }
+
+    fn sid(&self, key: &TxKey) -> u64 {
+        self.local.hash(&[key.as_str().as_bytes()])
+    }
+
+    fn shard(&self, sid: u64) -> &Mutex<Shard> {
+        &self.shards[(sid as usize) % SHARDS]
+    }
+
+    fn flush(&self, sends: Sends) {
+        for (dest, bytes) in sends {
+            let _ = self.out.send(&dest, bytes);
+        }
+    }
+
+    /// One received datagram or stream frame.
+    pub fn handle(&self, data: Bytes, flow: Flow, now: Instant) {
+        if data.iter().all(|&b| b == b'\r' || b == b'\n' || b == 0) {
+            return; // keep-alive or padding
+        }
+        let msg = match Message::parse(data, &self.settings.limits) {
+            Ok(m) => m,
+            Err(e) => {
+                trace!(remote = %flow.remote, reason = e.label(), "unparsable message dropped");
+                self.metrics.drop_reason(e.label());
+                return;
+            }
+        };
+        if msg.is_request() {
+            self.on_request(msg, flow, now);
+        } else {
+            self.on_response(msg, now);
+        }
+    }
+
+    fn on_request(&self, msg: Message, flow: Flow, now: Instant) {
+        let method = msg.method().cloned().unwrap_or(Method::Options);
+        self.metrics.request(&method);
+
+        if let Some(f) = &self.flood {
+            if !f.allow(flow.remote.ip()) {
+                self.metrics.flood_limited.inc();
+                if f.action == FloodAction::Reply && method != Method::Ack {
+                    let retry = f.retry_after_secs.to_string();
+                    self.reply_stateless(
+                        &msg,
+                        &flow,
+                        503,
+                        "Service Unavailable",
+                        &[("Retry-After", &retry)],
+                    );
+                } else {
+                    self.metrics.drop_reason("flood");
+                }
+                return;
+            }
+        }
+
+        // Retransmissions and ACKs of existing server transactions (§17.2.3).
+        if let Some(key) = TxKey::server(&msg) {
+            let sid = self.sid(&key);
+            let mut sends = Vec::new();
+            let mut shard = self.shard(sid).lock();
+            if let Some(e) = shard.entries.get_mut(&sid).filter(|e| e.key == key) {
+                if method == Method::Ack {
+                    e.server_input(now, ServerInput::Ack, &mut sends);
+                } else {
+                    bump(&self.stats.retransmissions_absorbed);
+                    self.metrics.retransmission("absorbed");
+                    e.server_input(now, ServerInput::Request, &mut sends);
+                }
+                self.settle(&mut shard, sid);
+                drop(shard);
+                self.flush(sends);
+                return;
+            }
+        }
+
+        let ruri_is_us = msg
+            .request_uri()
+            .and_then(Result::ok)
+            .is_some_and(|u| self.local.uri_is_us(&u));
+        let only_our_routes = msg.routes().all(|r| {
+            r.ok()
+                .and_then(|r| Uri::parse(r.uri).ok())
+                .is_some_and(|u| self.local.uri_is_us(&u))
+        });
+        let local = method == Method::Options && ruri_is_us && only_our_routes;
+        let policy = Policy {
+            supported: &[],
+            local,
+            max_uri_len: self.settings.limits.max_uri_len,
+        };
+        if let Err(r) = sanity::check_request(&msg, &policy) {
+            debug!(remote = %flow.remote, status = r.status, reason = %r.reason, "request refused by sanity rules");
+            self.metrics.drop_reason("sanity");
+            if method != Method::Ack {
+                let unsupported = r.unsupported.join(", ");
+                let extra: &[(&str, &str)] = if r.unsupported.is_empty() {
+                    &[]
+                } else {
+                    &[("Unsupported", &unsupported)]
+                };
+                self.reply_local(&msg, &flow, now, r.status, &r.reason, extra);
+            }
+            return;
+        }
+
+        match method {
+            Method::Cancel => self.on_cancel(&msg, &flow, now),
+            Method::Ack => self.forward_ack(&msg, &flow),
+            _ if local => {
+                let server = self.settings.server_name.clone();
+                self.reply_stateless(
+                    &msg,
+                    &flow,
+                    200,
+                    "OK",
+                    &[
+                        ("Allow", ALLOW),
+                        ("Accept", "application/sdp"),
+                        ("Supported", ""),
+                        ("Server", &server),
+                    ],
+                );
+            }
+            _ => self.on_new_request(msg, flow, now),
+        }
+    }
+
+    /// The Route set of a request (§16.4): how many of the top values are this node's
+    /// (popped), whether one of them carried this node's signature for the Call-ID, and
+    /// whether the Request-URI is a Record-Route value of ours (a strict router sent it).
+    fn our_routes(&self, msg: &Message) -> (usize, bool) {
+        let sig = self
+            .local
+            .route_signature(msg.call_id().unwrap_or_default());
+        let mut popped = 0;
+        let mut signed = false;
+        for r in msg.routes() {
+            let Some(uri) = r.ok().and_then(|r| Uri::parse(r.uri).ok()) else {
+                break;
+            };
+            if !self.local.uri_is_us(&uri) {
+                break;
+            }
+            popped += 1;
+            signed |= uri.params.get("lm") == Some(Some(sig.as_str()));
+        }
+        (popped, signed)
+    }
+
+    fn on_new_request(&self, msg: Message, flow: Flow, now: Instant) {
+        let method = msg.method().cloned().unwrap_or(Method::Options);
+        let in_dialog = msg.to_tag().is_some();
+        if self.is_draining() && method == Method::Invite && !in_dialog {
+            return self.reply_local(
+                &msg,
+                &flow,
+                now,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "5")],
+            );
+        }
+        if self.local.is_loop(&msg) {
+            return self.reply_local(&msg, &flow, now, 482, "Loop Detected", &[]);
+        }
+        let (mut popped, signed) = self.our_routes(&msg);
+        let routes: Vec<String> = msg
+            .routes()
+            .filter_map(Result::ok)
+            .map(|r| r.uri.to_owned())
+            .collect();
+        let Some(Ok(ruri)) = msg.request_uri() else {
+            return self.reply_local(&msg, &flow, now, 400, "Malformed Request-URI", &[]);
+        };
+
+        // §16.4: a strict router put our Record-Route value in the Request-URI: the last
+        // Route value is the real Request-URI.
+        let sig = self
+            .local
+            .route_signature(msg.call_id().unwrap_or_default());
+        let from_strict = self.local.uri_is_us(&ruri)
+            && ruri.params.get("lm") == Some(Some(sig.as_str()))
+            && routes.len() > popped;
+        let mut new_ruri: Option<String> = None;
+        let mut remaining: Vec<&str> = routes[popped..].iter().map(String::as_str).collect();
+        if from_strict {
+            new_ruri = remaining.pop().map(str::to_owned);
+        }
+        let trusted_path = signed || from_strict || !self.settings.record_route;
+
+        let targets: Vec<Route> = if let Some(next) = remaining.first() {
+            if !trusted_path || !in_dialog {
+                return self.reply_local(
+                    &msg,
+                    &flow,
+                    now,
+                    403,
+                    "Forbidden: Route not recorded here",
+                    &[],
+                );
+            }
+            match Uri::parse(next)
+                .ok()
+                .and_then(|u| Some((dest_of_uri(&u)?, u.is_loose_router())))
+            {
+                Some((dest, true)) => vec![Route { dest, strict: None }],
+                Some((dest, false)) => {
+                    popped += 1;
+                    vec![Route {
+                        dest,
+                        strict: Some((*next).to_owned()),
+                    }]
+                }
+                None => {
+                    return self.reply_local(
+                        &msg,
+                        &flow,
+                        now,
+                        503,
+                        "Service Unavailable: next hop unresolvable",
+                        &[],
+                    )
+                }
+            }
+        } else if in_dialog {
+            if !trusted_path {
+                return self.reply_local(
+                    &msg,
+                    &flow,
+                    now,
+                    403,
+                    "Forbidden: Route not recorded here",
+                    &[],
+                );
+            }
+            let target = new_ruri.as_deref().map(Uri::parse).unwrap_or(Ok(ruri));
+            match target.ok().and_then(|u| dest_of_uri(&u)) {
+                Some(dest) if !self.local.is_us_addr(dest.addr) => {
+                    vec![Route { dest, strict: None }]
+                }
+                _ => return self.reply_local(&msg, &flow, now, 404, "Not Found", &[]),
+            }
+        } else if self.settings.next_hops.is_empty() {
+            return self.reply_local(&msg, &flow, now, 404, "Not Found", &[]);
+        } else {
+            self.settings
+                .next_hops
+                .iter()
+                .map(|t| Route {
+                    dest: t.dest,
+                    strict: None,
+                })
+                .collect()
+        };
+
+        if self.active() >= self.settings.max_transactions {
+            self.metrics.drop_reason("transaction_limit");
+            return self.reply_local(
+                &msg,
+                &flow,
+                now,
+                503,
+                "Service Unavailable",
+                &[("Retry-After", "2")],
+            );
+        }
+        let Some(key) = TxKey::server(&msg) else {
+            return self.reply_local(
+                &msg,
+                &flow,
+                now,
+                400,
+                "Bad Request: no transaction key",
+                &[],
+            );
+        };
+        let sid = self.sid(&key);
+        let is_invite = method == Method::Invite;
+        let reliable = flow.transport.is_reliable();
+        let timers = self.settings.timers;
+        let mut sends = Vec::new();
+        let mut entry = Entry {
+            key,
+            server: if is_invite {
+                ServerTx::Invite(ServerInviteTx::new(reliable, timers))
+            } else {
+                ServerTx::NonInvite(ServerNonInviteTx::new(reliable, timers))
+            },
+            reply_to: reply_dest(&msg, &flow),
+            request: None,
+            branches: Vec::with_capacity(targets.len()),
+            best: None,
+            answered: false,
+            scheduled: None,
+        };
+        if is_invite {
+            // §16.2: the 100 Trying goes out at once; it stops the caller's retransmissions.
+            let trying = Response::to(&msg, 100, "Trying", None).finish();
+            entry.respond(now, 100, trying, &mut sends);
+        }
+
+        let loop_hash = self.local.loop_hash(&msg);
+        let call_id = msg.call_id().unwrap_or_default();
+        let dialog_creating =
+            matches!(method, Method::Invite | Method::Subscribe | Method::Refer) && !in_dialog;
+        let source = Source {
+            ip: flow.remote.ip(),
+            port: flow.remote.port(),
+        };
+        for (i, route) in targets.iter().enumerate() {
+            let Some(out_addr) = self.out.local_for(&route.dest) else {
+                continue;
+            };
+            let via = format!(
+                "SIP/2.0/{} {}:{};branch={}",
+                route.dest.transport.via_token(),
+                host_text(out_addr.ip()),
+                out_addr.port(),
+                local::branch(loop_hash, sid, i)
+            );
+            let rr_out = self
+                .local
+                .record_route(out_addr, route.dest.transport, call_id);
+            let rr_in = self.local.record_route(flow.local, flow.transport, call_id);
+            let old_ruri = format!(
+                "<{}>",
+                new_ruri
+                    .as_deref()
+                    .unwrap_or(msg.request_uri_str().unwrap_or_default())
+            );
+            let mut fwd = Forward::new(&msg)
+                .received_from(source)
+                .push_via(&via)
+                .decrement_max_forwards()
+                .pop_routes(popped);
+            if self.settings.record_route && dialog_creating {
+                fwd = fwd.record_route(&rr_out);
+                if out_addr != flow.local || route.dest.transport != flow.transport {
+                    fwd = fwd.record_route(&rr_in);
+                }
+            }
+            if let Some(uri) = &new_ruri {
+                fwd = fwd.request_uri(uri).drop_last_route();
+            }
+            if let Some(strict) = &route.strict {
+                fwd = fwd.request_uri(strict).append_route(&old_ruri);
+            }
+            let bytes = fwd.finish();
+            let branch_reliable = route.dest.transport.is_reliable();
+            let (tx, request) = if is_invite {
+                match Message::parse(bytes, &self.settings.limits) {
+                    Ok(m) => (
+                        ClientTx::Invite(ClientInviteTx::start(
+                            now,
+                            m.clone(),
+                            branch_reliable,
+                            timers,
+                        )),
+                        Some(m),
+                    ),
+                    Err(_) => continue,
+                }
+            } else {
+                (
+                    ClientTx::NonInvite(ClientNonInviteTx::start(
+                        now,
+                        bytes,
+                        branch_reliable,
+                        timers,
+                    )),
+                    None,
+                )
+            };
+            entry.branches.push(Branch {
+                tx,
+                dest: route.dest,
+                request,
+                provisional: false,
+                final_status: None,
+                timer_c: is_invite.then(|| now + timers.timer_c),
+                cancel: None,
+                cancel_pending: false,
+            });
+            entry.drain_branch(entry.branches.len() - 1, &mut sends);
+        }
+        if entry.branches.is_empty() {
+            return self.reply_local(
+                &msg,
+                &flow,
+                now,
+                503,
+                "Service Unavailable: no usable next hop",
+                &[],
+            );
+        }
+        entry.request = Some(msg);
+        bump(&self.stats.created);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let mut shard = self.shard(sid).lock();
+        shard.entries.insert(sid, entry);
+        self.settle(&mut shard, sid);
+        drop(shard);
+        self.flush(sends);
+        self.metrics.latency("request", now.elapsed().as_secs_f64());
+    }
+
+    fn on_cancel(&self, msg: &Message, flow: &Flow, now: Instant) {
+        let found = TxKey::cancel_target(msg).and_then(|key| {
+            let sid = self.sid(&key);
+            let mut sends = Vec::new();
+            let mut shard = self.shard(sid).lock();
+            let e = shard
+                .entries
+                .get_mut(&sid)
+                .filter(|e| e.key == key && e.is_invite())?;
+            // §16.10: cancel every pending branch; the 487s come back through them.
+            self.cancel_branches(e, None, now, &mut sends);
+            self.settle(&mut shard, sid);
+            drop(shard);
+            self.flush(sends);
+            Some(())
+        });
+        match found {
+            Some(()) => self.reply_stateless(msg, flow, 200, "OK", &[]),
+            None => self.reply_stateless(msg, flow, 481, "Call/Transaction Does Not Exist", &[]),
+        }
+    }
+
+    /// An ACK that matched no transaction: the ACK for a 2xx, routed statelessly by its
+    /// Route set (§16.11); or an ACK for one of this node's own replies, absorbed.
+    fn forward_ack(&self, msg: &Message, flow: &Flow) {
+        if msg.to_tag().is_some_and(|t| t.starts_with("lm")) {
+            return;
+        }
+        let (popped, signed) = self.our_routes(msg);
+        let routes: Vec<&str> = msg.routes().filter_map(Result::ok).map(|r| r.uri).collect();
+        if !signed && self.settings.record_route {
+            self.metrics.drop_reason("ack_not_routable");
+            return;
+        }
+        let next = match routes.get(popped) {
+            Some(r) => Uri::parse(r).ok().and_then(|u| dest_of_uri(&u)),
+            None => msg
+                .request_uri()
+                .and_then(Result::ok)
+                .and_then(|u| dest_of_uri(&u)),
+        };
+        let Some(dest) = next.filter(|d| !self.local.is_us_addr(d.addr)) else {
+            self.metrics.drop_reason("ack_not_routable");
+            return;
+        };
+        let Some(out_addr) = self.out.local_for(&dest) else {
+            return;
+        };
+        let top_branch = msg
+            .top_via()
+            .and_then(Result::ok)
+            .and_then(|v| v.branch())
+            .unwrap_or_default();
+        let id = self.local.hash(&[b"ack", top_branch.as_bytes()]);
+        let via = format!(
+            "SIP/2.0/{} {}:{};branch={}",
+            dest.transport.via_token(),
+            host_text(out_addr.ip()),
+            out_addr.port(),
+            local::branch(self.local.loop_hash(msg), id, 0)
+        );
+        let bytes = Forward::new(msg)
+            .received_from(Source {
+                ip: flow.remote.ip(),
+                port: flow.remote.port(),
+            })
+            .push_via(&via)
+            .decrement_max_forwards()
+            .pop_routes(popped)
+            .finish();
+        let _ = self.out.send(&dest, bytes);
+    }
+
+    fn on_response(&self, msg: Message, now: Instant) {
+        let status = msg.status().unwrap_or(0);
+        self.metrics.response_received(status);
+        bump(&self.stats.replies_received);
+        if let Err(why) = sanity::check_response(&msg) {
+            debug!(reason = %why, "response dropped");
+            self.metrics.drop_reason("bad_response");
+            return;
+        }
+        let Some(Ok(via)) = msg.top_via() else { return };
+        let Some((sid, idx)) = via.branch().and_then(local::parse_branch) else {
+            self.metrics.drop_reason("response_not_ours");
+            return;
+        };
+        let is_cancel = msg
+            .cseq()
+            .and_then(Result::ok)
+            .is_some_and(|c| c.method == "CANCEL");
+        let mut sends = Vec::new();
+        let mut shard = self.shard(sid).lock();
+        let Some(e) = shard.entries.get_mut(&sid) else {
+            drop(shard);
+            // A 2xx retransmission after the transaction ended: forward it statelessly
+            // (§16.7 step 10 with RFC 6026).
+            if (200..300).contains(&status) && !is_cancel {
+                self.forward_stateless_response(&msg);
+            } else {
+                self.metrics.drop_reason("no_transaction");
+            }
+            return;
+        };
+        if is_cancel {
+            e.cancel_input(idx, now, ClientInput::Response(&msg), &mut sends);
+        } else {
+            let events = e.branch_input(idx, now, ClientInput::Response(&msg), &mut sends);
+            if events.contains(&Event::Response) {
+                self.on_branch_response(e, idx, &msg, now, &mut sends);
+            } else {
+                bump(&self.stats.retransmissions_absorbed);
+                self.metrics.retransmission("absorbed");
+            }
+        }
+        self.settle(&mut shard, sid);
+        drop(shard);
+        self.flush(sends);
+        if status >= 200 {
+            self.metrics
+                .latency("response", now.elapsed().as_secs_f64());
+        }
+    }
+
+    fn forward_stateless_response(&self, msg: &Message) {
+        let Some(next) = msg.vias().nth(1).and_then(Result::ok) else {
+            return;
+        };
+        let Some(dest) = via_dest(&next) else { return };
+        let _ = self.out.send(&dest, Forward::new(msg).pop_via().finish());
+    }
+
+    /// A response the client transaction passed up (§16.7).
+    fn on_branch_response(
+        &self,
+        e: &mut Entry,
+        idx: usize,
+        msg: &Message,
+        now: Instant,
+        sends: &mut Sends,
+    ) {
+        let status = msg.status().unwrap_or(0);
+        let timer_c = self.settings.timers.timer_c;
+        let Some(b) = e.branches.get_mut(idx) else {
+            return;
+        };
+        if status < 200 {
+            b.provisional = true;
+            if b.timer_c.is_some() {
+                b.timer_c = Some(now + timer_c);
+            }
+            if std::mem::take(&mut b.cancel_pending) {
+                self.send_cancel(e, idx, now, sends);
+            }
+            // §16.7 step 5: provisional responses other than 100 go up at once.
+            if status > 100 && !e.answered {
+                self.forward_up(e, msg, now, status, None, sends);
+            }
+            return;
+        }
+        b.final_status = Some(status);
+        b.request = None;
+        if status < 300 {
+            // Every 2xx goes up at once; the other branches are cancelled.
+            self.forward_up(e, msg, now, status, None, sends);
+            self.cancel_branches(e, Some(idx), now, sends);
+        } else {
+            if e.best
+                .as_ref()
+                .is_none_or(|(s, _)| select::rank(status) < select::rank(*s))
+            {
+                let up = select::upstream_status(status);
+                let bytes = if up == status {
+                    Forward::new(msg).pop_via().finish()
+                } else {
+                    Forward::new(msg)
+                        .pop_via()
+                        .status(up, "Server Internal Error")
+                        .finish()
+                };
+                e.best = Some((up, bytes));
+            }
+            if status >= 600 {
+                self.cancel_branches(e, Some(idx), now, sends);
+            }
+        }
+        self.finish_if_complete(e, now, sends);
+    }
+
+    fn forward_up(
+        &self,
+        e: &mut Entry,
+        msg: &Message,
+        now: Instant,
+        status: u16,
+        bytes: Option<Bytes>,
+        sends: &mut Sends,
+    ) {
+        let bytes = bytes.unwrap_or_else(|| Forward::new(msg).pop_via().finish());
+        e.respond(now, status, bytes, sends);
+        self.metrics.response_sent(status);
+        bump(&self.stats.replies_forwarded);
+        bump(&self.stats.by_class[usize::from((status / 100).clamp(1, 6) - 1)]);
+    }
+
+    /// When every branch has a final response and none was a 2xx, the best goes up.
+    fn finish_if_complete(&self, e: &mut Entry, now: Instant, sends: &mut Sends) {
+        if e.answered || e.branches.iter().any(|b| b.final_status.is_none()) {
+            return;
+        }
+        if let Some((status, bytes)) = e.best.take() {
+            e.respond(now, status, bytes, sends);
+            self.metrics.response_sent(status);
+            bump(&self.stats.replies_forwarded);
+            bump(&self.stats.by_class[usize::from((status / 100).clamp(1, 6) - 1)]);
+        }
+    }
+
+    /// A branch ended without a response (timeout, transport error, Timer C): it counts as
+    /// the given failure (§16.7 step 2, §16.8).
+    fn branch_failed(
+        &self,
+        e: &mut Entry,
+        idx: usize,
+        status: u16,
+        reason: &str,
+        now: Instant,
+        sends: &mut Sends,
+    ) {
+        let Some(b) = e.branches.get_mut(idx) else {
+            return;
+        };
+        if b.final_status.is_some() {
+            return;
+        }
+        b.final_status = Some(status);
+        b.request = None;
+        if let Some(req) = &e.request {
+            if e.best
+                .as_ref()
+                .is_none_or(|(s, _)| select::rank(status) < select::rank(*s))
+            {
+                let tag = self.local.local_tag(req);
+                e.best = Some((
+                    status,
+                    Response::to(req, status, reason, Some(&tag)).finish(),
+                ));
+            }
+        }
+        self.finish_if_complete(e, now, sends);
+    }
+
+    /// CANCELs every branch without a final response except `except` (§16.10, §16.7
+    /// step 10); branches without a provisional response get theirs when one arrives.
+    fn cancel_branches(
+        &self,
+        e: &mut Entry,
+        except: Option<usize>,
+        now: Instant,
+        sends: &mut Sends,
+    ) {
+        for i in 0..e.branches.len() {
+            let b = &mut e.branches[i];
+            if Some(i) == except
+                || b.final_status.is_some()
+                || b.cancel.is_some()
+                || b.request.is_none()
+            {
+                continue;
+            }
+            if b.provisional {
+                self.send_cancel(e, i, now, sends);
+            } else {
+                b.cancel_pending = true;
+            }
+        }
+    }
+
+    fn send_cancel(&self, e: &mut Entry, idx: usize, now: Instant, sends: &mut Sends) {
+        let Some(b) = e.branches.get_mut(idx) else {
+            return;
+        };
+        let Some(req) = &b.request else { return };
+        let cancel = cancel_for(req);
+        b.cancel = Some(ClientNonInviteTx::start(
+            now,
+            cancel,
+            b.dest.transport.is_reliable(),
+            self.settings.timers,
+        ));
+        // After a CANCEL the INVITE gets 64*T1 more to end (§9.1), then it is abandoned.
+        b.timer_c = Some(now + self.settings.timers.t1x64());
+        e.drain_cancel(idx, sends);
+    }
+
+    /// Queues the entry's next deadline, or removes it when it has ended.
+    fn settle(&self, shard: &mut Shard, sid: u64) {
+        let Some(e) = shard.entries.get_mut(&sid) else {
+            return;
+        };
+        if e.is_finished() {
+            shard.entries.remove(&sid);
+            self.active.fetch_sub(1, Ordering::Relaxed);
+            bump(&self.stats.freed);
+            return;
+        }
+        if let Some(d) = e.next_deadline() {
+            if e.scheduled.is_none_or(|s| d < s) {
+                e.scheduled = Some(d);
+                shard.timers.push(Reverse((d, sid)));
+            }
+        }
+    }
+
+    /// Fires every timer due at `now`. Called by the timer thread.
+    pub fn run_timers(&self, now: Instant) {
+        for shard in self.shards.iter() {
+            let mut sends = Vec::new();
+            let mut shard = shard.lock();
+            while let Some(Reverse((at, sid))) = shard.timers.peek().copied() {
+                if at > now {
+                    break;
+                }
+                shard.timers.pop();
+                let Some(e) = shard.entries.get_mut(&sid) else {
+                    continue;
+                };
+                if e.scheduled.is_some_and(|s| s > now) {
+                    continue; // a later deadline is queued for it too
+                }
+                e.scheduled = None;
+                self.fire(e, now, &mut sends);
+                self.settle(&mut shard, sid);
+            }
+            drop(shard);
+            self.flush(sends);
+        }
+    }
+
+    fn fire(&self, e: &mut Entry, now: Instant, sends: &mut Sends) {
+        for (branch, is_cancel, timer) in e.due_timers(now) {
+            if matches!(timer, Timer::A | Timer::E | Timer::G) {
+                bump(&self.stats.retransmissions_sent);
+                self.metrics.retransmission("sent");
+            }
+            match (branch, is_cancel) {
+                (None, _) => e.server_input(now, ServerInput::Timer(timer), sends),
+                (Some(i), true) => e.cancel_input(i, now, ClientInput::Timer(timer), sends),
+                (Some(i), false) => {
+                    let events = e.branch_input(i, now, ClientInput::Timer(timer), sends);
+                    if events.contains(&Event::Timeout) {
+                        self.branch_failed(e, i, 408, "Request Timeout", now, sends);
+                    } else if events.contains(&Event::TransportError) {
+                        self.branch_failed(e, i, 503, "Service Unavailable", now, sends);
+                    }
+                }
+            }
+        }
+        // Timer C (§16.8): CANCEL a branch that rang too long; one that never answered,
+        // or that stays silent after its CANCEL, counts as 408 and is abandoned.
+        for i in 0..e.branches.len() {
+            let b = &mut e.branches[i];
+            if b.final_status.is_some() || b.timer_c.is_none_or(|t| t > now) {
+                continue;
+            }
+            if b.provisional && b.cancel.is_none() {
+                self.send_cancel(e, i, now, sends);
+            } else {
+                b.timer_c = None;
+                e.branch_input(i, now, ClientInput::Abandon, sends);
+                self.branch_failed(e, i, 408, "Request Timeout", now, sends);
+            }
+        }
+    }
+
+    /// Answers a request this node will not forward: INVITE through a server transaction
+    /// (so retransmissions and the ACK are absorbed), anything else statelessly.
+    fn reply_local(
+        &self,
+        msg: &Message,
+        flow: &Flow,
+        now: Instant,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        if msg.method() == Some(&Method::Ack) {
+            return;
+        }
+        let Some(key) = TxKey::server(msg).filter(|_| msg.method() == Some(&Method::Invite)) else {
+            return self.reply_stateless(msg, flow, status, reason, extra);
+        };
+        let sid = self.sid(&key);
+        let tag = self.local.local_tag(msg);
+        let mut r = Response::to(msg, status, reason, Some(&tag));
+        for (n, v) in extra {
+            r = r.header(n, v);
+        }
+        let mut e = Entry {
+            key,
+            server: ServerTx::Invite(ServerInviteTx::new(
+                flow.transport.is_reliable(),
+                self.settings.timers,
+            )),
+            reply_to: reply_dest(msg, flow),
+            request: None,
+            branches: Vec::new(),
+            best: None,
+            answered: false,
+            scheduled: None,
+        };
+        let mut sends = Vec::new();
+        e.respond(now, status, r.finish(), &mut sends);
+        self.count_local(status);
+        bump(&self.stats.created);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let mut shard = self.shard(sid).lock();
+        if shard.entries.insert(sid, e).is_some() {
+            self.active.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.settle(&mut shard, sid);
+        drop(shard);
+        self.flush(sends);
+    }
+
+    fn reply_stateless(
+        &self,
+        msg: &Message,
+        flow: &Flow,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) {
+        let tag = self.local.local_tag(msg);
+        let mut r = Response::to(msg, status, reason, Some(&tag));
+        for (n, v) in extra {
+            r = r.header(n, v);
+        }
+        self.count_local(status);
+        let _ = self.out.send(&reply_dest(msg, flow), r.finish());
+    }
+
+    fn count_local(&self, status: u16) {
+        self.metrics.response_sent(status);
+        bump(&self.stats.replies_local);
+        bump(&self.stats.by_class[usize::from((status / 100).clamp(1, 6) - 1)]);
+    }
+
+    /// Server transactions still waiting for a final response: what a graceful stop
+    /// waits for (answered ones only absorb retransmissions).
+    pub fn pending(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().entries.values().filter(|e| !e.answered).count())
+            .sum()
+    }
+
+    /// Periodic work besides timers: evicts idle flood-guard state.
+    pub fn housekeeping(&self) {
+        if let Some(f) = &self.flood {
+            f.evict_idle();
+        }
+    }
+}
+
+/// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4): the connection it
+/// came on; for UDP the source address, with the source port when `rport` was asked for,
+/// else the Via port.
+fn reply_dest(msg: &Message, flow: &Flow) -> Dest {
+    if flow.transport == Transport::Tcp {
+        return Dest {
+            transport: Transport::Tcp,
+            addr: flow.remote,
+        };
+    }
+    let port = match msg.top_via().and_then(Result::ok) {
+        Some(v) if v.rport().is_some() => flow.remote.port(),
+        Some(v) => v.port.unwrap_or(5060),
+        None => flow.remote.port(),
+    };
+    Dest {
+        transport: Transport::Udp,
+        addr: SocketAddr::new(flow.remote.ip(), port),
+    }
+}
+
+/// Where a response goes by its Via (stateless forwarding): `received` or the sent-by
+/// host, `rport` or the sent-by port.
+fn via_dest(via: &Via<'_>) -> Option<Dest> {
+    let ip = via
+        .received()
+        .or_else(|| limes_sip::uri::host_ip(via.host))?;
+    let port = match via.rport() {
+        Some(Some(p)) => p,
+        _ => via.port.unwrap_or(via.default_port()),
+    };
+    let transport = if via.is_transport("TCP") {
+        Transport::Tcp
+    } else {
+        Transport::Udp
+    };
+    Some(Dest {
+        transport,
+        addr: SocketAddr::new(ip, port),
+    })
+}

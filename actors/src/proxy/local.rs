@@ -1,0 +1,188 @@
+//! What makes a message "ours": the node's addresses, its branch format, the loop
+//! detection hash (RFC 3261 §16.3 item 4, §16.6 item 8) and the signature on its
+//! Record-Route entries.
+
+use std::hash::{BuildHasher, Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
+
+use limes_sip::uri::Uri;
+use limes_sip::{HeaderName, Message};
+
+use crate::settings::{Listen, Transport};
+
+/// Every branch this node writes starts with this (RFC 3261 magic cookie + `lm`).
+pub const BRANCH_PREFIX: &str = "z9hG4bKlm";
+
+/// The node's identity on the wire.
+pub struct Local {
+    listens: Vec<Listen>,
+    aliases: Vec<String>,
+    keys: std::hash::RandomState,
+}
+
+impl Local {
+    pub fn new(listens: Vec<Listen>, aliases: Vec<String>) -> Self {
+        Self {
+            listens,
+            aliases,
+            keys: std::hash::RandomState::new(),
+        }
+    }
+
+    /// A keyed 64-bit hash (SipHash with a per-process key), for identifiers a peer must
+    /// not be able to forge or collide.
+    pub fn hash(&self, parts: &[&[u8]]) -> u64 {
+        let mut h = self.keys.build_hasher();
+        for p in parts {
+            p.hash(&mut h);
+        }
+        h.finish()
+    }
+
+    /// Whether `host[:port]` names this node.
+    pub fn is_us(&self, host: &str, port: Option<u16>) -> bool {
+        let port = port.unwrap_or(5060);
+        let ip = limes_sip::uri::host_ip(host);
+        let addr_match = self.listens.iter().any(|l| {
+            l.addr.port() == port
+                && match ip {
+                    Some(ip) => {
+                        l.addr.ip() == ip || (l.addr.ip().is_unspecified() && ip.is_loopback())
+                    }
+                    None => false,
+                }
+        });
+        addr_match
+            || (ip.is_none()
+                && self.aliases.iter().any(|a| a.eq_ignore_ascii_case(host))
+                && self.listens.iter().any(|l| l.addr.port() == port))
+    }
+
+    /// Whether a destination address is one of this node's sockets.
+    pub fn is_us_addr(&self, addr: SocketAddr) -> bool {
+        self.listens.iter().any(|l| {
+            l.addr == addr
+                || (l.addr.ip().is_unspecified()
+                    && l.addr.port() == addr.port()
+                    && addr.ip().is_loopback())
+        })
+    }
+
+    pub fn uri_is_us(&self, uri: &Uri<'_>) -> bool {
+        uri.is_sip() && self.is_us(uri.host, uri.port)
+    }
+
+    /// Loop detection hash over what decides where a request goes (§16.6 item 8): the
+    /// Request-URI, From tag, To tag, Call-ID, CSeq number, Proxy-Require and
+    /// Proxy-Authorization. A request that comes back with the same value looped; with a
+    /// different one (a new Request-URI) it spiralled.
+    pub fn loop_hash(&self, msg: &Message) -> u32 {
+        let seq = msg.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
+        let parts: [&[u8]; 7] = [
+            msg.request_uri_str().unwrap_or_default().as_bytes(),
+            msg.from_tag().unwrap_or_default().as_bytes(),
+            msg.to_tag().unwrap_or_default().as_bytes(),
+            msg.call_id().unwrap_or_default().as_bytes(),
+            &seq.to_be_bytes(),
+            msg.get(HeaderName::ProxyRequire)
+                .unwrap_or_default()
+                .as_bytes(),
+            msg.get(HeaderName::ProxyAuthorization)
+                .unwrap_or_default()
+                .as_bytes(),
+        ];
+        self.hash(&parts) as u32
+    }
+
+    /// `true` when one of the request's Via entries was written by this node for the same
+    /// routing inputs: a loop (482).
+    pub fn is_loop(&self, msg: &Message) -> bool {
+        let mut ours = msg
+            .vias()
+            .filter_map(Result::ok)
+            .filter_map(|v| Some((v.branch()?, v.host, v.port)))
+            .filter(|(b, host, port)| b.starts_with(BRANCH_PREFIX) && self.is_us(host, *port))
+            .peekable();
+        if ours.peek().is_none() {
+            return false;
+        }
+        let hash = format!("{:08x}", self.loop_hash(msg));
+        ours.any(|(b, _, _)| b[BRANCH_PREFIX.len()..].starts_with(&hash))
+    }
+
+    /// The signature a Record-Route entry carries (`;lm=`): Limes routes an in-dialog
+    /// request only through entries it wrote itself for that Call-ID.
+    pub fn route_signature(&self, call_id: &str) -> String {
+        format!("{:08x}", self.hash(&[b"rr", call_id.as_bytes()]) as u32)
+    }
+
+    /// A Record-Route value for the local address `addr` on `transport`.
+    pub fn record_route(&self, addr: SocketAddr, transport: Transport, call_id: &str) -> String {
+        let host = host_text(addr.ip());
+        let sig = self.route_signature(call_id);
+        match transport {
+            Transport::Udp => format!("<sip:{host}:{};lr;lm={sig}>", addr.port()),
+            Transport::Tcp => format!("<sip:{host}:{};transport=tcp;lr;lm={sig}>", addr.port()),
+        }
+    }
+
+    /// A To tag for responses this node makes: the same for retransmissions of a request.
+    pub fn local_tag(&self, msg: &Message) -> String {
+        let h = self.hash(&[
+            b"tag",
+            msg.call_id().unwrap_or_default().as_bytes(),
+            msg.from_tag().unwrap_or_default().as_bytes(),
+        ]);
+        format!("lm{h:016x}")
+    }
+}
+
+/// An IP address as a URI host (IPv6 in brackets).
+pub fn host_text(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+/// The branch of a forwarded request: prefix, loop hash, transaction id, branch index.
+pub fn branch(loop_hash: u32, sid: u64, index: usize) -> String {
+    format!("{BRANCH_PREFIX}{loop_hash:08x}.{sid:016x}.{index}")
+}
+
+/// The transaction id and branch index out of one of our branches.
+pub fn parse_branch(branch: &str) -> Option<(u64, usize)> {
+    let rest = branch.strip_prefix(BRANCH_PREFIX)?;
+    let mut parts = rest.split('.');
+    let _hash = parts.next()?;
+    let sid = u64::from_str_radix(parts.next()?, 16).ok()?;
+    let index = parts.next()?.parse().ok()?;
+    Some((sid, index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branches_round_trip() {
+        let b = branch(0xdead_beef, 0x0123_4567_89ab_cdef, 3);
+        assert!(b.starts_with("z9hG4bK"));
+        assert_eq!(parse_branch(&b), Some((0x0123_4567_89ab_cdef, 3)));
+        assert_eq!(parse_branch("z9hG4bKother"), None);
+        assert_eq!(parse_branch("z9hG4bKlmzz.zz.1"), None);
+    }
+
+    #[test]
+    fn addresses_and_aliases() {
+        let l = Local::new(
+            vec!["udp:127.0.0.1:5070".parse().unwrap()],
+            vec!["sbc.example.net".into()],
+        );
+        assert!(l.is_us("127.0.0.1", Some(5070)));
+        assert!(!l.is_us("127.0.0.1", None));
+        assert!(!l.is_us("127.0.0.2", Some(5070)));
+        assert!(l.is_us("SBC.example.net", Some(5070)));
+        assert!(!l.is_us("other.example.net", Some(5070)));
+    }
+}

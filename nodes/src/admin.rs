@@ -1,0 +1,87 @@
+//! The admin HTTP server (actix-web): JSON-RPC 2.0 at `/RPC`, Prometheus metrics at
+//! `/metrics` (OpenMetrics text), `/health/live` and `/health/ready`. An optional bearer
+//! token guards `/RPC` and `/metrics`.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use prometheus_client::registry::Registry;
+
+use crate::rpc::{self, Node};
+
+pub struct AdminState {
+    pub node: Node,
+    pub registry: Registry,
+    pub ready: AtomicBool,
+    pub token: Option<String>,
+}
+
+fn authorized(state: &AdminState, req: &HttpRequest) -> bool {
+    let Some(token) = &state.token else {
+        return true;
+    };
+    req.headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| t == token)
+}
+
+async fn rpc_endpoint(
+    state: web::Data<AdminState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> HttpResponse {
+    if !authorized(&state, &req) {
+        return HttpResponse::Unauthorized().finish();
+    }
+    match rpc::handle_body(&state.node, &body) {
+        Some(v) => HttpResponse::Ok().json(v),
+        None => HttpResponse::NoContent().finish(),
+    }
+}
+
+async fn metrics(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse {
+    if !authorized(&state, &req) {
+        return HttpResponse::Unauthorized().finish();
+    }
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
+        return HttpResponse::InternalServerError().finish();
+    }
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(text)
+}
+
+async fn live() -> HttpResponse {
+    HttpResponse::Ok().body("live\n")
+}
+
+async fn ready(state: web::Data<AdminState>) -> HttpResponse {
+    if state.ready.load(Ordering::Relaxed) && !state.node.proxy.is_draining() {
+        HttpResponse::Ok().body("ready\n")
+    } else {
+        HttpResponse::ServiceUnavailable().body("not ready\n")
+    }
+}
+
+/// Binds the admin server; the returned future runs it.
+pub fn serve(state: Arc<AdminState>, addr: SocketAddr) -> std::io::Result<actix_web::dev::Server> {
+    let data = web::Data::from(state);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(data.clone())
+            .app_data(web::PayloadConfig::new(1 << 20))
+            .route("/RPC", web::post().to(rpc_endpoint))
+            .route("/metrics", web::get().to(metrics))
+            .route("/health/live", web::get().to(live))
+            .route("/health/ready", web::get().to(ready))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)?
+    .run())
+}

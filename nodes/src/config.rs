@@ -1,0 +1,404 @@
+//! The node's configuration: a TOML file (every key optional, defaults below), overridden
+//! by command-line flags. `limes check-config FILE` validates one.
+//!
+//! ```toml
+//! [node]
+//! name = "limes"                 # node name in logs and core.version
+//! state_dir = "/var/lib/limes"   # where state is persisted (registrations, later issues)
+//!
+//! [sip]
+//! listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
+//! next_hop = []                  # initial requests go here (several: parallel fork); empty: 404
+//! record_route = true            # Record-Route dialog-creating requests
+//! aliases = []                   # host names that also mean this node
+//! udp_workers = 2                # threads receiving UDP
+//! udp_buffer_bytes = 2097152     # kernel buffer of each UDP socket
+//! max_transactions = 200000      # past it new requests get 503
+//! max_message_bytes = 65535      # larger: 513 (UDP) or connection closed (TCP)
+//! max_headers = 128
+//! max_line_bytes = 8192
+//! max_list_values = 64
+//! max_uri_bytes = 2048           # longer Request-URI: 414
+//!
+//! [timers]                       # RFC 3261 Table 4
+//! t1_ms = 500
+//! t2_ms = 4000
+//! t4_ms = 5000
+//! timer_d_ms = 32000
+//! timer_c_s = 181                # proxy INVITE timer
+//!
+//! [tcp]
+//! max_connections = 10000
+//! queue = 1024                   # messages queued per connection
+//! idle_timeout_s = 600
+//! connect_timeout_ms = 5000
+//!
+//! [flood]                        # per source IP
+//! enabled = true
+//! rate = 2000                    # requests per second, sustained
+//! burst = 4000
+//! action = "reply"               # "reply" (503 + Retry-After) or "drop"
+//! retry_after_s = 5
+//! evict_every_s = 60
+//!
+//! [admin]
+//! listen = "127.0.0.1:8080"      # JSON-RPC at /RPC, /metrics, /health/live, /health/ready
+//! token = ""                     # if set, /RPC and /metrics need "Authorization: Bearer TOKEN"
+//!
+//! [shutdown]
+//! drain_s = 2                    # SIGTERM: refuse new INVITEs, wait this long at most
+//!
+//! [log]
+//! level = "info"                 # or a tracing filter such as "limes_actors=debug"
+//! format = "text"                # or "json"
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use limes_actors::settings::{
+    FloodAction, FloodSettings, Listen, ProxySettings, TransportSettings,
+};
+use limes_actors::transport::Target;
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub node: Node,
+    pub sip: Sip,
+    pub timers: Timers,
+    pub tcp: Tcp,
+    pub flood: Flood,
+    pub admin: Admin,
+    pub shutdown: Shutdown,
+    pub log: Log,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    pub state_dir: PathBuf,
+}
+
+impl Default for Node {
+    fn default() -> Self {
+        Self {
+            name: "limes".into(),
+            state_dir: PathBuf::from("/var/lib/limes"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Sip {
+    pub listen: Vec<String>,
+    pub next_hop: Vec<String>,
+    pub record_route: bool,
+    pub aliases: Vec<String>,
+    pub udp_workers: usize,
+    pub udp_buffer_bytes: usize,
+    pub max_transactions: usize,
+    pub max_message_bytes: usize,
+    pub max_headers: usize,
+    pub max_line_bytes: usize,
+    pub max_list_values: usize,
+    pub max_uri_bytes: usize,
+}
+
+impl Default for Sip {
+    fn default() -> Self {
+        let limits = limes_sip::Limits::default();
+        let proxy = ProxySettings::default();
+        let transport = TransportSettings::default();
+        Self {
+            listen: vec!["udp:127.0.0.1:5060".into(), "tcp:127.0.0.1:5060".into()],
+            next_hop: Vec::new(),
+            record_route: proxy.record_route,
+            aliases: Vec::new(),
+            udp_workers: transport.udp_workers,
+            udp_buffer_bytes: transport.udp_buffer,
+            max_transactions: proxy.max_transactions,
+            max_message_bytes: limits.max_message_size,
+            max_headers: limits.max_headers,
+            max_line_bytes: limits.max_line_len,
+            max_list_values: limits.max_list_values,
+            max_uri_bytes: limits.max_uri_len,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timers {
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+    pub timer_d_ms: u64,
+    pub timer_c_s: u64,
+}
+
+impl Default for Timers {
+    fn default() -> Self {
+        let t = limes_sip::transaction::TimerConfig::default();
+        Self {
+            t1_ms: t.t1.as_millis() as u64,
+            t2_ms: t.t2.as_millis() as u64,
+            t4_ms: t.t4.as_millis() as u64,
+            timer_d_ms: t.timer_d.as_millis() as u64,
+            timer_c_s: t.timer_c.as_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Tcp {
+    pub max_connections: usize,
+    pub queue: usize,
+    pub idle_timeout_s: u64,
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for Tcp {
+    fn default() -> Self {
+        let t = TransportSettings::default();
+        Self {
+            max_connections: t.tcp_max_connections,
+            queue: t.tcp_queue,
+            idle_timeout_s: t.tcp_idle_timeout.as_secs(),
+            connect_timeout_ms: t.tcp_connect_timeout.as_millis() as u64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Flood {
+    pub enabled: bool,
+    pub rate: u32,
+    pub burst: u32,
+    pub action: FloodAction,
+    pub retry_after_s: u64,
+    pub evict_every_s: u64,
+}
+
+impl Default for Flood {
+    fn default() -> Self {
+        let f = FloodSettings::default();
+        Self {
+            enabled: f.enabled,
+            rate: f.rate,
+            burst: f.burst,
+            action: f.action,
+            retry_after_s: f.retry_after.as_secs(),
+            evict_every_s: f.evict_every.as_secs(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Admin {
+    pub listen: String,
+    pub token: String,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            token: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Shutdown {
+    pub drain_s: u64,
+}
+
+impl Default for Shutdown {
+    fn default() -> Self {
+        Self { drain_s: 2 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Log {
+    pub level: String,
+    pub format: String,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+/// Everything the node needs, checked and resolved.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub name: String,
+    pub state_dir: PathBuf,
+    pub listens: Vec<Listen>,
+    pub proxy: ProxySettings,
+    pub transport: TransportSettings,
+    pub flood: FloodSettings,
+    pub admin: std::net::SocketAddr,
+    pub admin_token: Option<String>,
+    pub drain: Duration,
+    pub log: Log,
+}
+
+impl Config {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Checks every value and resolves addresses.
+    pub fn resolve(&self) -> anyhow::Result<Resolved> {
+        let listens = self
+            .sip
+            .listen
+            .iter()
+            .map(|l| l.parse::<Listen>().map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if listens.is_empty() {
+            bail!("sip.listen: at least one listening address is needed");
+        }
+        let next_hops = self
+            .sip
+            .next_hop
+            .iter()
+            .map(|u| Target::resolve(u).map_err(anyhow::Error::msg))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        for t in &next_hops {
+            if !listens.iter().any(|l| l.transport == t.dest.transport) {
+                bail!(
+                    "sip.next_hop {}: no {} listener to send from",
+                    t.uri,
+                    t.dest.transport.as_str()
+                );
+            }
+        }
+        if self.sip.max_message_bytes < 1024 {
+            bail!("sip.max_message_bytes must be at least 1024");
+        }
+        if self.timers.t1_ms == 0 || self.timers.t2_ms < self.timers.t1_ms {
+            bail!("timers: t1_ms must be > 0 and t2_ms >= t1_ms");
+        }
+        if !["text", "json"].contains(&self.log.format.as_str()) {
+            bail!("log.format must be \"text\" or \"json\"");
+        }
+        let limits = limes_sip::Limits {
+            max_message_size: self.sip.max_message_bytes,
+            max_headers: self.sip.max_headers,
+            max_line_len: self.sip.max_line_bytes,
+            max_list_values: self.sip.max_list_values,
+            max_uri_len: self.sip.max_uri_bytes,
+        };
+        let timers = limes_sip::transaction::TimerConfig {
+            t1: Duration::from_millis(self.timers.t1_ms),
+            t2: Duration::from_millis(self.timers.t2_ms),
+            t4: Duration::from_millis(self.timers.t4_ms),
+            timer_d: Duration::from_millis(self.timers.timer_d_ms),
+            timer_c: Duration::from_secs(self.timers.timer_c_s),
+        };
+        let proxy = ProxySettings {
+            next_hops,
+            record_route: self.sip.record_route,
+            aliases: self.sip.aliases.clone(),
+            timers,
+            limits,
+            max_transactions: self.sip.max_transactions,
+            ..ProxySettings::default()
+        };
+        let transport = TransportSettings {
+            udp_workers: self.sip.udp_workers.max(1),
+            udp_buffer: self.sip.udp_buffer_bytes,
+            tcp_max_connections: self.tcp.max_connections,
+            tcp_queue: self.tcp.queue.max(1),
+            tcp_idle_timeout: Duration::from_secs(self.tcp.idle_timeout_s.max(1)),
+            tcp_connect_timeout: Duration::from_millis(self.tcp.connect_timeout_ms.max(1)),
+        };
+        let flood = FloodSettings {
+            enabled: self.flood.enabled,
+            rate: self.flood.rate,
+            burst: self.flood.burst,
+            action: self.flood.action,
+            retry_after: Duration::from_secs(self.flood.retry_after_s),
+            evict_every: Duration::from_secs(self.flood.evict_every_s.max(1)),
+        };
+        let admin = self
+            .admin
+            .listen
+            .parse()
+            .with_context(|| format!("admin.listen {:?}", self.admin.listen))?;
+        Ok(Resolved {
+            name: self.node.name.clone(),
+            state_dir: self.node.state_dir.clone(),
+            listens,
+            proxy,
+            transport,
+            flood,
+            admin,
+            admin_token: (!self.admin.token.is_empty()).then(|| self.admin.token.clone()),
+            drain: Duration::from_secs(self.shutdown.drain_s),
+            log: self.log.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_resolve() {
+        let r = Config::default().resolve().unwrap();
+        assert_eq!(r.listens.len(), 2);
+        assert_eq!(r.admin.to_string(), "127.0.0.1:8080");
+        assert!(r.proxy.next_hops.is_empty());
+    }
+
+    #[test]
+    fn documented_example_parses() {
+        let doc = include_str!("config.rs");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("//! ```"))
+            .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c: Config = toml::from_str(&example).unwrap();
+        c.resolve().unwrap();
+    }
+
+    #[test]
+    fn mistakes_are_reported() {
+        assert!(
+            toml::from_str::<Config>("[sip]\nlisen = []").is_err(),
+            "unknown key"
+        );
+        let mut c = Config::default();
+        c.sip.listen = vec!["sctp:127.0.0.1:5060".into()];
+        assert!(c.resolve().is_err());
+        let mut c = Config::default();
+        c.sip.next_hop = vec!["sip:127.0.0.1:5080;transport=tcp".into()];
+        c.sip.listen = vec!["udp:127.0.0.1:5060".into()];
+        assert!(c.resolve().is_err(), "no tcp listener for a tcp next hop");
+    }
+}

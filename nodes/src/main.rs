@@ -1,0 +1,182 @@
+//! `limes`: the Limes SIP session border controller node.
+//!
+//! - `limes run [--config FILE] [--listen URI]... [--admin ADDR] [--next-hop URI]...
+//!   [--state-dir DIR]` runs a node (with no arguments: UDP and TCP on 127.0.0.1:5060,
+//!   admin API on 127.0.0.1:8080).
+//! - `limes check-config FILE` validates a configuration file.
+//! - `limes ctl [--admin ADDR] [--json] METHOD [ARG...]` calls a JSON-RPC method.
+#![forbid(unsafe_code)]
+#![deny(rust_2018_idioms)]
+
+mod admin;
+mod config;
+mod ctl;
+mod rpc;
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(name = "limes", version, about = "Limes SIP session border controller")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node.
+    Run {
+        /// TOML configuration file (every key optional).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Listening socket, e.g. udp:127.0.0.1:5060 or tcp:[::1]:5060 (repeatable;
+        /// replaces sip.listen).
+        #[arg(long)]
+        listen: Vec<String>,
+        /// Admin API address (replaces admin.listen).
+        #[arg(long)]
+        admin: Option<String>,
+        /// Next hop for initial requests, e.g. sip:192.0.2.10:5060 (repeatable: parallel
+        /// fork; replaces sip.next_hop).
+        #[arg(long = "next-hop")]
+        next_hop: Vec<String>,
+        /// State directory (replaces node.state_dir).
+        #[arg(long = "state-dir")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Check a configuration file and print what it resolves to.
+    CheckConfig { file: PathBuf },
+    /// Call a JSON-RPC method on a running node.
+    Ctl {
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        admin: String,
+        /// Bearer token, if the node has one.
+        #[arg(long, env = "LIMES_TOKEN")]
+        token: Option<String>,
+        /// Print the raw JSON result.
+        #[arg(long)]
+        json: bool,
+        method: String,
+        args: Vec<String>,
+    },
+}
+
+fn init_logging(level: &str, json: bool) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Run {
+            config,
+            listen,
+            admin,
+            next_hop,
+            state_dir,
+        } => {
+            let mut cfg = match config {
+                Some(path) => match config::Config::load(&path) {
+                    Ok(c) => c,
+                    Err(e) => return fail(&e),
+                },
+                None => config::Config::default(),
+            };
+            if !listen.is_empty() {
+                cfg.sip.listen = listen;
+            }
+            if let Some(a) = admin {
+                cfg.admin.listen = a;
+            }
+            if !next_hop.is_empty() {
+                cfg.sip.next_hop = next_hop;
+            }
+            if let Some(d) = state_dir {
+                cfg.node.state_dir = d;
+            }
+            let resolved = match cfg.resolve() {
+                Ok(r) => r,
+                Err(e) => return fail(&e),
+            };
+            init_logging(&resolved.log.level, resolved.log.format == "json");
+            let runtime = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+            {
+                Ok(r) => r,
+                Err(e) => return fail(&e.into()),
+            };
+            match runtime.block_on(run::run(resolved)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::CheckConfig { file } => {
+            match config::Config::load(&file).and_then(|c| c.resolve()) {
+                Ok(r) => {
+                    println!("{}: ok", file.display());
+                    println!(
+                        "listen: {}",
+                        r.listens
+                            .iter()
+                            .map(ToString::to_string)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    println!(
+                        "next hops: {}",
+                        r.proxy
+                            .next_hops
+                            .iter()
+                            .map(|t| t.uri.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    );
+                    println!("admin: {}", r.admin);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Ctl {
+            admin,
+            token,
+            json,
+            method,
+            args,
+        } => match ctl::call(&admin, token.as_deref(), &method, &args) {
+            Ok(v) => {
+                use std::io::Write;
+                let text = if json {
+                    format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
+                } else {
+                    ctl::table(&v)
+                };
+                // A closed stdout (`| head`) is not an error worth a panic.
+                let _ = std::io::stdout().write_all(text.as_bytes());
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("limes: {e:#}");
+    ExitCode::FAILURE
+}

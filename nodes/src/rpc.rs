@@ -1,0 +1,224 @@
+//! JSON-RPC 2.0 methods, named as Kamailio operators know them. Each takes positional
+//! parameters and returns a JSON value or an error with a message.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use limes_actors::proxy::Proxy;
+use serde_json::{json, Value};
+
+/// What the methods can see.
+pub struct Node {
+    pub name: String,
+    pub proxy: Arc<Proxy>,
+    pub started: Instant,
+    pub started_unix: u64,
+    pub listens: Vec<String>,
+    pub state_dir: String,
+}
+
+/// A JSON-RPC error: code and message.
+#[derive(Debug)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+}
+
+impl RpcError {
+    pub fn new(code: i64, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_found(method: &str) -> Self {
+        Self::new(-32601, format!("Method not found: {method}"))
+    }
+}
+
+type Method = fn(&Node, &[Value]) -> Result<Value, RpcError>;
+
+/// Every method, with its one-line help (for `system.listMethods` and `system.methodHelp`).
+pub const METHODS: &[(&str, &str, Method)] = &[
+    ("core.version", "Version of this node", core_version),
+    ("core.uptime", "Start time and seconds since", core_uptime),
+    ("core.info", "Name, version, listening sockets", core_info),
+    (
+        "stats.get_statistics",
+        "Counters; parameter: group name or \"all\"",
+        stats_get_statistics,
+    ),
+    ("tm.stats", "Transaction counters", tm_stats),
+    (
+        "system.listMethods",
+        "Methods this node answers",
+        list_methods,
+    ),
+    (
+        "system.methodHelp",
+        "Help for one method; parameter: method name",
+        method_help,
+    ),
+];
+
+pub fn call(node: &Node, method: &str, params: &[Value]) -> Result<Value, RpcError> {
+    let (_, _, f) = METHODS
+        .iter()
+        .find(|(name, _, _)| *name == method)
+        .ok_or_else(|| RpcError::not_found(method))?;
+    f(node, params)
+}
+
+pub fn version() -> String {
+    format!("limes {}", env!("CARGO_PKG_VERSION"))
+}
+
+fn core_version(_: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    Ok(json!(version()))
+}
+
+fn core_uptime(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Ok(json!({
+        "now": now,
+        "up_since": node.started_unix,
+        "uptime": node.started.elapsed().as_secs(),
+    }))
+}
+
+fn core_info(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    Ok(json!({
+        "name": node.name,
+        "version": version(),
+        "listen": node.listens,
+        "state_dir": node.state_dir,
+        "draining": node.proxy.is_draining(),
+    }))
+}
+
+fn tm_stats(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let s = &node.proxy.stats;
+    let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    Ok(json!({
+        "current": node.proxy.active(),
+        "total": get(&s.created),
+        "freed": get(&s.freed),
+        "rpl_received": get(&s.replies_received),
+        "rpl_generated": get(&s.replies_local),
+        "rpl_sent": get(&s.replies_local) + get(&s.replies_forwarded),
+        "retransmissions_sent": get(&s.retransmissions_sent),
+        "retransmissions_absorbed": get(&s.retransmissions_absorbed),
+        "1xx": get(&s.by_class[0]),
+        "2xx": get(&s.by_class[1]),
+        "3xx": get(&s.by_class[2]),
+        "4xx": get(&s.by_class[3]),
+        "5xx": get(&s.by_class[4]),
+        "6xx": get(&s.by_class[5]),
+    }))
+}
+
+fn stats_get_statistics(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let group = params.first().and_then(Value::as_str).unwrap_or("all");
+    let mut out = serde_json::Map::new();
+    if let Value::Object(tm) = tm_stats(node, &[])? {
+        for (k, v) in tm {
+            out.insert(format!("tm:{k}"), v);
+        }
+    }
+    out.insert(
+        "core:uptime".into(),
+        json!(node.started.elapsed().as_secs()),
+    );
+    out.insert("core:draining".into(), json!(node.proxy.is_draining()));
+    let groups: Vec<&str> = out.keys().filter_map(|k| k.split(':').next()).collect();
+    if group != "all" && !groups.contains(&group.trim_end_matches(':')) {
+        return Err(RpcError::new(
+            -32602,
+            format!("unknown statistics group {group:?}"),
+        ));
+    }
+    let prefix = format!("{}:", group.trim_end_matches(':'));
+    out.retain(|k, _| group == "all" || k.starts_with(&prefix));
+    Ok(Value::Object(out))
+}
+
+fn list_methods(_: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    Ok(json!(METHODS
+        .iter()
+        .map(|(n, _, _)| *n)
+        .collect::<Vec<_>>()))
+}
+
+fn method_help(_: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let name = params
+        .first()
+        .and_then(Value::as_str)
+        .ok_or_else(|| RpcError::new(-32602, "method name expected"))?;
+    METHODS
+        .iter()
+        .find(|(n, _, _)| *n == name)
+        .map(|(_, help, _)| json!(help))
+        .ok_or_else(|| RpcError::not_found(name))
+}
+
+/// Handles one JSON-RPC request object; `None` for a notification (no `id`).
+pub fn handle_one(node: &Node, req: &Value) -> Option<Value> {
+    let id = req.get("id").cloned();
+    let result = (|| {
+        if req.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(RpcError::new(
+                -32600,
+                "Invalid Request: jsonrpc must be \"2.0\"",
+            ));
+        }
+        let method = req
+            .get("method")
+            .and_then(Value::as_str)
+            .ok_or_else(|| RpcError::new(-32600, "Invalid Request: no method"))?;
+        let params = match req.get("params") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::Array(a)) => a.clone(),
+            Some(Value::Object(_)) => {
+                return Err(RpcError::new(
+                    -32602,
+                    "Invalid params: positional parameters expected",
+                ))
+            }
+            Some(v) => vec![v.clone()],
+        };
+        call(node, method, &params)
+    })();
+    let id = id?;
+    Some(match result {
+        Ok(v) => json!({"jsonrpc": "2.0", "result": v, "id": id}),
+        Err(e) => {
+            json!({"jsonrpc": "2.0", "error": {"code": e.code, "message": e.message}, "id": id})
+        }
+    })
+}
+
+/// Handles a request body: one object or a batch.
+pub fn handle_body(node: &Node, body: &[u8]) -> Option<Value> {
+    let parsed: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return Some(
+                json!({"jsonrpc": "2.0", "error": {"code": -32700, "message": format!("Parse error: {e}")}, "id": null}),
+            )
+        }
+    };
+    match parsed {
+        Value::Array(batch) if batch.is_empty() => Some(
+            json!({"jsonrpc": "2.0", "error": {"code": -32600, "message": "Invalid Request: empty batch"}, "id": null}),
+        ),
+        Value::Array(batch) => {
+            let answers: Vec<Value> = batch.iter().filter_map(|r| handle_one(node, r)).collect();
+            (!answers.is_empty()).then_some(Value::Array(answers))
+        }
+        one => handle_one(node, &one),
+    }
+}
