@@ -1,0 +1,227 @@
+//! Black-box call flows: the real node on loopback between real sipp peers
+//! (Debian `sip-tester`).
+
+#[path = "support.rs"]
+mod support;
+
+use std::time::Duration;
+
+use support::{ports, successful_calls, uac, uas, Node};
+
+fn addr(port: u16) -> String {
+    format!("127.0.0.1:{port}")
+}
+
+/// Node on `p` (UDP and TCP), UAS on p+1, UAC on p+2.
+fn calls(transport: &str, calls: u32) {
+    let p = ports();
+    let t = if transport == "tcp" {
+        vec!["-t", "t1"]
+    } else {
+        vec![]
+    };
+    let next_hop = if transport == "tcp" {
+        format!("sip:127.0.0.1:{};transport=tcp", p + 1)
+    } else {
+        format!("sip:127.0.0.1:{}", p + 1)
+    };
+    let _uas = uas("call_uas.xml", p + 1, &t);
+    let node = Node::start(
+        &[
+            "--listen",
+            &format!("udp:{}", addr(p)),
+            "--listen",
+            &format!("tcp:{}", addr(p)),
+            "--next-hop",
+            &next_hop,
+        ],
+        p + 9,
+    );
+    let (m, r, l) = (calls.to_string(), "100".to_string(), calls.to_string());
+    let proxy = addr(p);
+    let mut args = vec![
+        "-rsa",
+        proxy.as_str(),
+        "-m",
+        m.as_str(),
+        "-r",
+        r.as_str(),
+        "-l",
+        l.as_str(),
+        "-d",
+        "100",
+    ];
+    args.extend_from_slice(&t);
+    let out = uac("call_uac.xml", &addr(p + 1), p + 2, &args);
+    assert_eq!(successful_calls(&out), u64::from(calls));
+    assert_eq!(
+        node.metric("limes_sip_requests_received_total{method=\"INVITE\"}"),
+        f64::from(calls)
+    );
+    assert_eq!(
+        node.metric("limes_sip_requests_received_total{method=\"BYE\"}"),
+        f64::from(calls)
+    );
+    if transport == "tcp" {
+        // The UAC's connection closed when sipp exited; the one to the UAS stays open.
+        assert!(node.metric("limes_transport_connections{transport=\"tcp\"}") >= 1.0);
+        assert_eq!(
+            node.metric("limes_transport_send_errors_total{transport=\"tcp\"}"),
+            0.0
+        );
+    }
+}
+
+#[test]
+fn rfc3261_16_thousand_calls_over_udp_without_failure() {
+    calls("udp", 1000);
+}
+
+#[test]
+fn rfc3261_18_thousand_calls_over_tcp_without_failure() {
+    calls("tcp", 1000);
+}
+
+#[test]
+fn rfc3261_16_10_cancel_while_ringing() {
+    let p = ports();
+    let _uas = uas("ring_uas.xml", p + 1, &[]);
+    let node = Node::start(
+        &[
+            "--listen",
+            &format!("udp:{}", addr(p)),
+            "--next-hop",
+            &format!("sip:{}", addr(p + 1)),
+        ],
+        p + 9,
+    );
+    let proxy = addr(p);
+    let out = uac(
+        "cancel_uac.xml",
+        &addr(p + 1),
+        p + 2,
+        &["-rsa", &proxy, "-m", "20", "-r", "20"],
+    );
+    assert_eq!(successful_calls(&out), 20);
+    assert_eq!(
+        node.metric("limes_sip_requests_received_total{method=\"CANCEL\"}"),
+        20.0
+    );
+    // The 487s came from the UAS through the cancelled branches.
+    assert!(node.metric("limes_sip_responses_received_total{class=\"4xx\"}") >= 20.0);
+    assert_eq!(
+        node.metric("limes_sip_drops_total{reason=\"bad_response\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn rfc3261_16_7_parallel_fork_one_answers_other_is_cancelled() {
+    let p = ports();
+    let _answers = uas("call_uas.xml", p + 1, &[]);
+    let _rings = uas("ring_uas.xml", p + 3, &[]);
+    let node = Node::start(
+        &[
+            "--listen",
+            &format!("udp:{}", addr(p)),
+            "--next-hop",
+            &format!("sip:{}", addr(p + 1)),
+            "--next-hop",
+            &format!("sip:{}", addr(p + 3)),
+        ],
+        p + 9,
+    );
+    let proxy = addr(p);
+    let out = uac(
+        "call_uac.xml",
+        &addr(p + 1),
+        p + 2,
+        &["-rsa", &proxy, "-m", "20", "-r", "20", "-d", "100"],
+    );
+    assert_eq!(successful_calls(&out), 20);
+    // Each call went to both UAS: 40 INVITE branches, 20 of them cancelled (487).
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        node.metric("limes_sip_responses_received_total{class=\"4xx\"}") >= 20.0,
+        "every ringing branch was cancelled"
+    );
+    assert_eq!(
+        node.metric("limes_sip_drops_total{reason=\"bad_response\"}"),
+        0.0
+    );
+}
+
+#[test]
+fn rfc3261_17_1_1_2_late_uas_gets_retransmissions_and_the_call_completes() {
+    let p = ports();
+    // The UAS waits 1.2 s before answering: Timer A retransmits the INVITE at 0.5 s and 1.5 s.
+    let _uas = uas("call_uas.xml", p + 1, &["-d", "1200"]);
+    let node = Node::start(
+        &[
+            "--listen",
+            &format!("udp:{}", addr(p)),
+            "--next-hop",
+            &format!("sip:{}", addr(p + 1)),
+        ],
+        p + 9,
+    );
+    let proxy = addr(p);
+    let out = uac(
+        "call_uac.xml",
+        &addr(p + 1),
+        p + 2,
+        &["-rsa", &proxy, "-m", "5", "-r", "5", "-d", "100"],
+    );
+    assert_eq!(successful_calls(&out), 5);
+    assert!(node.metric("limes_sip_retransmissions_total{direction=\"sent\"}") >= 5.0);
+}
+
+#[test]
+fn rfc3261_16_3_max_forwards_zero_gets_483() {
+    let p = ports();
+    let node = Node::start(
+        &[
+            "--listen",
+            &format!("udp:{}", addr(p)),
+            "--next-hop",
+            &format!("sip:{}", addr(p + 1)),
+        ],
+        p + 9,
+    );
+    let proxy = addr(p);
+    let out = uac(
+        "maxfwd0_uac.xml",
+        &addr(p + 1),
+        p + 2,
+        &["-rsa", &proxy, "-m", "3", "-r", "10"],
+    );
+    assert_eq!(successful_calls(&out), 3);
+    assert_eq!(
+        node.metric("limes_sip_responses_sent_total{class=\"4xx\"}"),
+        3.0
+    );
+}
+
+#[test]
+fn rfc3261_16_3_a_loop_gets_482() {
+    let p = ports();
+    // The next hop is the node itself: every INVITE comes back with this node's Via.
+    let node = Node::start(
+        &[
+            "--listen",
+            &format!("udp:{}", addr(p)),
+            "--next-hop",
+            &format!("sip:{}", addr(p)),
+        ],
+        p + 9,
+    );
+    let proxy = addr(p);
+    let out = uac(
+        "loop_uac.xml",
+        &addr(p + 1),
+        p + 2,
+        &["-rsa", &proxy, "-m", "3", "-r", "10"],
+    );
+    assert_eq!(successful_calls(&out), 3);
+    assert!(node.metric("limes_sip_requests_received_total{method=\"INVITE\"}") >= 6.0);
+}

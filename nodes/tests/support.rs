@@ -1,0 +1,206 @@
+//! Shared by the black-box tests: start the real `limes` binary on loopback, wait until
+//! its admin API says ready, run sipp against it, read its metrics.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU16, Ordering};
+use std::time::{Duration, Instant};
+
+/// Port blocks for tests running in parallel: each test takes 10 consecutive ports.
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+pub fn ports() -> u16 {
+    let base = 21_000 + (std::process::id() % 200) as u16 * 100;
+    base + NEXT_PORT.fetch_add(10, Ordering::Relaxed)
+}
+
+pub fn scenario(name: &str) -> String {
+    let p: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "scenarios", name]
+        .iter()
+        .collect();
+    p.display().to_string()
+}
+
+pub struct Node {
+    pub child: Child,
+    pub admin: String,
+}
+
+impl Node {
+    /// Starts `limes run ARGS --admin 127.0.0.1:ADMIN_PORT` and waits for readiness.
+    pub fn start(args: &[&str], admin_port: u16) -> Node {
+        let admin = format!("127.0.0.1:{admin_port}");
+        let state = std::env::temp_dir().join(format!("limes-test-{admin_port}"));
+        let mut all = vec!["run"];
+        all.extend_from_slice(args);
+        let state = state.display().to_string();
+        all.extend_from_slice(&["--admin", &admin, "--state-dir", &state]);
+        Node::spawn(&all, &admin)
+    }
+
+    /// Runs `limes ARGS` as given and waits until the admin API at `admin` is ready.
+    pub fn spawn(args: &[&str], admin: &str) -> Node {
+        let child = Command::new(env!("CARGO_BIN_EXE_limes"))
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("limes starts");
+        let node = Node {
+            child,
+            admin: admin.to_owned(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http(&node.admin, "GET", "/health/ready", "").is_some_and(|(s, _)| s == 200) {
+                return node;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("limes did not become ready on {}", node.admin);
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The value of one metric sample (`name{labels}`), 0 when absent.
+    pub fn metric(&self, sample: &str) -> f64 {
+        let (_, body) = http(&self.admin, "GET", "/metrics", "").expect("metrics answer");
+        body.lines()
+            .find_map(|l| l.strip_prefix(sample).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Resident set size in KiB, from /proc.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// SIGTERM, then the exit status within `bound`.
+    pub fn terminate(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if let Ok(Some(s)) = self.child.try_wait() {
+                return Some(s);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 exchange; `(status, body)`.
+pub fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let status = raw.split_whitespace().nth(1)?.parse().ok()?;
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// A sipp process left running (a UAS); killed on drop.
+pub struct Sipp(pub Child);
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sipp_command(args: &[&str]) -> Command {
+    let mut c = Command::new("sipp");
+    c.args(args)
+        .args(["-nostdin", "-timeout", "60s", "-timeout_error"]);
+    c.stdout(Stdio::piped()).stderr(Stdio::piped());
+    c
+}
+
+/// Starts a sipp UAS on `port` with `scenario`.
+pub fn uas(scenario_file: &str, port: u16, extra: &[&str]) -> Sipp {
+    let port = port.to_string();
+    let sf = scenario(scenario_file);
+    let mut args = vec!["-sf", sf.as_str(), "-i", "127.0.0.1", "-p", port.as_str()];
+    args.extend_from_slice(extra);
+    let child = sipp_command(&args)
+        .spawn()
+        .expect("sipp is installed (Debian package sip-tester)");
+    std::thread::sleep(Duration::from_millis(300));
+    Sipp(child)
+}
+
+/// Runs a sipp UAC to completion; panics with its output unless every call succeeded.
+pub fn uac(scenario_file: &str, remote: &str, port: u16, extra: &[&str]) -> Output {
+    let port = port.to_string();
+    let sf = scenario(scenario_file);
+    let mut args = vec![
+        remote,
+        "-sf",
+        sf.as_str(),
+        "-i",
+        "127.0.0.1",
+        "-p",
+        port.as_str(),
+        "-s",
+        "service",
+    ];
+    args.extend_from_slice(extra);
+    let out = sipp_command(&args)
+        .output()
+        .expect("sipp is installed (Debian package sip-tester)");
+    assert!(
+        out.status.success(),
+        "sipp {args:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// The "Successful call" count from sipp's final screen.
+pub fn successful_calls(out: &Output) -> u64 {
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter(|l| l.trim_start().starts_with("Successful call"))
+        .filter_map(|l| l.rsplit('|').next()?.trim().parse().ok())
+        .last()
+        .unwrap_or(0)
+}
