@@ -201,6 +201,6 @@ pub fn successful_calls(out: &Output) -> u64 {
     text.lines()
         .filter(|l| l.trim_start().starts_with("Successful call"))
         .filter_map(|l| l.rsplit('|').next()?.trim().parse().ok())
-        .last()
+        .next_back()
         .unwrap_or(0)
 }
