@@ -1,57 +1,6 @@
-//! The node's configuration: a TOML file (every key optional, defaults below), overridden
-//! by command-line flags. `limes check-config FILE` validates one.
-//!
-//! ```toml
-//! [node]
-//! name = "limes"                 # node name in logs and core.version
-//! state_dir = "/var/lib/limes"   # where state is persisted (registrations, later issues)
-//!
-//! [sip]
-//! listen = ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"]
-//! next_hop = []                  # initial requests go here (several: parallel fork); empty: 404
-//! record_route = true            # Record-Route dialog-creating requests
-//! aliases = []                   # host names that also mean this node
-//! udp_workers = 2                # threads receiving UDP
-//! udp_buffer_bytes = 2097152     # kernel buffer of each UDP socket
-//! max_transactions = 200000      # past it new requests get 503
-//! max_message_bytes = 65535      # larger: 513 (UDP) or connection closed (TCP)
-//! max_headers = 128
-//! max_line_bytes = 8192
-//! max_list_values = 64
-//! max_uri_bytes = 2048           # longer Request-URI: 414
-//!
-//! [timers]                       # RFC 3261 Table 4
-//! t1_ms = 500
-//! t2_ms = 4000
-//! t4_ms = 5000
-//! timer_d_ms = 32000
-//! timer_c_s = 181                # proxy INVITE timer
-//!
-//! [tcp]
-//! max_connections = 10000
-//! queue = 1024                   # messages queued per connection
-//! idle_timeout_s = 600
-//! connect_timeout_ms = 5000
-//!
-//! [flood]                        # per source IP
-//! enabled = true
-//! rate = 2000                    # requests per second, sustained
-//! burst = 4000
-//! action = "reply"               # "reply" (503 + Retry-After) or "drop"
-//! retry_after_s = 5
-//! evict_every_s = 60
-//!
-//! [admin]
-//! listen = "127.0.0.1:8080"      # JSON-RPC at /RPC, /metrics, /health/live, /health/ready
-//! token = ""                     # if set, /RPC and /metrics need "Authorization: Bearer TOKEN"
-//!
-//! [shutdown]
-//! drain_s = 2                    # SIGTERM: refuse new INVITEs, wait this long at most
-//!
-//! [log]
-//! level = "info"                 # or a tracing filter such as "limes_actors=debug"
-//! format = "text"                # or "json"
-//! ```
+//! The node's configuration: a TOML file (every key optional), overridden by command-line
+//! flags. `limes check-config FILE` validates one. Every key, its meaning and its default
+//! are in README.md, "Configuration"; a test parses that block so it cannot drift.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -373,18 +322,27 @@ mod tests {
     }
 
     #[test]
-    fn documented_example_parses() {
-        let doc = include_str!("config.rs");
+    fn readme_configuration_block_parses_with_the_defaults() {
+        let doc = include_str!("../../README.md");
         let example: String = doc
             .lines()
-            .skip_while(|l| !l.starts_with("//! ```toml"))
+            .skip_while(|l| !l.starts_with("```toml"))
             .skip(1)
-            .take_while(|l| !l.starts_with("//! ```"))
-            .map(|l| l.trim_start_matches("//!").trim_start_matches(' '))
+            .take_while(|l| !l.starts_with("```"))
             .collect::<Vec<_>>()
             .join("\n");
+        assert!(
+            example.contains("[flood]"),
+            "README.md has the configuration block"
+        );
         let c: Config = toml::from_str(&example).unwrap();
-        c.resolve().unwrap();
+        let documented = c.resolve().unwrap();
+        let defaults = Config::default().resolve().unwrap();
+        assert_eq!(
+            format!("{documented:?}"),
+            format!("{defaults:?}"),
+            "README values are the defaults"
+        );
     }
 
     #[test]

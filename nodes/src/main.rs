@@ -34,7 +34,7 @@ enum Command {
         /// TOML configuration file (every key optional).
         #[arg(long)]
         config: Option<PathBuf>,
-        /// Listening socket, e.g. udp:127.0.0.1:5060 or tcp:[::1]:5060 (repeatable;
+        /// Listening socket, e.g. `udp:127.0.0.1:5060` or `tcp:[::1]:5060` (repeatable;
         /// replaces sip.listen).
         #[arg(long)]
         listen: Vec<String>,
