@@ -45,9 +45,31 @@ const SHARDS: usize = 64;
 const ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, MESSAGE";
 
+/// Entry ids are already keyed SipHash values: hashing them again is wasted work.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type EntryMap = HashMap<u64, Entry, std::hash::BuildHasherDefault<IdHasher>>;
+
 #[derive(Default)]
 struct Shard {
-    entries: HashMap<u64, Entry>,
+    entries: EntryMap,
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
@@ -218,11 +240,12 @@ impl Proxy {
         }
 
         // Retransmissions and ACKs of existing server transactions (§17.2.3).
-        if let Some(key) = TxKey::server(&msg) {
-            let sid = self.sid(&key);
+        let key = TxKey::server(&msg);
+        if let Some(key) = &key {
+            let sid = self.sid(key);
             let mut sends = Vec::new();
             let mut shard = self.shard(sid).lock();
-            if let Some(e) = shard.entries.get_mut(&sid).filter(|e| e.key == key) {
+            if let Some(e) = shard.entries.get_mut(&sid).filter(|e| &e.key == key) {
                 if method == Method::Ack {
                     e.server_input(now, ServerInput::Ack, &mut sends);
                 } else {
@@ -285,17 +308,14 @@ impl Proxy {
                     ],
                 );
             }
-            _ => self.on_new_request(msg, flow, now),
+            _ => self.on_new_request(msg, key, flow, now),
         }
     }
 
     /// The Route set of a request (§16.4): how many of the top values are this node's
     /// (popped), whether one of them carried this node's signature for the Call-ID, and
     /// whether the Request-URI is a Record-Route value of ours (a strict router sent it).
-    fn our_routes(&self, msg: &Message) -> (usize, bool) {
-        let sig = self
-            .local
-            .route_signature(msg.call_id().unwrap_or_default());
+    fn our_routes(&self, msg: &Message, sig: &str) -> (usize, bool) {
         let mut popped = 0;
         let mut signed = false;
         for r in msg.routes() {
@@ -306,12 +326,12 @@ impl Proxy {
                 break;
             }
             popped += 1;
-            signed |= uri.params.get("lm") == Some(Some(sig.as_str()));
+            signed |= uri.params.get("lm") == Some(Some(sig));
         }
         (popped, signed)
     }
 
-    fn on_new_request(&self, msg: Message, flow: Flow, now: Instant) {
+    fn on_new_request(&self, msg: Message, key: Option<TxKey>, flow: Flow, now: Instant) {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let in_dialog = msg.to_tag().is_some();
         if self.is_draining() && method == Method::Invite && !in_dialog {
@@ -327,7 +347,10 @@ impl Proxy {
         if self.local.is_loop(&msg) {
             return self.reply_local(&msg, &flow, now, 482, "Loop Detected", &[]);
         }
-        let (mut popped, signed) = self.our_routes(&msg);
+        let sig = self
+            .local
+            .route_signature(msg.call_id().unwrap_or_default());
+        let (mut popped, signed) = self.our_routes(&msg, &sig);
         let routes: Vec<String> = msg
             .routes()
             .filter_map(Result::ok)
@@ -339,9 +362,6 @@ impl Proxy {
 
         // §16.4: a strict router put our Record-Route value in the Request-URI: the last
         // Route value is the real Request-URI.
-        let sig = self
-            .local
-            .route_signature(msg.call_id().unwrap_or_default());
         let from_strict = self.local.uri_is_us(&ruri)
             && ruri.params.get("lm") == Some(Some(sig.as_str()))
             && routes.len() > popped;
@@ -428,7 +448,7 @@ impl Proxy {
                 &[("Retry-After", "2")],
             );
         }
-        let Some(key) = TxKey::server(&msg) else {
+        let Some(key) = key else {
             return self.reply_local(
                 &msg,
                 &flow,
@@ -482,32 +502,35 @@ impl Proxy {
                 out_addr.port(),
                 local::branch(loop_hash, sid, i)
             );
-            let rr_out = self
-                .local
-                .record_route(out_addr, route.dest.transport, call_id);
-            let rr_in = self.local.record_route(flow.local, flow.transport, call_id);
-            let old_ruri = format!(
-                "<{}>",
-                new_ruri
-                    .as_deref()
-                    .unwrap_or(msg.request_uri_str().unwrap_or_default())
-            );
+            let record_route = self.settings.record_route && dialog_creating;
+            let two_sides = out_addr != flow.local || route.dest.transport != flow.transport;
+            let rr_out = record_route.then(|| {
+                self.local
+                    .record_route(out_addr, route.dest.transport, call_id)
+            });
+            let rr_in = (record_route && two_sides)
+                .then(|| self.local.record_route(flow.local, flow.transport, call_id));
+            let old_ruri = route.strict.as_ref().map(|_| {
+                format!(
+                    "<{}>",
+                    new_ruri
+                        .as_deref()
+                        .unwrap_or(msg.request_uri_str().unwrap_or_default())
+                )
+            });
             let mut fwd = Forward::new(&msg)
                 .received_from(source)
                 .push_via(&via)
                 .decrement_max_forwards()
                 .pop_routes(popped);
-            if self.settings.record_route && dialog_creating {
-                fwd = fwd.record_route(&rr_out);
-                if out_addr != flow.local || route.dest.transport != flow.transport {
-                    fwd = fwd.record_route(&rr_in);
-                }
+            for rr in rr_out.iter().chain(rr_in.iter()) {
+                fwd = fwd.record_route(rr);
             }
             if let Some(uri) = &new_ruri {
                 fwd = fwd.request_uri(uri).drop_last_route();
             }
-            if let Some(strict) = &route.strict {
-                fwd = fwd.request_uri(strict).append_route(&old_ruri);
+            if let (Some(strict), Some(old)) = (&route.strict, &old_ruri) {
+                fwd = fwd.request_uri(strict).append_route(old);
             }
             let bytes = fwd.finish();
             let branch_reliable = route.dest.transport.is_reliable();
@@ -596,7 +619,10 @@ impl Proxy {
         if msg.to_tag().is_some_and(|t| t.starts_with("lm")) {
             return;
         }
-        let (popped, signed) = self.our_routes(msg);
+        let sig = self
+            .local
+            .route_signature(msg.call_id().unwrap_or_default());
+        let (popped, signed) = self.our_routes(msg, &sig);
         let routes: Vec<&str> = msg.routes().filter_map(Result::ok).map(|r| r.uri).collect();
         if !signed && self.settings.record_route {
             self.metrics.drop_reason("ack_not_routable");

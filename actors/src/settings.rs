@@ -93,7 +93,7 @@ impl Default for ProxySettings {
             aliases: Vec::new(),
             timers: Default::default(),
             limits: Default::default(),
-            max_transactions: 200_000,
+            max_transactions: 1_000_000,
             server_name: format!("Limes/{}", env!("CARGO_PKG_VERSION")),
         }
     }
@@ -128,8 +128,8 @@ impl Default for FloodSettings {
     fn default() -> Self {
         Self {
             enabled: true,
-            rate: 2000,
-            burst: 4000,
+            rate: 10_000,
+            burst: 20_000,
             action: FloodAction::Reply,
             retry_after: Duration::from_secs(5),
             evict_every: Duration::from_secs(60),

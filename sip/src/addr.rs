@@ -2,7 +2,7 @@
 //! (RFC 3261 §20.10, §25.1).
 
 use crate::params::Params;
-use crate::text::{end_of_quoted, is_token_byte, is_ws, trim, unquote};
+use crate::text::{end_of_quoted, find_byte, is_token_byte, is_ws, trim, unquote};
 use crate::uri::{Uri, UriError};
 
 /// One address with its header parameters, borrowed from the message.
@@ -30,7 +30,7 @@ impl<'a> NameAddr<'a> {
             }
             (Some(&s[..end]), s.len() - after.len())
         } else {
-            match s.find('<') {
+            match find_byte(s, b'<') {
                 Some(open) => {
                     let display = trim(&s[..open]);
                     if !display.bytes().all(|c| is_token_byte(c) || is_ws(c)) {
@@ -41,7 +41,7 @@ impl<'a> NameAddr<'a> {
                 None => {
                     // addr-spec form: parameters after the URI belong to the header, so the
                     // URI itself may not carry ';', '?' or ','.
-                    let (uri, params) = match s.find(';') {
+                    let (uri, params) = match find_byte(s, b';') {
                         Some(i) => (trim(&s[..i]), &s[i + 1..]),
                         None => (s, ""),
                     };
@@ -54,7 +54,7 @@ impl<'a> NameAddr<'a> {
                 }
             }
         };
-        let close = s[open..].find('>').ok_or(UriError("unterminated <URI>"))? + open;
+        let close = find_byte(&s[open..], b'>').ok_or(UriError("unterminated <URI>"))? + open;
         let uri = &s[open + 1..close];
         if uri.starts_with([' ', '\t']) || uri.ends_with([' ', '\t']) {
             return Err(UriError("white space inside <URI>"));

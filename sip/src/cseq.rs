@@ -15,7 +15,7 @@ pub struct CSeq<'a> {
 impl<'a> CSeq<'a> {
     pub fn parse(s: &'a str) -> Result<Self, UriError> {
         let s = trim(s);
-        let split = s.find([' ', '\t']).ok_or(UriError("malformed CSeq"))?;
+        let split = memchr::memchr2(b' ', b'\t', s.as_bytes()).ok_or(UriError("malformed CSeq"))?;
         let seq = parse_u32(&s[..split])
             .filter(|&n| n <= MAX_SEQ)
             .ok_or(UriError("CSeq number out of range"))?;

@@ -332,7 +332,7 @@ impl Message {
 /// `;tag=` of a From or To value found by a scan instead of a full parse: the first
 /// `;tag=` after the closing `>` (or anywhere in an addr-spec form).
 fn quick_tag(v: &str) -> Option<&str> {
-    let after = match v.rfind('>') {
+    let after = match memchr::memrchr(b'>', v.as_bytes()) {
         Some(i) => &v[i + 1..],
         None => v,
     };

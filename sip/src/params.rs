@@ -26,7 +26,7 @@ impl<'a> Params<'a> {
             .filter_map(Result::ok)
             .map(trim)
             .filter(|p| !p.is_empty())
-            .map(|p| match p.find('=') {
+            .map(|p| match crate::text::find_byte(p, b'=') {
                 Some(i) => (trim(&p[..i]), Some(trim(&p[i + 1..]))),
                 None => (p, None),
             })
@@ -62,7 +62,7 @@ impl<'a> Params<'a> {
             if part.is_empty() {
                 return Err("empty parameter");
             }
-            let (name, value) = match part.find('=') {
+            let (name, value) = match crate::text::find_byte(part, b'=') {
                 Some(i) => (trim(&part[..i]), Some(trim(&part[i + 1..]))),
                 None => (part, None),
             };

@@ -178,13 +178,15 @@ fn common(msg: &Message) -> Result<(), Rejection> {
             return Err(Rejection::bad(reason));
         }
     }
-    for h in msg.headers() {
-        if h.name.is_single() && msg.count(h.name) > 1 {
+    let mut seen: Vec<HeaderName> = Vec::with_capacity(8);
+    for h in msg.headers().iter().filter(|h| h.name.is_single()) {
+        if seen.contains(&h.name) {
             return Err(Rejection::bad(format!(
                 "Duplicate {} header",
                 h.name.as_str()
             )));
         }
+        seen.push(h.name);
     }
     let mut lengths = msg.get_all(HeaderName::ContentLength);
     if let Some(first) = lengths.next() {

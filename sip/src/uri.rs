@@ -4,6 +4,7 @@
 use std::net::{IpAddr, Ipv6Addr};
 
 use crate::params::Params;
+use crate::text::find_byte;
 
 /// The URI schemes Limes routes; any other scheme parses as [`Scheme::Other`] and is
 /// answered 416 by the sanity checks.
@@ -46,7 +47,7 @@ impl<'a> Uri<'a> {
         {
             return Err(UriError("URI contains white space or delimiters"));
         }
-        let colon = raw.find(':').ok_or(UriError("URI has no scheme"))?;
+        let colon = find_byte(raw, b':').ok_or(UriError("URI has no scheme"))?;
         let scheme_str = &raw[..colon];
         let scheme_ok = scheme_str
             .bytes()
@@ -104,7 +105,7 @@ impl<'a> Uri<'a> {
             Scheme::Sip | Scheme::Sips => {
                 // userinfo ends at the first '@' (it may hold ';', '?' and ':'); neither
                 // the host, the parameters nor the headers may contain a raw '@'.
-                let hostpart = match rest.find('@') {
+                let hostpart = match find_byte(rest, b'@') {
                     Some(at) => {
                         let userinfo = &rest[..at];
                         let (user, password) = split_once(userinfo, ':');
@@ -158,7 +159,7 @@ impl<'a> Uri<'a> {
 }
 
 fn split_once(s: &str, sep: char) -> (&str, Option<&str>) {
-    match s.find(sep) {
+    match find_byte(s, sep as u8) {
         Some(i) => (&s[..i], Some(&s[i + 1..])),
         None => (s, None),
     }
@@ -168,7 +169,7 @@ fn split_once(s: &str, sep: char) -> (&str, Option<&str>) {
 /// sent-by alike.
 pub(crate) fn split_host_port(s: &str) -> Result<(&str, Option<u16>), UriError> {
     let (host, port) = if s.starts_with('[') {
-        let close = s.find(']').ok_or(UriError("unterminated IPv6 reference"))?;
+        let close = find_byte(s, b']').ok_or(UriError("unterminated IPv6 reference"))?;
         let inner = &s[1..close];
         if inner.parse::<Ipv6Addr>().is_err() {
             return Err(UriError("malformed IPv6 reference"));
@@ -182,7 +183,7 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, Option<u16>), UriError> 
         (&s[..=close], port)
     } else {
         let (host, port) = split_once(s, ':');
-        if port.is_some_and(|p| p.contains(':')) {
+        if port.is_some_and(|p| find_byte(p, b':').is_some()) {
             return Err(UriError("IPv6 address without brackets"));
         }
         let valid = !host.is_empty()
