@@ -1,0 +1,318 @@
+//! Registrations at a rate: REGISTER, 401 with a digest challenge, REGISTER with
+//! credentials, 200. Users are taken in turn from the users file; each keeps its Call-ID
+//! and a growing CSeq, so after one pass through the file the registrations are refreshes.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use limes_sip::build::NewRequest;
+use limes_sip::digest::{authorize, Challenge, ClientCredentials};
+use limes_sip::transaction::{ClientInput, ClientNonInviteTx, Event, Timer, TimerConfig};
+use limes_sip::{HeaderName, Message, Method};
+
+use crate::engine::{Io, Role};
+use crate::stats::Stats;
+use crate::users::User;
+
+pub struct RegisterConfig {
+    pub registrar: SocketAddr,
+    pub rate: f64,
+    pub duration: Duration,
+    pub expires: u32,
+    pub users: Vec<User>,
+    pub thread: usize,
+    pub threads: usize,
+}
+
+struct Pending {
+    user: usize,
+    sock: usize,
+    tx: ClientNonInviteTx,
+    started: Instant,
+    authed: bool,
+}
+
+pub struct Register {
+    cfg: RegisterConfig,
+    cseq: Vec<u32>,
+    pending: HashMap<String, Pending>,
+    timers: BinaryHeap<Reverse<(Instant, String)>>,
+    stats: Stats,
+    start: Instant,
+    next_start: Instant,
+    interval: Duration,
+    total: u64,
+    seq: u64,
+    timer_cfg: TimerConfig,
+}
+
+impl Register {
+    pub fn new(cfg: RegisterConfig, now: Instant) -> Self {
+        let rate = cfg.rate.max(0.001);
+        Self {
+            cseq: vec![0; cfg.users.len()],
+            pending: HashMap::new(),
+            timers: BinaryHeap::new(),
+            stats: Stats::default(),
+            start: now,
+            next_start: now,
+            interval: Duration::from_secs_f64(1.0 / rate),
+            total: (rate * cfg.duration.as_secs_f64()).round() as u64,
+            seq: 0,
+            timer_cfg: TimerConfig::default(),
+            cfg,
+        }
+    }
+
+    fn call_id(&self, user: usize) -> String {
+        format!(
+            "reg-{}-{}-{}",
+            self.cfg.users[user].name,
+            self.cfg.thread,
+            std::process::id()
+        )
+    }
+
+    fn request(
+        &mut self,
+        user: usize,
+        sock: usize,
+        auth: Option<&str>,
+        io: &Io,
+    ) -> Option<bytes::Bytes> {
+        let u = self.cfg.users.get(user)?;
+        let local = io.local(sock)?;
+        self.cseq[user] += 1;
+        let cseq = self.cseq[user];
+        let uri = format!("sip:{}", u.domain);
+        let via = format!(
+            "SIP/2.0/UDP {local};branch=z9hG4bKr{}.{}.{};rport",
+            self.cfg.thread, user, cseq
+        );
+        let aor = format!("<sip:{}@{}>", u.name, u.domain);
+        let from = format!("{aor};tag=r{user}");
+        let contact = format!("<sip:{}@{local}>", u.name);
+        let expires = self.cfg.expires.to_string();
+        let mut extra = vec![("Expires", expires.as_str())];
+        if let Some(a) = auth {
+            extra.push(("Authorization", a));
+        }
+        Some(
+            NewRequest {
+                method: Method::Register,
+                uri: &uri,
+                via: &via,
+                from: &from,
+                to: &aor,
+                call_id: &self.call_id(user),
+                cseq,
+                max_forwards: 70,
+                route: &[],
+                contact: Some(&contact),
+                extra: &extra,
+                body: None,
+            }
+            .build(),
+        )
+    }
+
+    fn start_one(&mut self, now: Instant, io: &mut Io) {
+        self.seq += 1;
+        if self.cfg.users.is_empty() {
+            return;
+        }
+        // This thread's share of the users: thread, thread + threads, ...
+        let per_thread = self
+            .cfg
+            .users
+            .len()
+            .div_ceil(self.cfg.threads.max(1))
+            .max(1);
+        let user = (self.cfg.thread + self.cfg.threads * ((self.seq as usize - 1) % per_thread))
+            % self.cfg.users.len();
+        let id = self.call_id(user);
+        if self.pending.contains_key(&id) {
+            self.stats.throttled += 1;
+            return;
+        }
+        self.stats.attempted += 1;
+        let sock = (self.seq as usize) % io.sockets().max(1);
+        let Some(bytes) = self.request(user, sock, None, io) else {
+            return;
+        };
+        let mut tx = ClientNonInviteTx::start(now, bytes, false, self.timer_cfg);
+        while let Some(x) = tx.poll_transmit() {
+            io.send(sock, self.cfg.registrar, &x.0);
+        }
+        if let Some(at) = tx.poll_timeout() {
+            self.timers.push(Reverse((at, id.clone())));
+        }
+        self.pending.insert(
+            id,
+            Pending {
+                user,
+                sock,
+                tx,
+                started: now,
+                authed: false,
+            },
+        );
+    }
+
+    fn on_response(&mut self, now: Instant, msg: &Message, io: &mut Io) {
+        let Some(id) = msg.call_id().map(str::to_owned) else {
+            return;
+        };
+        let Some(p) = self.pending.get_mut(&id) else {
+            return;
+        };
+        p.tx.handle(now, ClientInput::Response(msg));
+        let mut passed = false;
+        while let Some(e) = p.tx.poll_event() {
+            passed |= e == Event::Response;
+        }
+        let status = msg.status().unwrap_or(0);
+        if !passed || status < 200 {
+            return;
+        }
+        let (user, sock, started, authed) = (p.user, p.sock, p.started, p.authed);
+        match status {
+            200..=299 => {
+                self.stats.answered += 1;
+                self.stats.completed += 1;
+                let _ = self
+                    .stats
+                    .setup
+                    .record(now.duration_since(started).as_micros().max(1) as u64);
+                self.pending.remove(&id);
+            }
+            401 if !authed => {
+                let u = &self.cfg.users[user];
+                let uri = format!("sip:{}", u.domain);
+                let answer = msg
+                    .get(HeaderName::WwwAuthenticate)
+                    .and_then(|h| Challenge::parse(h).ok())
+                    .and_then(|c| {
+                        let creds = ClientCredentials {
+                            username: &u.name,
+                            password: Some(&u.password),
+                            ha1: None,
+                        };
+                        authorize(
+                            &c,
+                            &creds,
+                            "REGISTER",
+                            &uri,
+                            &format!("c{}", self.seq),
+                            1,
+                            b"",
+                        )
+                        .ok()
+                    });
+                let Some(answer) = answer else {
+                    self.stats.fail("bad_challenge");
+                    self.pending.remove(&id);
+                    return;
+                };
+                let Some(bytes) = self.request(user, sock, Some(&answer), io) else {
+                    return;
+                };
+                let mut tx = ClientNonInviteTx::start(now, bytes, false, self.timer_cfg);
+                while let Some(x) = tx.poll_transmit() {
+                    io.send(sock, self.cfg.registrar, &x.0);
+                }
+                if let Some(at) = tx.poll_timeout() {
+                    self.timers.push(Reverse((at, id.clone())));
+                }
+                self.pending.insert(
+                    id,
+                    Pending {
+                        user,
+                        sock,
+                        tx,
+                        started,
+                        authed: true,
+                    },
+                );
+            }
+            s => {
+                self.stats.fail(format!("status_{s}"));
+                self.pending.remove(&id);
+            }
+        }
+    }
+}
+
+impl Role for Register {
+    fn on_message(
+        &mut self,
+        now: Instant,
+        msg: Message,
+        _sock: usize,
+        _from: SocketAddr,
+        io: &mut Io,
+    ) {
+        if !msg.is_request() {
+            self.on_response(now, &msg, io);
+        }
+    }
+
+    fn poll(&mut self, now: Instant, io: &mut Io) -> Option<Instant> {
+        while self.seq < self.total && self.next_start <= now {
+            self.start_one(now, io);
+            self.next_start += self.interval;
+        }
+        while let Some(Reverse((at, _))) = self.timers.peek() {
+            if *at > now {
+                break;
+            }
+            let Some(Reverse((_, id))) = self.timers.pop() else {
+                break;
+            };
+            let Some(p) = self.pending.get_mut(&id) else {
+                continue;
+            };
+            let mut timeout = false;
+            while let Some(t) = p.tx.poll_timer(now) {
+                if t == Timer::E {
+                    self.stats.retransmissions += 1;
+                }
+                p.tx.handle(now, ClientInput::Timer(t));
+            }
+            while let Some(x) = p.tx.poll_transmit() {
+                io.send(p.sock, self.cfg.registrar, &x.0);
+            }
+            while let Some(e) = p.tx.poll_event() {
+                timeout |= e == Event::Timeout;
+            }
+            if timeout {
+                self.stats.fail("timeout");
+                self.pending.remove(&id);
+            } else if let Some(at) = p.tx.poll_timeout() {
+                self.timers.push(Reverse((at, id)));
+            }
+        }
+        let next_call = (self.seq < self.total).then_some(self.next_start);
+        [next_call, self.timers.peek().map(|Reverse((at, _))| *at)]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn finished(&self, now: Instant) -> bool {
+        (self.seq >= self.total && self.pending.is_empty())
+            || now >= self.start + self.cfg.duration + Duration::from_secs(40)
+    }
+
+    fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    fn close(&mut self) {
+        for _ in self.pending.drain() {
+            self.stats.fail("unfinished");
+        }
+    }
+}
