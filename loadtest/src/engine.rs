@@ -1,4 +1,4 @@
-//! One load thread: its UDP sockets, a mio poll loop, and a role (UAC, UAS or
+//! One load thread: its UDP sockets or TCP connections, a mio poll loop, and a role (UAC, UAS or
 //! registration client) that reacts to messages and to time. Nothing is shared between
 //! threads but the progress counters.
 
@@ -7,36 +7,62 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use std::io::{Read, Write};
+
+use bytes::{Bytes, BytesMut};
+use limes_sip::framing::{check, Frame};
 use limes_sip::{Limits, Message};
-use mio::net::UdpSocket;
+use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
 use crate::stats::Stats;
 
+/// One path messages travel: a UDP socket, or a TCP connection with its buffers.
+pub enum Conn {
+    Udp(UdpSocket),
+    Tcp {
+        stream: TcpStream,
+        peer: SocketAddr,
+        read: BytesMut,
+        write: Vec<u8>,
+    },
+}
+
 /// Sends, and the simulated loss of received packets.
 pub struct Io {
-    sockets: Vec<UdpSocket>,
+    conns: Vec<Conn>,
     drop_per_mille: u32,
     rng: u64,
     pub dropped: u64,
 }
 
 impl Io {
+    /// Sends on connection or socket `sock`; `to` is used by UDP only (a TCP connection
+    /// has one peer).
     pub fn send(&mut self, sock: usize, to: SocketAddr, bytes: &[u8]) {
-        if let Some(s) = self.sockets.get(sock) {
+        match self.conns.get_mut(sock) {
             // A full socket buffer drops the datagram, as the network would; the
             // transaction timers retransmit it.
-            let _ = s.send_to(bytes, to);
+            Some(Conn::Udp(s)) => {
+                let _ = s.send_to(bytes, to);
+            }
+            Some(Conn::Tcp { stream, write, .. }) => {
+                write.extend_from_slice(bytes);
+                flush(stream, write);
+            }
+            None => {}
         }
     }
 
     pub fn local(&self, sock: usize) -> Option<SocketAddr> {
-        self.sockets.get(sock)?.local_addr().ok()
+        match self.conns.get(sock)? {
+            Conn::Udp(s) => s.local_addr().ok(),
+            Conn::Tcp { stream, .. } => stream.local_addr().ok(),
+        }
     }
 
     pub fn sockets(&self) -> usize {
-        self.sockets.len()
+        self.conns.len()
     }
 
     /// xorshift64*: cheap and good enough to pick packets to lose.
@@ -79,8 +105,50 @@ pub struct Progress {
     pub retransmissions: AtomicU64,
 }
 
+/// Writes as much of `pending` as the socket takes now; the rest waits for writability.
+fn flush(stream: &mut TcpStream, pending: &mut Vec<u8>) {
+    while !pending.is_empty() {
+        match stream.write(pending) {
+            Ok(0) => break,
+            Ok(n) => {
+                pending.drain(..n);
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+/// A TCP listener with SO_REUSEPORT, so each thread can have its own on one port.
+pub fn listen_tcp(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(TcpListener::from_std(s.into()))
+}
+
+/// Opens `count` TCP connections to `peer`.
+pub fn connect(peer: SocketAddr, count: usize) -> std::io::Result<Vec<Conn>> {
+    (0..count.max(1))
+        .map(|_| {
+            let stream = std::net::TcpStream::connect(peer)?;
+            stream.set_nodelay(true)?;
+            stream.set_nonblocking(true)?;
+            Ok(Conn::Tcp {
+                stream: TcpStream::from_std(stream),
+                peer,
+                read: BytesMut::new(),
+                write: Vec::new(),
+            })
+        })
+        .collect()
+}
+
 /// Binds `count` UDP sockets on `ip` (port 0: ephemeral) or on `port` with SO_REUSEPORT.
-pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
+pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<Conn>> {
     use socket2::{Domain, Protocol, Socket, Type};
     (0..count.max(1))
         .map(|_| {
@@ -92,15 +160,17 @@ pub fn bind(addr: SocketAddr, count: usize) -> std::io::Result<Vec<UdpSocket>> {
             let _ = s.set_send_buffer_size(4 << 20);
             s.set_nonblocking(true)?;
             s.bind(&addr.into())?;
-            Ok(UdpSocket::from_std(s.into()))
+            Ok(Conn::Udp(UdpSocket::from_std(s.into())))
         })
         .collect()
 }
 
-/// Runs `role` on `sockets` until it is finished or `stop` is set.
+/// Runs `role` on `conns` (and connections accepted from `listener`) until it is finished
+/// or `stop` is set.
 pub fn run<R: Role>(
     mut role: R,
-    sockets: Vec<UdpSocket>,
+    conns: Vec<Conn>,
+    listener: Option<TcpListener>,
     drop_per_mille: u32,
     seed: u64,
     stop: Arc<AtomicBool>,
@@ -108,13 +178,17 @@ pub fn run<R: Role>(
 ) -> std::io::Result<Stats> {
     let mut poll = Poll::new()?;
     let mut io = Io {
-        sockets,
+        conns,
         drop_per_mille,
         rng: seed | 1,
         dropped: 0,
     };
-    for (i, s) in io.sockets.iter_mut().enumerate() {
-        poll.registry().register(s, Token(i), Interest::READABLE)?;
+    for (i, c) in io.conns.iter_mut().enumerate() {
+        register(&poll, c, i)?;
+    }
+    let mut listener = listener;
+    if let Some(l) = &mut listener {
+        poll.registry().register(l, LISTENER, Interest::READABLE)?;
     }
     let limits = Limits::default();
     let mut events = Events::with_capacity(256);
@@ -136,14 +210,60 @@ pub fn run<R: Role>(
             }
         }
         for ev in events.iter() {
+            if ev.token() == LISTENER {
+                while let Some(Ok((stream, peer))) = listener.as_ref().map(|l| l.accept()) {
+                    let _ = stream.set_nodelay(true);
+                    let mut c = Conn::Tcp {
+                        stream,
+                        peer,
+                        read: BytesMut::new(),
+                        write: Vec::new(),
+                    };
+                    register(&poll, &mut c, io.conns.len())?;
+                    io.conns.push(c);
+                }
+                continue;
+            }
             let sock = ev.token().0;
-            // Read until the socket would block (or fails).
-            while let Some(Ok((n, from))) = io.sockets.get(sock).map(|s| s.recv_from(&mut buf)) {
+            let mut received = Vec::new();
+            match io.conns.get_mut(sock) {
+                Some(Conn::Udp(s)) => {
+                    // Read until the socket would block (or fails).
+                    while let Ok((n, from)) = s.recv_from(&mut buf) {
+                        received.push((Bytes::copy_from_slice(&buf[..n]), from));
+                    }
+                }
+                Some(Conn::Tcp {
+                    stream,
+                    peer,
+                    read,
+                    write,
+                }) => {
+                    flush(stream, write);
+                    loop {
+                        match stream.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(n) => read.extend_from_slice(&buf[..n]),
+                            Err(_) => break,
+                        }
+                    }
+                    while let Ok(Frame::Message { len }) | Ok(Frame::KeepAlive { len, .. }) =
+                        check(read, &limits)
+                    {
+                        let frame = read.split_to(len).freeze();
+                        if !frame.starts_with(b"\r\n") {
+                            received.push((frame, *peer));
+                        }
+                    }
+                }
+                None => {}
+            }
+            for (data, from) in received {
                 if io.lose() {
                     io.dropped += 1;
                     continue;
                 }
-                if let Ok(msg) = Message::parse(Bytes::copy_from_slice(&buf[..n]), &limits) {
+                if let Ok(msg) = Message::parse(data, &limits) {
                     role.on_message(Instant::now(), msg, sock, from, &mut io);
                 }
             }
@@ -152,6 +272,18 @@ pub fn run<R: Role>(
     role.close();
     publish(&role, &progress);
     Ok(role.stats().clone())
+}
+
+const LISTENER: Token = Token(usize::MAX);
+
+fn register(poll: &Poll, c: &mut Conn, i: usize) -> std::io::Result<()> {
+    match c {
+        Conn::Udp(s) => poll.registry().register(s, Token(i), Interest::READABLE),
+        Conn::Tcp { stream, .. } => {
+            poll.registry()
+                .register(stream, Token(i), Interest::READABLE | Interest::WRITABLE)
+        }
+    }
 }
 
 fn publish<R: Role>(role: &R, p: &Progress) {

@@ -65,6 +65,9 @@ struct Common {
     /// Drop this share of received packets, in percent (loss simulation).
     #[arg(long, default_value_t = 0.0)]
     drop_pct: f64,
+    /// Transport: udp, or tcp (one connection per socket, Content-Length framing).
+    #[arg(long, default_value = "udp", value_parser = ["udp", "tcp"])]
+    transport: String,
     /// Users file (`user,password[,domain]` per line) for digest authentication.
     #[arg(long)]
     users: Option<PathBuf>,
@@ -144,8 +147,41 @@ fn default_threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
+/// Where a thread's traffic goes: bound UDP sockets, TCP connections to `peer`, or a TCP
+/// listener on `listen` (UAS).
+#[derive(Clone, Copy)]
+enum Endpoints {
+    Client { peer: SocketAddr },
+    Server { listen: SocketAddr },
+}
+
+fn endpoints(
+    common: &Common,
+    which: Endpoints,
+    count: usize,
+) -> anyhow::Result<(Vec<engine::Conn>, Option<mio::net::TcpListener>)> {
+    let tcp = common.transport == "tcp";
+    Ok(match (which, tcp) {
+        (Endpoints::Client { .. }, false) => {
+            (engine::bind(SocketAddr::new(common.local, 0), count)?, None)
+        }
+        (Endpoints::Client { peer }, true) => (
+            engine::connect(peer, count).with_context(|| format!("connecting to {peer}"))?,
+            None,
+        ),
+        (Endpoints::Server { listen }, false) => (
+            engine::bind(listen, count).with_context(|| format!("binding {listen}"))?,
+            None,
+        ),
+        (Endpoints::Server { listen }, true) => (
+            Vec::new(),
+            Some(engine::listen_tcp(listen).with_context(|| format!("listening on {listen}"))?),
+        ),
+    })
+}
+
 /// Runs one role per thread and merges what they measured.
-fn run_threads<R, F>(common: &Common, bind_port: u16, make: F) -> anyhow::Result<(Stats, f64)>
+fn run_threads<R, F>(common: &Common, which: Endpoints, make: F) -> anyhow::Result<(Stats, f64)>
 where
     R: Role + 'static,
     F: Fn(usize, Instant) -> R,
@@ -158,15 +194,14 @@ where
     let mut progress = Vec::new();
     for t in 0..threads {
         let count = sockets / threads + usize::from(t < sockets % threads);
-        let socks = engine::bind(SocketAddr::new(common.local, bind_port), count)
-            .with_context(|| format!("binding {}:{bind_port}", common.local))?;
+        let (conns, listener) = endpoints(common, which, count)?;
         let role = make(t, started);
         let p = Arc::new(Progress::default());
         progress.push(p.clone());
         let stop = stop.clone();
         let drop = (common.drop_pct * 10.0).round() as u32;
         handles.push(std::thread::spawn(move || {
-            engine::run(role, socks, drop, 0x9e37_79b9 + t as u64, stop, p)
+            engine::run(role, conns, listener, drop, 0x9e37_79b9 + t as u64, stop, p)
         }));
     }
     let tty = std::io::stderr().is_terminal();
@@ -252,7 +287,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                 sockets: Some(common.threads),
                 ..common
             };
-            let (stats, elapsed) = run_threads(&common, listen.port(), |_, now| {
+            let (stats, elapsed) = run_threads(&common, Endpoints::Server { listen }, |_, now| {
                 uas::Uas::new(
                     uas::UasConfig {
                         ring,
@@ -261,6 +296,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                         users: users.clone(),
                         realm: realm.clone(),
                         duration: duration.map(Duration::from_secs_f64),
+                        reliable: common.transport == "tcp",
                     },
                     now,
                 )
@@ -289,23 +325,28 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let mut best = None;
             for step in steps {
                 let threads = common.threads.max(1);
-                let (stats, elapsed) = run_threads(&common, 0, |t, now| {
-                    uac::Uac::new(
-                        uac::UacConfig {
-                            target: target.clone(),
-                            proxy,
-                            rate: step / threads as f64,
-                            duration: Duration::from_secs_f64(duration),
-                            call_length: Duration::from_millis(call_length),
-                            max_concurrent: max_concurrent / threads,
-                            users: users.clone(),
-                            transport_token: "UDP",
-                            setup_timeout: Duration::from_millis(setup_timeout_ms),
-                            thread: t,
-                        },
-                        now,
-                    )
-                })?;
+                let (stats, elapsed) =
+                    run_threads(&common, Endpoints::Client { peer: proxy }, |t, now| {
+                        uac::Uac::new(
+                            uac::UacConfig {
+                                target: target.clone(),
+                                proxy,
+                                rate: step / threads as f64,
+                                duration: Duration::from_secs_f64(duration),
+                                call_length: Duration::from_millis(call_length),
+                                max_concurrent: max_concurrent / threads,
+                                users: users.clone(),
+                                transport_token: if common.transport == "tcp" {
+                                    "TCP"
+                                } else {
+                                    "UDP"
+                                },
+                                setup_timeout: Duration::from_millis(setup_timeout_ms),
+                                thread: t,
+                            },
+                            now,
+                        )
+                    })?;
                 let mut report = stats.report(elapsed);
                 report.achieved_rate = report.attempted as f64 / duration;
                 if !emit(&format!("uac {step}/s"), &report, step, &common) {
@@ -336,20 +377,26 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             let steps = if ramp.is_empty() { vec![rate] } else { ramp };
             for step in steps {
                 let threads = common.threads.max(1);
-                let (stats, elapsed) = run_threads(&common, 0, |t, now| {
-                    register::Register::new(
-                        register::RegisterConfig {
-                            registrar,
-                            rate: step / threads as f64,
-                            duration: Duration::from_secs_f64(duration),
-                            expires,
-                            users: users.clone(),
-                            thread: t,
-                            threads,
-                        },
-                        now,
-                    )
-                })?;
+                let (stats, elapsed) =
+                    run_threads(&common, Endpoints::Client { peer: registrar }, |t, now| {
+                        register::Register::new(
+                            register::RegisterConfig {
+                                registrar,
+                                rate: step / threads as f64,
+                                duration: Duration::from_secs_f64(duration),
+                                expires,
+                                users: users.clone(),
+                                thread: t,
+                                threads,
+                                transport_token: if common.transport == "tcp" {
+                                    "TCP"
+                                } else {
+                                    "UDP"
+                                },
+                            },
+                            now,
+                        )
+                    })?;
                 let mut report = stats.report(elapsed);
                 report.achieved_rate = report.attempted as f64 / duration;
                 if !emit(&format!("register {step}/s"), &report, step, &common) {

@@ -24,6 +24,7 @@ pub struct RegisterConfig {
     pub users: Vec<User>,
     pub thread: usize,
     pub threads: usize,
+    pub transport_token: &'static str,
 }
 
 struct Pending {
@@ -142,7 +143,12 @@ impl Register {
         let Some(bytes) = self.request(user, sock, None, io) else {
             return;
         };
-        let mut tx = ClientNonInviteTx::start(now, bytes, false, self.timer_cfg);
+        let mut tx = ClientNonInviteTx::start(
+            now,
+            bytes,
+            self.cfg.transport_token == "TCP",
+            self.timer_cfg,
+        );
         while let Some(x) = tx.poll_transmit() {
             io.send(sock, self.cfg.registrar, &x.0);
         }
@@ -219,7 +225,12 @@ impl Register {
                 let Some(bytes) = self.request(user, sock, Some(&answer), io) else {
                     return;
                 };
-                let mut tx = ClientNonInviteTx::start(now, bytes, false, self.timer_cfg);
+                let mut tx = ClientNonInviteTx::start(
+                    now,
+                    bytes,
+                    self.cfg.transport_token == "TCP",
+                    self.timer_cfg,
+                );
                 while let Some(x) = tx.poll_transmit() {
                     io.send(sock, self.cfg.registrar, &x.0);
                 }

@@ -113,7 +113,12 @@ impl Uac {
         let Some(invite) = self.invite(&call_id, &from_tag, user, 1, None, sock, local) else {
             return;
         };
-        let mut tx = ClientInviteTx::start(now, invite, false, self.timer_cfg);
+        let mut tx = ClientInviteTx::start(
+            now,
+            invite,
+            self.cfg.transport_token == "TCP",
+            self.timer_cfg,
+        );
         send_all_invite(&mut tx, sock, self.cfg.proxy, io);
         self.schedule(now, &call_id, tx.poll_timeout());
         self.schedule(now, &call_id, Some(now + self.cfg.setup_timeout));
@@ -214,6 +219,7 @@ impl Uac {
         }
         let elapsed = now.duration_since(call.invite_at).as_micros() as u64;
         match status {
+            100 => {}
             101..=199 => {
                 if !call.ringing {
                     call.ringing = true;
@@ -300,7 +306,12 @@ impl Uac {
                 ) else {
                     return;
                 };
-                let mut tx = ClientInviteTx::start(now, invite, false, self.timer_cfg);
+                let mut tx = ClientInviteTx::start(
+                    now,
+                    invite,
+                    self.cfg.transport_token == "TCP",
+                    self.timer_cfg,
+                );
                 send_all_invite(&mut tx, sock, self.cfg.proxy, io);
                 let next = tx.poll_timeout();
                 if let Some(call) = self.calls.get_mut(&id) {
@@ -387,7 +398,12 @@ impl Uac {
         if call.bye.is_none() && call.hangup_at.is_some_and(|t| t <= now) {
             call.cseq += 1;
             let bytes = in_dialog(&self.cfg, call, Method::Bye, call.cseq, io);
-            let mut bye = ClientNonInviteTx::start(now, bytes, false, self.timer_cfg);
+            let mut bye = ClientNonInviteTx::start(
+                now,
+                bytes,
+                self.cfg.transport_token == "TCP",
+                self.timer_cfg,
+            );
             while let Some(x) = bye.poll_transmit() {
                 io.send(call.sock, self.cfg.proxy, &x.0);
             }

@@ -27,6 +27,8 @@ pub struct UasConfig {
     pub realm: String,
     /// Stop after this long (None: until interrupted).
     pub duration: Option<Duration>,
+    /// TCP: the INVITE transaction retransmits nothing (RFC 3261 §17.2.1).
+    pub reliable: bool,
 }
 
 struct Dialog {
@@ -84,6 +86,10 @@ impl Uas {
         );
     }
 
+    fn contact_host(&self, io: &Io, sock: usize) -> String {
+        contact_host(self.cfg.reliable, io, sock)
+    }
+
     fn on_invite(
         &mut self,
         now: Instant,
@@ -106,8 +112,8 @@ impl Uas {
         self.stats.attempted += 1;
         self.seq += 1;
         let tag = format!("uas{}", self.seq);
-        let local = io.local(sock).map_or_else(String::new, |l| l.to_string());
-        let mut tx = ServerInviteTx::new(false, self.timer_cfg);
+        let local = self.contact_host(io, sock);
+        let mut tx = ServerInviteTx::new(self.cfg.reliable, self.timer_cfg);
         if self.cfg.ring {
             let ringing = Response::to(&msg, 180, "Ringing", Some(&tag))
                 .header("Contact", &format!("<sip:uas@{local}>"))
@@ -144,7 +150,7 @@ impl Uas {
             return;
         };
         d.answer_at = None;
-        let local = io.local(d.sock).map_or_else(String::new, |l| l.to_string());
+        let local = contact_host(self.cfg.reliable, io, d.sock);
         match self.cfg.fail_code {
             Some(code) => {
                 let bytes = Response::to(&d.invite, code, "Load Failure", Some(&d.tag)).finish();
@@ -275,6 +281,17 @@ impl Uas {
             });
             Self::reply(io, (sock, from), msg, 403, "Forbidden", tag);
         }
+    }
+}
+
+/// `host:port` of the local socket, with `;transport=tcp` on TCP so in-dialog requests
+/// come back over TCP.
+fn contact_host(tcp: bool, io: &Io, sock: usize) -> String {
+    let local = io.local(sock).map_or_else(String::new, |l| l.to_string());
+    if tcp {
+        format!("{local};transport=tcp")
+    } else {
+        local
     }
 }
 

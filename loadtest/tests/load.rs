@@ -180,3 +180,34 @@ fn a_failing_uas_fails_the_run() {
     assert!(!ok, "exit code non-zero past the failure bound");
     assert_eq!(r["failed_by_reason"]["status_486"], 20);
 }
+
+#[test]
+fn calls_over_tcp() {
+    let p = port();
+    let listen = format!("127.0.0.1:{p}");
+    let _uas = uas(&["--listen", &listen, "--transport", "tcp", "--threads", "1"]);
+    let target = format!("sip:service@{listen};transport=tcp");
+    let (ok, r) = load(&[
+        "uac",
+        "--target",
+        &target,
+        "--proxy",
+        &listen,
+        "--transport",
+        "tcp",
+        "--rate",
+        "200",
+        "--duration",
+        "3",
+        "--call-length",
+        "100",
+        "--sockets",
+        "4",
+    ]);
+    assert!(ok, "{r}");
+    assert_eq!(r["completed"], 600);
+    assert_eq!(
+        r["retransmissions"], 0,
+        "no retransmissions on a reliable transport"
+    );
+}

@@ -256,7 +256,15 @@ fn sigterm_drains_and_exits_within_the_bound() {
 #[test]
 fn ipv6_listeners_answer_with_ipv6_vias() {
     let p = ports();
-    let node = Node::start(&["--listen", &format!("udp:[::1]:{p}"), "--listen", &format!("tcp:[::1]:{p}")], p + 9);
+    let node = Node::start(
+        &[
+            "--listen",
+            &format!("udp:[::1]:{p}"),
+            "--listen",
+            &format!("tcp:[::1]:{p}"),
+        ],
+        p + 9,
+    );
     let to = format!("[::1]:{p}");
     let sock = UdpSocket::bind("[::1]:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
@@ -270,9 +278,17 @@ fn ipv6_listeners_answer_with_ipv6_vias() {
     let mut s = TcpStream::connect(&to).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let me = s.local_addr().unwrap().port();
-    s.write_all(options(&to, "TCP", me, 2).replace("127.0.0.1", "[::1]").as_bytes()).unwrap();
+    s.write_all(
+        options(&to, "TCP", me, 2)
+            .replace("127.0.0.1", "[::1]")
+            .as_bytes(),
+    )
+    .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = s.read(&mut buf).unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("SIP/2.0 200 OK"));
-    assert_eq!(node.metric("limes_sip_requests_received_total{method=\"OPTIONS\"}"), 2.0);
+    assert_eq!(
+        node.metric("limes_sip_requests_received_total{method=\"OPTIONS\"}"),
+        2.0
+    );
 }
