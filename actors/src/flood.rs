@@ -13,6 +13,7 @@ pub struct FloodGuard {
     limiter: DefaultKeyedRateLimiter<IpAddr>,
     pub action: FloodAction,
     pub retry_after_secs: u64,
+    max_sources: usize,
 }
 
 impl FloodGuard {
@@ -27,6 +28,7 @@ impl FloodGuard {
             limiter: RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)),
             action: s.action,
             retry_after_secs: s.retry_after.as_secs().max(1),
+            max_sources: s.max_sources.max(1),
         })
     }
 
@@ -39,6 +41,15 @@ impl FloodGuard {
     pub fn evict_idle(&self) {
         self.limiter.retain_recent();
         self.limiter.shrink_to_fit();
+    }
+
+    /// Evicts idle state now if more sources than allowed are tracked; `true` if it did.
+    pub fn bound(&self) -> bool {
+        if self.limiter.len() > self.max_sources {
+            self.evict_idle();
+            return true;
+        }
+        false
     }
 
     /// Sources currently tracked.
@@ -70,5 +81,24 @@ mod tests {
             ..s
         })
         .is_none());
+    }
+
+    #[test]
+    fn the_table_of_sources_stays_bounded() {
+        let s = FloodSettings {
+            rate: 1_000_000,
+            burst: 1_000_000,
+            max_sources: 10,
+            ..FloodSettings::default()
+        };
+        let g = FloodGuard::new(&s).unwrap();
+        for i in 0..100u32 {
+            assert!(g.allow(IpAddr::from(i.to_be_bytes())));
+        }
+        assert_eq!(g.tracked(), 100);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert!(g.bound(), "past the bound, idle sources are evicted");
+        assert!(g.tracked() < 100);
+        assert!(!g.bound());
     }
 }

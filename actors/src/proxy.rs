@@ -1057,6 +1057,13 @@ impl Proxy {
             f.evict_idle();
         }
     }
+
+    /// Keeps the flood guard's table within its bound (called every second).
+    pub fn bound_flood_table(&self) {
+        if self.flood.as_ref().is_some_and(|f| f.bound()) {
+            self.metrics.drop_reason("flood_table_full");
+        }
+    }
 }
 
 /// Where responses to a request go (RFC 3261 §18.2.2, RFC 3581 §4): the connection it

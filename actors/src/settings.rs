@@ -122,6 +122,9 @@ pub struct FloodSettings {
     pub retry_after: Duration,
     /// How often idle per-IP state is evicted.
     pub evict_every: Duration,
+    /// Sources tracked at most: past it idle state is evicted at once (a flood from
+    /// spoofed addresses must not grow the table between evictions).
+    pub max_sources: usize,
 }
 
 impl Default for FloodSettings {
@@ -133,6 +136,7 @@ impl Default for FloodSettings {
             action: FloodAction::Reply,
             retry_after: Duration::from_secs(5),
             evict_every: Duration::from_secs(60),
+            max_sources: 1_000_000,
         }
     }
 }

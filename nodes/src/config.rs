@@ -133,6 +133,7 @@ pub struct Flood {
     pub action: FloodAction,
     pub retry_after_s: u64,
     pub evict_every_s: u64,
+    pub max_sources: usize,
 }
 
 impl Default for Flood {
@@ -145,6 +146,7 @@ impl Default for Flood {
             action: f.action,
             retry_after_s: f.retry_after.as_secs(),
             evict_every_s: f.evict_every.as_secs(),
+            max_sources: f.max_sources,
         }
     }
 }
@@ -288,6 +290,7 @@ impl Config {
             action: self.flood.action,
             retry_after: Duration::from_secs(self.flood.retry_after_s),
             evict_every: Duration::from_secs(self.flood.evict_every_s.max(1)),
+            max_sources: self.flood.max_sources,
         };
         let admin = self
             .admin
