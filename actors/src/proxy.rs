@@ -372,17 +372,19 @@ impl Proxy {
         }
         let trusted_path = signed || from_strict || !self.settings.record_route;
 
+        // A Route set or an in-dialog request is only followed through this node's own
+        // Record-Route entries: anything else would make it an open relay.
+        if (!remaining.is_empty() || in_dialog) && !(trusted_path && in_dialog) {
+            return self.reply_local(
+                &msg,
+                &flow,
+                now,
+                403,
+                "Forbidden: Route not recorded here",
+                &[],
+            );
+        }
         let targets: Vec<Route> = if let Some(next) = remaining.first() {
-            if !trusted_path || !in_dialog {
-                return self.reply_local(
-                    &msg,
-                    &flow,
-                    now,
-                    403,
-                    "Forbidden: Route not recorded here",
-                    &[],
-                );
-            }
             match Uri::parse(next)
                 .ok()
                 .and_then(|u| Some((dest_of_uri(&u)?, u.is_loose_router())))
@@ -407,16 +409,6 @@ impl Proxy {
                 }
             }
         } else if in_dialog {
-            if !trusted_path {
-                return self.reply_local(
-                    &msg,
-                    &flow,
-                    now,
-                    403,
-                    "Forbidden: Route not recorded here",
-                    &[],
-                );
-            }
             let target = new_ruri.as_deref().map(Uri::parse).unwrap_or(Ok(ruri));
             match target.ok().and_then(|u| dest_of_uri(&u)) {
                 Some(dest) if !self.local.is_us_addr(dest.addr) => {

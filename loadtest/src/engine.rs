@@ -11,6 +11,7 @@ use std::io::{Read, Write};
 
 use bytes::{Bytes, BytesMut};
 use limes_sip::framing::{check, Frame};
+use limes_sip::transaction::{ClientInput, ClientInviteTx, ClientNonInviteTx, Event, Timer};
 use limes_sip::{Limits, Message};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
@@ -272,6 +273,57 @@ pub fn run<R: Role>(
     role.close();
     publish(&role, &progress);
     Ok(role.stats().clone())
+}
+
+/// The client transactions a role drives, INVITE or not, seen the same way.
+pub trait ClientTx {
+    fn poll_timer(&mut self, now: Instant) -> Option<Timer>;
+    fn fire(&mut self, now: Instant, timer: Timer);
+    fn poll_transmit(&mut self) -> Option<Bytes>;
+    fn poll_event(&mut self) -> Option<Event>;
+}
+
+macro_rules! client_tx {
+    ($t:ty) => {
+        impl ClientTx for $t {
+            fn poll_timer(&mut self, now: Instant) -> Option<Timer> {
+                <$t>::poll_timer(self, now)
+            }
+            fn fire(&mut self, now: Instant, timer: Timer) {
+                self.handle(now, ClientInput::Timer(timer));
+            }
+            fn poll_transmit(&mut self) -> Option<Bytes> {
+                <$t>::poll_transmit(self).map(|t| t.0)
+            }
+            fn poll_event(&mut self) -> Option<Event> {
+                <$t>::poll_event(self)
+            }
+        }
+    };
+}
+client_tx!(ClientInviteTx);
+client_tx!(ClientNonInviteTx);
+
+/// Fires `tx`'s due timers (counting the retransmissions Timers A and E cause), sends what
+/// it queued to `to` on `sock`, and returns its events.
+pub fn pump(
+    tx: &mut impl ClientTx,
+    now: Instant,
+    sock: usize,
+    to: SocketAddr,
+    io: &mut Io,
+    stats: &mut Stats,
+) -> Vec<Event> {
+    while let Some(t) = tx.poll_timer(now) {
+        if matches!(t, Timer::A | Timer::E) {
+            stats.retransmissions += 1;
+        }
+        tx.fire(now, t);
+    }
+    while let Some(bytes) = tx.poll_transmit() {
+        io.send(sock, to, &bytes);
+    }
+    std::iter::from_fn(|| tx.poll_event()).collect()
 }
 
 const LISTENER: Token = Token(usize::MAX);

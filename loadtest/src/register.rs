@@ -9,10 +9,10 @@ use std::time::{Duration, Instant};
 
 use limes_sip::build::NewRequest;
 use limes_sip::digest::{authorize, Challenge, ClientCredentials};
-use limes_sip::transaction::{ClientInput, ClientNonInviteTx, Event, Timer, TimerConfig};
+use limes_sip::transaction::{ClientInput, ClientNonInviteTx, Event, TimerConfig};
 use limes_sip::{HeaderName, Message, Method};
 
-use crate::engine::{Io, Role};
+use crate::engine::{pump, Io, Role};
 use crate::stats::Stats;
 use crate::users::User;
 
@@ -140,7 +140,22 @@ impl Register {
         }
         self.stats.attempted += 1;
         let sock = (self.seq as usize) % io.sockets().max(1);
-        let Some(bytes) = self.request(user, sock, None, io) else {
+        self.send(now, id, user, sock, None, now, io);
+    }
+
+    /// Sends a REGISTER for `user` (with `auth` once challenged) in a new transaction.
+    #[allow(clippy::too_many_arguments)]
+    fn send(
+        &mut self,
+        now: Instant,
+        id: String,
+        user: usize,
+        sock: usize,
+        auth: Option<&str>,
+        started: Instant,
+        io: &mut Io,
+    ) {
+        let Some(bytes) = self.request(user, sock, auth, io) else {
             return;
         };
         let mut tx = ClientNonInviteTx::start(
@@ -149,9 +164,7 @@ impl Register {
             self.cfg.transport_token == "TCP",
             self.timer_cfg,
         );
-        while let Some(x) = tx.poll_transmit() {
-            io.send(sock, self.cfg.registrar, &x.0);
-        }
+        pump(&mut tx, now, sock, self.cfg.registrar, io, &mut self.stats);
         if let Some(at) = tx.poll_timeout() {
             self.timers.push(Reverse((at, id.clone())));
         }
@@ -161,8 +174,8 @@ impl Register {
                 user,
                 sock,
                 tx,
-                started: now,
-                authed: false,
+                started,
+                authed: auth.is_some(),
             },
         );
     }
@@ -222,31 +235,7 @@ impl Register {
                     self.pending.remove(&id);
                     return;
                 };
-                let Some(bytes) = self.request(user, sock, Some(&answer), io) else {
-                    return;
-                };
-                let mut tx = ClientNonInviteTx::start(
-                    now,
-                    bytes,
-                    self.cfg.transport_token == "TCP",
-                    self.timer_cfg,
-                );
-                while let Some(x) = tx.poll_transmit() {
-                    io.send(sock, self.cfg.registrar, &x.0);
-                }
-                if let Some(at) = tx.poll_timeout() {
-                    self.timers.push(Reverse((at, id.clone())));
-                }
-                self.pending.insert(
-                    id,
-                    Pending {
-                        user,
-                        sock,
-                        tx,
-                        started,
-                        authed: true,
-                    },
-                );
+                self.send(now, id, user, sock, Some(&answer), started, io);
             }
             s => {
                 self.stats.fail(format!("status_{s}"));
@@ -285,19 +274,15 @@ impl Role for Register {
             let Some(p) = self.pending.get_mut(&id) else {
                 continue;
             };
-            let mut timeout = false;
-            while let Some(t) = p.tx.poll_timer(now) {
-                if t == Timer::E {
-                    self.stats.retransmissions += 1;
-                }
-                p.tx.handle(now, ClientInput::Timer(t));
-            }
-            while let Some(x) = p.tx.poll_transmit() {
-                io.send(p.sock, self.cfg.registrar, &x.0);
-            }
-            while let Some(e) = p.tx.poll_event() {
-                timeout |= e == Event::Timeout;
-            }
+            let timeout = pump(
+                &mut p.tx,
+                now,
+                p.sock,
+                self.cfg.registrar,
+                io,
+                &mut self.stats,
+            )
+            .contains(&Event::Timeout);
             if timeout {
                 self.stats.fail("timeout");
                 self.pending.remove(&id);

@@ -11,12 +11,10 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use limes_sip::build::NewRequest;
 use limes_sip::digest::{authorize, Challenge, ClientCredentials};
-use limes_sip::transaction::{
-    ClientInput, ClientInviteTx, ClientNonInviteTx, Event, Timer, TimerConfig,
-};
+use limes_sip::transaction::{ClientInput, ClientInviteTx, ClientNonInviteTx, Event, TimerConfig};
 use limes_sip::{HeaderName, Limits, Message, Method};
 
-use crate::engine::{Io, Role};
+use crate::engine::{pump, Io, Role};
 use crate::stats::Stats;
 use crate::users::User;
 
@@ -119,7 +117,7 @@ impl Uac {
             self.cfg.transport_token == "TCP",
             self.timer_cfg,
         );
-        send_all_invite(&mut tx, sock, self.cfg.proxy, io);
+        pump(&mut tx, now, sock, self.cfg.proxy, io, &mut self.stats);
         self.schedule(now, &call_id, tx.poll_timeout());
         self.schedule(now, &call_id, Some(now + self.cfg.setup_timeout));
         self.calls.insert(
@@ -213,7 +211,15 @@ impl Uac {
             return;
         }
         call.invite.handle(now, ClientInput::Response(msg));
-        let passed = drain_events(&mut call.invite, call.sock, self.cfg.proxy, io);
+        let passed = pump(
+            &mut call.invite,
+            now,
+            call.sock,
+            self.cfg.proxy,
+            io,
+            &mut self.stats,
+        )
+        .contains(&Event::Response);
         if !passed {
             return;
         }
@@ -312,7 +318,7 @@ impl Uac {
                     self.cfg.transport_token == "TCP",
                     self.timer_cfg,
                 );
-                send_all_invite(&mut tx, sock, self.cfg.proxy, io);
+                pump(&mut tx, now, sock, self.cfg.proxy, io, &mut self.stats);
                 let next = tx.poll_timeout();
                 if let Some(call) = self.calls.get_mut(&id) {
                     call.invite = tx;
@@ -335,15 +341,10 @@ impl Uac {
         };
         let Some(bye) = &mut call.bye else { return };
         bye.handle(now, ClientInput::Response(msg));
-        let mut final_status = None;
-        while let Some(e) = bye.poll_event() {
-            if e == Event::Response && msg.status().unwrap_or(0) >= 200 {
-                final_status = msg.status();
-            }
-        }
-        while let Some(t) = bye.poll_transmit() {
-            io.send(call.sock, self.cfg.proxy, &t.0);
-        }
+        let events = pump(bye, now, call.sock, self.cfg.proxy, io, &mut self.stats);
+        let final_status = msg
+            .status()
+            .filter(|s| *s >= 200 && events.contains(&Event::Response));
         match final_status {
             Some(200..=299) => {
                 self.stats.completed += 1;
@@ -362,37 +363,25 @@ impl Uac {
             return;
         };
         let mut failed = None;
-        while let Some(t) = call.invite.poll_timer(now) {
-            if t == Timer::A {
-                self.stats.retransmissions += 1;
-            }
-            call.invite.handle(now, ClientInput::Timer(t));
-        }
-        while let Some(x) = call.invite.poll_transmit() {
-            io.send(call.sock, self.cfg.proxy, &x.0);
-        }
-        while let Some(e) = call.invite.poll_event() {
-            if e == Event::Timeout && call.to_tag.is_none() {
-                failed = Some("invite_timeout");
-            }
+        let events = pump(
+            &mut call.invite,
+            now,
+            call.sock,
+            self.cfg.proxy,
+            io,
+            &mut self.stats,
+        );
+        if events.contains(&Event::Timeout) && call.to_tag.is_none() {
+            failed = Some("invite_timeout");
         }
         if call.to_tag.is_none() && now.duration_since(call.invite_at) >= self.cfg.setup_timeout {
             failed = Some("setup_timeout");
         }
         if let Some(bye) = &mut call.bye {
-            while let Some(t) = bye.poll_timer(now) {
-                if t == Timer::E {
-                    self.stats.retransmissions += 1;
-                }
-                bye.handle(now, ClientInput::Timer(t));
-            }
-            while let Some(x) = bye.poll_transmit() {
-                io.send(call.sock, self.cfg.proxy, &x.0);
-            }
-            while let Some(e) = bye.poll_event() {
-                if e == Event::Timeout {
-                    failed = Some("bye_timeout");
-                }
+            if pump(bye, now, call.sock, self.cfg.proxy, io, &mut self.stats)
+                .contains(&Event::Timeout)
+            {
+                failed = Some("bye_timeout");
             }
         }
         if call.bye.is_none() && call.hangup_at.is_some_and(|t| t <= now) {
@@ -404,9 +393,14 @@ impl Uac {
                 self.cfg.transport_token == "TCP",
                 self.timer_cfg,
             );
-            while let Some(x) = bye.poll_transmit() {
-                io.send(call.sock, self.cfg.proxy, &x.0);
-            }
+            pump(
+                &mut bye,
+                now,
+                call.sock,
+                self.cfg.proxy,
+                io,
+                &mut self.stats,
+            );
             call.bye = Some(bye);
         }
         if let Some(reason) = failed {
@@ -425,22 +419,6 @@ impl Uac {
         let id = call_id.to_owned();
         self.schedule(now, &id, next);
     }
-}
-
-fn send_all_invite(tx: &mut ClientInviteTx, sock: usize, to: SocketAddr, io: &mut Io) {
-    while let Some(x) = tx.poll_transmit() {
-        io.send(sock, to, &x.0);
-    }
-}
-
-/// Sends what the INVITE transaction queued; `true` when the response goes to the TU.
-fn drain_events(tx: &mut ClientInviteTx, sock: usize, to: SocketAddr, io: &mut Io) -> bool {
-    send_all_invite(tx, sock, to, io);
-    let mut passed = false;
-    while let Some(e) = tx.poll_event() {
-        passed |= e == Event::Response;
-    }
-    passed
 }
 
 /// An ACK or BYE inside the dialog, through its route set to the remote target.
