@@ -2,6 +2,8 @@
 //! registration client) that reacts to messages and to time. Nothing is shared between
 //! threads but the progress counters.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -273,6 +275,65 @@ pub fn run<R: Role>(
     role.close();
     publish(&role, &progress);
     Ok(role.stats().clone())
+}
+
+/// Open-loop pacing: `total` starts, one every `interval`, whatever is in flight (a slow
+/// system under test shows as failures, not as a quietly lower rate).
+pub struct Pacer {
+    next: Instant,
+    interval: Duration,
+    total: u64,
+    pub started: u64,
+}
+
+impl Pacer {
+    pub fn new(now: Instant, rate: f64, duration: Duration) -> Self {
+        let rate = rate.max(0.001);
+        Self {
+            next: now,
+            interval: Duration::from_secs_f64(1.0 / rate),
+            total: (rate * duration.as_secs_f64()).round() as u64,
+            started: 0,
+        }
+    }
+
+    /// `true` (and counted) when the next start is due at `now`.
+    pub fn take(&mut self, now: Instant) -> bool {
+        if self.started < self.total && self.next <= now {
+            self.started += 1;
+            self.next += self.interval;
+            return true;
+        }
+        false
+    }
+
+    /// When the next start is due, if any remain.
+    pub fn next(&self) -> Option<Instant> {
+        (self.started < self.total).then_some(self.next)
+    }
+}
+
+/// Deadlines keyed by Call-ID; an owner re-checks its state when one fires, so a stale
+/// entry costs one look-up.
+#[derive(Default)]
+pub struct Timers(BinaryHeap<Reverse<(Instant, String)>>);
+
+impl Timers {
+    pub fn push(&mut self, at: Instant, key: &str) {
+        self.0.push(Reverse((at, key.to_owned())));
+    }
+
+    /// The key of a deadline due at `now`, removed.
+    pub fn pop_due(&mut self, now: Instant) -> Option<String> {
+        if self.0.peek().is_some_and(|Reverse((at, _))| *at <= now) {
+            return self.0.pop().map(|Reverse((_, k))| k);
+        }
+        None
+    }
+
+    pub fn next(&self) -> Option<Instant> {
+        self.0.peek().map(|Reverse((at, _))| *at)
+    }
 }
 
 /// The client transactions a role drives, INVITE or not, seen the same way.

@@ -2,8 +2,7 @@
 //! credentials, 200. Users are taken in turn from the users file; each keeps its Call-ID
 //! and a growing CSeq, so after one pass through the file the registrations are refreshes.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use limes_sip::digest::{authorize, Challenge, ClientCredentials};
 use limes_sip::transaction::{ClientInput, ClientNonInviteTx, Event, TimerConfig};
 use limes_sip::{HeaderName, Message, Method};
 
-use crate::engine::{pump, Io, Role};
+use crate::engine::{pump, Io, Pacer, Role, Timers};
 use crate::stats::Stats;
 use crate::users::User;
 
@@ -39,28 +38,23 @@ pub struct Register {
     cfg: RegisterConfig,
     cseq: Vec<u32>,
     pending: HashMap<String, Pending>,
-    timers: BinaryHeap<Reverse<(Instant, String)>>,
+    timers: Timers,
     stats: Stats,
     start: Instant,
-    next_start: Instant,
-    interval: Duration,
-    total: u64,
+    pacer: Pacer,
     seq: u64,
     timer_cfg: TimerConfig,
 }
 
 impl Register {
     pub fn new(cfg: RegisterConfig, now: Instant) -> Self {
-        let rate = cfg.rate.max(0.001);
         Self {
             cseq: vec![0; cfg.users.len()],
             pending: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             stats: Stats::default(),
             start: now,
-            next_start: now,
-            interval: Duration::from_secs_f64(1.0 / rate),
-            total: (rate * cfg.duration.as_secs_f64()).round() as u64,
+            pacer: Pacer::new(now, cfg.rate, cfg.duration),
             seq: 0,
             timer_cfg: TimerConfig::default(),
             cfg,
@@ -166,7 +160,7 @@ impl Register {
         );
         pump(&mut tx, now, sock, self.cfg.registrar, io, &mut self.stats);
         if let Some(at) = tx.poll_timeout() {
-            self.timers.push(Reverse((at, id.clone())));
+            self.timers.push(at, &id);
         }
         self.pending.insert(
             id,
@@ -260,17 +254,10 @@ impl Role for Register {
     }
 
     fn poll(&mut self, now: Instant, io: &mut Io) -> Option<Instant> {
-        while self.seq < self.total && self.next_start <= now {
+        while self.pacer.take(now) {
             self.start_one(now, io);
-            self.next_start += self.interval;
         }
-        while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((_, id))) = self.timers.pop() else {
-                break;
-            };
+        while let Some(id) = self.timers.pop_due(now) {
             let Some(p) = self.pending.get_mut(&id) else {
                 continue;
             };
@@ -287,18 +274,17 @@ impl Role for Register {
                 self.stats.fail("timeout");
                 self.pending.remove(&id);
             } else if let Some(at) = p.tx.poll_timeout() {
-                self.timers.push(Reverse((at, id)));
+                self.timers.push(at, &id);
             }
         }
-        let next_call = (self.seq < self.total).then_some(self.next_start);
-        [next_call, self.timers.peek().map(|Reverse((at, _))| *at)]
+        [self.pacer.next(), self.timers.next()]
             .into_iter()
             .flatten()
             .min()
     }
 
     fn finished(&self, now: Instant) -> bool {
-        (self.seq >= self.total && self.pending.is_empty())
+        (self.pacer.next().is_none() && self.pending.is_empty())
             || now >= self.start + self.cfg.duration + Duration::from_secs(40)
     }
 

@@ -3,8 +3,7 @@
 //! Retransmissions come from limes-sip's own client transactions, so loss shows as
 //! retransmissions, not failures.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use limes_sip::digest::{authorize, Challenge, ClientCredentials};
 use limes_sip::transaction::{ClientInput, ClientInviteTx, ClientNonInviteTx, Event, TimerConfig};
 use limes_sip::{HeaderName, Limits, Message, Method};
 
-use crate::engine::{pump, Io, Role};
+use crate::engine::{pump, Io, Pacer, Role, Timers};
 use crate::stats::Stats;
 use crate::users::User;
 
@@ -57,11 +56,9 @@ struct Call {
 pub struct Uac {
     cfg: UacConfig,
     calls: HashMap<String, Call>,
-    timers: BinaryHeap<Reverse<(Instant, String)>>,
+    timers: Timers,
     start: Instant,
-    next_start: Instant,
-    interval: Duration,
-    total: u64,
+    pacer: Pacer,
     seq: u64,
     stats: Stats,
     limits: Limits,
@@ -72,15 +69,11 @@ pub struct Uac {
 
 impl Uac {
     pub fn new(cfg: UacConfig, now: Instant) -> Self {
-        let rate = cfg.rate.max(0.001);
-        let total = (rate * cfg.duration.as_secs_f64()).round() as u64;
         Self {
-            interval: Duration::from_secs_f64(1.0 / rate),
-            total,
+            pacer: Pacer::new(now, cfg.rate, cfg.duration),
             start: now,
-            next_start: now,
             calls: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             seq: 0,
             stats: Stats::default(),
             limits: Limits::default(),
@@ -191,7 +184,7 @@ impl Uac {
 
     fn schedule(&mut self, now: Instant, call_id: &str, at: Option<Instant>) {
         if let Some(at) = at {
-            self.timers.push(Reverse((at.max(now), call_id.to_owned())));
+            self.timers.push(at.max(now), call_id);
         }
     }
 
@@ -474,27 +467,20 @@ impl Role for Uac {
     }
 
     fn poll(&mut self, now: Instant, io: &mut Io) -> Option<Instant> {
-        // Open loop: start every call whose time has come, whatever is in flight.
-        while self.seq < self.total && self.next_start <= now {
+        while self.pacer.take(now) {
             self.start_call(now, io);
-            self.next_start += self.interval;
         }
-        while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((_, id))) = self.timers.pop() else {
-                break;
-            };
+        while let Some(id) = self.timers.pop_due(now) {
             self.fire(now, &id, io);
         }
-        let next_call = (self.seq < self.total).then_some(self.next_start);
-        let next_timer = self.timers.peek().map(|Reverse((at, _))| *at);
-        [next_call, next_timer].into_iter().flatten().min()
+        [self.pacer.next(), self.timers.next()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     fn finished(&self, now: Instant) -> bool {
-        let all_started = self.seq >= self.total;
+        let all_started = self.pacer.next().is_none();
         let deadline = self.start + self.cfg.duration + self.drain;
         (all_started && self.calls.is_empty()) || now >= deadline
     }

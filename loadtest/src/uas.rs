@@ -2,8 +2,7 @@
 //! 2xx retransmitted until the ACK (RFC 3261 §13.3.1.4); BYE, CANCEL (200 + 487), OPTIONS;
 //! REGISTER answered 200, or challenged 401 and checked against a users file.
 
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -13,7 +12,7 @@ use limes_sip::digest::{challenge_value, Algorithm, Credentials, NonceKey, Nonce
 use limes_sip::transaction::{ServerInput, ServerInviteTx, TimerConfig};
 use limes_sip::{HeaderName, Message, Method};
 
-use crate::engine::{Io, Role};
+use crate::engine::{Io, Role, Timers};
 use crate::stats::Stats;
 use crate::users::User;
 
@@ -47,7 +46,7 @@ struct Dialog {
 pub struct Uas {
     cfg: UasConfig,
     calls: HashMap<String, Dialog>,
-    timers: BinaryHeap<Reverse<(Instant, String)>>,
+    timers: Timers,
     stats: Stats,
     start: Instant,
     timer_cfg: TimerConfig,
@@ -61,7 +60,7 @@ impl Uas {
         Self {
             cfg,
             calls: HashMap::new(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             stats: Stats::default(),
             start: now,
             timer_cfg: TimerConfig::default(),
@@ -142,7 +141,7 @@ impl Uas {
             io.send(sock, from, &t.0);
         }
         self.calls.insert(call_id.clone(), d);
-        self.timers.push(Reverse((answer_at, call_id)));
+        self.timers.push(answer_at, &call_id);
     }
 
     fn answer(&mut self, now: Instant, call_id: &str, io: &mut Io) {
@@ -181,14 +180,14 @@ impl Uas {
                 d.retransmit = Some((now + t1, t1, now + self.timer_cfg.t1x64()));
                 d.ok = Some(ok);
                 self.stats.answered += 1;
-                self.timers.push(Reverse((now + t1, call_id.to_owned())));
+                self.timers.push(now + t1, call_id);
             }
         }
         while let Some(t) = d.tx.poll_transmit() {
             io.send(d.sock, d.from, &t.0);
         }
         if let Some(at) = d.tx.poll_timeout() {
-            self.timers.push(Reverse((at, call_id.to_owned())));
+            self.timers.push(at, call_id);
         }
     }
 
@@ -235,7 +234,7 @@ impl Uas {
             return;
         }
         if let Some(at) = next {
-            self.timers.push(Reverse((at, call_id.to_owned())));
+            self.timers.push(at, call_id);
         }
     }
 
@@ -338,7 +337,7 @@ impl Role for Uas {
                     }
                     self.stats.fail("cancelled");
                     if let Some(at) = d.tx.poll_timeout() {
-                        self.timers.push(Reverse((at, call_id)));
+                        self.timers.push(at, &call_id);
                     }
                 }
             }
@@ -348,18 +347,12 @@ impl Role for Uas {
     }
 
     fn poll(&mut self, now: Instant, io: &mut Io) -> Option<Instant> {
-        while let Some(Reverse((at, _))) = self.timers.peek() {
-            if *at > now {
-                break;
-            }
-            let Some(Reverse((_, id))) = self.timers.pop() else {
-                break;
-            };
+        while let Some(id) = self.timers.pop_due(now) {
             self.fire(now, &id, io);
         }
-        // Dialogs whose ACK came and whose transaction ended are forgotten at BYE; those
-        // that never see a BYE stay until the run ends (bounded by the run's calls).
-        self.timers.peek().map(|Reverse((at, _))| *at)
+        // Dialogs are forgotten at BYE; those that never see one stay until the run ends
+        // (bounded by the run's calls).
+        self.timers.next()
     }
 
     fn finished(&self, now: Instant) -> bool {
