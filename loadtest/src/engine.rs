@@ -34,6 +34,9 @@ pub enum Conn {
 /// Sends, and the simulated loss of received packets.
 pub struct Io {
     conns: Vec<Conn>,
+    /// Each connection's local address, read once (a `getsockname` per message built
+    /// would cost a syscall).
+    locals: Vec<Option<SocketAddr>>,
     drop_per_mille: u32,
     rng: u64,
     pub dropped: u64,
@@ -58,10 +61,16 @@ impl Io {
     }
 
     pub fn local(&self, sock: usize) -> Option<SocketAddr> {
-        match self.conns.get(sock)? {
+        self.locals.get(sock).copied().flatten()
+    }
+
+    fn add(&mut self, c: Conn) {
+        let local = match &c {
             Conn::Udp(s) => s.local_addr().ok(),
             Conn::Tcp { stream, .. } => stream.local_addr().ok(),
-        }
+        };
+        self.conns.push(c);
+        self.locals.push(local);
     }
 
     pub fn sockets(&self) -> usize {
@@ -181,13 +190,15 @@ pub fn run<R: Role>(
 ) -> std::io::Result<Stats> {
     let mut poll = Poll::new()?;
     let mut io = Io {
-        conns,
+        conns: Vec::new(),
+        locals: Vec::new(),
         drop_per_mille,
         rng: seed | 1,
         dropped: 0,
     };
-    for (i, c) in io.conns.iter_mut().enumerate() {
-        register(&poll, c, i)?;
+    for mut c in conns {
+        register(&poll, &mut c, io.conns.len())?;
+        io.add(c);
     }
     let mut listener = listener;
     if let Some(l) = &mut listener {
@@ -223,7 +234,7 @@ pub fn run<R: Role>(
                         write: Vec::new(),
                     };
                     register(&poll, &mut c, io.conns.len())?;
-                    io.conns.push(c);
+                    io.add(c);
                 }
                 continue;
             }
