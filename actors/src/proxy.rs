@@ -90,6 +90,15 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// This node's entries at the top of a Route set.
+#[derive(Default)]
+struct OurRoutes {
+    popped: usize,
+    signed: bool,
+    /// The connection the last entry names: towards that side, requests go back over it.
+    flow: Option<SocketAddr>,
+}
+
 /// Where the next hop of a request is, and how the request must change to get there.
 struct Route {
     dest: Dest,
@@ -313,11 +322,11 @@ impl Proxy {
     }
 
     /// The Route set of a request (§16.4): how many of the top values are this node's
-    /// (popped), whether one of them carried this node's signature for the Call-ID, and
-    /// whether the Request-URI is a Record-Route value of ours (a strict router sent it).
-    fn our_routes(&self, msg: &Message, sig: &str) -> (usize, bool) {
-        let mut popped = 0;
-        let mut signed = false;
+    /// (popped), whether one of them carried this node's signature for the Call-ID, and the
+    /// flow token of the last of them, if it had a valid one.
+    fn our_routes(&self, msg: &Message) -> OurRoutes {
+        let call_id = msg.call_id().unwrap_or_default();
+        let mut ours = OurRoutes::default();
         for r in msg.routes() {
             let Some(uri) = r.ok().and_then(|r| Uri::parse(r.uri).ok()) else {
                 break;
@@ -325,10 +334,42 @@ impl Proxy {
             if !self.local.uri_is_us(&uri) {
                 break;
             }
-            popped += 1;
-            signed |= uri.params.get("lm") == Some(Some(sig));
+            ours.popped += 1;
+            let signed = self.signed_entry(&uri, call_id);
+            ours.signed |= signed.is_some();
+            ours.flow = signed.flatten();
         }
-        (popped, signed)
+        ours
+    }
+
+    /// `Some(flow)` when `uri` is a Record-Route value this node signed for `call_id`
+    /// (`flow`: the connection its token names, if any).
+    fn signed_entry(&self, uri: &Uri<'_>, call_id: &str) -> Option<Option<SocketAddr>> {
+        let token = uri
+            .user
+            .filter(|u| u.starts_with("fl-"))
+            .unwrap_or_default();
+        let sig = self.local.route_signature(call_id, token);
+        (uri.params.get("lm") == Some(Some(sig.as_str()))).then(|| local::parse_flow_token(token))
+    }
+
+    /// A request towards the side whose connection a Record-Route token names goes back
+    /// over that connection (unless it came from it); `Err` when the connection is gone
+    /// (430 Flow Failed, RFC 5626 §5.3).
+    fn back_over_flow(&self, back: Option<SocketAddr>, from: &Flow) -> Result<Option<Dest>, ()> {
+        match back {
+            Some(addr) if addr != from.remote => {
+                if self.out.has_tcp(addr) {
+                    Ok(Some(Dest {
+                        transport: Transport::Tcp,
+                        addr,
+                    }))
+                } else {
+                    Err(())
+                }
+            }
+            _ => Ok(None),
+        }
     }
 
     fn on_new_request(&self, msg: Message, key: Option<TxKey>, flow: Flow, now: Instant) {
@@ -347,10 +388,11 @@ impl Proxy {
         if self.local.is_loop(&msg) {
             return self.reply_local(&msg, &flow, now, 482, "Loop Detected", &[]);
         }
-        let sig = self
-            .local
-            .route_signature(msg.call_id().unwrap_or_default());
-        let (mut popped, signed) = self.our_routes(&msg, &sig);
+        let OurRoutes {
+            mut popped,
+            signed,
+            flow: back_flow,
+        } = self.our_routes(&msg);
         let routes: Vec<String> = msg
             .routes()
             .filter_map(Result::ok)
@@ -363,7 +405,9 @@ impl Proxy {
         // §16.4: a strict router put our Record-Route value in the Request-URI: the last
         // Route value is the real Request-URI.
         let from_strict = self.local.uri_is_us(&ruri)
-            && ruri.params.get("lm") == Some(Some(sig.as_str()))
+            && self
+                .signed_entry(&ruri, msg.call_id().unwrap_or_default())
+                .is_some()
             && routes.len() > popped;
         let mut new_ruri: Option<String> = None;
         let mut remaining: Vec<&str> = routes[popped..].iter().map(String::as_str).collect();
@@ -429,6 +473,11 @@ impl Proxy {
                 .collect()
         };
 
+        let targets = match self.back_over_flow(back_flow.filter(|_| in_dialog), &flow) {
+            Ok(Some(dest)) => vec![Route { dest, strict: None }],
+            Ok(None) => targets,
+            Err(()) => return self.reply_local(&msg, &flow, now, 430, "Flow Failed", &[]),
+        };
         if self.active() >= self.settings.max_transactions {
             self.metrics.drop_reason("transaction_limit");
             return self.reply_local(
@@ -496,12 +545,18 @@ impl Proxy {
             );
             let record_route = self.settings.record_route && dialog_creating;
             let two_sides = out_addr != flow.local || route.dest.transport != flow.transport;
+            // The entry facing the caller names its TCP connection (a single entry faces
+            // both sides, so it carries the token too).
+            let caller_flow = (flow.transport == Transport::Tcp).then_some(flow.remote);
             let rr_out = record_route.then(|| {
+                let token = if two_sides { None } else { caller_flow };
                 self.local
-                    .record_route(out_addr, route.dest.transport, call_id)
+                    .record_route(out_addr, route.dest.transport, call_id, token)
             });
-            let rr_in = (record_route && two_sides)
-                .then(|| self.local.record_route(flow.local, flow.transport, call_id));
+            let rr_in = (record_route && two_sides).then(|| {
+                self.local
+                    .record_route(flow.local, flow.transport, call_id, caller_flow)
+            });
             let old_ruri = route.strict.as_ref().map(|_| {
                 format!(
                     "<{}>",
@@ -611,10 +666,11 @@ impl Proxy {
         if msg.to_tag().is_some_and(|t| t.starts_with("lm")) {
             return;
         }
-        let sig = self
-            .local
-            .route_signature(msg.call_id().unwrap_or_default());
-        let (popped, signed) = self.our_routes(msg, &sig);
+        let OurRoutes {
+            popped,
+            signed,
+            flow: back,
+        } = self.our_routes(msg);
         let routes: Vec<&str> = msg.routes().filter_map(Result::ok).map(|r| r.uri).collect();
         if !signed && self.settings.record_route {
             self.metrics.drop_reason("ack_not_routable");
@@ -626,6 +682,11 @@ impl Proxy {
                 .request_uri()
                 .and_then(Result::ok)
                 .and_then(|u| dest_of_uri(&u)),
+        };
+        let next = match self.back_over_flow(back, flow) {
+            Ok(Some(dest)) => Some(dest),
+            Ok(None) => next,
+            Err(()) => None,
         };
         let Some(dest) = next.filter(|d| !self.local.is_us_addr(d.addr)) else {
             self.metrics.drop_reason("ack_not_routable");

@@ -190,6 +190,11 @@ impl Outbound {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Whether a TCP connection to `remote` is open now.
+    pub fn has_tcp(&self, remote: SocketAddr) -> bool {
+        self.tcp.lock().contains_key(&remote)
+    }
+
     /// Open TCP connections.
     pub fn tcp_connections(&self) -> usize {
         self.tcp.lock().len()

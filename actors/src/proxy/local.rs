@@ -111,18 +111,39 @@ impl Local {
     }
 
     /// The signature a Record-Route entry carries (`;lm=`): Limes routes an in-dialog
-    /// request only through entries it wrote itself for that Call-ID.
-    pub fn route_signature(&self, call_id: &str) -> String {
-        format!("{:08x}", self.hash(&[b"rr", call_id.as_bytes()]) as u32)
+    /// request only through entries it wrote itself for that Call-ID (and flow token).
+    pub fn route_signature(&self, call_id: &str, flow: &str) -> String {
+        format!(
+            "{:08x}",
+            self.hash(&[b"rr", call_id.as_bytes(), flow.as_bytes()]) as u32
+        )
     }
 
-    /// A Record-Route value for the local address `addr` on `transport`.
-    pub fn record_route(&self, addr: SocketAddr, transport: Transport, call_id: &str) -> String {
+    /// A Record-Route value for the local address `addr` on `transport`. With `flow` (the
+    /// TCP connection the dialog-creating request came on), the value carries a flow token
+    /// (RFC 5626 §5.3 style) in its user part, so requests towards that side go back over
+    /// the same connection.
+    pub fn record_route(
+        &self,
+        addr: SocketAddr,
+        transport: Transport,
+        call_id: &str,
+        flow: Option<SocketAddr>,
+    ) -> String {
         let host = host_text(addr.ip());
-        let sig = self.route_signature(call_id);
+        let token = flow.map(flow_token).unwrap_or_default();
+        let sig = self.route_signature(call_id, &token);
+        let user = if token.is_empty() {
+            String::new()
+        } else {
+            format!("{token}@")
+        };
         match transport {
-            Transport::Udp => format!("<sip:{host}:{};lr;lm={sig}>", addr.port()),
-            Transport::Tcp => format!("<sip:{host}:{};transport=tcp;lr;lm={sig}>", addr.port()),
+            Transport::Udp => format!("<sip:{user}{host}:{};lr;lm={sig}>", addr.port()),
+            Transport::Tcp => format!(
+                "<sip:{user}{host}:{};transport=tcp;lr;lm={sig}>",
+                addr.port()
+            ),
         }
     }
 
@@ -135,6 +156,31 @@ impl Local {
         ]);
         format!("lm{h:016x}")
     }
+}
+
+/// A flow token: `fl-` and the hex of the remote address, e.g. `fl-3132372e...`.
+pub fn flow_token(remote: SocketAddr) -> String {
+    let text = remote.to_string();
+    let mut t = String::with_capacity(3 + 2 * text.len());
+    t.push_str("fl-");
+    for b in text.bytes() {
+        t.push(char::from(b"0123456789abcdef"[usize::from(b >> 4)]));
+        t.push(char::from(b"0123456789abcdef"[usize::from(b & 15)]));
+    }
+    t
+}
+
+/// The remote address a flow token names.
+pub fn parse_flow_token(token: &str) -> Option<SocketAddr> {
+    let hex = token.strip_prefix("fl-")?;
+    if hex.len() % 2 != 0 || hex.len() > 200 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    String::from_utf8(bytes?).ok()?.parse().ok()
 }
 
 /// An IP address as a URI host (IPv6 in brackets).
@@ -171,6 +217,16 @@ mod tests {
         assert_eq!(parse_branch(&b), Some((0x0123_4567_89ab_cdef, 3)));
         assert_eq!(parse_branch("z9hG4bKother"), None);
         assert_eq!(parse_branch("z9hG4bKlmzz.zz.1"), None);
+    }
+
+    #[test]
+    fn flow_tokens_round_trip() {
+        for a in ["127.0.0.1:40312", "[2001:db8::1]:5061"] {
+            let addr: SocketAddr = a.parse().unwrap();
+            assert_eq!(parse_flow_token(&flow_token(addr)), Some(addr));
+        }
+        assert_eq!(parse_flow_token("fl-zz"), None);
+        assert_eq!(parse_flow_token("alice"), None);
     }
 
     #[test]
