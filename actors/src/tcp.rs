@@ -19,6 +19,9 @@ use crate::transport::{ConnHandle, Flow, Outbound, SendError};
 
 /// Queues `bytes` on the connection to `to`, opening one if needed.
 pub(crate) fn send(out: &Arc<Outbound>, to: SocketAddr, bytes: Bytes) -> Result<(), SendError> {
+    let Some(inbound) = out.inbound.get() else {
+        return Err(SendError::NoSocket);
+    };
     let mut table = out.tcp.lock();
     if let Some(conn) = table.get(&to) {
         return conn.tx.try_send(bytes).map_err(|_| SendError::QueueFull);
@@ -31,9 +34,7 @@ pub(crate) fn send(out: &Arc<Outbound>, to: SocketAddr, bytes: Bytes) -> Result<
     let _ = tx.try_send(bytes);
     table.insert(to, ConnHandle { id, tx });
     drop(table);
-    let Some(inbound) = out.inbound.get().cloned() else {
-        return Err(SendError::NoSocket);
-    };
+    let inbound = inbound.clone();
     let timeout = out.settings.tcp_connect_timeout;
     let out_ref = out.clone();
     out.runtime.spawn(async move {
