@@ -34,9 +34,9 @@ pub enum Conn {
 /// Sends, and the simulated loss of received packets.
 pub struct Io {
     conns: Vec<Conn>,
-    /// Each connection's local address, read once (a `getsockname` per message built
-    /// would cost a syscall).
-    locals: Vec<Option<SocketAddr>>,
+    /// Each connection's local address as `ip:port` and `ip`, read and formatted once (a
+    /// `getsockname` per message built would cost a syscall).
+    local_texts: Vec<(String, String)>,
     drop_per_mille: u32,
     rng: u64,
     pub dropped: u64,
@@ -60,8 +60,14 @@ impl Io {
         }
     }
 
-    pub fn local(&self, sock: usize) -> Option<SocketAddr> {
-        self.locals.get(sock).copied().flatten()
+    /// `ip:port` of connection `sock` (empty if unknown).
+    pub fn local_text(&self, sock: usize) -> &str {
+        self.local_texts.get(sock).map_or("", |t| t.0.as_str())
+    }
+
+    /// The IP address of connection `sock` (empty if unknown).
+    pub fn local_ip_text(&self, sock: usize) -> &str {
+        self.local_texts.get(sock).map_or("", |t| t.1.as_str())
     }
 
     fn add(&mut self, c: Conn) {
@@ -70,7 +76,8 @@ impl Io {
             Conn::Tcp { stream, .. } => stream.local_addr().ok(),
         };
         self.conns.push(c);
-        self.locals.push(local);
+        self.local_texts
+            .push(local.map_or_else(Default::default, |l| (l.to_string(), l.ip().to_string())));
     }
 
     pub fn sockets(&self) -> usize {
@@ -191,7 +198,7 @@ pub fn run<R: Role>(
     let mut poll = Poll::new()?;
     let mut io = Io {
         conns: Vec::new(),
-        locals: Vec::new(),
+        local_texts: Vec::new(),
         drop_per_mille,
         rng: seed | 1,
         dropped: 0,

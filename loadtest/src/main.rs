@@ -94,6 +94,9 @@ enum Mode {
         /// Stop after this many seconds (default: until interrupted).
         #[arg(long)]
         duration: Option<f64>,
+        /// With --users: challenge INVITEs with 407 and check the answer.
+        #[arg(long)]
+        challenge_invites: bool,
         #[command(flatten)]
         common: Common,
     },
@@ -279,6 +282,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             answer_delay_ms,
             fail_code,
             duration,
+            challenge_invites,
             common,
         } => {
             let users = users(&common)?;
@@ -294,6 +298,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                         answer_after: Duration::from_millis(answer_delay_ms),
                         fail_code,
                         users: users.clone(),
+                        challenge_invites,
                         realm: realm.clone(),
                         duration: duration.map(Duration::from_secs_f64),
                         reliable: common.transport == "tcp",

@@ -78,7 +78,7 @@ impl Register {
         io: &Io,
     ) -> Option<bytes::Bytes> {
         let u = self.cfg.users.get(user)?;
-        let local = io.local(sock)?;
+        let local = io.local_text(sock);
         self.cseq[user] += 1;
         let cseq = self.cseq[user];
         let uri = format!("sip:{}", u.domain);

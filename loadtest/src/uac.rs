@@ -91,17 +91,16 @@ impl Uac {
         }
         self.stats.attempted += 1;
         let sock = (self.seq as usize) % io.sockets().max(1);
-        let Some(local) = io.local(sock) else { return };
         let call_id = format!(
             "{}-{}-{}@{}",
             self.seq,
             self.cfg.thread,
             std::process::id(),
-            local.ip()
+            io.local_ip_text(sock)
         );
         let user = (!self.cfg.users.is_empty()).then(|| (self.seq as usize) % self.cfg.users.len());
         let from_tag = format!("t{}x{}", self.seq, self.cfg.thread);
-        let Some(invite) = self.invite(&call_id, &from_tag, user, 1, None, sock, local) else {
+        let Some(invite) = self.invite(&call_id, &from_tag, user, 1, None, sock, io) else {
             return;
         };
         let mut tx = ClientInviteTx::start(
@@ -144,14 +143,15 @@ impl Uac {
         cseq: u32,
         auth: Option<(&'static str, &str)>,
         sock: usize,
-        local: SocketAddr,
+        io: &Io,
     ) -> Option<Message> {
+        let (local, ip) = (io.local_text(sock), io.local_ip_text(sock));
         let name = user
             .and_then(|u| self.cfg.users.get(u))
             .map_or("load", |u| u.name.as_str());
         let domain = user
             .and_then(|u| self.cfg.users.get(u))
-            .map_or(local.ip().to_string(), |u| u.domain.clone());
+            .map_or_else(|| ip.to_owned(), |u| u.domain.clone());
         let via = format!(
             "SIP/2.0/{} {local};branch=z9hG4bK{}.{}.{};rport",
             self.cfg.transport_token, self.cfg.thread, self.seq, cseq
@@ -160,8 +160,7 @@ impl Uac {
         let to = format!("<{}>", self.cfg.target);
         let contact = format!("<sip:{name}@{local}>");
         let sdp = format!(
-            "v=0\r\no=load {sock} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n",
-            ip = local.ip()
+            "v=0\r\no=load {sock} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n"
         );
         let extra: Vec<(&str, &str)> = auth.into_iter().collect();
         let bytes = NewRequest {
@@ -293,7 +292,6 @@ impl Uac {
                     call.sock,
                 );
                 let cseq = call.cseq + 1;
-                let Some(local) = io.local(sock) else { return };
                 let Some(invite) = self.invite(
                     &id,
                     &tag,
@@ -301,7 +299,7 @@ impl Uac {
                     cseq,
                     Some((auth_name, &answer)),
                     sock,
-                    local,
+                    io,
                 ) else {
                     return;
                 };
@@ -416,9 +414,7 @@ impl Uac {
 
 /// An ACK or BYE inside the dialog, through its route set to the remote target.
 fn in_dialog(cfg: &UacConfig, call: &Call, method: Method, cseq: u32, io: &Io) -> Bytes {
-    let local = io
-        .local(call.sock)
-        .map_or_else(String::new, |l| l.to_string());
+    let local = io.local_text(call.sock);
     let via = format!(
         "SIP/2.0/{} {local};branch=z9hG4bK{method}{cseq}x{};rport",
         cfg.transport_token, call.from_tag

@@ -21,8 +21,10 @@ pub struct UasConfig {
     pub answer_after: Duration,
     /// Answer every INVITE with this failure instead of 200.
     pub fail_code: Option<u16>,
-    /// Challenge REGISTER and check the credentials against these users.
+    /// Challenge REGISTER (401) and check the credentials against these users.
     pub users: Vec<User>,
+    /// Also challenge INVITEs (407), as an edge proxy does.
+    pub challenge_invites: bool,
     pub realm: String,
     /// Stop after this long (None: until interrupted).
     pub duration: Option<Duration>,
@@ -108,6 +110,12 @@ impl Uas {
             }
             return;
         }
+        if self.cfg.challenge_invites
+            && !self.cfg.users.is_empty()
+            && self.authenticate(&msg, (sock, from), io, true).is_err()
+        {
+            return;
+        }
         self.stats.attempted += 1;
         self.seq += 1;
         let tag = format!("uas{}", self.seq);
@@ -162,7 +170,7 @@ impl Uas {
                 );
             }
             None => {
-                let sdp = format!("v=0\r\no=uas 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n", ip = io.local(d.sock).map_or_else(String::new, |l| l.ip().to_string()));
+                let sdp = format!("v=0\r\no=uas 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n", ip = io.local_ip_text(d.sock));
                 let mut r = Response::to(&d.invite, 200, "OK", Some(&d.tag))
                     .header("Contact", &format!("<sip:uas@{local}>"));
                 for rr in d.invite.get_all(HeaderName::RecordRoute) {
@@ -238,59 +246,94 @@ impl Uas {
         }
     }
 
-    fn on_register(&mut self, msg: &Message, sock: usize, from: SocketAddr, io: &mut Io) {
+    /// Digest authentication of `msg` against the users file: `Ok(())` when its
+    /// credentials (in `header`) are right and fresh, else the response already sent
+    /// (401/407 challenge, or 403).
+    fn authenticate(
+        &mut self,
+        msg: &Message,
+        to: (usize, SocketAddr),
+        io: &mut Io,
+        proxy: bool,
+    ) -> Result<(), ()> {
         let now_unix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let tag = "reg";
-        if self.cfg.users.is_empty() {
-            self.stats.answered += 1;
-            return Self::reply(io, (sock, from), msg, 200, "OK", tag);
-        }
-        let creds = msg
-            .get(HeaderName::Authorization)
-            .and_then(|h| Credentials::parse(h).ok());
-        let Some(creds) = creds else {
-            self.stats.attempted += 1;
+        let (header, status, reason, challenge_header) = if proxy {
+            (
+                HeaderName::ProxyAuthorization,
+                407,
+                "Proxy Authentication Required",
+                "Proxy-Authenticate",
+            )
+        } else {
+            (
+                HeaderName::Authorization,
+                401,
+                "Unauthorized",
+                "WWW-Authenticate",
+            )
+        };
+        let tag = "auth";
+        let Some(creds) = msg.get(header).and_then(|h| Credentials::parse(h).ok()) else {
             let nonce = self.nonces.make(now_unix, &self.cfg.realm);
             let chal = challenge_value(&self.cfg.realm, &nonce, Algorithm::Md5, false, None);
-            let r = Response::to(msg, 401, "Unauthorized", Some(tag))
-                .header("WWW-Authenticate", &chal)
+            let r = Response::to(msg, status, reason, Some(tag))
+                .header(challenge_header, &chal)
                 .finish();
-            return io.send(sock, from, &r);
+            io.send(to.0, to.1, &r);
+            return Err(());
         };
-        let user = self.cfg.users.iter().find(|u| u.name == creds.username);
+        let method = msg.method().map_or("", |m| m.as_str());
         let fresh = self.nonces.check(creds.nonce, now_unix, &self.cfg.realm) == NonceStatus::Fresh;
-        let ok = user.is_some_and(|u| {
-            let ha1 = limes_sip::digest::ha1(Algorithm::Md5, &u.name, &self.cfg.realm, &u.password);
-            creds.verify("REGISTER", &ha1, b"")
-        });
-        if ok && fresh {
-            self.stats.answered += 1;
-            let contact = msg.get(HeaderName::Contact).unwrap_or("*");
-            let r = Response::to(msg, 200, "OK", Some(tag))
-                .header("Contact", &format!("{contact};expires=3600"))
-                .finish();
-            io.send(sock, from, &r);
-        } else {
-            self.stats.fail(if fresh {
-                "bad_credentials"
-            } else {
-                "stale_nonce"
+        let ok = self
+            .cfg
+            .users
+            .iter()
+            .find(|u| u.name == creds.username)
+            .is_some_and(|u| {
+                let ha1 =
+                    limes_sip::digest::ha1(Algorithm::Md5, &u.name, &self.cfg.realm, &u.password);
+                creds.verify(method, &ha1, b"")
             });
-            Self::reply(io, (sock, from), msg, 403, "Forbidden", tag);
+        if ok && fresh {
+            return Ok(());
         }
+        self.stats.fail(if fresh {
+            "bad_credentials"
+        } else {
+            "stale_nonce"
+        });
+        Self::reply(io, to, msg, 403, "Forbidden", tag);
+        Err(())
+    }
+
+    fn on_register(&mut self, msg: &Message, sock: usize, from: SocketAddr, io: &mut Io) {
+        if !self.cfg.users.is_empty() {
+            if msg.get(HeaderName::Authorization).is_none() {
+                self.stats.attempted += 1;
+            }
+            if self.authenticate(msg, (sock, from), io, false).is_err() {
+                return;
+            }
+        }
+        self.stats.answered += 1;
+        let contact = msg.get(HeaderName::Contact).unwrap_or("*");
+        let r = Response::to(msg, 200, "OK", Some("reg"))
+            .header("Contact", &format!("{contact};expires=3600"))
+            .finish();
+        io.send(sock, from, &r);
     }
 }
 
 /// `host:port` of the local socket, with `;transport=tcp` on TCP so in-dialog requests
 /// come back over TCP.
 fn contact_host(tcp: bool, io: &Io, sock: usize) -> String {
-    let local = io.local(sock).map_or_else(String::new, |l| l.to_string());
+    let local = io.local_text(sock);
     if tcp {
         format!("{local};transport=tcp")
     } else {
-        local
+        local.to_owned()
     }
 }
 

@@ -216,3 +216,55 @@ fn calls_over_tcp() {
         "no retransmissions on a reliable transport"
     );
 }
+
+#[test]
+fn calls_answer_a_407_challenge_with_digest_credentials() {
+    let p = port();
+    let listen = format!("127.0.0.1:{p}");
+    let users = users_file(10);
+    let users = users.display().to_string();
+    let _uas = uas(&[
+        "--listen",
+        &listen,
+        "--users",
+        &users,
+        "--challenge-invites",
+        "--ring",
+    ]);
+    let target = format!("sip:service@{listen}");
+    let (ok, r) = load(&[
+        "uac",
+        "--target",
+        &target,
+        "--proxy",
+        &listen,
+        "--users",
+        &users,
+        "--rate",
+        "100",
+        "--duration",
+        "2",
+        "--call-length",
+        "100",
+    ]);
+    assert!(ok, "{r}");
+    assert_eq!(
+        r["completed"], 200,
+        "each INVITE was challenged (407), re-sent with CSeq 2 and credentials, answered"
+    );
+
+    // Without credentials the 407 is a failure of the call.
+    let (ok, r) = load(&[
+        "uac",
+        "--target",
+        &target,
+        "--proxy",
+        &listen,
+        "--rate",
+        "10",
+        "--duration",
+        "1",
+    ]);
+    assert!(!ok);
+    assert_eq!(r["failed_by_reason"]["status_407"], 10);
+}
