@@ -294,3 +294,70 @@ fn ipv6_listeners_answer_with_ipv6_vias() {
         2.0
     );
 }
+
+/// SIGTERM while an INVITE waits for its answer: new INVITEs get 503, the pending one is
+/// answered through, and the node exits once nothing is pending.
+#[test]
+fn sigterm_refuses_new_invites_and_finishes_pending_ones() {
+    use bytes::Bytes;
+    use limes_sip::build::Response;
+    use limes_sip::{Limits, Message};
+
+    let p = ports();
+    let uas = UdpSocket::bind("127.0.0.1:0").unwrap();
+    uas.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let uas_addr = uas.local_addr().unwrap();
+    let mut node = Node::start(
+        &[
+            "--listen",
+            &format!("udp:127.0.0.1:{p}"),
+            "--next-hop",
+            &format!("sip:{uas_addr}"),
+        ],
+        p + 9,
+    );
+    let to = format!("127.0.0.1:{p}");
+    let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
+    caller
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .unwrap();
+    let me = caller.local_addr().unwrap();
+    let invite = |n: u32| {
+        format!(
+            "INVITE sip:callee@{uas_addr} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bKdrain{n};rport\r\nMax-Forwards: 70\r\n\
+             From: <sip:caller@example.com>;tag=d{n}\r\nTo: <sip:callee@example.com>\r\nCall-ID: drain-{n}\r\nCSeq: 1 INVITE\r\n\
+             Contact: <sip:caller@{me}>\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    caller.send_to(invite(1).as_bytes(), &to).unwrap();
+    let mut buf = vec![0u8; 8192];
+    let (n, from) = uas.recv_from(&mut buf).unwrap();
+    let forwarded = Message::parse(Bytes::copy_from_slice(&buf[..n]), &Limits::default()).unwrap();
+
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &node.pid().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(200));
+    caller.send_to(invite(2).as_bytes(), &to).unwrap();
+
+    let answer = Response::to(&forwarded, 200, "OK", Some("u1"))
+        .header("Contact", &format!("<sip:callee@{uas_addr}>"))
+        .finish();
+    uas.send_to(&answer, from).unwrap();
+
+    let (mut refused, mut answered) = (false, false);
+    while let Ok((n, _)) = caller.recv_from(&mut buf) {
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        refused |= text.starts_with("SIP/2.0 503") && text.contains("Call-ID: drain-2");
+        answered |= text.starts_with("SIP/2.0 200 OK") && text.contains("Call-ID: drain-1");
+        if refused && answered {
+            break;
+        }
+    }
+    assert!(refused, "a new INVITE while draining gets 503");
+    assert!(answered, "the pending INVITE is answered through");
+    let status = node
+        .terminate(Duration::from_secs(5))
+        .expect("exits once nothing is pending");
+    assert!(status.success());
+}
