@@ -269,16 +269,18 @@ impl Proxy {
             }
         }
 
-        let ruri_is_us = msg
-            .request_uri()
-            .and_then(Result::ok)
-            .is_some_and(|u| self.local.uri_is_us(&u));
-        let only_our_routes = msg.routes().all(|r| {
-            r.ok()
-                .and_then(|r| Uri::parse(r.uri).ok())
+        // Only an OPTIONS to this node is answered here; the Request-URI and Route set are
+        // read for that check alone, so other requests skip it.
+        let local = method == Method::Options
+            && msg
+                .request_uri()
+                .and_then(Result::ok)
                 .is_some_and(|u| self.local.uri_is_us(&u))
-        });
-        let local = method == Method::Options && ruri_is_us && only_our_routes;
+            && msg.routes().all(|r| {
+                r.ok()
+                    .and_then(|r| Uri::parse(r.uri).ok())
+                    .is_some_and(|u| self.local.uri_is_us(&u))
+            });
         let policy = Policy {
             supported: &[],
             local,

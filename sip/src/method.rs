@@ -50,26 +50,14 @@ impl Method {
 
     pub fn as_str(&self) -> &str {
         match self {
-            Self::Invite => "INVITE",
-            Self::Ack => "ACK",
-            Self::Bye => "BYE",
-            Self::Cancel => "CANCEL",
-            Self::Register => "REGISTER",
-            Self::Options => "OPTIONS",
-            Self::Info => "INFO",
-            Self::Update => "UPDATE",
-            Self::Prack => "PRACK",
-            Self::Subscribe => "SUBSCRIBE",
-            Self::Notify => "NOTIFY",
-            Self::Refer => "REFER",
-            Self::Message => "MESSAGE",
-            Self::Publish => "PUBLISH",
             // Extension methods are checked to be tokens (ASCII) before they are built.
             Self::Extension(b) => std::str::from_utf8(b).unwrap_or("EXTENSION"),
+            known => known.label(),
         }
     }
 
-    /// A bounded label for metrics: extension methods share one value.
+    /// The method's name, and a bounded label for metrics: extension methods share one
+    /// value, `other`.
     pub fn label(&self) -> &'static str {
         match self {
             Self::Extension(_) => "other",
