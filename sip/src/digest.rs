@@ -478,40 +478,70 @@ impl NonceKey {
     }
 }
 
+/// What [`ReplayGuard::check`] makes of a nonce count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replay {
+    /// A count above every one seen for the nonce: accepted and recorded.
+    New,
+    /// The last accepted count again, for the same request (a retransmission over UDP):
+    /// the request may be processed again, it changes nothing a second time.
+    Repeat,
+    /// A count already used by another request, or a lower one: refuse.
+    Replayed,
+    /// A nonce too old for the guard to remember: challenge again with `stale=true`.
+    Forgotten,
+}
+
 /// Refuses a nonce count that does not grow (RFC 7616 §3.4: the server should check `nc`
-/// to detect replays). Bounded: at most `capacity` nonces are tracked, the oldest first out.
+/// to detect replays). Bounded: at most `capacity` nonces are tracked, the oldest first out;
+/// a nonce made no later than the newest one evicted is [`Replay::Forgotten`], so an
+/// eviction never reopens a nonce to replay.
 pub struct ReplayGuard {
-    last_nc: HashMap<String, u32>,
+    /// Nonce -> (last count, the request that used it).
+    last: HashMap<String, (u32, u64)>,
     order: VecDeque<String>,
     capacity: usize,
+    /// The newest timestamp among evicted nonces.
+    floor: Option<u64>,
 }
 
 impl ReplayGuard {
     pub fn new(capacity: usize) -> Self {
         Self {
-            last_nc: HashMap::new(),
+            last: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
+            floor: None,
         }
     }
 
-    /// `true` when `nc` is above every count seen for `nonce` (and records it).
-    pub fn accept(&mut self, nonce: &str, nc: u32) -> bool {
-        if let Some(last) = self.last_nc.get_mut(nonce) {
-            if nc <= *last {
-                return false;
-            }
-            *last = nc;
-            return true;
+    /// Checks count `nc` of `nonce` for the request identified by `request` (a hash of its
+    /// Call-ID and CSeq) and records it when new.
+    pub fn check(&mut self, nonce: &str, nc: u32, request: u64) -> Replay {
+        if let Some((last, by)) = self.last.get_mut(nonce) {
+            return if nc > *last {
+                (*last, *by) = (nc, request);
+                Replay::New
+            } else if nc == *last && *by == request {
+                Replay::Repeat
+            } else {
+                Replay::Replayed
+            };
+        }
+        let made = NonceKey::timestamp(nonce);
+        if self.floor.is_some_and(|f| made.is_none_or(|t| t <= f)) {
+            return Replay::Forgotten;
         }
         if self.order.len() == self.capacity {
             if let Some(old) = self.order.pop_front() {
-                self.last_nc.remove(&old);
+                self.last.remove(&old);
+                let t = NonceKey::timestamp(&old).unwrap_or(u64::MAX);
+                self.floor = Some(self.floor.map_or(t, |f| f.max(t)));
             }
         }
         self.order.push_back(nonce.to_owned());
-        self.last_nc.insert(nonce.to_owned(), nc);
-        true
+        self.last.insert(nonce.to_owned(), (nc, request));
+        Replay::New
     }
 
     pub fn len(&self) -> usize {

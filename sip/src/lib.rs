@@ -19,6 +19,7 @@
 //! - [`digest`] challenges and verifies (server) or answers (client) RFC 7616/8760 digest.
 //! - [`build`] writes responses (§8.2.6), new requests (REGISTER, BYE, CANCEL, ACK,
 //!   OPTIONS) and the forwarding edit that rewrites only what changes.
+//! - [`registrar`] reads a REGISTER and applies it to an AoR's bindings (§10.3).
 //! - [`dialog`] follows a dialog from early to terminated and translates CSeq numbers
 //!   after an upstream authentication retry.
 #![forbid(unsafe_code)]
@@ -38,6 +39,7 @@ pub mod limits;
 pub mod message;
 pub mod method;
 pub mod params;
+pub mod registrar;
 pub mod sanity;
 mod text;
 pub mod transaction;

@@ -151,14 +151,32 @@ fn stateless_nonces() {
 
 #[test]
 fn replay_guard_refuses_old_counts_and_stays_bounded() {
+    let key = NonceKey::new(b"k", 300);
+    let (a, b, c) = (key.make(100, "r"), key.make(101, "r"), key.make(102, "r"));
     let mut g = ReplayGuard::new(2);
-    assert!(g.accept("a", 1));
-    assert!(g.accept("a", 2));
-    assert!(!g.accept("a", 2), "replay");
-    assert!(!g.accept("a", 1), "older count");
-    assert!(g.accept("b", 1));
-    assert!(g.accept("c", 1));
+    assert_eq!(g.check(&a, 1, 7), Replay::New);
+    assert_eq!(
+        g.check(&a, 1, 7),
+        Replay::Repeat,
+        "the same request retransmitted"
+    );
+    assert_eq!(
+        g.check(&a, 1, 8),
+        Replay::Replayed,
+        "count reused by another request"
+    );
+    assert_eq!(g.check(&a, 2, 8), Replay::New);
+    assert_eq!(g.check(&a, 1, 7), Replay::Replayed, "older count");
+    assert_eq!(g.check(&b, 1, 9), Replay::New);
+    assert_eq!(g.check(&c, 1, 10), Replay::New);
     assert_eq!(g.len(), 2, "oldest nonce evicted");
+    assert_eq!(
+        g.check(&a, 3, 11),
+        Replay::Forgotten,
+        "an evicted nonce is never accepted again"
+    );
+    assert_eq!(g.check(&b, 1, 9), Replay::Repeat, "b is still tracked");
+    assert_eq!(g.check("junk", 1, 1), Replay::Forgotten);
 }
 
 fn algorithm() -> impl Strategy<Value = Algorithm> {
