@@ -1,0 +1,262 @@
+//! An append-only journal of key/value changes with snapshot compaction.
+//!
+//! Files in the state directory, for a journal named `N`:
+//! - `N.snap`: the first line `{"generation":G}`, then one `P` record per live key;
+//! - `N.wal.G`, `N.wal.G+1` ...: the changes made since that snapshot began, in order.
+//!
+//! A record is one line: `P\t"key"\tVALUE` (VALUE a JSON text) or `D\t"key"`. The key is
+//! a JSON string, so neither part contains a raw tab or newline. Opening reads the
+//! snapshot and replays every later log; a torn last line (a crash mid-write) is counted
+//! and ignored. [`Journal::compact`] first moves writers to a new log, then writes the
+//! snapshot of what the owner holds, renames it into place and deletes the older logs: a
+//! crash at any point leaves a snapshot plus logs that replay to the same state, because
+//! every record is a whole value and replay applies them in order.
+
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, BufRead, BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use parking_lot::Mutex;
+use tracing::{debug, warn};
+
+/// What [`Journal::open`] found.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    /// Every live key with its value (JSON text), in key order.
+    pub entries: BTreeMap<String, String>,
+    /// Lines that could not be read (a torn last write, damage): skipped.
+    pub skipped: usize,
+}
+
+struct Log {
+    file: File,
+    generation: u64,
+    /// Bytes appended to the current log.
+    bytes: u64,
+}
+
+pub struct Journal {
+    dir: PathBuf,
+    name: String,
+    log: Mutex<Log>,
+    /// Serialises compactions.
+    compacting: Mutex<()>,
+    /// Bytes of the last snapshot written.
+    snapshot_bytes: Mutex<u64>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("dir", &self.dir)
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+impl Journal {
+    /// Opens (creating the directory if needed) and replays the journal `name` in `dir`.
+    pub fn open(dir: &Path, name: &str) -> io::Result<(Journal, Loaded)> {
+        fs::create_dir_all(dir)?;
+        let mut loaded = Loaded::default();
+        let snap = dir.join(format!("{name}.snap"));
+        let mut first_generation = 0;
+        let mut snapshot_bytes = 0;
+        if let Ok(f) = File::open(&snap) {
+            snapshot_bytes = f.metadata().map_or(0, |m| m.len());
+            let mut lines = BufReader::new(f).lines();
+            if let Some(Ok(head)) = lines.next() {
+                first_generation = serde_json::from_str::<serde_json::Value>(&head)
+                    .ok()
+                    .and_then(|v| v.get("generation")?.as_u64())
+                    .ok_or_else(|| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            format!("{}: no generation line", snap.display()),
+                        )
+                    })?;
+            }
+            for line in lines {
+                apply_line(&line?, &mut loaded);
+            }
+        }
+        let mut generations: Vec<u64> = fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let n = e.file_name();
+                let n = n.to_str()?;
+                n.strip_prefix(name)?
+                    .strip_prefix(".wal.")?
+                    .parse::<u64>()
+                    .ok()
+            })
+            .collect();
+        generations.sort_unstable();
+        for g in &generations {
+            let path = wal_path(dir, name, *g);
+            if *g < first_generation {
+                // Left over from a compaction that ended after its rename.
+                let _ = fs::remove_file(&path);
+                continue;
+            }
+            for line in BufReader::new(File::open(&path)?).lines() {
+                apply_line(&line?, &mut loaded);
+            }
+        }
+        let generation = generations
+            .last()
+            .copied()
+            .unwrap_or(first_generation)
+            .max(first_generation);
+        let path = wal_path(dir, name, generation);
+        let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut bytes = file.metadata().map_or(0, |m| m.len());
+        if bytes > 0 && !ends_with_newline(&path, bytes)? {
+            // A torn last record: the next one starts on a line of its own.
+            file.write_all(b"\n")?;
+            bytes += 1;
+        }
+        if loaded.skipped > 0 {
+            warn!(
+                journal = name,
+                skipped = loaded.skipped,
+                "unreadable journal lines skipped"
+            );
+        }
+        let journal = Journal {
+            dir: dir.to_owned(),
+            name: name.to_owned(),
+            log: Mutex::new(Log {
+                file,
+                generation,
+                bytes,
+            }),
+            compacting: Mutex::new(()),
+            snapshot_bytes: Mutex::new(snapshot_bytes),
+        };
+        Ok((journal, loaded))
+    }
+
+    /// Records `key` = `value` (a JSON text). One write to the log; durable against a
+    /// crash of the process once it returns.
+    pub fn put(&self, key: &str, value: &str) -> io::Result<()> {
+        self.append(&put_line(key, value))
+    }
+
+    pub fn delete(&self, key: &str) -> io::Result<()> {
+        self.append(&format!("D\t{}\n", quote(key)))
+    }
+
+    fn append(&self, line: &str) -> io::Result<()> {
+        let mut log = self.log.lock();
+        log.file.write_all(line.as_bytes())?;
+        log.bytes += line.len() as u64;
+        Ok(())
+    }
+
+    /// Flushes the log to the disk (against power loss); called periodically.
+    pub fn sync(&self) -> io::Result<()> {
+        let file = self.log.lock().file.try_clone()?;
+        file.sync_data()
+    }
+
+    /// Whether the log has grown past twice the last snapshot (and at least `min_bytes`).
+    pub fn needs_compaction(&self, min_bytes: u64) -> bool {
+        let bytes = self.log.lock().bytes;
+        bytes >= min_bytes && bytes > 2 * *self.snapshot_bytes.lock()
+    }
+
+    /// Writes a snapshot of the owner's state and drops the logs it replaces. `dump` is
+    /// called once, after writers have moved to a new log, and must pass every live
+    /// key/value to the function it is given. Returns the number of records written.
+    pub fn compact(
+        &self,
+        dump: impl FnOnce(&mut dyn FnMut(&str, &str) -> io::Result<()>) -> io::Result<()>,
+    ) -> io::Result<u64> {
+        let _one = self.compacting.lock();
+        let generation = {
+            let mut log = self.log.lock();
+            let next = log.generation + 1;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(wal_path(&self.dir, &self.name, next))?;
+            log.file.sync_data()?;
+            *log = Log {
+                file,
+                generation: next,
+                bytes: 0,
+            };
+            next
+        };
+        let tmp = self.dir.join(format!("{}.snap.tmp", self.name));
+        let mut out = BufWriter::new(File::create(&tmp)?);
+        writeln!(out, "{{\"generation\":{generation}}}")?;
+        let mut records = 0;
+        dump(&mut |k, v| {
+            records += 1;
+            out.write_all(put_line(k, v).as_bytes())
+        })?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        let bytes = file.metadata().map_or(0, |m| m.len());
+        fs::rename(&tmp, self.dir.join(format!("{}.snap", self.name)))?;
+        if let Ok(d) = File::open(&self.dir) {
+            let _ = d.sync_all();
+        }
+        for g in 0..generation {
+            let p = wal_path(&self.dir, &self.name, g);
+            if p.exists() {
+                fs::remove_file(p)?;
+            }
+        }
+        *self.snapshot_bytes.lock() = bytes;
+        debug!(journal = %self.name, generation, records, bytes, "journal compacted");
+        Ok(records)
+    }
+}
+
+fn wal_path(dir: &Path, name: &str, generation: u64) -> PathBuf {
+    dir.join(format!("{name}.wal.{generation}"))
+}
+
+fn ends_with_newline(path: &Path, len: u64) -> io::Result<bool> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut f = File::open(path)?;
+    f.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8];
+    f.read_exact(&mut last)?;
+    Ok(last[0] == b'\n')
+}
+
+fn quote(key: &str) -> String {
+    serde_json::Value::from(key).to_string()
+}
+
+fn put_line(key: &str, value: &str) -> String {
+    format!("P\t{}\t{}\n", quote(key), value)
+}
+
+fn apply_line(line: &str, loaded: &mut Loaded) {
+    if line.is_empty() {
+        return;
+    }
+    let mut parts = line.splitn(3, '\t');
+    let op = parts.next();
+    let key = parts
+        .next()
+        .and_then(|k| serde_json::from_str::<String>(k).ok());
+    match (op, key, parts.next()) {
+        (Some("P"), Some(k), Some(v)) if serde_json::from_str::<serde_json::Value>(v).is_ok() => {
+            loaded.entries.insert(k, v.to_owned());
+        }
+        (Some("D"), Some(k), None) => {
+            loaded.entries.remove(&k);
+        }
+        _ => loaded.skipped += 1,
+    }
+}
+
+#[cfg(test)]
+mod tests;
