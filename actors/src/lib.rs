@@ -20,10 +20,13 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+pub mod auth;
 pub mod flood;
 pub mod metrics;
 pub mod proxy;
+pub mod registrar;
 pub mod settings;
+pub mod tables;
 pub mod tcp;
 pub mod transport;
 pub mod udp;

@@ -10,6 +10,7 @@
 //! transaction -> provisional and 2xx forwarded at once, failures held for the best-response
 //! choice (§16.7).
 
+pub mod edge;
 mod entry;
 pub mod local;
 mod select;
@@ -105,6 +106,21 @@ struct Route {
     /// The next hop is a strict router: its URI becomes the Request-URI and the old one
     /// goes to the end of the Route set (§16.6 step 7).
     strict: Option<String>,
+    /// A new Request-URI (a registered Contact).
+    ruri: Option<String>,
+    /// Route values to pre-load (a binding's Path, §16.6 step 5).
+    preload: Vec<String>,
+}
+
+impl Route {
+    fn to(dest: Dest) -> Self {
+        Self {
+            dest,
+            strict: None,
+            ruri: None,
+            preload: Vec::new(),
+        }
+    }
 }
 
 pub struct Proxy {
@@ -114,6 +130,7 @@ pub struct Proxy {
     out: Arc<Outbound>,
     metrics: Arc<Metrics>,
     flood: Option<FloodGuard>,
+    edge: edge::Edge,
     draining: AtomicBool,
     active: AtomicUsize,
     pub stats: TmStats,
@@ -159,6 +176,7 @@ impl Proxy {
         out: Arc<Outbound>,
         metrics: Arc<Metrics>,
         flood: Option<FloodGuard>,
+        edge: edge::Edge,
     ) -> Arc<Self> {
         Arc::new(Self {
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
@@ -167,6 +185,7 @@ impl Proxy {
             out,
             metrics,
             flood,
+            edge,
             draining: AtomicBool::new(false),
             active: AtomicUsize::new(0),
             stats: TmStats::default(),
@@ -189,6 +208,11 @@ impl Proxy {
 
     pub fn settings(&self) -> &ProxySettings {
         &self.settings
+    }
+
+    /// The registrar, authentication and tables.
+    pub fn edge(&self) -> &edge::Edge {
+        &self.edge
     }
 
     fn sid(&self, key: &TxKey) -> u64 {
@@ -420,6 +444,9 @@ impl Proxy {
 
         // A Route set or an in-dialog request is only followed through this node's own
         // Record-Route entries: anything else would make it an open relay.
+        if method == Method::Register && !in_dialog && remaining.is_empty() && !from_strict {
+            return self.on_register(&msg, &flow, now);
+        }
         if (!remaining.is_empty() || in_dialog) && !(trusted_path && in_dialog) {
             return self.reply_local(
                 &msg,
@@ -430,17 +457,18 @@ impl Proxy {
                 &[],
             );
         }
+        let mut consume_credentials = false;
         let targets: Vec<Route> = if let Some(next) = remaining.first() {
             match Uri::parse(next)
                 .ok()
                 .and_then(|u| Some((dest_of_uri(&u)?, u.is_loose_router())))
             {
-                Some((dest, true)) => vec![Route { dest, strict: None }],
+                Some((dest, true)) => vec![Route::to(dest)],
                 Some((dest, false)) => {
                     popped += 1;
                     vec![Route {
-                        dest,
                         strict: Some((*next).to_owned()),
+                        ..Route::to(dest)
                     }]
                 }
                 None => {
@@ -457,26 +485,21 @@ impl Proxy {
         } else if in_dialog {
             let target = new_ruri.as_deref().map(Uri::parse).unwrap_or(Ok(ruri));
             match target.ok().and_then(|u| dest_of_uri(&u)) {
-                Some(dest) if !self.local.is_us_addr(dest.addr) => {
-                    vec![Route { dest, strict: None }]
-                }
+                Some(dest) if !self.local.is_us_addr(dest.addr) => vec![Route::to(dest)],
                 _ => return self.reply_local(&msg, &flow, now, 404, "Not Found", &[]),
             }
-        } else if self.settings.next_hops.is_empty() {
-            return self.reply_local(&msg, &flow, now, 404, "Not Found", &[]);
         } else {
-            self.settings
-                .next_hops
-                .iter()
-                .map(|t| Route {
-                    dest: t.dest,
-                    strict: None,
-                })
-                .collect()
+            match self.initial_targets(&msg, &flow, now) {
+                Some((targets, authenticated)) => {
+                    consume_credentials = authenticated;
+                    targets
+                }
+                None => return,
+            }
         };
 
         let targets = match self.back_over_flow(back_flow.filter(|_| in_dialog), &flow) {
-            Ok(Some(dest)) => vec![Route { dest, strict: None }],
+            Ok(Some(dest)) => vec![Route::to(dest)],
             Ok(None) => targets,
             Err(()) => return self.reply_local(&msg, &flow, now, 430, "Flow Failed", &[]),
         };
@@ -577,6 +600,15 @@ impl Proxy {
             }
             if let Some(uri) = &new_ruri {
                 fwd = fwd.request_uri(uri).drop_last_route();
+            }
+            if let Some(uri) = &route.ruri {
+                fwd = fwd.request_uri(uri);
+            }
+            for r in &route.preload {
+                fwd = fwd.push_route(r);
+            }
+            if consume_credentials {
+                fwd = fwd.remove(limes_sip::HeaderName::ProxyAuthorization);
             }
             if let (Some(strict), Some(old)) = (&route.strict, &old_ruri) {
                 fwd = fwd.request_uri(strict).append_route(old);

@@ -141,6 +141,10 @@ enum Mode {
         expires: u32,
         #[arg(long, value_delimiter = ',')]
         ramp: Vec<f64>,
+        /// Answer the challenge for this algorithm (MD5, SHA-256) when the registrar
+        /// offers several; default: the first offered.
+        #[arg(long)]
+        algorithm: Option<String>,
         #[command(flatten)]
         common: Common,
     },
@@ -373,12 +377,19 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
             duration,
             expires,
             ramp,
+            algorithm,
             common,
         } => {
             let users = users(&common)?;
             if users.is_empty() {
                 bail!("register needs --users FILE");
             }
+            let algorithm = algorithm
+                .map(|a| {
+                    limes_sip::digest::Algorithm::parse(&a)
+                        .ok_or_else(|| anyhow::anyhow!("--algorithm {a:?}: MD5 or SHA-256"))
+                })
+                .transpose()?;
             let steps = if ramp.is_empty() { vec![rate] } else { ramp };
             for step in steps {
                 let threads = common.threads.max(1);
@@ -398,6 +409,7 @@ fn run(cli: Cli) -> anyhow::Result<bool> {
                                 } else {
                                     "UDP"
                                 },
+                                algorithm,
                             },
                             now,
                         )

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use limes_sip::build::NewRequest;
-use limes_sip::digest::{authorize, Challenge, ClientCredentials};
+use limes_sip::digest::{authorize, Algorithm, Challenge, ClientCredentials};
 use limes_sip::transaction::{ClientInput, ClientNonInviteTx, Event, TimerConfig};
 use limes_sip::{HeaderName, Message, Method};
 
@@ -24,6 +24,8 @@ pub struct RegisterConfig {
     pub thread: usize,
     pub threads: usize,
     pub transport_token: &'static str,
+    /// The challenge to answer when several are offered; `None`: the first.
+    pub algorithm: Option<Algorithm>,
 }
 
 struct Pending {
@@ -204,9 +206,11 @@ impl Register {
             401 if !authed => {
                 let u = &self.cfg.users[user];
                 let uri = format!("sip:{}", u.domain);
+                let wanted = self.cfg.algorithm;
                 let answer = msg
-                    .get(HeaderName::WwwAuthenticate)
-                    .and_then(|h| Challenge::parse(h).ok())
+                    .get_all(HeaderName::WwwAuthenticate)
+                    .filter_map(|h| Challenge::parse(h).ok())
+                    .find(|c| wanted.is_none() || c.algorithm() == wanted)
                     .and_then(|c| {
                         let creds = ClientCredentials {
                             username: &u.name,

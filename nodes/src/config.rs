@@ -6,10 +6,13 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Context};
+use limes_actors::auth::AuthSettings;
 use limes_actors::settings::{
     FloodAction, FloodSettings, Listen, ProxySettings, TransportSettings,
 };
+use limes_actors::tables::{AddressEntry, Origin, Proto, Subscriber, TrustedPeer};
 use limes_actors::transport::Target;
+use limes_sip::digest::Algorithm;
 use serde::Deserialize;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -23,6 +26,14 @@ pub struct Config {
     pub admin: Admin,
     pub shutdown: Shutdown,
     pub log: Log,
+    pub registrar: Registrar,
+    pub auth: Auth,
+    /// `[[subscriber]]` entries (replaced as a set on reload).
+    pub subscriber: Vec<SubscriberEntry>,
+    /// `[[trusted]]` entries.
+    pub trusted: Vec<TrustedEntry>,
+    /// `[[address]]` entries (address groups).
+    pub address: Vec<AddressConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -36,7 +47,7 @@ impl Default for Node {
     fn default() -> Self {
         Self {
             name: "limes".into(),
-            state_dir: PathBuf::from("/var/lib/limes"),
+            state_dir: PathBuf::from("limes-state"),
         }
     }
 }
@@ -196,6 +207,254 @@ impl Default for Log {
 }
 
 /// Everything the node needs, checked and resolved.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Registrar {
+    pub domains: Vec<String>,
+    pub use_domain: bool,
+    pub min_expires_s: u32,
+    pub max_expires_s: u32,
+    pub default_expires_s: u32,
+    pub max_contacts: usize,
+    pub max_aors: usize,
+}
+
+impl Default for Registrar {
+    fn default() -> Self {
+        let r = limes_sip::registrar::Rules::default();
+        Self {
+            domains: Vec::new(),
+            use_domain: false,
+            min_expires_s: r.min_expires,
+            max_expires_s: r.max_expires,
+            default_expires_s: r.default_expires,
+            max_contacts: r.max_contacts,
+            max_aors: 2_000_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Auth {
+    pub realm: String,
+    pub algorithms: Vec<String>,
+    pub nonce_lifetime_s: u64,
+    pub challenge_requests: bool,
+    pub match_from: bool,
+    pub max_failures: u32,
+    pub failure_window_s: u64,
+    pub block_s: u64,
+    pub secret: String,
+    pub max_subscribers: usize,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        let a = AuthSettings::default();
+        Self {
+            realm: a.realm,
+            algorithms: a.algorithms.iter().map(|a| a.as_str().to_owned()).collect(),
+            nonce_lifetime_s: a.nonce_lifetime,
+            challenge_requests: a.challenge_requests,
+            match_from: a.match_from,
+            max_failures: a.max_failures,
+            failure_window_s: a.failure_window.as_secs(),
+            block_s: a.block_for.as_secs(),
+            secret: a.secret,
+            max_subscribers: 10_000_000,
+        }
+    }
+}
+
+/// A subscriber in the configuration file: a plain password, or the HA1 digests.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SubscriberEntry {
+    pub user: String,
+    pub domain: String,
+    pub password: String,
+    pub ha1: String,
+    pub ha1_sha256: String,
+    pub attrs: std::collections::BTreeMap<String, String>,
+    pub call_limit: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrustedEntry {
+    pub cidr: String,
+    pub proto: String,
+    pub from_pattern: String,
+    pub tag: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AddressConfig {
+    pub group: u32,
+    pub cidr: String,
+    pub port: u16,
+    pub proto: String,
+    pub tag: String,
+}
+
+/// The tables the configuration file defines.
+#[derive(Debug, Clone, Default)]
+pub struct TableSet {
+    pub subscribers: Vec<Subscriber>,
+    pub trusted: Vec<TrustedPeer>,
+    pub addresses: Vec<AddressEntry>,
+}
+
+/// A CIDR or a single address (`192.0.2.1` means `/32`).
+pub fn parse_net(s: &str) -> anyhow::Result<ipnet::IpNet> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| anyhow::anyhow!("{s:?}: not an IP address or CIDR"))
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+impl SubscriberEntry {
+    pub fn to_subscriber(&self, origin: Origin) -> anyhow::Result<Subscriber> {
+        if self.user.is_empty() || self.domain.is_empty() {
+            bail!("subscriber: user and domain are required");
+        }
+        let mut s = if !self.password.is_empty() {
+            Subscriber::with_password(&self.user, &self.domain, &self.password, origin)
+        } else if !self.ha1.is_empty() || !self.ha1_sha256.is_empty() {
+            let hex = |h: &str, n: usize| {
+                h.is_empty() || (h.len() == n && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            };
+            if !hex(&self.ha1, 32) || !hex(&self.ha1_sha256, 64) {
+                bail!(
+                    "subscriber {}@{}: ha1 must be 32 and ha1_sha256 64 hex digits",
+                    self.user,
+                    self.domain
+                );
+            }
+            Subscriber {
+                user: self.user.clone(),
+                domain: self.domain.to_ascii_lowercase(),
+                ha1: self.ha1.to_ascii_lowercase(),
+                ha1_sha256: self.ha1_sha256.to_ascii_lowercase(),
+                attrs: Default::default(),
+                call_limit: None,
+                origin,
+            }
+        } else {
+            bail!(
+                "subscriber {}@{}: a password or an ha1 is required",
+                self.user,
+                self.domain
+            );
+        };
+        s.attrs = self.attrs.clone();
+        s.call_limit = self.call_limit;
+        Ok(s)
+    }
+}
+
+impl Config {
+    /// Trusted CIDRs given on the command line.
+    pub fn add_trusted(&mut self, cidrs: &[String]) {
+        self.trusted.extend(cidrs.iter().map(|c| TrustedEntry {
+            cidr: c.clone(),
+            tag: "command line".into(),
+            ..TrustedEntry::default()
+        }));
+    }
+
+    /// The configuration file's tables, checked.
+    pub fn tables(&self) -> anyhow::Result<TableSet> {
+        let subscribers = self
+            .subscriber
+            .iter()
+            .map(|s| s.to_subscriber(Origin::Config))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let trusted = self
+            .trusted
+            .iter()
+            .map(|t| {
+                if !t.from_pattern.is_empty() {
+                    regex::Regex::new(&t.from_pattern)
+                        .with_context(|| format!("trusted {}: from_pattern", t.cidr))?;
+                }
+                Ok(TrustedPeer {
+                    net: parse_net(&t.cidr)?,
+                    proto: Proto::parse(&t.proto).map_err(anyhow::Error::msg)?,
+                    from_pattern: non_empty(&t.from_pattern),
+                    tag: non_empty(&t.tag),
+                    origin: Origin::Config,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let addresses = self
+            .address
+            .iter()
+            .map(|a| {
+                Ok(AddressEntry {
+                    group: a.group,
+                    net: parse_net(&a.cidr)?,
+                    port: a.port,
+                    proto: Proto::parse(&a.proto).map_err(anyhow::Error::msg)?,
+                    tag: non_empty(&a.tag),
+                    origin: Origin::Config,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(TableSet {
+            subscribers,
+            trusted,
+            addresses,
+        })
+    }
+
+    pub fn registrar_rules(&self) -> anyhow::Result<limes_sip::registrar::Rules> {
+        let r = &self.registrar;
+        if r.min_expires_s > r.max_expires_s || r.default_expires_s < r.min_expires_s {
+            bail!("registrar: need min_expires_s <= default_expires_s and min_expires_s <= max_expires_s");
+        }
+        Ok(limes_sip::registrar::Rules {
+            min_expires: r.min_expires_s,
+            max_expires: r.max_expires_s,
+            default_expires: r.default_expires_s.min(r.max_expires_s),
+            max_contacts: r.max_contacts.max(1),
+        })
+    }
+
+    pub fn auth_settings(&self) -> anyhow::Result<AuthSettings> {
+        let a = &self.auth;
+        let algorithms = a
+            .algorithms
+            .iter()
+            .map(|name| {
+                Algorithm::parse(name)
+                    .filter(|alg| matches!(alg, Algorithm::Md5 | Algorithm::Sha256))
+                    .ok_or_else(|| anyhow::anyhow!("auth.algorithms: {name:?} (MD5 or SHA-256)"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if algorithms.is_empty() {
+            bail!("auth.algorithms: at least one algorithm");
+        }
+        Ok(AuthSettings {
+            realm: a.realm.to_ascii_lowercase(),
+            algorithms,
+            nonce_lifetime: a.nonce_lifetime_s.max(1),
+            challenge_requests: a.challenge_requests,
+            match_from: a.match_from,
+            max_failures: a.max_failures.max(1),
+            failure_window: Duration::from_secs(a.failure_window_s),
+            block_for: Duration::from_secs(a.block_s),
+            secret: a.secret.clone(),
+            ..AuthSettings::default()
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Resolved {
     pub name: String,
@@ -208,6 +467,13 @@ pub struct Resolved {
     pub admin_token: Option<String>,
     pub drain: Duration,
     pub log: Log,
+    pub rules: limes_sip::registrar::Rules,
+    pub domains: Vec<String>,
+    pub use_domain: bool,
+    pub max_aors: usize,
+    pub auth: AuthSettings,
+    pub max_subscribers: usize,
+    pub tables: TableSet,
 }
 
 impl Config {
@@ -308,6 +574,13 @@ impl Config {
             admin_token: (!self.admin.token.is_empty()).then(|| self.admin.token.clone()),
             drain: Duration::from_secs(self.shutdown.drain_s),
             log: self.log.clone(),
+            rules: self.registrar_rules()?,
+            domains: self.registrar.domains.clone(),
+            use_domain: self.registrar.use_domain,
+            max_aors: self.registrar.max_aors.max(1),
+            auth: self.auth_settings()?,
+            max_subscribers: self.auth.max_subscribers.max(1),
+            tables: self.tables()?,
         })
     }
 }

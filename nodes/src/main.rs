@@ -12,6 +12,7 @@ mod admin;
 mod config;
 mod ctl;
 mod rpc;
+mod rpc_state;
 mod run;
 
 use std::path::PathBuf;
@@ -48,6 +49,9 @@ enum Command {
         /// State directory (replaces node.state_dir).
         #[arg(long = "state-dir")]
         state_dir: Option<PathBuf>,
+        /// A trusted peer CIDR, added to the configuration file's (repeatable).
+        #[arg(long)]
+        trusted: Vec<String>,
     },
     /// Check a configuration file and print what it resolves to.
     CheckConfig { file: PathBuf },
@@ -88,9 +92,10 @@ fn main() -> ExitCode {
             admin,
             next_hop,
             state_dir,
+            trusted,
         } => {
-            let mut cfg = match config {
-                Some(path) => match config::Config::load(&path) {
+            let mut cfg = match &config {
+                Some(path) => match config::Config::load(path) {
                     Ok(c) => c,
                     Err(e) => return fail(&e),
                 },
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
             if let Some(d) = state_dir {
                 cfg.node.state_dir = d;
             }
+            cfg.add_trusted(&trusted);
             let resolved = match cfg.resolve() {
                 Ok(r) => r,
                 Err(e) => return fail(&e),
@@ -121,7 +127,11 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(&e.into()),
             };
-            match runtime.block_on(run::run(resolved)) {
+            let reload = run::ReloadSource {
+                path: config,
+                trusted,
+            };
+            match runtime.block_on(run::run(resolved, reload)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e),
             }

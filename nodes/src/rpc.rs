@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use limes_actors::proxy::Proxy;
+
+use crate::rpc_state;
 use serde_json::{json, Value};
 
 /// What the methods can see.
@@ -16,6 +18,7 @@ pub struct Node {
     pub started_unix: u64,
     pub listens: Vec<String>,
     pub state_dir: String,
+    pub reload: Arc<crate::run::Reload>,
 }
 
 /// A JSON-RPC error: code and message.
@@ -51,6 +54,87 @@ pub const METHODS: &[(&str, &str, Method)] = &[
         stats_get_statistics,
     ),
     ("tm.stats", "Transaction counters", tm_stats),
+    (
+        "core.reload",
+        "Re-read the configuration file: tables, registrar and auth settings",
+        rpc_state::core_reload,
+    ),
+    (
+        "subscriber.add",
+        "Add or replace a subscriber: USER@DOMAIN PASSWORD [ATTR=VALUE...] (call_limit=N)",
+        rpc_state::subscriber_add,
+    ),
+    (
+        "subscriber.rm",
+        "Remove a subscriber: USER@DOMAIN",
+        rpc_state::subscriber_rm,
+    ),
+    (
+        "subscriber.list",
+        "Every subscriber (no credentials)",
+        rpc_state::subscriber_list,
+    ),
+    (
+        "subscriber.show",
+        "One subscriber: USER@DOMAIN",
+        rpc_state::subscriber_show,
+    ),
+    (
+        "permissions.trustedDump",
+        "The trusted peers",
+        rpc_state::trusted_dump,
+    ),
+    (
+        "trusted.add",
+        "Add a trusted peer: CIDR [PROTO] [FROM_PATTERN] [TAG]",
+        rpc_state::trusted_add,
+    ),
+    (
+        "trusted.rm",
+        "Remove the trusted peers of a CIDR",
+        rpc_state::trusted_rm,
+    ),
+    (
+        "permissions.addressDump",
+        "The address groups",
+        rpc_state::address_dump,
+    ),
+    (
+        "address.add",
+        "Add an address group entry: GROUP CIDR [PORT] [PROTO] [TAG]",
+        rpc_state::address_add,
+    ),
+    (
+        "address.rm",
+        "Remove an address group entry: GROUP CIDR",
+        rpc_state::address_rm,
+    ),
+    (
+        "ul.dump",
+        "Every AoR and its contacts: [LIMIT]",
+        rpc_state::ul_dump,
+    ),
+    (
+        "ul.lookup",
+        "The contacts of one AoR: AOR",
+        rpc_state::ul_lookup,
+    ),
+    (
+        "ul.rm",
+        "Remove an AoR's contacts, or one: AOR [CONTACT]",
+        rpc_state::ul_rm,
+    ),
+    (
+        "ul.add",
+        "Add a static contact: AOR CONTACT [EXPIRES] [Q]",
+        rpc_state::ul_add,
+    ),
+    (
+        "auth.blocked",
+        "Sources blocked for repeated authentication failures",
+        rpc_state::auth_blocked,
+    ),
+    ("auth.unblock", "Lift a block: IP", rpc_state::auth_unblock),
     (
         "system.listMethods",
         "Methods this node answers",

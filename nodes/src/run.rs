@@ -5,29 +5,48 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use std::path::PathBuf;
+
 use anyhow::Context;
+use limes_actors::auth::{Auth, AuthMetrics};
 use limes_actors::flood::FloodGuard;
 use limes_actors::metrics::Metrics;
+use limes_actors::proxy::edge::{unix_now, Edge};
 use limes_actors::proxy::local::Local;
 use limes_actors::proxy::Proxy;
+use limes_actors::registrar::{Location, LocationMetrics};
 use limes_actors::settings::Transport;
+use limes_actors::tables::Tables;
 use limes_actors::transport::{Inbound, Outbound};
 use limes_actors::{tcp, udp};
+use limes_cluster::Journal;
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::admin::{self, AdminState};
-use crate::config::Resolved;
+use crate::config::{Config, Resolved};
 use crate::rpc::Node;
 
-/// Runs a node until it is told to stop; returns once it has drained.
-pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
-    if let Err(e) = std::fs::create_dir_all(&cfg.state_dir) {
-        warn!(dir = %cfg.state_dir.display(), error = %e, "state directory unavailable");
-    }
+/// What a reload reads: the configuration file (none: the defaults) and the trusted
+/// CIDRs of the command line.
+pub struct ReloadSource {
+    pub path: Option<PathBuf>,
+    pub trusted: Vec<String>,
+}
+
+/// Runs a node until it is told to stop; returns once it has drained. The configuration
+/// is read again on SIGHUP and `core.reload`.
+pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
+        format!(
+            "state directory {} (set node.state_dir or --state-dir)",
+            cfg.state_dir.display()
+        )
+    })?;
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
+    let edge = open_state(&cfg, &mut registry)?;
 
     let mut udp_sockets = Vec::new();
     let mut tcp_listeners = Vec::new();
@@ -82,6 +101,7 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
         out.clone(),
         metrics,
         FloodGuard::new(&cfg.flood),
+        edge,
     );
     Metrics::register_census(&mut registry, proxy.clone());
     let inbound: Arc<dyn Inbound> = proxy.clone();
@@ -111,6 +131,11 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
         stop.clone(),
         cfg.flood.evict_every,
     )?);
+    threads.push(spawn_state_thread(proxy.clone(), stop.clone())?);
+    let reload: Arc<Reload> = {
+        let proxy = proxy.clone();
+        Arc::new(move || reload(&proxy, &source))
+    };
 
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -123,6 +148,7 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
             started_unix,
             listens: listens.iter().map(ToString::to_string).collect(),
             state_dir: cfg.state_dir.display().to_string(),
+            reload: reload.clone(),
         },
         registry,
         ready: AtomicBool::new(false),
@@ -141,7 +167,7 @@ pub async fn run(cfg: Resolved) -> anyhow::Result<()> {
         "limes running"
     );
 
-    wait_for_signal().await;
+    wait_for_signal(&*reload).await;
     info!(
         pending = proxy.pending(),
         "stopping: new INVITEs refused, draining"
@@ -190,18 +216,126 @@ fn spawn_timer_thread(
         })
 }
 
-async fn wait_for_signal() {
+/// Re-reads the configuration file (none: the defaults) and applies what changes live:
+/// the tables, the registrar's rules and domains, and the authentication policy.
+pub type Reload = dyn Fn() -> anyhow::Result<serde_json::Value> + Send + Sync;
+
+fn reload(proxy: &Proxy, source: &ReloadSource) -> anyhow::Result<serde_json::Value> {
+    let path = source.path.as_deref();
+    let mut cfg = match path {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    cfg.add_trusted(&source.trusted);
+    let tables = cfg.tables()?;
+    let rules = cfg.registrar_rules()?;
+    let auth = cfg.auth_settings()?;
+    let edge = proxy.edge();
+    let counts = serde_json::json!({
+        "subscribers": tables.subscribers.len(),
+        "trusted": tables.trusted.len(),
+        "address": tables.addresses.len(),
+    });
+    edge.tables.set_config_subscribers(tables.subscribers)?;
+    edge.tables
+        .set_config_peers(tables.trusted, tables.addresses)?;
+    edge.location.set_rules(rules);
+    *edge.domains.write() = cfg.registrar.domains.clone();
+    edge.use_domain.store(
+        cfg.registrar.use_domain,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    edge.auth.set_settings(auth);
+    info!(config = ?path, "configuration reloaded");
+    Ok(
+        serde_json::json!({ "reloaded": path.map(|p| p.display().to_string()), "config_entries": counts }),
+    )
+}
+
+/// Opens the state directory's journals and builds the registrar, tables and auth.
+fn open_state(cfg: &Resolved, registry: &mut Registry) -> anyhow::Result<Edge> {
+    let tables_journal = Journal::open(&cfg.state_dir, "tables")
+        .with_context(|| format!("opening the tables journal in {}", cfg.state_dir.display()))?;
+    let tables = Arc::new(Tables::new(
+        Some((tables_journal.0, tables_journal.1.entries)),
+        cfg.max_subscribers,
+    ));
+    tables.set_config_subscribers(cfg.tables.subscribers.clone())?;
+    tables.set_config_peers(cfg.tables.trusted.clone(), cfg.tables.addresses.clone())?;
+    let location = Location::open(
+        Some(&cfg.state_dir),
+        cfg.rules,
+        cfg.max_aors,
+        unix_now(),
+        LocationMetrics::register(registry),
+    )
+    .with_context(|| {
+        format!(
+            "opening the location journal in {}",
+            cfg.state_dir.display()
+        )
+    })?;
+    let auth = Auth::new(cfg.auth.clone(), AuthMetrics::register(registry));
+    let edge = Edge {
+        tables: tables.clone(),
+        auth: Arc::new(auth),
+        location: Arc::new(location),
+        domains: parking_lot::RwLock::new(cfg.domains.clone()),
+        use_domain: cfg.use_domain.into(),
+    };
+    Tables::register_census(registry, tables);
+    Ok(edge)
+}
+
+/// Journals and housekeeping of the state, off the message and timer paths: every second
+/// the location journal is flushed (and compacted when it has grown), blocked sources are
+/// reviewed; every ten seconds expired bindings are swept.
+fn spawn_state_thread(
+    proxy: Arc<Proxy>,
+    stop: Arc<AtomicBool>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("state".into())
+        .spawn(move || {
+            let mut tick = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(1));
+                tick += 1;
+                let edge = proxy.edge();
+                edge.auth.housekeeping(Instant::now());
+                if tick % 10 == 0 {
+                    edge.location.expire(unix_now());
+                }
+                edge.location.maintain();
+                edge.tables.compact_if_needed();
+            }
+            // A last flush on the way out.
+            proxy.edge().location.maintain();
+        })
+}
+
+async fn wait_for_signal(reload: &Reload) {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGTERM");
+    let (mut term, mut hup) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) {
+        (Ok(t), Ok(h)) => (t, h),
+        (Err(e), _) | (_, Err(e)) => {
+            warn!(error = %e, "cannot listen for SIGTERM/SIGHUP");
             let _ = tokio::signal::ctrl_c().await;
             return;
         }
     };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = tokio::signal::ctrl_c() => {},
+    loop {
+        tokio::select! {
+            _ = term.recv() => return,
+            _ = tokio::signal::ctrl_c() => return,
+            _ = hup.recv() => {
+                if let Err(e) = reload() {
+                    warn!(error = %format!("{e:#}"), "reload on SIGHUP failed; the running configuration stays");
+                }
+            }
+        }
     }
 }

@@ -31,11 +31,17 @@ pub struct Node {
 }
 
 impl Node {
-    /// Starts `limes run ARGS --admin 127.0.0.1:ADMIN_PORT` and waits for readiness.
+    /// Starts `limes run ARGS --admin 127.0.0.1:ADMIN_PORT` with a fresh state directory
+    /// and waits for readiness. Without a `--config`, loopback is a trusted peer (the sipp
+    /// peers of the proxy tests stand for a carrier's trunk, not for subscribers).
     pub fn start(args: &[&str], admin_port: u16) -> Node {
         let admin = format!("127.0.0.1:{admin_port}");
         let state = std::env::temp_dir().join(format!("limes-test-{admin_port}"));
+        let _ = std::fs::remove_dir_all(&state);
         let mut all = vec!["run"];
+        if !args.contains(&"--config") {
+            all.extend_from_slice(&["--trusted", "127.0.0.0/8"]);
+        }
         all.extend_from_slice(args);
         let state = state.display().to_string();
         all.extend_from_slice(&["--admin", &admin, "--state-dir", &state]);

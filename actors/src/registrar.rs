@@ -1,0 +1,454 @@
+//! The location service: every AoR's bindings, sharded by AoR, each change written to the
+//! `location` journal before the REGISTER is answered (so bindings survive a restart and
+//! a crash), expired bindings swept on a timer and dropped on load. The binding rules
+//! themselves are `limes_sip::registrar`'s.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+
+use limes_cluster::Journal;
+use limes_sip::registrar::{self, Binding, ContactUpdate, Outcome, Refusal, Register, Rules};
+use parking_lot::RwLock;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+
+use crate::settings::Transport;
+
+const SHARDS: usize = 64;
+
+/// What Limes keeps beside each binding: where the REGISTER came from and what it said.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    /// The source address of the REGISTER (RFC 3581 `received`): requests go there.
+    pub received: SocketAddr,
+    pub transport: Transport,
+    /// The local socket it arrived on.
+    pub socket: SocketAddr,
+    /// Path values (RFC 3327), in order: the route towards the UA.
+    #[serde(default)]
+    pub path: Vec<String>,
+    #[serde(default)]
+    pub user_agent: String,
+    /// Methods the UA accepts (Contact `methods` parameter or Allow header).
+    #[serde(default)]
+    pub methods: String,
+    /// `+sip.instance` and `reg-id` (RFC 5626).
+    #[serde(default)]
+    pub instance: Option<String>,
+    #[serde(default)]
+    pub reg_id: Option<u32>,
+    /// RFC 8599 push parameters of the Contact URI.
+    #[serde(default)]
+    pub push: Option<Push>,
+    /// When the binding was last written, Unix seconds.
+    #[serde(default)]
+    pub updated: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Push {
+    pub provider: String,
+    pub prid: Option<String>,
+    pub param: Option<String>,
+}
+
+pub type Contact = Binding<Meta>;
+
+/// A binding as the journal stores it.
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    aor: String,
+    contact: String,
+    q: Option<u16>,
+    expires_at: u64,
+    call_id: String,
+    cseq: u32,
+    meta: Meta,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    pub result: &'static str,
+}
+
+#[derive(Debug, Default)]
+pub struct LocationMetrics {
+    pub aors: Gauge,
+    pub contacts: Gauge,
+    pub registrations: Family<ResultLabels, Counter>,
+    pub journal_errors: Counter,
+}
+
+impl LocationMetrics {
+    pub fn register(registry: &mut Registry) -> Arc<Self> {
+        let m = Arc::new(Self::default());
+        let r = registry.sub_registry_with_prefix("limes_registrar");
+        r.register("aors", "AoRs with at least one binding", m.aors.clone());
+        r.register("contacts", "Bindings held", m.contacts.clone());
+        r.register(
+            "registrations",
+            "REGISTER requests processed, by result (registered, refreshed, removed, fetched, refused, error)",
+            m.registrations.clone(),
+        );
+        r.register(
+            "journal_errors",
+            "Binding changes the journal could not write",
+            m.journal_errors.clone(),
+        );
+        m
+    }
+}
+
+/// Why a binding change failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LocationError {
+    #[error("{}", .0.reason)]
+    Refused(Refusal),
+    #[error("the location table is full ({0} AoRs)")]
+    Full(usize),
+    #[error("journal write failed: {0}")]
+    Journal(#[from] std::io::Error),
+}
+
+type Shard = HashMap<String, Vec<Contact>>;
+
+pub struct Location {
+    shards: Box<[RwLock<Shard>]>,
+    journal: Option<Journal>,
+    rules: RwLock<Rules>,
+    max_aors: usize,
+    aors: AtomicI64,
+    contacts: AtomicI64,
+    pub metrics: Arc<LocationMetrics>,
+}
+
+impl std::fmt::Debug for Location {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Location")
+            .field("aors", &self.aors)
+            .field("contacts", &self.contacts)
+            .finish()
+    }
+}
+
+fn journal_key(aor: &str, contact: &str) -> String {
+    format!("{aor} {contact}")
+}
+
+fn to_json(aor: &str, b: &Contact) -> String {
+    let s = Stored {
+        aor: aor.to_owned(),
+        contact: b.contact.clone(),
+        q: b.q,
+        expires_at: b.expires_at,
+        call_id: b.call_id.clone(),
+        cseq: b.cseq,
+        meta: b.meta.clone(),
+    };
+    serde_json::to_string(&s).unwrap_or_else(|_| "null".into())
+}
+
+impl Location {
+    /// The location table, restored from the journal in `dir` (`None`: memory only).
+    /// Bindings expired at `now` are dropped.
+    pub fn open(
+        dir: Option<&Path>,
+        rules: Rules,
+        max_aors: usize,
+        now: u64,
+        metrics: Arc<LocationMetrics>,
+    ) -> std::io::Result<Self> {
+        let loc = |journal| Location {
+            shards: (0..SHARDS).map(|_| RwLock::new(Shard::new())).collect(),
+            journal,
+            rules: RwLock::new(rules),
+            max_aors,
+            aors: AtomicI64::new(0),
+            contacts: AtomicI64::new(0),
+            metrics: metrics.clone(),
+        };
+        let Some(dir) = dir else {
+            return Ok(loc(None));
+        };
+        let (journal, loaded) = Journal::open(dir, "location")?;
+        let location = loc(Some(journal));
+        let (mut restored, mut expired) = (0usize, 0usize);
+        for value in loaded.entries.values() {
+            let Ok(s) = serde_json::from_str::<Stored>(value) else {
+                continue;
+            };
+            if s.expires_at <= now {
+                expired += 1;
+                continue;
+            }
+            let mut shard = location.shard(&s.aor).write();
+            let list = shard.entry(s.aor).or_default();
+            list.push(Binding {
+                contact: s.contact,
+                q: s.q,
+                expires_at: s.expires_at,
+                call_id: s.call_id,
+                cseq: s.cseq,
+                meta: s.meta,
+            });
+            restored += 1;
+        }
+        location.recount();
+        info!(restored, expired, "location restored from the journal");
+        // Start from a compact journal: the expired bindings are gone from it.
+        location.compact();
+        Ok(location)
+    }
+
+    fn shard(&self, aor: &str) -> &RwLock<Shard> {
+        let mut h = std::hash::DefaultHasher::new();
+        std::hash::Hasher::write(&mut h, aor.as_bytes());
+        &self.shards[(std::hash::Hasher::finish(&h) as usize) % SHARDS]
+    }
+
+    pub fn rules(&self) -> Rules {
+        *self.rules.read()
+    }
+
+    pub fn set_rules(&self, rules: Rules) {
+        *self.rules.write() = rules;
+    }
+
+    fn adjust(&self, aors: i64, contacts: i64) {
+        let a = self.aors.fetch_add(aors, Ordering::Relaxed) + aors;
+        let c = self.contacts.fetch_add(contacts, Ordering::Relaxed) + contacts;
+        self.metrics.aors.set(a);
+        self.metrics.contacts.set(c);
+    }
+
+    fn recount(&self) {
+        let (mut a, mut c) = (0, 0);
+        for s in self.shards.iter() {
+            let s = s.read();
+            a += s.len() as i64;
+            c += s.values().map(|v| v.len() as i64).sum::<i64>();
+        }
+        self.aors.store(a, Ordering::Relaxed);
+        self.contacts.store(c, Ordering::Relaxed);
+        self.metrics.aors.set(a);
+        self.metrics.contacts.set(c);
+    }
+
+    /// Applies a REGISTER for `aor`; the bindings after it. The change is journaled before
+    /// it becomes visible.
+    pub fn register(
+        &self,
+        aor: &str,
+        req: &Register<'_>,
+        now: u64,
+        meta: impl Fn(&ContactUpdate<'_>) -> Meta,
+    ) -> Result<Vec<Contact>, LocationError> {
+        let rules = self.rules();
+        let mut shard = self.shard(aor).write();
+        let existing = shard.get(aor).map(Vec::as_slice).unwrap_or_default();
+        let is_new_aor = existing.is_empty();
+        if is_new_aor
+            && matches!(req.change, registrar::Change::Set(_))
+            && self.aors.load(Ordering::Relaxed) as usize >= self.max_aors
+        {
+            return Err(LocationError::Full(self.max_aors));
+        }
+        let before = existing.len() as i64;
+        let Outcome {
+            bindings,
+            stored,
+            removed,
+        } = registrar::apply(existing, req, now, &rules, meta).map_err(LocationError::Refused)?;
+        if let Some(j) = &self.journal {
+            for c in &removed {
+                j.delete(&journal_key(aor, c))?;
+            }
+            for &i in &stored {
+                j.put(
+                    &journal_key(aor, &bindings[i].contact),
+                    &to_json(aor, &bindings[i]),
+                )?;
+            }
+        }
+        let after = bindings.len() as i64;
+        let result = match (&req.change, stored.is_empty(), removed.is_empty()) {
+            (registrar::Change::Fetch, _, _) => "fetched",
+            (_, false, _) if is_new_aor => "registered",
+            (_, false, _) => "refreshed",
+            (_, true, false) => "removed",
+            (_, true, true) => "unchanged",
+        };
+        self.metrics
+            .registrations
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        let aor_delta = i64::from(after > 0) - i64::from(before > 0);
+        if bindings.is_empty() {
+            shard.remove(aor);
+        } else {
+            shard.insert(aor.to_owned(), bindings.clone());
+        }
+        drop(shard);
+        self.adjust(aor_delta, after - before);
+        Ok(bindings)
+    }
+
+    /// The live bindings of `aor`, highest q first (registration order among equals).
+    pub fn lookup(&self, aor: &str, now: u64) -> Vec<Contact> {
+        let mut v: Vec<Contact> = self
+            .shard(aor)
+            .read()
+            .get(aor)
+            .map(|l| l.iter().filter(|b| b.expires_at > now).cloned().collect())
+            .unwrap_or_default();
+        v.sort_by_key(|b| std::cmp::Reverse(b.q.unwrap_or(1000)));
+        v
+    }
+
+    /// Whether `aor` has a live binding, without copying any.
+    pub fn is_registered(&self, aor: &str, now: u64) -> bool {
+        self.shard(aor)
+            .read()
+            .get(aor)
+            .is_some_and(|l| l.iter().any(|b| b.expires_at > now))
+    }
+
+    /// Every AoR with its live bindings, sorted by AoR; at most `limit` AoRs.
+    pub fn dump(&self, now: u64, limit: usize) -> (Vec<(String, Vec<Contact>)>, bool) {
+        let mut all: Vec<(String, Vec<Contact>)> = Vec::new();
+        for s in self.shards.iter() {
+            for (aor, list) in s.read().iter() {
+                let live: Vec<Contact> = list
+                    .iter()
+                    .filter(|b| b.expires_at > now)
+                    .cloned()
+                    .collect();
+                if !live.is_empty() {
+                    all.push((aor.clone(), live));
+                }
+            }
+        }
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        let truncated = all.len() > limit;
+        all.truncate(limit);
+        (all, truncated)
+    }
+
+    /// Removes `aor`'s bindings (or the one for `contact`); the number removed.
+    pub fn remove(&self, aor: &str, contact: Option<&str>) -> Result<usize, LocationError> {
+        let mut shard = self.shard(aor).write();
+        let Some(list) = shard.get_mut(aor) else {
+            return Ok(0);
+        };
+        let before = list.len();
+        let (gone, kept): (Vec<Contact>, Vec<Contact>) = list
+            .drain(..)
+            .partition(|b| contact.is_none_or(|c| registrar::same_contact(&b.contact, c)));
+        if let Some(j) = &self.journal {
+            for b in &gone {
+                if let Err(e) = j.delete(&journal_key(aor, &b.contact)) {
+                    // Keep memory and journal in step: nothing is removed.
+                    *list = gone.into_iter().chain(kept).collect();
+                    return Err(e.into());
+                }
+            }
+        }
+        *list = kept;
+        let after = list.len();
+        if after == 0 {
+            shard.remove(aor);
+        }
+        drop(shard);
+        self.adjust(
+            -i64::from(after == 0 && before > 0),
+            after as i64 - before as i64,
+        );
+        Ok(gone.len())
+    }
+
+    /// Adds or replaces one binding (admin `ul.add`), journaled.
+    pub fn add(&self, aor: &str, contact: Contact) -> Result<(), LocationError> {
+        let mut shard = self.shard(aor).write();
+        if !shard.contains_key(aor) && self.aors.load(Ordering::Relaxed) as usize >= self.max_aors {
+            return Err(LocationError::Full(self.max_aors));
+        }
+        if let Some(j) = &self.journal {
+            j.put(&journal_key(aor, &contact.contact), &to_json(aor, &contact))?;
+        }
+        let list = shard.entry(aor.to_owned()).or_default();
+        let new_aor = list.is_empty();
+        let before = list.len();
+        list.retain(|b| !registrar::same_contact(&b.contact, &contact.contact));
+        list.push(contact);
+        let after = list.len();
+        drop(shard);
+        self.adjust(i64::from(new_aor), after as i64 - before as i64);
+        Ok(())
+    }
+
+    /// Drops bindings expired at `now` from memory (the journal forgets them at the next
+    /// compaction, and on load); the number dropped.
+    pub fn expire(&self, now: u64) -> usize {
+        let mut dropped = 0;
+        for s in self.shards.iter() {
+            let mut s = s.write();
+            s.retain(|_, list| {
+                let before = list.len();
+                list.retain(|b| b.expires_at > now);
+                dropped += before - list.len();
+                !list.is_empty()
+            });
+        }
+        if dropped > 0 {
+            self.recount();
+        }
+        dropped
+    }
+
+    /// Compacts the journal when it has grown past twice its snapshot; flushes it to disk.
+    pub fn maintain(&self) {
+        if let Some(j) = &self.journal {
+            if j.needs_compaction(8 << 20) {
+                self.compact();
+            }
+            if let Err(e) = j.sync() {
+                warn!(error = %e, "location journal sync failed");
+            }
+        }
+    }
+
+    fn compact(&self) {
+        let Some(j) = &self.journal else { return };
+        let result = j.compact(|emit| {
+            for s in self.shards.iter() {
+                let lines: Vec<(String, String)> = s
+                    .read()
+                    .iter()
+                    .flat_map(|(aor, list)| {
+                        list.iter()
+                            .map(|b| (journal_key(aor, &b.contact), to_json(aor, b)))
+                    })
+                    .collect();
+                for (k, v) in lines {
+                    emit(&k, &v)?;
+                }
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            self.metrics.journal_errors.inc();
+            warn!(error = %e, "location journal compaction failed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

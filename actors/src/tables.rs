@@ -1,0 +1,728 @@
+//! The live tables: subscribers (digest credentials and attributes), trusted peers and
+//! address groups (Kamailio's `subscriber`, `trusted` and `address`). Each entry comes
+//! from the configuration file (replaced as a set on every reload) or from the admin API
+//! or an import (kept in the `tables` journal, so it survives restarts). Readers on the
+//! message path take a read lock on the subscriber map, or load the peers snapshot with
+//! no lock at all.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use ipnet::IpNet;
+use limes_cluster::Journal;
+use limes_sip::digest::{self, Algorithm};
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tracing::warn;
+
+use crate::settings::Transport;
+
+/// Where an entry came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// The configuration file: replaced on reload, never journaled.
+    Config,
+    /// The admin API or an import: journaled.
+    Api,
+}
+
+/// One subscriber. The password itself is never kept: only its digests.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Subscriber {
+    pub user: String,
+    pub domain: String,
+    /// MD5(user:domain:password), hex.
+    pub ha1: String,
+    /// SHA-256(user:domain:password), hex; empty when only an MD5 HA1 was imported.
+    pub ha1_sha256: String,
+    #[serde(default)]
+    pub attrs: BTreeMap<String, String>,
+    #[serde(default)]
+    pub call_limit: Option<u32>,
+    pub origin: Origin,
+}
+
+impl Subscriber {
+    /// From a plain password (hashed here, then forgotten).
+    pub fn with_password(user: &str, domain: &str, password: &str, origin: Origin) -> Self {
+        Self {
+            user: user.to_owned(),
+            domain: domain.to_ascii_lowercase(),
+            ha1: digest::ha1(Algorithm::Md5, user, domain, password),
+            ha1_sha256: digest::ha1(Algorithm::Sha256, user, domain, password),
+            attrs: BTreeMap::new(),
+            call_limit: None,
+            origin,
+        }
+    }
+
+    /// `user@domain`, the table key.
+    pub fn id(&self) -> String {
+        subscriber_id(&self.user, &self.domain)
+    }
+
+    /// The HA1 for an algorithm family (MD5 or SHA-256), if known.
+    pub fn ha1_for(&self, alg: Algorithm) -> Option<&str> {
+        match alg.base() {
+            Algorithm::Md5 if !self.ha1.is_empty() => Some(&self.ha1),
+            Algorithm::Sha256 if !self.ha1_sha256.is_empty() => Some(&self.ha1_sha256),
+            _ => None,
+        }
+    }
+}
+
+pub fn subscriber_id(user: &str, domain: &str) -> String {
+    format!("{user}@{}", domain.to_ascii_lowercase())
+}
+
+/// Which transports a peer entry covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    #[default]
+    Any,
+    Udp,
+    Tcp,
+}
+
+impl Proto {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "any" | "" => Ok(Self::Any),
+            "udp" => Ok(Self::Udp),
+            "tcp" => Ok(Self::Tcp),
+            other => Err(format!("unknown protocol {other:?} (any, udp, tcp)")),
+        }
+    }
+
+    fn covers(self, t: Transport) -> bool {
+        matches!(
+            (self, t),
+            (Self::Any, _) | (Self::Udp, Transport::Udp) | (Self::Tcp, Transport::Tcp)
+        )
+    }
+}
+
+/// A trusted peer: requests from it skip authentication (`allow_trusted`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrustedPeer {
+    pub net: IpNet,
+    #[serde(default)]
+    pub proto: Proto,
+    /// A regular expression the From URI must match, when set.
+    #[serde(default)]
+    pub from_pattern: Option<String>,
+    #[serde(default)]
+    pub tag: Option<String>,
+    pub origin: Origin,
+}
+
+/// An address group entry (`allow_source_address(group)`): a carrier's addresses.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AddressEntry {
+    pub group: u32,
+    pub net: IpNet,
+    /// 0: any port.
+    #[serde(default)]
+    pub port: u16,
+    #[serde(default)]
+    pub proto: Proto,
+    #[serde(default)]
+    pub tag: Option<String>,
+    pub origin: Origin,
+}
+
+/// How a request's source is classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Peer {
+    /// In an address group: a carrier; never challenged.
+    Carrier { group: u32, tag: Option<String> },
+    /// In the trusted table: never challenged.
+    Trusted { tag: Option<String> },
+    /// Anyone else.
+    Unknown,
+}
+
+struct CompiledTrusted {
+    entry: TrustedPeer,
+    pattern: Option<regex::Regex>,
+}
+
+#[derive(Default)]
+struct Peers {
+    trusted: Vec<CompiledTrusted>,
+    addresses: Vec<AddressEntry>,
+}
+
+/// A table change that could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum TableError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("table limit of {0} entries reached")]
+    Full(usize),
+    #[error("journal write failed: {0}")]
+    Journal(#[from] std::io::Error),
+}
+
+pub struct Tables {
+    subscribers: RwLock<HashMap<String, Arc<Subscriber>>>,
+    peers: ArcSwap<Peers>,
+    /// Serialises peer-table writers (readers never wait).
+    peer_writer: Mutex<()>,
+    journal: Option<Journal>,
+    max_subscribers: usize,
+}
+
+impl std::fmt::Debug for Tables {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tables")
+            .field("subscribers", &self.subscribers.read().len())
+            .finish()
+    }
+}
+
+fn compile(entry: TrustedPeer) -> Result<CompiledTrusted, TableError> {
+    let pattern = entry
+        .from_pattern
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .map(regex::Regex::new)
+        .transpose()
+        .map_err(|e| TableError::Invalid(format!("from pattern: {e}")))?;
+    Ok(CompiledTrusted { entry, pattern })
+}
+
+impl Tables {
+    /// Tables restored from `journal` (the API's entries); `None` keeps them in memory only.
+    pub fn new(
+        journal: Option<(Journal, BTreeMap<String, String>)>,
+        max_subscribers: usize,
+    ) -> Self {
+        let mut subscribers = HashMap::new();
+        let mut peers = Peers::default();
+        let journal = journal.map(|(j, entries)| {
+            for (key, value) in entries {
+                let restored = match key.split_once('/') {
+                    Some(("subscriber", _)) => {
+                        serde_json::from_str::<Subscriber>(&value).map(|s| {
+                            subscribers.insert(s.id(), Arc::new(s));
+                        })
+                    }
+                    Some(("trusted", _)) => serde_json::from_str::<TrustedPeer>(&value).map(|t| {
+                        if let Ok(c) = compile(t) {
+                            peers.trusted.push(c);
+                        }
+                    }),
+                    Some(("address", _)) => serde_json::from_str::<AddressEntry>(&value)
+                        .map(|a| peers.addresses.push(a)),
+                    _ => Ok(()),
+                };
+                if let Err(e) = restored {
+                    warn!(key = %key, error = %e, "unreadable table entry skipped");
+                }
+            }
+            j
+        });
+        Self {
+            subscribers: RwLock::new(subscribers),
+            peers: ArcSwap::from_pointee(peers),
+            peer_writer: Mutex::new(()),
+            journal,
+            max_subscribers,
+        }
+    }
+
+    // ---- subscribers ----
+
+    pub fn subscriber(&self, user: &str, domain: &str) -> Option<Arc<Subscriber>> {
+        self.subscribers
+            .read()
+            .get(&subscriber_id(user, domain))
+            .cloned()
+    }
+
+    pub fn subscriber_count(&self) -> usize {
+        self.subscribers.read().len()
+    }
+
+    /// Adds or replaces a subscriber. An API entry is journaled first; a config entry
+    /// never replaces an API one.
+    pub fn put_subscriber(&self, s: Subscriber) -> Result<(), TableError> {
+        if s.user.is_empty() || s.domain.is_empty() || s.user.contains(['@', ' ']) {
+            return Err(TableError::Invalid(format!(
+                "{:?}: expected USER@DOMAIN",
+                s.id()
+            )));
+        }
+        let id = s.id();
+        let mut map = self.subscribers.write();
+        if !map.contains_key(&id) && map.len() >= self.max_subscribers {
+            return Err(TableError::Full(self.max_subscribers));
+        }
+        if s.origin == Origin::Config && map.get(&id).is_some_and(|o| o.origin == Origin::Api) {
+            return Ok(());
+        }
+        if s.origin == Origin::Api {
+            if let Some(j) = &self.journal {
+                j.put(&format!("subscriber/{id}"), &to_json(&s))?;
+            }
+        }
+        map.insert(id, Arc::new(s));
+        Ok(())
+    }
+
+    pub fn remove_subscriber(&self, id: &str) -> Result<Arc<Subscriber>, TableError> {
+        let (user, domain) = id
+            .rsplit_once('@')
+            .ok_or_else(|| TableError::Invalid(format!("{id:?}: expected USER@DOMAIN")))?;
+        let id = subscriber_id(user, domain);
+        let mut map = self.subscribers.write();
+        let Some(old) = map.get(&id).cloned() else {
+            return Err(TableError::NotFound(id));
+        };
+        if old.origin == Origin::Api {
+            if let Some(j) = &self.journal {
+                j.delete(&format!("subscriber/{id}"))?;
+            }
+        }
+        map.remove(&id);
+        Ok(old)
+    }
+
+    /// Every subscriber, sorted by id.
+    pub fn subscribers(&self) -> Vec<Arc<Subscriber>> {
+        let mut v: Vec<_> = self.subscribers.read().values().cloned().collect();
+        v.sort_by_key(|s| s.id());
+        v
+    }
+
+    /// Replaces the configuration file's subscribers with `list`.
+    pub fn set_config_subscribers(&self, list: Vec<Subscriber>) -> Result<(), TableError> {
+        self.subscribers
+            .write()
+            .retain(|_, s| s.origin != Origin::Config);
+        for s in list {
+            self.put_subscriber(s)?;
+        }
+        Ok(())
+    }
+
+    // ---- trusted peers and address groups ----
+
+    /// Classifies a request's source: address group first (a carrier), then trusted.
+    pub fn classify(&self, ip: IpAddr, port: u16, transport: Transport, from: &str) -> Peer {
+        let peers = self.peers.load();
+        if let Some(a) = peers.addresses.iter().find(|a| {
+            a.net.contains(&ip) && (a.port == 0 || a.port == port) && a.proto.covers(transport)
+        }) {
+            return Peer::Carrier {
+                group: a.group,
+                tag: a.tag.clone(),
+            };
+        }
+        peers
+            .trusted
+            .iter()
+            .find(|t| {
+                t.entry.net.contains(&ip)
+                    && t.entry.proto.covers(transport)
+                    && t.pattern.as_ref().is_none_or(|p| p.is_match(from))
+            })
+            .map_or(Peer::Unknown, |t| Peer::Trusted {
+                tag: t.entry.tag.clone(),
+            })
+    }
+
+    pub fn trusted(&self) -> Vec<TrustedPeer> {
+        self.peers
+            .load()
+            .trusted
+            .iter()
+            .map(|t| t.entry.clone())
+            .collect()
+    }
+
+    pub fn addresses(&self) -> Vec<AddressEntry> {
+        self.peers.load().addresses.clone()
+    }
+
+    fn update_peers(
+        &self,
+        change: impl FnOnce(&mut Vec<CompiledTrusted>, &mut Vec<AddressEntry>) -> Result<(), TableError>,
+    ) -> Result<(), TableError> {
+        let _w = self.peer_writer.lock();
+        let old = self.peers.load();
+        let mut trusted: Vec<CompiledTrusted> = old
+            .trusted
+            .iter()
+            .map(|t| CompiledTrusted {
+                entry: t.entry.clone(),
+                pattern: t.pattern.clone(),
+            })
+            .collect();
+        let mut addresses = old.addresses.clone();
+        change(&mut trusted, &mut addresses)?;
+        self.peers.store(Arc::new(Peers { trusted, addresses }));
+        Ok(())
+    }
+
+    fn journal_put(&self, key: String, value: String) -> Result<(), TableError> {
+        if let Some(j) = &self.journal {
+            j.put(&key, &value)?;
+        }
+        Ok(())
+    }
+
+    fn journal_delete(&self, key: String) -> Result<(), TableError> {
+        if let Some(j) = &self.journal {
+            j.delete(&key)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a trusted peer (an entry for the same network and pattern is replaced).
+    pub fn add_trusted(&self, t: TrustedPeer) -> Result<(), TableError> {
+        let compiled = compile(t)?;
+        self.update_peers(|trusted, _| {
+            let e = &compiled.entry;
+            let key = trusted_key(e);
+            trusted.retain(|o| trusted_key(&o.entry) != key);
+            if e.origin == Origin::Api {
+                self.journal_put(format!("trusted/{key}"), to_json(e))?;
+            }
+            trusted.push(compiled);
+            Ok(())
+        })
+    }
+
+    /// Removes every trusted entry for `net`; the number removed.
+    pub fn remove_trusted(&self, net: IpNet) -> Result<usize, TableError> {
+        let mut removed = 0;
+        self.update_peers(|trusted, _| {
+            for t in trusted.iter().filter(|t| t.entry.net == net) {
+                if t.entry.origin == Origin::Api {
+                    self.journal_delete(format!("trusted/{}", trusted_key(&t.entry)))?;
+                }
+                removed += 1;
+            }
+            trusted.retain(|t| t.entry.net != net);
+            Ok(())
+        })?;
+        if removed == 0 {
+            return Err(TableError::NotFound(net.to_string()));
+        }
+        Ok(removed)
+    }
+
+    pub fn add_address(&self, a: AddressEntry) -> Result<(), TableError> {
+        self.update_peers(|_, addresses| {
+            let key = address_key(&a);
+            addresses.retain(|o| address_key(o) != key);
+            if a.origin == Origin::Api {
+                self.journal_put(format!("address/{key}"), to_json(&a))?;
+            }
+            addresses.push(a);
+            Ok(())
+        })
+    }
+
+    /// Removes the entries of `group` for `net`; the number removed.
+    pub fn remove_address(&self, group: u32, net: IpNet) -> Result<usize, TableError> {
+        let mut removed = 0;
+        self.update_peers(|_, addresses| {
+            for a in addresses
+                .iter()
+                .filter(|a| a.group == group && a.net == net)
+            {
+                if a.origin == Origin::Api {
+                    self.journal_delete(format!("address/{}", address_key(a)))?;
+                }
+                removed += 1;
+            }
+            addresses.retain(|a| !(a.group == group && a.net == net));
+            Ok(())
+        })?;
+        if removed == 0 {
+            return Err(TableError::NotFound(format!("group {group} {net}")));
+        }
+        Ok(removed)
+    }
+
+    /// Replaces the configuration file's peers.
+    pub fn set_config_peers(
+        &self,
+        trusted_list: Vec<TrustedPeer>,
+        address_list: Vec<AddressEntry>,
+    ) -> Result<(), TableError> {
+        let compiled = trusted_list
+            .into_iter()
+            .map(compile)
+            .collect::<Result<Vec<_>, _>>()?;
+        self.update_peers(|trusted, addresses| {
+            trusted.retain(|t| t.entry.origin != Origin::Config);
+            addresses.retain(|a| a.origin != Origin::Config);
+            trusted.extend(compiled);
+            addresses.extend(address_list);
+            Ok(())
+        })
+    }
+
+    /// Rewrites the journal as a snapshot when it has grown.
+    pub fn compact_if_needed(&self) {
+        let Some(j) = &self.journal else { return };
+        if !j.needs_compaction(1 << 20) {
+            return;
+        }
+        let subs: Vec<Arc<Subscriber>> = self
+            .subscribers
+            .read()
+            .values()
+            .filter(|s| s.origin == Origin::Api)
+            .cloned()
+            .collect();
+        let peers = self.peers.load();
+        let result = j.compact(|emit| {
+            for s in &subs {
+                emit(&format!("subscriber/{}", s.id()), &to_json(&**s))?;
+            }
+            for t in peers
+                .trusted
+                .iter()
+                .filter(|t| t.entry.origin == Origin::Api)
+            {
+                emit(
+                    &format!("trusted/{}", trusted_key(&t.entry)),
+                    &to_json(&t.entry),
+                )?;
+            }
+            for a in peers.addresses.iter().filter(|a| a.origin == Origin::Api) {
+                emit(&format!("address/{}", address_key(a)), &to_json(a))?;
+            }
+            Ok(())
+        });
+        if let Err(e) = result {
+            warn!(error = %e, "tables journal compaction failed");
+        }
+    }
+}
+
+/// Table sizes, computed when Prometheus scrapes.
+#[derive(Debug)]
+struct TableCollector(Arc<Tables>);
+
+impl prometheus_client::collector::Collector for TableCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let peers = self.0.peers.load();
+        let sizes = [
+            (
+                "limes_subscribers",
+                "Subscribers in the table",
+                self.0.subscriber_count(),
+            ),
+            (
+                "limes_trusted_peers",
+                "Trusted peer entries",
+                peers.trusted.len(),
+            ),
+            (
+                "limes_address_entries",
+                "Address group entries",
+                peers.addresses.len(),
+            ),
+        ];
+        for (name, help, n) in sizes {
+            let metric = ConstGauge::new(n as i64);
+            let family = encoder.encode_descriptor(name, help, None, metric.metric_type())?;
+            metric.encode(family)?;
+        }
+        Ok(())
+    }
+}
+
+impl Tables {
+    /// Registers the table-size gauges.
+    pub fn register_census(
+        registry: &mut prometheus_client::registry::Registry,
+        tables: Arc<Tables>,
+    ) {
+        registry.register_collector(Box::new(TableCollector(tables)));
+    }
+}
+
+fn trusted_key(t: &TrustedPeer) -> String {
+    format!(
+        "{}|{:?}|{}",
+        t.net,
+        t.proto,
+        t.from_pattern.as_deref().unwrap_or_default()
+    )
+}
+
+fn address_key(a: &AddressEntry) -> String {
+    format!("{}|{}|{}|{:?}", a.group, a.net, a.port, a.proto)
+}
+
+fn to_json<T: Serialize>(v: &T) -> String {
+    // Plain structs of strings and numbers: serialising cannot fail.
+    serde_json::to_string(v).unwrap_or_else(|_| "null".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(net: &str, proto: Proto, pattern: Option<&str>) -> TrustedPeer {
+        TrustedPeer {
+            net: net.parse().expect("cidr"),
+            proto,
+            from_pattern: pattern.map(str::to_owned),
+            tag: Some(net.into()),
+            origin: Origin::Api,
+        }
+    }
+
+    #[test]
+    fn classification() {
+        let t = Tables::new(None, 10);
+        t.add_trusted(peer("10.0.0.0/8", Proto::Any, None))
+            .expect("adds");
+        t.add_trusted(peer("192.0.2.7/32", Proto::Tcp, Some("^sip:gw@")))
+            .expect("adds");
+        t.add_address(AddressEntry {
+            group: 200,
+            net: "198.51.100.0/24".parse().expect("cidr"),
+            port: 5060,
+            proto: Proto::Udp,
+            tag: Some("carrier".into()),
+            origin: Origin::Api,
+        })
+        .expect("adds");
+        let ip = |s: &str| s.parse::<IpAddr>().expect("ip");
+        let cases = [
+            (
+                "10.1.2.3",
+                5060,
+                Transport::Udp,
+                "sip:a@x",
+                Peer::Trusted {
+                    tag: Some("10.0.0.0/8".into()),
+                },
+            ),
+            (
+                "192.0.2.7",
+                5060,
+                Transport::Tcp,
+                "sip:gw@x",
+                Peer::Trusted {
+                    tag: Some("192.0.2.7/32".into()),
+                },
+            ),
+            ("192.0.2.7", 5060, Transport::Udp, "sip:gw@x", Peer::Unknown),
+            (
+                "192.0.2.7",
+                5060,
+                Transport::Tcp,
+                "sip:other@x",
+                Peer::Unknown,
+            ),
+            (
+                "198.51.100.9",
+                5060,
+                Transport::Udp,
+                "sip:a@x",
+                Peer::Carrier {
+                    group: 200,
+                    tag: Some("carrier".into()),
+                },
+            ),
+            (
+                "198.51.100.9",
+                5070,
+                Transport::Udp,
+                "sip:a@x",
+                Peer::Unknown,
+            ),
+            (
+                "203.0.113.1",
+                5060,
+                Transport::Udp,
+                "sip:a@x",
+                Peer::Unknown,
+            ),
+        ];
+        for (addr, port, transport, from, want) in cases {
+            assert_eq!(
+                t.classify(ip(addr), port, transport, from),
+                want,
+                "{addr}:{port}"
+            );
+        }
+        assert_eq!(
+            t.remove_trusted("10.0.0.0/8".parse().expect("cidr")).ok(),
+            Some(1)
+        );
+        assert_eq!(
+            t.classify(ip("10.1.2.3"), 5060, Transport::Udp, "sip:a@x"),
+            Peer::Unknown
+        );
+        assert!(t
+            .add_trusted(peer("10.0.0.0/8", Proto::Any, Some("(")))
+            .is_err());
+    }
+
+    #[test]
+    fn config_entries_never_replace_api_ones_and_reload_as_a_set() {
+        let t = Tables::new(None, 10);
+        t.put_subscriber(Subscriber::with_password(
+            "alice",
+            "example.com",
+            "api",
+            Origin::Api,
+        ))
+        .expect("adds");
+        let from_config = vec![
+            Subscriber::with_password("alice", "example.com", "config", Origin::Config),
+            Subscriber::with_password("bob", "example.com", "b", Origin::Config),
+        ];
+        t.set_config_subscribers(from_config).expect("loads");
+        let alice = t.subscriber("alice", "EXAMPLE.com").expect("present");
+        assert_eq!(alice.origin, Origin::Api);
+        assert!(t.subscriber("bob", "example.com").is_some());
+        t.set_config_subscribers(vec![]).expect("reloads");
+        assert!(
+            t.subscriber("bob", "example.com").is_none(),
+            "gone with its config line"
+        );
+        assert!(t.subscriber("alice", "example.com").is_some());
+        assert!(matches!(
+            t.put_subscriber(Subscriber::with_password("bad@user", "d", "p", Origin::Api)),
+            Err(TableError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn the_subscriber_table_is_bounded() {
+        let t = Tables::new(None, 2);
+        for u in ["a", "b"] {
+            t.put_subscriber(Subscriber::with_password(u, "d", "p", Origin::Api))
+                .expect("fits");
+        }
+        assert!(matches!(
+            t.put_subscriber(Subscriber::with_password("c", "d", "p", Origin::Api)),
+            Err(TableError::Full(2))
+        ));
+        t.put_subscriber(Subscriber::with_password("a", "d", "new", Origin::Api))
+            .expect("a replacement always fits");
+    }
+}

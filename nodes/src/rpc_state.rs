@@ -1,0 +1,419 @@
+//! JSON-RPC methods for the live state: subscribers, trusted peers, address groups, the
+//! location table (`ul.*`, with Kamailio's field names), blocked sources and reload.
+
+use std::net::{IpAddr, SocketAddr};
+
+use limes_actors::proxy::edge::unix_now;
+use limes_actors::registrar::{Contact, Meta};
+use limes_actors::tables::{AddressEntry, Origin, Proto, Subscriber, TableError, TrustedPeer};
+use limes_actors::transport::dest_of_uri;
+use limes_sip::registrar::{q_text, Binding};
+use limes_sip::uri::Uri;
+use serde_json::{json, Value};
+
+use crate::config::parse_net;
+use crate::rpc::{Node, RpcError};
+
+fn arg<'a>(params: &'a [Value], i: usize, what: &str) -> Result<&'a str, RpcError> {
+    params
+        .get(i)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .ok_or_else(|| RpcError::new(-32602, format!("Invalid params: {what} expected")))
+}
+
+fn opt(params: &[Value], i: usize) -> Option<&str> {
+    params
+        .get(i)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+}
+
+fn table_error(e: TableError) -> RpcError {
+    match e {
+        TableError::NotFound(what) => RpcError::new(404, format!("not found: {what}")),
+        TableError::Invalid(why) => RpcError::new(-32602, format!("Invalid params: {why}")),
+        other => RpcError::new(500, other.to_string()),
+    }
+}
+
+fn invalid(why: impl std::fmt::Display) -> RpcError {
+    RpcError::new(-32602, format!("Invalid params: {why}"))
+}
+
+pub fn core_reload(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    (node.reload)().map_err(|e| RpcError::new(500, format!("reload failed: {e:#}")))
+}
+
+fn subscriber_json(s: &Subscriber) -> Value {
+    let mut algorithms = Vec::new();
+    if !s.ha1.is_empty() {
+        algorithms.push("MD5");
+    }
+    if !s.ha1_sha256.is_empty() {
+        algorithms.push("SHA-256");
+    }
+    json!({
+        "user": s.user,
+        "domain": s.domain,
+        "attrs": s.attrs,
+        "call_limit": s.call_limit,
+        "algorithms": algorithms,
+        "origin": s.origin,
+    })
+}
+
+/// `subscriber.add USER@DOMAIN PASSWORD [ATTR=VALUE...]` (`call_limit=N` sets the limit).
+pub fn subscriber_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let id = arg(params, 0, "USER@DOMAIN")?;
+    let password = arg(params, 1, "PASSWORD")?;
+    let (user, domain) = id
+        .rsplit_once('@')
+        .ok_or_else(|| invalid(format!("{id:?}: expected USER@DOMAIN")))?;
+    let mut s = Subscriber::with_password(user, domain, password, Origin::Api);
+    for p in params.iter().skip(2) {
+        let kv = p.as_str().unwrap_or_default();
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("{kv:?}: expected ATTR=VALUE")))?;
+        if k == "call_limit" {
+            s.call_limit = Some(v.parse().map_err(|_| invalid("call_limit: a number"))?);
+        } else {
+            s.attrs.insert(k.to_owned(), v.to_owned());
+        }
+    }
+    let shown = subscriber_json(&s);
+    node.proxy
+        .edge()
+        .tables
+        .put_subscriber(s)
+        .map_err(table_error)?;
+    Ok(shown)
+}
+
+pub fn subscriber_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let id = arg(params, 0, "USER@DOMAIN")?;
+    let gone = node
+        .proxy
+        .edge()
+        .tables
+        .remove_subscriber(id)
+        .map_err(table_error)?;
+    Ok(json!({ "removed": gone.id() }))
+}
+
+pub fn subscriber_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let list: Vec<Value> = node
+        .proxy
+        .edge()
+        .tables
+        .subscribers()
+        .iter()
+        .map(|s| subscriber_json(s))
+        .collect();
+    Ok(Value::Array(list))
+}
+
+pub fn subscriber_show(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let id = arg(params, 0, "USER@DOMAIN")?;
+    let (user, domain) = id
+        .rsplit_once('@')
+        .ok_or_else(|| invalid(format!("{id:?}: expected USER@DOMAIN")))?;
+    node.proxy
+        .edge()
+        .tables
+        .subscriber(user, domain)
+        .map(|s| subscriber_json(&s))
+        .ok_or_else(|| RpcError::new(404, format!("not found: {id}")))
+}
+
+pub fn trusted_dump(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let list: Vec<Value> = node
+        .proxy
+        .edge()
+        .tables
+        .trusted()
+        .iter()
+        .map(|t| {
+            json!({
+                "src_ip": t.net.to_string(),
+                "proto": t.proto,
+                "pattern": t.from_pattern,
+                "tag": t.tag,
+                "origin": t.origin,
+            })
+        })
+        .collect();
+    Ok(json!({ "trusted": list }))
+}
+
+/// `trusted.add CIDR [PROTO] [FROM_PATTERN] [TAG]`.
+pub fn trusted_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let net = parse_net(arg(params, 0, "CIDR")?).map_err(invalid)?;
+    let proto = Proto::parse(opt(params, 1).unwrap_or("any")).map_err(invalid)?;
+    let peer = TrustedPeer {
+        net,
+        proto,
+        from_pattern: opt(params, 2).map(str::to_owned),
+        tag: opt(params, 3).map(str::to_owned),
+        origin: Origin::Api,
+    };
+    node.proxy
+        .edge()
+        .tables
+        .add_trusted(peer)
+        .map_err(table_error)?;
+    Ok(json!({ "added": net.to_string() }))
+}
+
+pub fn trusted_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let net = parse_net(arg(params, 0, "CIDR")?).map_err(invalid)?;
+    let n = node
+        .proxy
+        .edge()
+        .tables
+        .remove_trusted(net)
+        .map_err(table_error)?;
+    Ok(json!({ "removed": n }))
+}
+
+pub fn address_dump(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let list: Vec<Value> = node
+        .proxy
+        .edge()
+        .tables
+        .addresses()
+        .iter()
+        .map(|a| {
+            json!({
+                "gid": a.group,
+                "ip": a.net.addr().to_string(),
+                "mask": a.net.prefix_len(),
+                "port": a.port,
+                "proto": a.proto,
+                "tag": a.tag,
+                "origin": a.origin,
+            })
+        })
+        .collect();
+    Ok(json!({ "address": list }))
+}
+
+/// `address.add GROUP CIDR [PORT] [PROTO] [TAG]`.
+pub fn address_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let group: u32 = arg(params, 0, "GROUP")?
+        .parse()
+        .map_err(|_| invalid("GROUP: a number"))?;
+    let net = parse_net(arg(params, 1, "CIDR")?).map_err(invalid)?;
+    let port: u16 = opt(params, 2)
+        .map(str::parse)
+        .transpose()
+        .map_err(|_| invalid("PORT: a number"))?
+        .unwrap_or(0);
+    let proto = Proto::parse(opt(params, 3).unwrap_or("any")).map_err(invalid)?;
+    node.proxy
+        .edge()
+        .tables
+        .add_address(AddressEntry {
+            group,
+            net,
+            port,
+            proto,
+            tag: opt(params, 4).map(str::to_owned),
+            origin: Origin::Api,
+        })
+        .map_err(table_error)?;
+    Ok(json!({ "added": format!("{group} {net}") }))
+}
+
+pub fn address_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let group: u32 = arg(params, 0, "GROUP")?
+        .parse()
+        .map_err(|_| invalid("GROUP: a number"))?;
+    let net = parse_net(arg(params, 1, "CIDR")?).map_err(invalid)?;
+    let n = node
+        .proxy
+        .edge()
+        .tables
+        .remove_address(group, net)
+        .map_err(table_error)?;
+    Ok(json!({ "removed": n }))
+}
+
+fn q_json(q: Option<u16>) -> Value {
+    match q {
+        Some(q) => json!(q_text(q).parse::<f64>().unwrap_or(-1.0)),
+        None => json!(-1),
+    }
+}
+
+/// One contact with the fields `ul.dump` shows in Kamailio, plus flow and push data.
+fn contact_json(c: &Contact, now: u64) -> Value {
+    let m = &c.meta;
+    json!({ "Contact": {
+        "Address": c.contact,
+        "Expires": c.remaining(now),
+        "Q": q_json(c.q),
+        "Call-ID": c.call_id,
+        "CSeq": c.cseq,
+        "User-Agent": m.user_agent,
+        "Received": format!("sip:{}", m.received),
+        "Path": m.path.join(","),
+        "Socket": format!("{}:{}", m.transport.as_str(), m.socket),
+        "Methods": m.methods,
+        "Instance": m.instance,
+        "Reg-Id": m.reg_id,
+        "Flow": { "transport": m.transport.as_str(), "remote": m.received.to_string(), "local": m.socket.to_string() },
+        "Push": m.push.as_ref().map(|p| json!({"provider": p.provider, "prid": p.prid, "param": p.param})),
+        "Last-Modified": m.updated,
+    }})
+}
+
+/// `ul.dump [LIMIT]`: every AoR with its contacts (at most LIMIT AoRs, 100,000 by default).
+pub fn ul_dump(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let limit = opt(params, 0)
+        .map(str::parse::<usize>)
+        .transpose()
+        .map_err(|_| invalid("LIMIT: a number"))?
+        .unwrap_or(100_000);
+    let now = unix_now();
+    let (all, truncated) = node.proxy.edge().location.dump(now, limit);
+    let aors: Vec<Value> = all
+        .iter()
+        .map(|(aor, contacts)| {
+            json!({ "Info": {
+                "AoR": aor,
+                "Contacts": contacts.iter().map(|c| contact_json(c, now)).collect::<Vec<_>>(),
+            }})
+        })
+        .collect();
+    Ok(json!({ "Domains": [ { "Domain": {
+        "Domain": "location",
+        "Size": aors.len(),
+        "Truncated": truncated,
+        "AoRs": aors,
+    }}]}))
+}
+
+fn aor_param(node: &Node, params: &[Value]) -> Result<String, RpcError> {
+    let raw = arg(params, 0, "AOR")?;
+    let with_scheme = if raw.contains(':') {
+        raw.to_owned()
+    } else {
+        format!("sip:{raw}")
+    };
+    Uri::parse(&with_scheme)
+        .map(|u| node.proxy.edge().aor(&u))
+        .map_err(|e| invalid(format!("AOR {raw:?}: {e}")))
+}
+
+pub fn ul_lookup(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let aor = aor_param(node, params)?;
+    let now = unix_now();
+    let contacts = node.proxy.edge().location.lookup(&aor, now);
+    if contacts.is_empty() {
+        return Err(RpcError::new(404, format!("AoR not found: {aor}")));
+    }
+    Ok(json!({
+        "AoR": aor,
+        "Contacts": contacts.iter().map(|c| contact_json(c, now)).collect::<Vec<_>>(),
+    }))
+}
+
+/// `ul.rm AOR [CONTACT]`.
+pub fn ul_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let aor = aor_param(node, params)?;
+    let n = node
+        .proxy
+        .edge()
+        .location
+        .remove(&aor, opt(params, 1))
+        .map_err(|e| RpcError::new(500, e.to_string()))?;
+    if n == 0 {
+        return Err(RpcError::new(404, format!("AoR not found: {aor}")));
+    }
+    Ok(json!({ "removed": n }))
+}
+
+/// `ul.add AOR CONTACT [EXPIRES] [Q]`: a static binding, reached at the Contact's
+/// address (which must be an IP address).
+pub fn ul_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let aor = aor_param(node, params)?;
+    let contact = arg(params, 1, "CONTACT")?;
+    let expires: u64 = opt(params, 2)
+        .map(str::parse)
+        .transpose()
+        .map_err(|_| invalid("EXPIRES: seconds"))?
+        .unwrap_or(3600);
+    let q = match opt(params, 3) {
+        Some(q) => Some(
+            limes_sip::addr::NameAddr::parse(&format!("<sip:x>;q={q}"))
+                .ok()
+                .and_then(|a| a.q())
+                .ok_or_else(|| invalid("Q: 0 to 1"))?,
+        ),
+        None => None,
+    };
+    let uri = Uri::parse(contact).map_err(|e| invalid(format!("CONTACT: {e}")))?;
+    let dest = dest_of_uri(&uri)
+        .ok_or_else(|| invalid("CONTACT: needs an IP address host and udp or tcp"))?;
+    let max = node.proxy.edge().location.rules().max_expires;
+    let expires = expires.min(u64::from(max)).max(1);
+    let now = unix_now();
+    let local: SocketAddr = node
+        .listens
+        .iter()
+        .find_map(|l| {
+            let (proto, addr) = l.split_once(':')?;
+            (proto == dest.transport.as_str()).then(|| addr.parse().ok())?
+        })
+        .unwrap_or_else(|| SocketAddr::new(IpAddr::from([0, 0, 0, 0]), 0));
+    let binding = Binding {
+        contact: contact.to_owned(),
+        q,
+        expires_at: now + expires,
+        call_id: format!("ul.add-{now}"),
+        cseq: 1,
+        meta: Meta {
+            received: dest.addr,
+            transport: dest.transport,
+            socket: local,
+            path: Vec::new(),
+            user_agent: "ul.add".into(),
+            methods: String::new(),
+            instance: None,
+            reg_id: None,
+            push: None,
+            updated: now,
+        },
+    };
+    node.proxy
+        .edge()
+        .location
+        .add(&aor, binding)
+        .map_err(|e| RpcError::new(500, e.to_string()))?;
+    Ok(json!({ "added": contact, "aor": aor, "expires": expires }))
+}
+
+pub fn auth_blocked(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let list: Vec<Value> = node
+        .proxy
+        .edge()
+        .auth
+        .blocked(std::time::Instant::now())
+        .into_iter()
+        .map(|(ip, left)| json!({ "source": ip.to_string(), "seconds_left": left }))
+        .collect();
+    Ok(Value::Array(list))
+}
+
+pub fn auth_unblock(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let ip: IpAddr = arg(params, 0, "IP")?
+        .parse()
+        .map_err(|_| invalid("IP: an address"))?;
+    if node.proxy.edge().auth.unblock(ip) {
+        Ok(json!({ "unblocked": ip.to_string() }))
+    } else {
+        Err(RpcError::new(404, format!("not blocked: {ip}")))
+    }
+}
