@@ -4,6 +4,8 @@
 //!   [--state-dir DIR]` runs a node (with no arguments: UDP and TCP on 127.0.0.1:5060,
 //!   admin API on 127.0.0.1:8080).
 //! - `limes check-config FILE` validates a configuration file.
+//! - `limes import dbtext DIR [--config FILE] [--state-dir DIR]` imports Kamailio db_text
+//!   tables into the state directory.
 //! - `limes ctl [--admin ADDR] [--json] METHOD [ARG...]` calls a JSON-RPC method.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -11,6 +13,7 @@
 mod admin;
 mod config;
 mod ctl;
+mod dbtext;
 mod rpc;
 mod rpc_state;
 mod run;
@@ -55,6 +58,11 @@ enum Command {
     },
     /// Check a configuration file and print what it resolves to.
     CheckConfig { file: PathBuf },
+    /// Imports tables from another system into the state directory (node stopped).
+    Import {
+        #[command(subcommand)]
+        what: Import,
+    },
     /// Call a JSON-RPC method on a running node.
     Ctl {
         /// Admin API address.
@@ -68,6 +76,18 @@ enum Command {
         json: bool,
         method: String,
         args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum Import {
+    /// Kamailio db_text tables: subscriber, trusted, address, location.
+    Dbtext {
+        dir: PathBuf,
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long = "state-dir")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -133,6 +153,44 @@ fn main() -> ExitCode {
             };
             match runtime.block_on(run::run(resolved, reload)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e),
+            }
+        }
+        Command::Import {
+            what:
+                Import::Dbtext {
+                    dir,
+                    config,
+                    state_dir,
+                },
+        } => {
+            let mut cfg = match &config {
+                Some(path) => match config::Config::load(path) {
+                    Ok(c) => c,
+                    Err(e) => return fail(&e),
+                },
+                None => config::Config::default(),
+            };
+            if let Some(d) = state_dir {
+                cfg.node.state_dir = d;
+            }
+            let result = run::lock_state_dir(&cfg.node.state_dir).and_then(|_lock| {
+                dbtext::import(
+                    &dir,
+                    &cfg.node.state_dir,
+                    cfg.registrar.use_domain,
+                    cfg.registrar.max_expires_s,
+                    limes_actors::proxy::edge::unix_now(),
+                )
+            });
+            match result {
+                Ok(report) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&report).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
                 Err(e) => fail(&e),
             }
         }

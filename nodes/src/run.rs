@@ -28,6 +28,27 @@ use crate::admin::{self, AdminState};
 use crate::config::{Config, Resolved};
 use crate::rpc::Node;
 
+/// Creates the state directory and takes its lock: one process at a time writes its
+/// journals. The lock goes with the returned file (and with the process).
+pub fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(dir).with_context(|| {
+        format!(
+            "state directory {} (set node.state_dir or --state-dir)",
+            dir.display()
+        )
+    })?;
+    let path = dir.join("lock");
+    let file =
+        std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
+    file.try_lock().map_err(|_| {
+        anyhow::anyhow!(
+            "state directory {} is in use by another limes process",
+            dir.display()
+        )
+    })?;
+    Ok(file)
+}
+
 /// What a reload reads: the configuration file (none: the defaults) and the trusted
 /// CIDRs of the command line.
 pub struct ReloadSource {
@@ -38,12 +59,7 @@ pub struct ReloadSource {
 /// Runs a node until it is told to stop; returns once it has drained. The configuration
 /// is read again on SIGHUP and `core.reload`.
 pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
-    std::fs::create_dir_all(&cfg.state_dir).with_context(|| {
-        format!(
-            "state directory {} (set node.state_dir or --state-dir)",
-            cfg.state_dir.display()
-        )
-    })?;
+    let _lock = lock_state_dir(&cfg.state_dir)?;
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
     let edge = open_state(&cfg, &mut registry)?;
@@ -303,7 +319,7 @@ fn spawn_state_thread(
                 tick += 1;
                 let edge = proxy.edge();
                 edge.auth.housekeeping(Instant::now());
-                if tick % 10 == 0 {
+                if tick.is_multiple_of(10) {
                     edge.location.expire(unix_now());
                 }
                 edge.location.maintain();
