@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -143,6 +144,8 @@ pub struct Auth {
     nonces: NonceKey,
     replay: Mutex<ReplayGuard>,
     failures: Mutex<HashMap<IpAddr, FailState>>,
+    /// Makes every nonce unique; starts at a random value so restarts do not repeat.
+    salt: AtomicU64,
     pub metrics: Arc<AuthMetrics>,
 }
 
@@ -201,8 +204,9 @@ impl Kind {
 
 impl Auth {
     pub fn new(settings: AuthSettings, metrics: Arc<AuthMetrics>) -> Self {
+        let keys = std::hash::RandomState::new();
+        let salt = AtomicU64::new(keys.hash_one(u64::MAX));
         let secret = if settings.secret.is_empty() {
-            let keys = std::hash::RandomState::new();
             let mut bytes = Vec::with_capacity(32);
             for i in 0..4u8 {
                 let mut h = keys.build_hasher();
@@ -217,6 +221,7 @@ impl Auth {
             nonces: NonceKey::new(&secret, settings.nonce_lifetime),
             replay: Mutex::new(ReplayGuard::new(settings.max_tracked_nonces)),
             failures: Mutex::new(HashMap::new()),
+            salt,
             settings: ArcSwap::from_pointee(settings),
             metrics,
         }
@@ -335,8 +340,10 @@ impl Auth {
                 )
             }
         };
-        let uri_ok = msg.request_uri_str().is_some_and(|u| u == c.uri);
-        if !uri_ok || !c.verify(method, ha1, &msg.body()) {
+        // The digest covers the `uri` the client wrote; it is not required to equal the
+        // Request-URI (clients such as sipp write the registrar's address, and a proxy on
+        // the way may have rewritten the Request-URI). Replays are stopped by nonce and nc.
+        if !c.verify(method, ha1, &msg.body()) {
             return self.fail(
                 source,
                 now,
@@ -409,7 +416,8 @@ impl Auth {
 
     /// The challenge header values for `realm`, one per algorithm.
     pub fn challenges(&self, realm: &str, stale: bool, unix: u64) -> Vec<String> {
-        let nonce = self.nonces.make(unix, realm);
+        let salt = self.salt.fetch_add(1, Ordering::Relaxed);
+        let nonce = self.nonces.make(unix, salt, realm);
         self.settings
             .load()
             .algorithms

@@ -53,6 +53,8 @@ pub struct Uas {
     start: Instant,
     timer_cfg: TimerConfig,
     nonces: NonceKey,
+    /// Challenges sent: the salt of each nonce.
+    challenges: u64,
     seq: u64,
 }
 
@@ -67,6 +69,7 @@ impl Uas {
             start: now,
             timer_cfg: TimerConfig::default(),
             nonces: NonceKey::new(secret.as_bytes(), 300),
+            challenges: 0,
             seq: 0,
         }
     }
@@ -276,7 +279,8 @@ impl Uas {
         };
         let tag = "auth";
         let Some(creds) = msg.get(header).and_then(|h| Credentials::parse(h).ok()) else {
-            let nonce = self.nonces.make(now_unix, &self.cfg.realm);
+            self.challenges += 1;
+            let nonce = self.nonces.make(now_unix, self.challenges, &self.cfg.realm);
             let chal = challenge_value(&self.cfg.realm, &nonce, Algorithm::Md5, false, None);
             let r = Response::to(msg, status, reason, Some(tag))
                 .header(challenge_header, &chal)

@@ -210,3 +210,73 @@ pub fn successful_calls(out: &Output) -> u64 {
         .next_back()
         .unwrap_or(0)
 }
+
+impl Node {
+    /// Calls a JSON-RPC method; `Ok(result)` or `Err(error message)`.
+    pub fn rpc(&self, method: &str, params: &[&str]) -> Result<serde_json::Value, String> {
+        let body =
+            serde_json::json!({"jsonrpc": "2.0", "method": method, "params": params, "id": 1});
+        let (_, text) = http(&self.admin, "POST", "/RPC", &body.to_string()).expect("RPC answers");
+        let v: serde_json::Value = serde_json::from_str(&text).expect("RPC answer is JSON");
+        match v.get("result") {
+            Some(r) => Ok(r.clone()),
+            None => Err(v["error"]["message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()),
+        }
+    }
+}
+
+/// A UDP peer speaking raw SIP from a chosen loopback address: sends one request and
+/// returns the responses that come back within `wait`.
+pub struct Peer {
+    pub sock: std::net::UdpSocket,
+}
+
+impl Peer {
+    pub fn bind(ip: &str) -> Peer {
+        let sock = std::net::UdpSocket::bind((ip, 0)).expect("binds");
+        sock.set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("timeout");
+        Peer { sock }
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.sock.local_addr().expect("bound")
+    }
+
+    /// Sends `text` (`{addr}` replaced by this peer's address) and collects responses
+    /// until a final one arrives or `wait` passes.
+    pub fn exchange(&self, to: &str, text: &str, wait: Duration) -> Vec<String> {
+        let text = text.replace("{addr}", &self.addr().to_string());
+        self.sock.send_to(text.as_bytes(), to).expect("sends");
+        let deadline = Instant::now() + wait;
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while Instant::now() < deadline {
+            if let Ok(n) = self.sock.recv(&mut buf) {
+                let r = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let status: u16 = r
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                got.push(r);
+                if status >= 200 {
+                    break;
+                }
+            }
+        }
+        got
+    }
+}
+
+/// The status code of a response's text.
+pub fn status(response: &str) -> u16 {
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}

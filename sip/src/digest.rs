@@ -409,7 +409,10 @@ pub fn authorize(
     Ok(v)
 }
 
-/// Stateless nonces: `hex(timestamp) || hex(HMAC-SHA256(secret, timestamp || realm))[..32]`.
+/// Stateless nonces: `hex(timestamp) || hex(salt) || hex(HMAC-SHA256(secret, timestamp ||
+/// salt || realm))[..32]`. The salt (a counter or a random number the caller draws) makes
+/// every challenge's nonce unique, so two clients challenged in the same second never
+/// share one (their first `nc` would collide in the replay guard).
 #[derive(Clone)]
 pub struct NonceKey {
     secret: Vec<u8>,
@@ -435,31 +438,37 @@ impl NonceKey {
         }
     }
 
-    fn mac(&self, ts: u64, realm: &str) -> String {
+    fn mac(&self, ts: u64, salt: u64, realm: &str) -> String {
         // HMAC accepts keys of any length, so this cannot fail.
         let mut mac =
             <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!());
         mac.update(&ts.to_be_bytes());
+        mac.update(&salt.to_be_bytes());
         mac.update(realm.as_bytes());
         let mut h = hex(&mac.finalize().into_bytes());
         h.truncate(32);
         h
     }
 
-    /// A nonce for `realm` made at `now` (Unix seconds).
-    pub fn make(&self, now: u64, realm: &str) -> String {
-        format!("{now:016x}{}", self.mac(now, realm))
+    /// A nonce for `realm` made at `now` (Unix seconds), unique by `salt`.
+    pub fn make(&self, now: u64, salt: u64, realm: &str) -> String {
+        format!("{now:016x}{salt:016x}{}", self.mac(now, salt, realm))
     }
 
     pub fn check(&self, nonce: &str, now: u64, realm: &str) -> NonceStatus {
-        if nonce.len() != 48 || !nonce.is_ascii() {
+        if nonce.len() != 64 || !nonce.is_ascii() {
             return NonceStatus::Invalid;
         }
-        let Ok(ts) = u64::from_str_radix(&nonce[..16], 16) else {
+        let (Ok(ts), Ok(salt)) = (
+            u64::from_str_radix(&nonce[..16], 16),
+            u64::from_str_radix(&nonce[16..32], 16),
+        ) else {
             return NonceStatus::Invalid;
         };
-        if !constant_time_eq(self.mac(ts, realm).as_bytes(), &nonce.as_bytes()[16..])
-            || ts > now + 5
+        if !constant_time_eq(
+            self.mac(ts, salt, realm).as_bytes(),
+            &nonce.as_bytes()[32..],
+        ) || ts > now + 5
         {
             return NonceStatus::Invalid;
         }

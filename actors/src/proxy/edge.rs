@@ -1,7 +1,7 @@
 //! What the edge decides for a request that starts something: REGISTER goes to the
 //! registrar (digest 401, bindings, 200 with the Contacts); other initial requests from
 //! sources that are neither carriers (address groups) nor trusted peers are challenged
-//! with 407; then a registered AoR is reached through its bindings (parallel fork, highest
+//! with 407 (a configured next hop counts as trusted); then a registered AoR is reached through its bindings (parallel fork, highest
 //! q first, through the flow each registered on), an unregistered one through the next
 //! hops, except for requests that came from a carrier or a next hop (404 User Not
 //! Registered: never send a call back where it came from).
@@ -110,13 +110,26 @@ fn user_of(v: Option<Result<limes_sip::addr::NameAddr<'_>, limes_sip::uri::UriEr
 }
 
 impl Proxy {
+    /// The source's class; a configured next hop (a gateway) counts as trusted.
     fn classify(&self, msg: &Message, flow: &Flow) -> Peer {
-        self.edge.tables.classify(
+        match self.edge.tables.classify(
             flow.remote.ip(),
             flow.remote.port(),
             flow.transport,
             from_uri(msg),
-        )
+        ) {
+            Peer::Unknown if self.is_next_hop(flow) => Peer::Trusted {
+                tag: Some("next hop".into()),
+            },
+            peer => peer,
+        }
+    }
+
+    fn is_next_hop(&self, flow: &Flow) -> bool {
+        self.settings
+            .next_hops
+            .iter()
+            .any(|t| t.dest.addr == flow.remote)
     }
 
     /// Runs digest authentication for an untrusted request. `None` when the request was

@@ -109,7 +109,12 @@ fn challenges_parse_and_pick_qop() {
 #[test]
 fn stateless_nonces() {
     let key = NonceKey::new(b"cluster secret", 300);
-    let n = key.make(1_000_000, "example.com");
+    let n = key.make(1_000_000, 7, "example.com");
+    assert_ne!(
+        n,
+        key.make(1_000_000, 8, "example.com"),
+        "the salt makes it unique"
+    );
     assert_eq!(key.check(&n, 1_000_000, "example.com"), NonceStatus::Fresh);
     assert_eq!(key.check(&n, 1_000_300, "example.com"), NonceStatus::Fresh);
     assert_eq!(key.check(&n, 1_000_301, "example.com"), NonceStatus::Stale);
@@ -122,7 +127,7 @@ fn stateless_nonces() {
         NonceStatus::Invalid
     );
     let mut tampered = n.clone().into_bytes();
-    tampered[20] = if tampered[20] == b'0' { b'1' } else { b'0' };
+    tampered[40] = if tampered[40] == b'0' { b'1' } else { b'0' };
     assert_eq!(
         key.check(
             &String::from_utf8(tampered).unwrap(),
@@ -133,14 +138,14 @@ fn stateless_nonces() {
     );
     assert_eq!(
         key.check(
-            &key.make(2_000_000, "example.com"),
+            &key.make(2_000_000, 7, "example.com"),
             1_000_000,
             "example.com"
         ),
         NonceStatus::Invalid,
         "from the future"
     );
-    for junk in ["", "short", "ü".repeat(24).as_str()] {
+    for junk in ["", "short", "ü".repeat(32).as_str()] {
         assert_eq!(
             key.check(junk, 1_000_000, "example.com"),
             NonceStatus::Invalid
@@ -152,7 +157,11 @@ fn stateless_nonces() {
 #[test]
 fn replay_guard_refuses_old_counts_and_stays_bounded() {
     let key = NonceKey::new(b"k", 300);
-    let (a, b, c) = (key.make(100, "r"), key.make(101, "r"), key.make(102, "r"));
+    let (a, b, c) = (
+        key.make(100, 1, "r"),
+        key.make(101, 2, "r"),
+        key.make(102, 3, "r"),
+    );
     let mut g = ReplayGuard::new(2);
     assert_eq!(g.check(&a, 1, 7), Replay::New);
     assert_eq!(

@@ -1,0 +1,632 @@
+//! The registrar and digest authentication, end to end: the real node, sipp as the
+//! phones, raw UDP peers for the answers sipp cannot be asked to check.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use limes_sip::digest::{authorize, Challenge, ClientCredentials};
+use support::{status, Node, Peer};
+
+const DOMAIN: &str = "example.com";
+
+struct Setup {
+    node: Node,
+    sip: String,
+    port: u16,
+    state: PathBuf,
+    config: PathBuf,
+}
+
+/// A node on loopback with alice and bob as subscribers, 127.0.0.2 trusted, 127.0.0.4 in
+/// address group 200 (a carrier) and `extra` appended to its configuration.
+fn start(extra: &str) -> Setup {
+    let port = support::ports();
+    let state = std::env::temp_dir().join(format!("limes-reg-{port}"));
+    let _ = std::fs::remove_dir_all(&state);
+    std::fs::create_dir_all(&state).expect("state dir");
+    let config = state.join("limes.toml");
+    let text = format!(
+        r#"
+[auth]
+algorithms = ["MD5"]   # sipp answers MD5 only
+
+[[subscriber]]
+user = "alice"
+domain = "{DOMAIN}"
+password = "alice-pw"
+attrs = {{ email = "alice@example.com", language = "en" }}
+
+[[subscriber]]
+user = "bob"
+domain = "{DOMAIN}"
+password = "bob-pw"
+
+[[trusted]]
+cidr = "127.0.0.2/32"
+tag = "pbx"
+
+[[address]]
+group = 200
+cidr = "127.0.0.4/32"
+tag = "carrier"
+{extra}
+"#
+    );
+    std::fs::write(&config, text).expect("config written");
+    let node = spawn(&config, &state, port);
+    Setup {
+        node,
+        sip: format!("127.0.0.1:{port}"),
+        port,
+        state,
+        config,
+    }
+}
+
+fn spawn(config: &std::path::Path, state: &std::path::Path, port: u16) -> Node {
+    let admin = format!("127.0.0.1:{}", port + 1);
+    let listen = format!("udp:127.0.0.1:{port}");
+    Node::spawn(
+        &[
+            "run",
+            "--config",
+            &config.display().to_string(),
+            "--listen",
+            &listen,
+            "--admin",
+            &admin,
+            "--state-dir",
+            &state.display().to_string(),
+        ],
+        &admin,
+    )
+}
+
+fn sipp_args<'a>(user: &'a str, password: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "-s", user, "-au", user, "-ap", password, "-key", "domain", DOMAIN, "-m", "1",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+fn contacts(node: &Node, aor: &str) -> Vec<serde_json::Value> {
+    match node.rpc("ul.lookup", &[aor]) {
+        Ok(v) => v["Contacts"].as_array().cloned().unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn register_text(user: &str, cseq: u32, headers: &str) -> String {
+    format!(
+        "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {{addr}};branch=z9hG4bK-{user}-{cseq};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@{DOMAIN}>;tag=r{cseq}\r\n\
+         To: <sip:{user}@{DOMAIN}>\r\n\
+         Call-ID: raw-{user}@test\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         {headers}\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn invite_text(from_user: &str, to: &str, cseq: u32, headers: &str) -> String {
+    format!(
+        "INVITE {to} SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {{addr}};branch=z9hG4bK-inv-{cseq}-{from_user};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{from_user}@{DOMAIN}>;tag=i{cseq}\r\n\
+         To: <{to}>\r\n\
+         Call-ID: raw-invite-{from_user}@test\r\n\
+         CSeq: {cseq} INVITE\r\n\
+         Contact: <sip:{from_user}@{{addr}}>\r\n\
+         {headers}\
+         Content-Length: 0\r\n\r\n"
+    )
+}
+
+fn header<'a>(response: &'a str, name: &str) -> Vec<&'a str> {
+    response
+        .split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+fn final_of(responses: &[String]) -> &str {
+    responses.last().map(String::as_str).unwrap_or("")
+}
+
+#[test]
+fn register_refresh_deregister_and_wildcard_with_sipp() {
+    let s = start("");
+    let node = &s.node;
+    let phone = support::ports();
+    let reg = |expires: &str, scenario: &str| {
+        let args = sipp_args("alice", "alice-pw", &["-key", "expires", expires]);
+        support::uac(scenario, &s.sip, phone, &args);
+    };
+
+    reg("600", "reg_uac.xml");
+    let c = contacts(node, "alice");
+    assert_eq!(c.len(), 1, "one binding: {c:?}");
+    let contact = &c[0]["Contact"];
+    assert_eq!(
+        contact["Address"],
+        format!("sip:alice@127.0.0.1:{phone};transport=UDP")
+    );
+    let expires = contact["Expires"].as_u64().unwrap_or(0);
+    assert!((595..=600).contains(&expires), "Expires {expires}");
+    assert_eq!(contact["User-Agent"], "sipp-limes-test");
+    assert_eq!(contact["Received"], format!("sip:127.0.0.1:{phone}"));
+    assert_eq!(contact["Socket"], format!("udp:127.0.0.1:{}", s.port));
+    assert_eq!(
+        node.metric("limes_auth_challenges_total{status=\"401\"}"),
+        1.0
+    );
+    assert_eq!(node.metric("limes_registrar_contacts"), 1.0);
+    assert_eq!(node.metric("limes_registrar_aors"), 1.0);
+
+    reg("1800", "reg_uac.xml");
+    let c = contacts(node, "alice");
+    assert_eq!(c.len(), 1, "a refresh replaces: {c:?}");
+    assert!(c[0]["Contact"]["Expires"].as_u64().unwrap_or(0) > 1790);
+
+    reg("0", "reg_uac.xml");
+    assert!(contacts(node, "alice").is_empty(), "de-registered");
+    assert_eq!(node.metric("limes_registrar_contacts"), 0.0);
+
+    reg("600", "reg_uac.xml");
+    // A second binding from another device.
+    let other = support::ports();
+    support::uac(
+        "reg_uac.xml",
+        &s.sip,
+        other,
+        &sipp_args("alice", "alice-pw", &["-key", "expires", "600"]),
+    );
+    assert_eq!(contacts(node, "alice").len(), 2);
+    support::uac(
+        "reg_wildcard_uac.xml",
+        &s.sip,
+        phone,
+        &sipp_args("alice", "alice-pw", &[]),
+    );
+    assert!(
+        contacts(node, "alice").is_empty(),
+        "Contact: * removed both"
+    );
+    assert!(node.metric("limes_registrar_registrations_total{result=\"removed\"}") >= 2.0);
+}
+
+#[test]
+fn unknown_user_and_wrong_password_get_403_and_repeated_failures_block_the_source() {
+    let s = start("");
+    let node = &s.node;
+    let phone = support::ports();
+    support::uac(
+        "reg_refused_uac.xml",
+        &s.sip,
+        phone,
+        &sipp_args("mallory", "guess", &["-key", "expires", "600"]),
+    );
+    support::uac(
+        "reg_refused_uac.xml",
+        &s.sip,
+        phone,
+        &sipp_args("alice", "wrong", &["-key", "expires", "600"]),
+    );
+    assert_eq!(
+        node.metric("limes_auth_failures_total{reason=\"unknown_user\"}"),
+        1.0
+    );
+    assert_eq!(
+        node.metric("limes_auth_failures_total{reason=\"wrong_password\"}"),
+        1.0
+    );
+
+    // From one address, wrong passwords until the source is blocked (10 by default).
+    let attacker = Peer::bind("127.0.0.5");
+    let mut last = String::new();
+    for cseq in 1..=12u32 {
+        let challenge = attacker.exchange(
+            &s.sip,
+            &register_text("bob", cseq * 2, ""),
+            Duration::from_secs(2),
+        );
+        if challenge.is_empty() {
+            last = "dropped".into();
+            break;
+        }
+        let www = header(final_of(&challenge), "WWW-Authenticate");
+        let c = Challenge::parse(www[0]).expect("challenge parses");
+        let creds = ClientCredentials {
+            username: "bob",
+            password: Some("nope"),
+            ha1: None,
+        };
+        let auth = authorize(
+            &c,
+            &creds,
+            "REGISTER",
+            &format!("sip:{DOMAIN}"),
+            "cn",
+            1,
+            b"",
+        )
+        .expect("answer");
+        let answer = attacker.exchange(
+            &s.sip,
+            &register_text(
+                "bob",
+                cseq * 2 + 1,
+                &format!("Authorization: {auth}\r\nContact: <sip:bob@{{addr}}>\r\n"),
+            ),
+            Duration::from_secs(2),
+        );
+        last = answer.last().cloned().unwrap_or_else(|| "dropped".into());
+    }
+    assert_eq!(
+        last, "dropped",
+        "the source is blocked and its requests dropped"
+    );
+    assert_eq!(node.metric("limes_auth_blocks_total"), 1.0);
+    assert_eq!(node.metric("limes_auth_blocked_sources"), 1.0);
+    let blocked = node.rpc("auth.blocked", &[]).expect("auth.blocked");
+    assert_eq!(blocked[0]["source"], "127.0.0.5");
+    // Others are not affected.
+    let good = Peer::bind("127.0.0.6");
+    let r = good.exchange(&s.sip, &register_text("bob", 1, ""), Duration::from_secs(2));
+    assert_eq!(status(final_of(&r)), 401);
+    node.rpc("auth.unblock", &["127.0.0.5"]).expect("unblocks");
+    let r = attacker.exchange(
+        &s.sip,
+        &register_text("bob", 99, ""),
+        Duration::from_secs(2),
+    );
+    assert_eq!(status(final_of(&r)), 401, "unblocked");
+}
+
+#[test]
+fn invite_is_challenged_then_reaches_the_registered_phone() {
+    let s = start("");
+    let node = &s.node;
+    let bob_port = support::ports();
+    support::uac(
+        "reg_uac.xml",
+        &s.sip,
+        bob_port,
+        &sipp_args("bob", "bob-pw", &["-key", "expires", "600"]),
+    );
+    let _bob = support::uas("call_uas.xml", bob_port, &[]);
+    let caller = support::ports();
+    let out = support::uac(
+        "invite_auth_uac.xml",
+        &s.sip,
+        caller,
+        &sipp_args(
+            "bob",
+            "alice-pw",
+            &[
+                "-au", "alice", "-key", "caller", "alice", "-m", "3", "-d", "200",
+            ],
+        ),
+    );
+    assert_eq!(support::successful_calls(&out), 3);
+    assert_eq!(
+        node.metric("limes_auth_challenges_total{status=\"407\"}"),
+        3.0
+    );
+    assert!(node.metric("limes_auth_successes_total") >= 4.0);
+
+    // The trusted PBX is not challenged: its INVITE goes straight to bob.
+    let pbx = Peer::bind("127.0.0.2");
+    let r = pbx.exchange(
+        &s.sip,
+        &invite_text("pbx", &format!("sip:bob@{DOMAIN}"), 1, ""),
+        Duration::from_secs(3),
+    );
+    assert_eq!(status(&r[0]), 100);
+    assert_eq!(status(final_of(&r)), 200, "bob's sipp answered: {r:?}");
+    // An unknown source is challenged, with the realm of its From domain.
+    let stranger = Peer::bind("127.0.0.3");
+    let r = stranger.exchange(
+        &s.sip,
+        &invite_text("eve", &format!("sip:bob@{DOMAIN}"), 1, ""),
+        Duration::from_secs(2),
+    );
+    let challenge = final_of(&r);
+    assert_eq!(status(challenge), 407);
+    assert!(header(challenge, "Proxy-Authenticate")[0].contains("realm=\"example.com\""));
+}
+
+#[test]
+fn unregistered_aors_get_404_and_subscribers_reach_the_next_hop() {
+    // A next hop that is never reached by the carrier's or the PBX's calls.
+    let gateway = Peer::bind("127.0.0.1");
+    let hop = format!("[sip]\nnext_hop = [\"sip:{}\"]\n", gateway.addr());
+    let s = start(&hop);
+    for (from_ip, who) in [
+        ("127.0.0.4", "the carrier"),
+        ("127.0.0.1", "the gateway itself"),
+    ] {
+        let peer = if from_ip == "127.0.0.1" {
+            &gateway
+        } else {
+            &Peer::bind(from_ip)
+        };
+        let r = peer.exchange(
+            &s.sip,
+            &invite_text("carrier", &format!("sip:nobody@{DOMAIN}"), 1, ""),
+            Duration::from_secs(2),
+        );
+        let last = final_of(&r);
+        assert_eq!(status(last), 404, "{who}: {r:?}");
+        assert!(
+            last.starts_with("SIP/2.0 404 User Not Registered"),
+            "{who}: {last}"
+        );
+    }
+    // The trusted PBX's call to an unregistered number goes out through the gateway.
+    let pbx = Peer::bind("127.0.0.2");
+    let r = pbx.exchange(
+        &s.sip,
+        &invite_text("pbx", "sip:+4930123456@example.com", 1, ""),
+        Duration::from_millis(500),
+    );
+    assert_eq!(status(&r[0]), 100);
+    let mut buf = vec![0u8; 65536];
+    gateway
+        .sock
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let n = gateway
+        .sock
+        .recv(&mut buf)
+        .expect("the gateway gets the INVITE");
+    let got = String::from_utf8_lossy(&buf[..n]);
+    assert!(
+        got.starts_with("INVITE sip:+4930123456@example.com SIP/2.0"),
+        "{got}"
+    );
+}
+
+#[test]
+fn registrar_rules_on_the_wire() {
+    let s = start("[registrar]\nmax_contacts = 2\n");
+    let pbx = Peer::bind("127.0.0.2"); // trusted: no challenge, the rules alone
+    let ask = |cseq: u32, headers: &str| {
+        pbx.exchange(
+            &s.sip,
+            &register_text("carol", cseq, headers),
+            Duration::from_secs(2),
+        )
+    };
+    let r = ask(1, "Contact: <sip:carol@192.0.2.1>;expires=30\r\n");
+    assert_eq!(status(final_of(&r)), 423);
+    assert_eq!(header(final_of(&r), "Min-Expires"), ["60"]);
+
+    let r = ask(
+        2,
+        "Contact: <sip:carol@192.0.2.1>;q=0.5, <sip:carol@192.0.2.2>;q=1\r\nExpires: 120\r\n",
+    );
+    let ok = final_of(&r);
+    assert_eq!(status(ok), 200);
+    let mut listed = header(ok, "Contact");
+    listed.sort_unstable();
+    assert_eq!(
+        listed,
+        [
+            "<sip:carol@192.0.2.1>;expires=120;q=0.5",
+            "<sip:carol@192.0.2.2>;expires=120;q=1"
+        ]
+    );
+    assert_eq!(header(ok, "Date").len(), 1);
+
+    let r = ask(3, "Contact: <sip:carol@192.0.2.3>\r\n");
+    assert_eq!(
+        status(final_of(&r)),
+        403,
+        "a third contact is over max_contacts"
+    );
+    let r = ask(2, "Contact: <sip:carol@192.0.2.1>;expires=0\r\n");
+    assert_eq!(
+        status(final_of(&r)),
+        200,
+        "the same CSeq again: a retransmission, no change"
+    );
+    assert_eq!(contacts(&s.node, "carol").len(), 2);
+    let r = ask(1, "Contact: <sip:carol@192.0.2.1>;expires=0\r\n");
+    assert_eq!(status(final_of(&r)), 400, "an older CSeq is refused");
+    let r = ask(4, "");
+    assert_eq!(
+        header(final_of(&r), "Contact").len(),
+        2,
+        "a fetch lists the bindings"
+    );
+    let r = ask(5, "Contact: *\r\nExpires: 60\r\n");
+    assert_eq!(status(final_of(&r)), 400, "a wildcard needs Expires 0");
+    let r = ask(
+        6,
+        "Contact: <sip:carol@192.0.2.4>\r\nPath: <sip:edge.example.net;lr>\r\nSupported: path\r\n",
+    );
+    assert_eq!(status(final_of(&r)), 403, "still two at most");
+    let r = ask(7, "Contact: *\r\nExpires: 0\r\n");
+    assert_eq!(status(final_of(&r)), 200);
+    let r = ask(
+        8,
+        "Contact: <sip:carol@192.0.2.4>\r\nPath: <sip:127.0.0.1:9;lr>\r\nSupported: path\r\n",
+    );
+    assert_eq!(
+        header(final_of(&r), "Path"),
+        ["sip:127.0.0.1:9;lr"],
+        "Path echoed"
+    );
+    let c = contacts(&s.node, "carol");
+    assert_eq!(c[0]["Contact"]["Path"], "sip:127.0.0.1:9;lr");
+}
+
+#[test]
+fn subscribers_change_live_over_json_rpc() {
+    let s = start("");
+    let node = &s.node;
+    let phone = support::ports();
+    node.rpc(
+        "subscriber.add",
+        &[
+            "carol@example.com",
+            "carol-pw",
+            "language=de",
+            "call_limit=2",
+        ],
+    )
+    .expect("added");
+    let shown = node
+        .rpc("subscriber.show", &["carol@example.com"])
+        .expect("shown");
+    assert_eq!(shown["attrs"]["language"], "de");
+    assert_eq!(shown["call_limit"], 2);
+    assert!(
+        !shown.to_string().contains("carol-pw"),
+        "the password is never shown"
+    );
+    support::uac(
+        "reg_uac.xml",
+        &s.sip,
+        phone,
+        &sipp_args("carol", "carol-pw", &["-key", "expires", "600"]),
+    );
+    assert_eq!(contacts(node, "carol").len(), 1, "registered at once");
+
+    node.rpc("subscriber.rm", &["carol@example.com"])
+        .expect("removed");
+    support::uac(
+        "reg_refused_uac.xml",
+        &s.sip,
+        phone,
+        &sipp_args("carol", "carol-pw", &["-key", "expires", "600"]),
+    );
+    assert!(node.rpc("subscriber.rm", &["carol@example.com"]).is_err());
+
+    // Trusted peers live too: 127.0.0.7 is challenged, then trusted, then not again.
+    let peer = Peer::bind("127.0.0.7");
+    let call = |cseq| {
+        let r = peer.exchange(
+            &s.sip,
+            &invite_text("x", &format!("sip:nobody@{DOMAIN}"), cseq, ""),
+            Duration::from_secs(2),
+        );
+        status(final_of(&r))
+    };
+    assert_eq!(call(1), 407);
+    node.rpc("trusted.add", &["127.0.0.7/32", "udp", "", "lab"])
+        .expect("trusted");
+    assert_eq!(
+        call(2),
+        404,
+        "no longer challenged (and nobody is registered)"
+    );
+    let dump = node.rpc("permissions.trustedDump", &[]).expect("dump");
+    assert!(dump.to_string().contains("127.0.0.7/32"));
+    node.rpc("trusted.rm", &["127.0.0.7/32"]).expect("removed");
+    assert_eq!(call(3), 407);
+
+    // The configuration file is read again on core.reload (and SIGHUP).
+    let text = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(
+        &s.config,
+        format!("{text}\n[[subscriber]]\nuser = \"dave\"\ndomain = \"{DOMAIN}\"\npassword = \"dave-pw\"\n"),
+    )
+    .expect("config rewritten");
+    let answer = node.rpc("core.reload", &[]).expect("reloads");
+    assert_eq!(answer["config_entries"]["subscribers"], 3);
+    assert!(node.rpc("subscriber.show", &["dave@example.com"]).is_ok());
+    let _ = std::process::Command::new("kill")
+        .args(["-HUP", &node.pid().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        node.rpc("subscriber.show", &["alice@example.com"]).is_ok(),
+        "still there after SIGHUP"
+    );
+}
+
+#[test]
+fn sha256_digest_registration() {
+    // The default offers SHA-256 first, then MD5 (RFC 8760 §2.4): a client answering
+    // either registers.
+    let s = start("");
+    let mut cfg = std::fs::read_to_string(&s.config).expect("config");
+    cfg = cfg.replace("algorithms = [\"MD5\"]   # sipp answers MD5 only", "");
+    drop(s.node);
+    std::fs::write(&s.config, cfg).expect("config");
+    let node = spawn(&s.config, &s.state, s.port);
+    let phone = Peer::bind("127.0.0.1");
+    let r = phone.exchange(
+        &s.sip,
+        &register_text("alice", 1, "Contact: <sip:alice@{addr}>\r\n"),
+        Duration::from_secs(2),
+    );
+    let challenge = final_of(&r);
+    let offered = header(challenge, "WWW-Authenticate");
+    assert_eq!(offered.len(), 2, "{challenge}");
+    assert!(offered[0].contains("algorithm=SHA-256"));
+    assert!(offered[1].contains("algorithm=MD5"));
+    for (i, offer) in offered.iter().enumerate() {
+        let c = Challenge::parse(offer).expect("parses");
+        let creds = ClientCredentials {
+            username: "alice",
+            password: Some("alice-pw"),
+            ha1: None,
+        };
+        // Both challenges carry the same nonce: the second answer counts on (nc 2).
+        let nc = 1 + i as u32;
+        let auth = authorize(
+            &c,
+            &creds,
+            "REGISTER",
+            &format!("sip:{DOMAIN}"),
+            "xyz",
+            nc,
+            b"",
+        )
+        .expect("answers");
+        let cseq = 2 + i as u32;
+        let headers = format!("Authorization: {auth}\r\nContact: <sip:alice@{{addr}}>\r\n");
+        let r = phone.exchange(
+            &s.sip,
+            &register_text("alice", cseq, &headers),
+            Duration::from_secs(2),
+        );
+        assert_eq!(
+            status(final_of(&r)),
+            200,
+            "{}: {r:?}",
+            c.algorithm().map_or("?", |a| a.as_str())
+        );
+        // The same answer again from the same request (a retransmission) still passes;
+        // under another CSeq it is a replay.
+        let again = phone.exchange(
+            &s.sip,
+            &register_text("alice", cseq, &headers),
+            Duration::from_secs(2),
+        );
+        assert_eq!(status(final_of(&again)), 200);
+        let replay = phone.exchange(
+            &s.sip,
+            &register_text("alice", cseq + 10, &headers),
+            Duration::from_secs(2),
+        );
+        let replay = final_of(&replay);
+        assert_eq!(status(replay), 401, "replayed nc");
+        assert!(header(replay, "WWW-Authenticate")[0].contains("stale=true"));
+    }
+    assert_eq!(
+        node.metric("limes_auth_failures_total{reason=\"replay\"}"),
+        2.0
+    );
+}
