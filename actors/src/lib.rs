@@ -1,5 +1,6 @@
 //! `limes-actors` is the I/O shell around `limes-sip`: the transports, the
-//! transaction-stateful proxy, the flood guard and the SIP metrics. Protocol decisions stay
+//! transaction-stateful proxy and its edge (registrar, digest authentication, location
+//! lookup), the live tables, the flood guard and the metrics. Protocol decisions stay
 //! in `limes-sip`; this crate feeds them inputs, sends their outputs and arms their timers.
 //!
 //! # Layout
@@ -7,8 +8,10 @@
 //! - [`udp`] worker threads (or a [`tcp`] connection task, after Content-Length framing)
 //!   receive the bytes and call [`proxy::Proxy::handle`] on the same thread.
 //! - [`proxy`] checks the [`flood`] guard, matches retransmissions to their transaction,
-//!   applies the sanity rules, decides the target (configured next hops, or the route set
-//!   of a dialog), and starts one client transaction per branch; shards of the transaction
+//!   applies the sanity rules, decides the target (the route set of a dialog; for an
+//!   initial request [`proxy::edge`]: [`tables`] classify the source, [`auth`] challenges
+//!   it, REGISTER goes to the [`registrar`], the AoR's bindings or the next hops are the
+//!   branches), and starts one client transaction per branch; shards of the transaction
 //!   table are locked only while deciding, never while sending.
 //! - [`transport::Outbound`] sends: straight on the UDP socket, or through a TCP
 //!   connection's bounded queue.

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use limes_cluster::Journal;
+use limes_cluster::{Journal, Record};
 use limes_sip::registrar::{self, Binding, ContactUpdate, Outcome, Refusal, Register, Rules};
 use parking_lot::RwLock;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -139,6 +139,13 @@ impl std::fmt::Debug for Location {
     }
 }
 
+fn shard_index(aor: &str) -> usize {
+    let mut h = std::hash::DefaultHasher::new();
+    std::hash::Hasher::write(&mut h, aor.as_bytes());
+    (std::hash::Hasher::finish(&h) as usize) % SHARDS
+}
+
+/// `AoR SP Contact`: neither contains a space.
 fn journal_key(aor: &str, contact: &str) -> String {
     format!("{aor} {contact}")
 }
@@ -166,52 +173,73 @@ impl Location {
         now: u64,
         metrics: Arc<LocationMetrics>,
     ) -> std::io::Result<Self> {
-        let loc = |journal| Location {
-            shards: (0..SHARDS).map(|_| RwLock::new(Shard::new())).collect(),
+        let mut shards: Vec<Shard> = (0..SHARDS).map(|_| Shard::new()).collect();
+        let mut unreadable = 0usize;
+        let journal = match dir {
+            None => None,
+            Some(dir) => {
+                let (journal, _) = Journal::open(dir, "location", |record| match record {
+                    Record::Put(_, value) => match serde_json::from_str::<Stored>(value) {
+                        Ok(s) => {
+                            // Most AoRs hold one binding: room for one, not four.
+                            let list = shards[shard_index(&s.aor)]
+                                .entry(s.aor)
+                                .or_insert_with(|| Vec::with_capacity(1));
+                            list.retain(|b| b.contact != s.contact);
+                            list.push(Binding {
+                                contact: s.contact,
+                                q: s.q,
+                                expires_at: s.expires_at,
+                                call_id: s.call_id,
+                                cseq: s.cseq,
+                                meta: s.meta,
+                            });
+                        }
+                        Err(_) => unreadable += 1,
+                    },
+                    Record::Delete(key) => {
+                        if let Some((aor, contact)) = key.split_once(' ') {
+                            if let Some(list) = shards[shard_index(aor)].get_mut(aor) {
+                                list.retain(|b| b.contact != contact);
+                            }
+                        }
+                    }
+                })?;
+                Some(journal)
+            }
+        };
+        let mut expired = 0usize;
+        for shard in &mut shards {
+            shard.retain(|_, list| {
+                let before = list.len();
+                list.retain(|b| b.expires_at > now);
+                expired += before - list.len();
+                !list.is_empty()
+            });
+        }
+        let location = Location {
+            shards: shards.into_iter().map(RwLock::new).collect(),
             journal,
             rules: RwLock::new(rules),
             max_aors,
             aors: AtomicI64::new(0),
             contacts: AtomicI64::new(0),
-            metrics: metrics.clone(),
+            metrics,
         };
-        let Some(dir) = dir else {
-            return Ok(loc(None));
-        };
-        let (journal, loaded) = Journal::open(dir, "location")?;
-        let location = loc(Some(journal));
-        let (mut restored, mut expired) = (0usize, 0usize);
-        for value in loaded.entries.values() {
-            let Ok(s) = serde_json::from_str::<Stored>(value) else {
-                continue;
-            };
-            if s.expires_at <= now {
-                expired += 1;
-                continue;
-            }
-            let mut shard = location.shard(&s.aor).write();
-            let list = shard.entry(s.aor).or_default();
-            list.push(Binding {
-                contact: s.contact,
-                q: s.q,
-                expires_at: s.expires_at,
-                call_id: s.call_id,
-                cseq: s.cseq,
-                meta: s.meta,
-            });
-            restored += 1;
-        }
         location.recount();
-        info!(restored, expired, "location restored from the journal");
-        // Start from a compact journal: the expired bindings are gone from it.
-        location.compact();
+        if location.journal.is_some() {
+            info!(
+                restored = location.contacts.load(Ordering::Relaxed),
+                expired, unreadable, "location restored from the journal"
+            );
+            // Start from a compact journal: the expired bindings are gone from it.
+            location.compact();
+        }
         Ok(location)
     }
 
     fn shard(&self, aor: &str) -> &RwLock<Shard> {
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hasher::write(&mut h, aor.as_bytes());
-        &self.shards[(std::hash::Hasher::finish(&h) as usize) % SHARDS]
+        &self.shards[shard_index(aor)]
     }
 
     pub fn rules(&self) -> Rules {
@@ -383,7 +411,9 @@ impl Location {
         if let Some(j) = &self.journal {
             j.put(&journal_key(aor, &contact.contact), &to_json(aor, &contact))?;
         }
-        let list = shard.entry(aor.to_owned()).or_default();
+        let list = shard
+            .entry(aor.to_owned())
+            .or_insert_with(|| Vec::with_capacity(1));
         let new_aor = list.is_empty();
         let before = list.len();
         list.retain(|b| !registrar::same_contact(&b.contact, &contact.contact));

@@ -20,13 +20,21 @@ use std::path::{Path, PathBuf};
 use parking_lot::Mutex;
 use tracing::{debug, warn};
 
-/// What [`Journal::open`] found.
+/// What [`Journal::open_map`] found.
 #[derive(Debug, Default)]
 pub struct Loaded {
     /// Every live key with its value (JSON text), in key order.
     pub entries: BTreeMap<String, String>,
     /// Lines that could not be read (a torn last write, damage): skipped.
     pub skipped: usize,
+}
+
+/// One record, as [`Journal::open`] replays it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Record<'a> {
+    /// `key` now has `value` (a JSON text).
+    Put(&'a str, &'a str),
+    Delete(&'a str),
 }
 
 struct Log {
@@ -56,10 +64,30 @@ impl std::fmt::Debug for Journal {
 }
 
 impl Journal {
-    /// Opens (creating the directory if needed) and replays the journal `name` in `dir`.
-    pub fn open(dir: &Path, name: &str) -> io::Result<(Journal, Loaded)> {
+    /// Opens the journal `name` in `dir` and collects its live entries in a map.
+    pub fn open_map(dir: &Path, name: &str) -> io::Result<(Journal, Loaded)> {
+        let mut entries = BTreeMap::new();
+        let (journal, skipped) = Self::open(dir, name, |r| match r {
+            Record::Put(k, v) => {
+                entries.insert(k.to_owned(), v.to_owned());
+            }
+            Record::Delete(k) => {
+                entries.remove(k);
+            }
+        })?;
+        Ok((journal, Loaded { entries, skipped }))
+    }
+
+    /// Opens (creating the directory if needed) the journal `name` in `dir` and replays
+    /// every record, in order, into `apply`; the owner keeps only what is live, so a large
+    /// journal never sits in memory as text. Returns the number of unreadable lines.
+    pub fn open(
+        dir: &Path,
+        name: &str,
+        mut apply: impl FnMut(Record<'_>),
+    ) -> io::Result<(Journal, usize)> {
         fs::create_dir_all(dir)?;
-        let mut loaded = Loaded::default();
+        let mut skipped = 0;
         let snap = dir.join(format!("{name}.snap"));
         let mut first_generation = 0;
         let mut snapshot_bytes = 0;
@@ -78,7 +106,7 @@ impl Journal {
                     })?;
             }
             for line in lines {
-                apply_line(&line?, &mut loaded);
+                replay(&line?, &mut apply, &mut skipped);
             }
         }
         let mut generations: Vec<u64> = fs::read_dir(dir)?
@@ -101,7 +129,7 @@ impl Journal {
                 continue;
             }
             for line in BufReader::new(File::open(&path)?).lines() {
-                apply_line(&line?, &mut loaded);
+                replay(&line?, &mut apply, &mut skipped);
             }
         }
         let generation = generations
@@ -117,12 +145,8 @@ impl Journal {
             file.write_all(b"\n")?;
             bytes += 1;
         }
-        if loaded.skipped > 0 {
-            warn!(
-                journal = name,
-                skipped = loaded.skipped,
-                "unreadable journal lines skipped"
-            );
+        if skipped > 0 {
+            warn!(journal = name, skipped, "unreadable journal lines skipped");
         }
         let journal = Journal {
             dir: dir.to_owned(),
@@ -135,7 +159,7 @@ impl Journal {
             compacting: Mutex::new(()),
             snapshot_bytes: Mutex::new(snapshot_bytes),
         };
-        Ok((journal, loaded))
+        Ok((journal, skipped))
     }
 
     /// Records `key` = `value` (a JSON text). One write to the log; durable against a
@@ -238,7 +262,7 @@ fn put_line(key: &str, value: &str) -> String {
     format!("P\t{}\t{}\n", quote(key), value)
 }
 
-fn apply_line(line: &str, loaded: &mut Loaded) {
+fn replay(line: &str, apply: &mut impl FnMut(Record<'_>), skipped: &mut usize) {
     if line.is_empty() {
         return;
     }
@@ -248,13 +272,13 @@ fn apply_line(line: &str, loaded: &mut Loaded) {
         .next()
         .and_then(|k| serde_json::from_str::<String>(k).ok());
     match (op, key, parts.next()) {
-        (Some("P"), Some(k), Some(v)) if serde_json::from_str::<serde_json::Value>(v).is_ok() => {
-            loaded.entries.insert(k, v.to_owned());
+        (Some("P"), Some(k), Some(v))
+            if serde_json::from_str::<serde::de::IgnoredAny>(v).is_ok() =>
+        {
+            apply(Record::Put(&k, v));
         }
-        (Some("D"), Some(k), None) => {
-            loaded.entries.remove(&k);
-        }
-        _ => loaded.skipped += 1,
+        (Some("D"), Some(k), None) => apply(Record::Delete(&k)),
+        _ => *skipped += 1,
     }
 }
 

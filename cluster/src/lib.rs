@@ -12,4 +12,4 @@
 
 pub mod journal;
 
-pub use journal::{Journal, Loaded};
+pub use journal::{Journal, Loaded, Record};

@@ -500,7 +500,7 @@ pub fn import(
             dir.display()
         );
     }
-    let (journal, loaded) = limes_cluster::Journal::open(state_dir, "tables")
+    let (journal, loaded) = limes_cluster::Journal::open_map(state_dir, "tables")
         .with_context(|| format!("opening {}", state_dir.display()))?;
     let store = Tables::new(Some((journal, loaded.entries)), usize::MAX);
     for (name, table) in &tables {

@@ -270,7 +270,7 @@ fn reload(proxy: &Proxy, source: &ReloadSource) -> anyhow::Result<serde_json::Va
 
 /// Opens the state directory's journals and builds the registrar, tables and auth.
 fn open_state(cfg: &Resolved, registry: &mut Registry) -> anyhow::Result<Edge> {
-    let tables_journal = Journal::open(&cfg.state_dir, "tables")
+    let tables_journal = Journal::open_map(&cfg.state_dir, "tables")
         .with_context(|| format!("opening the tables journal in {}", cfg.state_dir.display()))?;
     let tables = Arc::new(Tables::new(
         Some((tables_journal.0, tables_journal.1.entries)),

@@ -18,7 +18,7 @@ fn temp_dir(tag: &str) -> PathBuf {
 #[test]
 fn changes_survive_reopening() {
     let dir = temp_dir("reopen");
-    let (j, loaded) = Journal::open(&dir, "t").expect("opens");
+    let (j, loaded) = Journal::open_map(&dir, "t").expect("opens");
     assert!(loaded.entries.is_empty());
     j.put("a", r#"{"x":1}"#).expect("put");
     j.put("b\tweird\nkey", "2").expect("put");
@@ -26,7 +26,7 @@ fn changes_survive_reopening() {
     j.put("c", "\"gone\"").expect("put");
     j.delete("c").expect("delete");
     drop(j); // no compaction, as after kill -9
-    let (_, loaded) = Journal::open(&dir, "t").expect("reopens");
+    let (_, loaded) = Journal::open_map(&dir, "t").expect("reopens");
     let want: BTreeMap<String, String> = [("a", r#"{"x":3}"#), ("b\tweird\nkey", "2")]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
@@ -38,7 +38,7 @@ fn changes_survive_reopening() {
 #[test]
 fn a_torn_last_line_is_skipped_and_later_records_are_kept() {
     let dir = temp_dir("torn");
-    let (j, _) = Journal::open(&dir, "t").expect("opens");
+    let (j, _) = Journal::open_map(&dir, "t").expect("opens");
     j.put("a", "1").expect("put");
     drop(j);
     let mut f = OpenOptions::new()
@@ -47,19 +47,19 @@ fn a_torn_last_line_is_skipped_and_later_records_are_kept() {
         .expect("log exists");
     f.write_all(b"P\t\"b\"\t{\"half").expect("torn write");
     drop(f);
-    let (j, loaded) = Journal::open(&dir, "t").expect("reopens");
+    let (j, loaded) = Journal::open_map(&dir, "t").expect("reopens");
     assert_eq!(loaded.skipped, 1);
     assert_eq!(loaded.entries.len(), 1);
     j.put("c", "3").expect("put after the torn line");
     drop(j);
-    let (_, loaded) = Journal::open(&dir, "t").expect("reopens");
+    let (_, loaded) = Journal::open_map(&dir, "t").expect("reopens");
     assert_eq!(loaded.entries.keys().collect::<Vec<_>>(), ["a", "c"]);
 }
 
 #[test]
 fn compaction_keeps_writes_made_while_it_runs() {
     let dir = temp_dir("compact");
-    let (j, _) = Journal::open(&dir, "t").expect("opens");
+    let (j, _) = Journal::open_map(&dir, "t").expect("opens");
     for i in 0..100 {
         j.put(&format!("k{i}"), &i.to_string()).expect("put");
     }
@@ -83,7 +83,7 @@ fn compaction_keeps_writes_made_while_it_runs() {
         .collect();
     assert_eq!(logs, ["t.wal.1"], "the old log is gone");
     drop(j);
-    let (_, loaded) = Journal::open(&dir, "t").expect("reopens");
+    let (_, loaded) = Journal::open_map(&dir, "t").expect("reopens");
     assert_eq!(loaded.entries.len(), 99);
     assert_eq!(loaded.entries["k1"], "1001");
     assert!(!loaded.entries.contains_key("k2"));
@@ -92,7 +92,7 @@ fn compaction_keeps_writes_made_while_it_runs() {
 #[test]
 fn growth_asks_for_compaction() {
     let dir = temp_dir("grow");
-    let (j, _) = Journal::open(&dir, "t").expect("opens");
+    let (j, _) = Journal::open_map(&dir, "t").expect("opens");
     assert!(!j.needs_compaction(10));
     for i in 0..10 {
         j.put("k", &i.to_string()).expect("put");
@@ -125,7 +125,7 @@ proptest! {
     #[test]
     fn replay_matches_the_model(ops in prop::collection::vec(op(), 1..60)) {
         let dir = temp_dir("prop");
-        let (mut j, _) = Journal::open(&dir, "t").expect("opens");
+        let (mut j, _) = Journal::open_map(&dir, "t").expect("opens");
         let mut model: BTreeMap<String, String> = BTreeMap::new();
         for op in ops {
             match op {
@@ -148,14 +148,14 @@ proptest! {
                 }
                 Op::Reopen => {
                     drop(j);
-                    let (again, loaded) = Journal::open(&dir, "t").expect("reopens");
+                    let (again, loaded) = Journal::open_map(&dir, "t").expect("reopens");
                     prop_assert_eq!(&loaded.entries, &model);
                     j = again;
                 }
             }
         }
         drop(j);
-        let (_, loaded) = Journal::open(&dir, "t").expect("reopens");
+        let (_, loaded) = Journal::open_map(&dir, "t").expect("reopens");
         prop_assert_eq!(loaded.entries, model);
     }
 }
