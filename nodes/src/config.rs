@@ -477,6 +477,11 @@ pub struct Resolved {
 }
 
 impl Config {
+    /// The file at `path`, or the defaults when there is none.
+    pub fn load_or_default(path: Option<&Path>) -> anyhow::Result<Self> {
+        path.map_or_else(|| Ok(Self::default()), Self::load)
+    }
+
     pub fn load(path: &Path) -> anyhow::Result<Self> {
         let text =
             std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;

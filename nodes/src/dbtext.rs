@@ -288,58 +288,58 @@ fn proto(p: Option<&str>) -> Result<Proto, String> {
     }
 }
 
-pub fn trusted(t: &Table, report: &mut Report) -> Vec<TrustedPeer> {
+/// Every row `read` accepts; the others are reported as skipped, with why.
+fn rows<T>(
+    t: &Table,
+    table: &str,
+    report: &mut Report,
+    read: impl Fn(&HashMap<&str, &Option<Value>>) -> Result<T, String>,
+) -> Vec<T> {
     let mut out = Vec::new();
     for (i, r) in t.records().enumerate() {
-        let entry = (|| {
-            let ip = text(&r, "src_ip").ok_or("no src_ip")?;
-            let net = crate::config::parse_net(ip).map_err(|e| e.to_string())?;
-            Ok::<_, String>(TrustedPeer {
-                net,
-                proto: proto(text(&r, "proto"))?,
-                from_pattern: text(&r, "from_pattern").map(str::to_owned),
-                tag: text(&r, "tag").map(str::to_owned),
-                origin: Origin::Api,
-            })
-        })();
-        match entry {
+        match read(&r) {
             Ok(e) => out.push(e),
-            Err(why) => report.skipped.push(format!("trusted row {}: {why}", i + 1)),
+            Err(why) => report.skipped.push(format!("{table} row {}: {why}", i + 1)),
         }
     }
     out
 }
 
+pub fn trusted(t: &Table, report: &mut Report) -> Vec<TrustedPeer> {
+    rows(t, "trusted", report, |r| {
+        let ip = text(r, "src_ip").ok_or("no src_ip")?;
+        let net = crate::config::parse_net(ip).map_err(|e| e.to_string())?;
+        Ok(TrustedPeer {
+            net,
+            proto: proto(text(r, "proto"))?,
+            from_pattern: text(r, "from_pattern").map(str::to_owned),
+            tag: text(r, "tag").map(str::to_owned),
+            origin: Origin::Api,
+        })
+    })
+}
+
 pub fn addresses(t: &Table, report: &mut Report) -> Vec<AddressEntry> {
-    let mut out = Vec::new();
-    for (i, r) in t.records().enumerate() {
-        let entry = (|| {
-            let ip = text(&r, "ip_addr").ok_or("no ip_addr")?;
-            let addr: std::net::IpAddr =
-                ip.parse().map_err(|_| format!("{ip:?}: not an address"))?;
-            let max = if addr.is_ipv4() { 32 } else { 128 };
-            let mask = int(&r, "mask").unwrap_or(max);
-            let net = ipnet::IpNet::new(addr, u8::try_from(mask).unwrap_or(u8::MAX))
-                .map_err(|_| format!("mask {mask} out of range"))?;
-            Ok::<_, String>(AddressEntry {
-                group: int(&r, "grp")
-                    .and_then(|g| u32::try_from(g).ok())
-                    .unwrap_or(1),
-                net: net.trunc(),
-                port: int(&r, "port")
-                    .and_then(|p| u16::try_from(p).ok())
-                    .unwrap_or(0),
-                proto: proto(text(&r, "proto"))?,
-                tag: text(&r, "tag").map(str::to_owned),
-                origin: Origin::Api,
-            })
-        })();
-        match entry {
-            Ok(e) => out.push(e),
-            Err(why) => report.skipped.push(format!("address row {}: {why}", i + 1)),
-        }
-    }
-    out
+    rows(t, "address", report, |r| {
+        let ip = text(r, "ip_addr").ok_or("no ip_addr")?;
+        let addr: std::net::IpAddr = ip.parse().map_err(|_| format!("{ip:?}: not an address"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let mask = int(r, "mask").unwrap_or(max);
+        let net = ipnet::IpNet::new(addr, u8::try_from(mask).unwrap_or(u8::MAX))
+            .map_err(|_| format!("mask {mask} out of range"))?;
+        Ok(AddressEntry {
+            group: int(r, "grp")
+                .and_then(|g| u32::try_from(g).ok())
+                .unwrap_or(1),
+            net: net.trunc(),
+            port: int(r, "port")
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or(0),
+            proto: proto(text(r, "proto"))?,
+            tag: text(r, "tag").map(str::to_owned),
+            origin: Origin::Api,
+        })
+    })
 }
 
 /// Seconds since the epoch from an int, or a `YYYY-MM-DD HH:MM:SS` datetime (UTC).

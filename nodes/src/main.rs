@@ -114,12 +114,9 @@ fn main() -> ExitCode {
             state_dir,
             trusted,
         } => {
-            let mut cfg = match &config {
-                Some(path) => match config::Config::load(path) {
-                    Ok(c) => c,
-                    Err(e) => return fail(&e),
-                },
-                None => config::Config::default(),
+            let mut cfg = match config::Config::load_or_default(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
             };
             if !listen.is_empty() {
                 cfg.sip.listen = listen;
@@ -164,12 +161,9 @@ fn main() -> ExitCode {
                     state_dir,
                 },
         } => {
-            let mut cfg = match &config {
-                Some(path) => match config::Config::load(path) {
-                    Ok(c) => c,
-                    Err(e) => return fail(&e),
-                },
-                None => config::Config::default(),
+            let mut cfg = match config::Config::load_or_default(config.as_deref()) {
+                Ok(c) => c,
+                Err(e) => return fail(&e),
             };
             if let Some(d) = state_dir {
                 cfg.node.state_dir = d;

@@ -238,10 +238,7 @@ pub type Reload = dyn Fn() -> anyhow::Result<serde_json::Value> + Send + Sync;
 
 fn reload(proxy: &Proxy, source: &ReloadSource) -> anyhow::Result<serde_json::Value> {
     let path = source.path.as_deref();
-    let mut cfg = match path {
-        Some(p) => Config::load(p)?,
-        None => Config::default(),
-    };
+    let mut cfg = Config::load_or_default(path)?;
     cfg.add_trusted(&source.trusted);
     let tables = cfg.tables()?;
     let rules = cfg.registrar_rules()?;

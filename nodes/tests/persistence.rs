@@ -16,6 +16,27 @@ fn limes(args: &[&str]) -> std::process::Output {
         .expect("limes runs")
 }
 
+fn import(tables: &Path, state: &Path) -> std::process::Output {
+    limes(&[
+        "import",
+        "dbtext",
+        &tables.display().to_string(),
+        "--state-dir",
+        &state.display().to_string(),
+    ])
+}
+
+/// A successful import's JSON report.
+fn imported(tables: &Path, state: &Path) -> serde_json::Value {
+    let out = import(tables, state);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON report")
+}
+
 fn fresh_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("limes-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&d);
@@ -61,19 +82,7 @@ fn bindings_and_table_changes_survive_kill_9() {
     std::fs::create_dir_all(&tables).expect("dir");
     std::fs::write(tables.join("subscriber"), subscriber_table(USERS)).expect("table");
     let state = dir.join("state");
-    let out = limes(&[
-        "import",
-        "dbtext",
-        &tables.display().to_string(),
-        "--state-dir",
-        &state.display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON report");
+    let report = imported(&tables, &state);
     assert_eq!(report["subscribers"], USERS);
 
     let config = dir.join("limes.toml");
@@ -213,19 +222,7 @@ fn import_of_every_dbtext_table() {
         std::fs::write(tables.join(name), text).expect("table");
     }
     let state = dir.join("state");
-    let out = limes(&[
-        "import",
-        "dbtext",
-        &tables.display().to_string(),
-        "--state-dir",
-        &state.display().to_string(),
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    let report = imported(&tables, &state);
     assert_eq!(report["subscribers"], 2);
     assert_eq!(report["trusted"], 1);
     assert_eq!(report["address"], 1);
@@ -258,13 +255,7 @@ fn import_of_every_dbtext_table() {
     assert_eq!(contact["Socket"], "udp:192.168.16.5:5060");
 
     // While the node runs, its state directory is locked.
-    let out = limes(&[
-        "import",
-        "dbtext",
-        &tables.display().to_string(),
-        "--state-dir",
-        &state.display().to_string(),
-    ]);
+    let out = import(&tables, &state);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use"));
 }

@@ -38,6 +38,13 @@ fn meta(_: &ContactUpdate<'_>) -> Meta {
     }
 }
 
+/// The location journaled in `d`, opened at `now`, and its metrics.
+fn open(d: &std::path::Path, now: u64) -> (Location, Arc<LocationMetrics>) {
+    let metrics = Arc::new(LocationMetrics::default());
+    let loc = Location::open(Some(d), Rules::default(), 100, now, metrics.clone()).expect("opens");
+    (loc, metrics)
+}
+
 fn apply(loc: &Location, user: &str, call_id: &str, cseq: u32, contact: &str, now: u64) {
     let msg = register(user, call_id, cseq, contact);
     let req = Register::read(&msg, &loc.rules()).expect("reads");
@@ -48,9 +55,7 @@ fn apply(loc: &Location, user: &str, call_id: &str, cseq: u32, contact: &str, no
 #[test]
 fn bindings_survive_reopening_and_expired_ones_are_dropped() {
     let d = dir("reopen");
-    let metrics = Arc::new(LocationMetrics::default());
-    let loc =
-        Location::open(Some(&d), Rules::default(), 100, 1000, metrics.clone()).expect("opens");
+    let (loc, metrics) = open(&d, 1000);
     apply(
         &loc,
         "alice",
@@ -110,9 +115,7 @@ fn bindings_survive_reopening_and_expired_ones_are_dropped() {
 #[test]
 fn admin_changes_are_journaled_too() {
     let d = dir("admin");
-    let metrics = Arc::new(LocationMetrics::default());
-    let loc =
-        Location::open(Some(&d), Rules::default(), 100, 1000, metrics.clone()).expect("opens");
+    let (loc, metrics) = open(&d, 1000);
     apply(
         &loc,
         "alice",
