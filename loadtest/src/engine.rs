@@ -18,6 +18,7 @@ use limes_sip::{Limits, Message};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Events, Interest, Poll, Token};
 
+use crate::batch::{Outbox, Receiver};
 use crate::stats::Stats;
 
 /// One path messages travel: a UDP socket, or a TCP connection with its buffers.
@@ -34,6 +35,8 @@ pub enum Conn {
 /// Sends, and the simulated loss of received packets.
 pub struct Io {
     conns: Vec<Conn>,
+    /// Datagrams queued per connection (UDP only) until the loop flushes them in batches.
+    outboxes: Vec<Outbox>,
     /// Each connection's local address as `ip:port` and `ip`, read and formatted once (a
     /// `getsockname` per message built would cost a syscall).
     local_texts: Vec<(String, String)>,
@@ -47,16 +50,25 @@ impl Io {
     /// has one peer).
     pub fn send(&mut self, sock: usize, to: SocketAddr, bytes: &[u8]) {
         match self.conns.get_mut(sock) {
-            // A full socket buffer drops the datagram, as the network would; the
-            // transaction timers retransmit it.
-            Some(Conn::Udp(s)) => {
-                let _ = s.send_to(bytes, to);
+            Some(Conn::Udp(_)) => {
+                if let Some(o) = self.outboxes.get_mut(sock) {
+                    o.push(to, bytes);
+                }
             }
             Some(Conn::Tcp { stream, write, .. }) => {
                 write.extend_from_slice(bytes);
                 flush(stream, write);
             }
             None => {}
+        }
+    }
+
+    /// Sends every queued datagram: once per turn of the loop, before it waits.
+    fn flush(&mut self) {
+        for (c, o) in self.conns.iter().zip(self.outboxes.iter_mut()) {
+            if let (Conn::Udp(s), false) = (c, o.is_empty()) {
+                o.flush(s);
+            }
         }
     }
 
@@ -76,6 +88,7 @@ impl Io {
             Conn::Tcp { stream, .. } => stream.local_addr().ok(),
         };
         self.conns.push(c);
+        self.outboxes.push(Outbox::default());
         self.local_texts
             .push(local.map_or_else(Default::default, |l| (l.to_string(), l.ip().to_string())));
     }
@@ -198,6 +211,7 @@ pub fn run<R: Role>(
     let mut poll = Poll::new()?;
     let mut io = Io {
         conns: Vec::new(),
+        outboxes: Vec::new(),
         local_texts: Vec::new(),
         drop_per_mille,
         rng: seed | 1,
@@ -214,6 +228,7 @@ pub fn run<R: Role>(
     let limits = Limits::default();
     let mut events = Events::with_capacity(256);
     let mut buf = vec![0u8; 65_536];
+    let mut receiver = Receiver::default();
     loop {
         let now = Instant::now();
         let next = role.poll(now, &mut io);
@@ -221,6 +236,7 @@ pub fn run<R: Role>(
         if role.finished(now) || stop.load(Ordering::Relaxed) {
             break;
         }
+        io.flush();
         let timeout = next
             .map(|t| t.saturating_duration_since(now))
             .unwrap_or(Duration::from_millis(50))
@@ -249,10 +265,9 @@ pub fn run<R: Role>(
             let mut received = Vec::new();
             match io.conns.get_mut(sock) {
                 Some(Conn::Udp(s)) => {
-                    // Read until the socket would block (or fails).
-                    while let Ok((n, from)) = s.recv_from(&mut buf) {
-                        received.push((Bytes::copy_from_slice(&buf[..n]), from));
-                    }
+                    receiver.drain(s, |d, from| {
+                        received.push((Bytes::copy_from_slice(d), from));
+                    });
                 }
                 Some(Conn::Tcp {
                     stream,
@@ -291,6 +306,7 @@ pub fn run<R: Role>(
         }
     }
     role.close();
+    io.flush();
     publish(&role, &progress);
     Ok(role.stats().clone())
 }

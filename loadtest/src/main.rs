@@ -13,6 +13,7 @@
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
+mod batch;
 mod engine;
 mod register;
 mod stats;

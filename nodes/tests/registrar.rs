@@ -68,6 +68,7 @@ tag = "carrier"
 fn spawn(config: &std::path::Path, state: &std::path::Path, port: u16) -> Node {
     let admin = format!("127.0.0.1:{}", port + 1);
     let listen = format!("udp:127.0.0.1:{port}");
+    let listen_tcp = format!("tcp:127.0.0.1:{port}");
     Node::spawn(
         &[
             "run",
@@ -75,6 +76,8 @@ fn spawn(config: &std::path::Path, state: &std::path::Path, port: u16) -> Node {
             &config.display().to_string(),
             "--listen",
             &listen,
+            "--listen",
+            &listen_tcp,
             "--admin",
             &admin,
             "--state-dir",
@@ -635,4 +638,73 @@ fn sha256_digest_registration() {
         node.metric("limes_auth_failures_total{reason=\"replay\"}"),
         2.0
     );
+}
+
+#[test]
+fn a_phone_on_tcp_is_reached_over_its_own_connection() {
+    use std::io::{Read, Write};
+    let s = start("");
+    let mut phone = std::net::TcpStream::connect(&s.sip).expect("connects");
+    phone
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let me = phone.local_addr().expect("bound").to_string();
+    let mut read = |phone: &mut std::net::TcpStream| {
+        let mut buf = vec![0u8; 8192];
+        let n = phone.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    // The Contact names a port nobody listens on (a phone behind NAT): only the
+    // connection the REGISTER came on reaches it.
+    let register = |cseq: u32, auth: &str| {
+        format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\nVia: SIP/2.0/TCP {me};branch=z9hG4bK-tcp-{cseq}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:bob@{DOMAIN}>;tag=t1\r\nTo: <sip:bob@{DOMAIN}>\r\n\
+             Call-ID: tcp-phone@test\r\nCSeq: {cseq} REGISTER\r\n{auth}\
+             Contact: <sip:bob@127.0.0.1:9;transport=tcp>\r\nExpires: 600\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    phone.write_all(register(1, "").as_bytes()).expect("sends");
+    let challenge = read(&mut phone);
+    assert_eq!(status(&challenge), 401, "{challenge}");
+    let c = Challenge::parse(header(&challenge, "WWW-Authenticate")[0]).expect("parses");
+    let creds = ClientCredentials {
+        username: "bob",
+        password: Some("bob-pw"),
+        ha1: None,
+    };
+    let auth = authorize(
+        &c,
+        &creds,
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        "tc",
+        1,
+        b"",
+    )
+    .expect("answers");
+    phone
+        .write_all(register(2, &format!("Authorization: {auth}\r\n")).as_bytes())
+        .expect("sends");
+    let ok = read(&mut phone);
+    assert_eq!(status(&ok), 200, "{ok}");
+    let flow = &contacts(&s.node, "bob")[0]["Contact"]["Flow"];
+    assert_eq!(flow["transport"], "tcp");
+    assert_eq!(flow["remote"], me);
+
+    let pbx = Peer::bind("127.0.0.2");
+    pbx.sock
+        .send_to(
+            invite_text("pbx", &format!("sip:bob@{DOMAIN}"), 1, "")
+                .replace("{addr}", &pbx.addr().to_string())
+                .as_bytes(),
+            &s.sip,
+        )
+        .expect("sends");
+    let invite = read(&mut phone);
+    assert!(
+        invite.starts_with("INVITE sip:bob@127.0.0.1:9;transport=tcp SIP/2.0"),
+        "the INVITE came over the registered connection: {invite}"
+    );
+    assert!(invite.contains("Via: SIP/2.0/TCP"), "{invite}");
 }
