@@ -649,7 +649,7 @@ fn a_phone_on_tcp_is_reached_over_its_own_connection() {
         .set_read_timeout(Some(Duration::from_secs(3)))
         .expect("timeout");
     let me = phone.local_addr().expect("bound").to_string();
-    let mut read = |phone: &mut std::net::TcpStream| {
+    let read = |phone: &mut std::net::TcpStream| {
         let mut buf = vec![0u8; 8192];
         let n = phone.read(&mut buf).unwrap_or(0);
         String::from_utf8_lossy(&buf[..n]).into_owned()
