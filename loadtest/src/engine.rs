@@ -348,25 +348,30 @@ impl Pacer {
 }
 
 /// Deadlines keyed by Call-ID; an owner re-checks its state when one fires, so a stale
-/// entry costs one look-up.
+/// entry costs one look-up. Equal deadlines (many are "now") are ordered by a sequence
+/// number, so the heap never compares keys.
 #[derive(Default)]
-pub struct Timers(BinaryHeap<Reverse<(Instant, String)>>);
+pub struct Timers {
+    heap: BinaryHeap<Reverse<(Instant, u64, String)>>,
+    seq: u64,
+}
 
 impl Timers {
     pub fn push(&mut self, at: Instant, key: &str) {
-        self.0.push(Reverse((at, key.to_owned())));
+        self.seq += 1;
+        self.heap.push(Reverse((at, self.seq, key.to_owned())));
     }
 
     /// The key of a deadline due at `now`, removed.
     pub fn pop_due(&mut self, now: Instant) -> Option<String> {
-        if self.0.peek().is_some_and(|Reverse((at, _))| *at <= now) {
-            return self.0.pop().map(|Reverse((_, k))| k);
+        if self.heap.peek().is_some_and(|Reverse((at, ..))| *at <= now) {
+            return self.heap.pop().map(|Reverse((.., k))| k);
         }
         None
     }
 
     pub fn next(&self) -> Option<Instant> {
-        self.0.peek().map(|Reverse((at, _))| *at)
+        self.heap.peek().map(|Reverse((at, ..))| *at)
     }
 }
 

@@ -51,6 +51,10 @@ struct Call {
     ack: Option<Bytes>,
     hangup_at: Option<Instant>,
     bye: Option<ClientNonInviteTx>,
+    /// The earliest wake-up queued for this call: a later deadline is not queued again
+    /// (that wake-up recomputes the call's next deadline), so the timer heap holds about
+    /// one entry per call instead of one per state change.
+    armed: Option<Instant>,
 }
 
 pub struct Uac {
@@ -130,6 +134,7 @@ impl Uac {
                 ack: None,
                 hangup_at: None,
                 bye: None,
+                armed: None,
             },
         );
     }
@@ -182,9 +187,16 @@ impl Uac {
     }
 
     fn schedule(&mut self, now: Instant, call_id: &str, at: Option<Instant>) {
-        if let Some(at) = at {
-            self.timers.push(at.max(now), call_id);
+        let Some(at) = at.map(|a| a.max(now)) else {
+            return;
+        };
+        if let Some(call) = self.calls.get_mut(call_id) {
+            if call.armed.is_some_and(|a| a <= at) {
+                return;
+            }
+            call.armed = Some(at);
         }
+        self.timers.push(at, call_id);
     }
 
     fn on_invite_response(&mut self, now: Instant, msg: &Message, io: &mut Io) {
@@ -353,6 +365,8 @@ impl Uac {
         let Some(call) = self.calls.get_mut(call_id) else {
             return;
         };
+        // This wake-up recomputes the next deadline below.
+        call.armed = None;
         let mut failed = None;
         let events = pump(
             &mut call.invite,
