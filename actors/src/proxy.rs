@@ -16,7 +16,7 @@ pub mod local;
 mod select;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -110,6 +110,9 @@ struct Route {
     ruri: Option<String>,
     /// Route values to pre-load (a binding's Path, §16.6 step 5).
     preload: Vec<String>,
+    /// Serial forking (§16.6): targets of group 0 go first, group 1 when all of those
+    /// failed, and so on (a registered AoR's bindings grouped by q, highest first).
+    group: u16,
 }
 
 impl Route {
@@ -119,8 +122,18 @@ impl Route {
             strict: None,
             ruri: None,
             preload: Vec::new(),
+            group: 0,
         }
     }
+}
+
+/// What every branch of one request shares, kept for the groups started later.
+struct Fork {
+    flow: Flow,
+    popped: usize,
+    /// The Request-URI taken from the Route set (a strict router's request).
+    new_ruri: Option<String>,
+    consume_credentials: bool,
 }
 
 pub struct Proxy {
@@ -542,6 +555,7 @@ impl Proxy {
             best: None,
             answered: false,
             scheduled: None,
+            later: None,
         };
         if is_invite {
             // §16.2: the 100 Trying goes out at once; it stops the caller's retransmissions.
@@ -549,15 +563,78 @@ impl Proxy {
             entry.respond(now, 100, trying, &mut sends);
         }
 
-        let loop_hash = self.local.loop_hash(&msg);
+        let fork = Fork {
+            flow,
+            popped,
+            new_ruri,
+            consume_credentials,
+        };
+        let mut groups: VecDeque<Vec<Route>> = VecDeque::new();
+        for t in targets {
+            match groups.back_mut() {
+                Some(g) if g.first().is_some_and(|f| f.group == t.group) => g.push(t),
+                _ => groups.push_back(vec![t]),
+            }
+        }
+        let first = groups.pop_front().unwrap_or_default();
+        self.add_branches(&mut entry, &msg, &fork, &first, sid, now, &mut sends);
+        if !groups.is_empty() {
+            entry.later = Some(Box::new(entry::Later { groups, fork, sid }));
+        }
+        if entry.branches.is_empty() {
+            return self.reply_local(
+                &msg,
+                &flow,
+                now,
+                503,
+                "Service Unavailable: no usable next hop",
+                &[],
+            );
+        }
+        entry.request = Some(msg);
+        bump(&self.stats.created);
+        self.active.fetch_add(1, Ordering::Relaxed);
+        let mut shard = self.shard(sid).lock();
+        shard.entries.insert(sid, entry);
+        self.settle(&mut shard, sid);
+        drop(shard);
+        self.flush(sends);
+        self.metrics.latency("request", now.elapsed().as_secs_f64());
+    }
+
+    /// Starts one branch per route (§16.6 steps 1-12): its copy of the request and its
+    /// client transaction. Routes with no socket to send from are skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn add_branches(
+        &self,
+        e: &mut Entry,
+        msg: &Message,
+        fork: &Fork,
+        routes: &[Route],
+        sid: u64,
+        now: Instant,
+        sends: &mut Sends,
+    ) {
+        let Fork {
+            flow,
+            popped,
+            new_ruri,
+            consume_credentials,
+        } = fork;
+        let (popped, consume_credentials) = (*popped, *consume_credentials);
+        let method = msg.method().cloned().unwrap_or(Method::Options);
+        let is_invite = e.is_invite();
+        let timers = self.settings.timers;
+        let loop_hash = self.local.loop_hash(msg);
         let call_id = msg.call_id().unwrap_or_default();
-        let dialog_creating =
-            matches!(method, Method::Invite | Method::Subscribe | Method::Refer) && !in_dialog;
+        let dialog_creating = matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
+            && msg.to_tag().is_none();
         let source = Source {
             ip: flow.remote.ip(),
             port: flow.remote.port(),
         };
-        for (i, route) in targets.iter().enumerate() {
+        for route in routes {
+            let i = e.branches.len();
             let Some(out_addr) = self.out.local_for(&route.dest) else {
                 continue;
             };
@@ -590,7 +667,7 @@ impl Proxy {
                         .unwrap_or(msg.request_uri_str().unwrap_or_default())
                 )
             });
-            let mut fwd = Forward::new(&msg)
+            let mut fwd = Forward::new(msg)
                 .received_from(source)
                 .push_via(&via)
                 .decrement_max_forwards()
@@ -639,7 +716,7 @@ impl Proxy {
                     None,
                 )
             };
-            entry.branches.push(Branch {
+            e.branches.push(Branch {
                 tx,
                 dest: route.dest,
                 request,
@@ -649,27 +726,8 @@ impl Proxy {
                 cancel: None,
                 cancel_pending: false,
             });
-            entry.drain_branch(entry.branches.len() - 1, &mut sends);
+            e.drain_branch(e.branches.len() - 1, sends);
         }
-        if entry.branches.is_empty() {
-            return self.reply_local(
-                &msg,
-                &flow,
-                now,
-                503,
-                "Service Unavailable: no usable next hop",
-                &[],
-            );
-        }
-        entry.request = Some(msg);
-        bump(&self.stats.created);
-        self.active.fetch_add(1, Ordering::Relaxed);
-        let mut shard = self.shard(sid).lock();
-        shard.entries.insert(sid, entry);
-        self.settle(&mut shard, sid);
-        drop(shard);
-        self.flush(sends);
-        self.metrics.latency("request", now.elapsed().as_secs_f64());
     }
 
     fn on_cancel(&self, msg: &Message, flow: &Flow, now: Instant) {
@@ -891,6 +949,21 @@ impl Proxy {
         if e.answered || e.branches.iter().any(|b| b.final_status.is_none()) {
             return;
         }
+        // Serial forking: the next group of targets, while there is one and the request
+        // has not been answered (a 6xx or 2xx has emptied `later`).
+        while let (Some(mut later), Some(msg)) = (e.later.take(), e.request.clone()) {
+            let Some(group) = later.groups.pop_front() else {
+                break;
+            };
+            let before = e.branches.len();
+            self.add_branches(e, &msg, &later.fork, &group, later.sid, now, sends);
+            if !later.groups.is_empty() {
+                e.later = Some(later);
+            }
+            if e.branches.len() > before {
+                return;
+            }
+        }
         if let Some((status, bytes)) = e.best.take() {
             e.respond(now, status, bytes, sends);
             self.metrics.response_sent(status);
@@ -942,6 +1015,8 @@ impl Proxy {
         now: Instant,
         sends: &mut Sends,
     ) {
+        // No group starts after a 2xx, a 6xx or a CANCEL.
+        e.later = None;
         for i in 0..e.branches.len() {
             let b = &mut e.branches[i];
             if Some(i) == except
@@ -1091,6 +1166,7 @@ impl Proxy {
             best: None,
             answered: false,
             scheduled: None,
+            later: None,
         };
         let mut sends = Vec::new();
         e.respond(now, status, r.finish(), &mut sends);

@@ -708,3 +708,98 @@ fn a_phone_on_tcp_is_reached_over_its_own_connection() {
     );
     assert!(invite.contains("Via: SIP/2.0/TCP"), "{invite}");
 }
+
+/// A response to `request` as a UAS writes it: Via, From, Call-ID and CSeq copied, a tag
+/// on To.
+fn answer(request: &str, status: u16, reason: &str) -> String {
+    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+    for line in request.split("\r\n").skip(1) {
+        let name = line.split(':').next().unwrap_or_default().trim();
+        match name {
+            "Via" | "From" | "Call-ID" | "CSeq" | "Record-Route" => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            "To" => {
+                out.push_str(line);
+                out.push_str(";tag=uas\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+fn receive(peer: &Peer, wait: Duration) -> Option<String> {
+    peer.sock.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = vec![0u8; 65536];
+    let n = peer.sock.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
+
+#[test]
+fn lower_q_bindings_are_tried_only_after_higher_ones_fail() {
+    let s = start("");
+    // Two phones of dave's, registered from trusted addresses (no challenge): the desk
+    // phone with q=1, the mobile with q=0.5.
+    let desk = Peer::bind("127.0.0.2");
+    let mobile = Peer::bind("127.0.0.2");
+    for (i, (phone, q)) in [(&desk, "1.0"), (&mobile, "0.5")].into_iter().enumerate() {
+        let r = phone.exchange(
+            &s.sip,
+            &register_text(
+                "dave",
+                i as u32 + 1,
+                &format!("Contact: <sip:dave@{{addr}}>;q={q}\r\nCall-ID: dave-{i}\r\n"),
+            )
+            .replacen("Call-ID: raw-dave@test\r\n", "", 1),
+            Duration::from_secs(2),
+        );
+        assert_eq!(status(final_of(&r)), 200, "{r:?}");
+    }
+    let caller = Peer::bind("127.0.0.2");
+    caller
+        .sock
+        .send_to(
+            invite_text("pbx", &format!("sip:dave@{DOMAIN}"), 1, "")
+                .replace("{addr}", &caller.addr().to_string())
+                .as_bytes(),
+            &s.sip,
+        )
+        .expect("sends");
+    let first = receive(&desk, Duration::from_secs(2)).expect("the desk phone rings first");
+    assert!(first.starts_with("INVITE "), "{first}");
+    assert!(
+        receive(&mobile, Duration::from_millis(300)).is_none(),
+        "the mobile waits while the desk phone is tried"
+    );
+    desk.sock
+        .send_to(answer(&first, 486, "Busy Here").as_bytes(), &s.sip)
+        .expect("sends");
+    let ack = receive(&desk, Duration::from_secs(2)).expect("the 486 is acknowledged");
+    assert!(ack.starts_with("ACK "), "{ack}");
+    let second = receive(&mobile, Duration::from_secs(2)).expect("then the mobile rings");
+    assert!(second.starts_with("INVITE "), "{second}");
+    mobile
+        .sock
+        .send_to(answer(&second, 200, "OK").as_bytes(), &s.sip)
+        .expect("sends");
+    let mut got = Vec::new();
+    while let Some(r) = receive(&caller, Duration::from_secs(2)) {
+        let st = status(&r);
+        got.push(st);
+        if st >= 200 {
+            break;
+        }
+    }
+    assert_eq!(
+        got.last(),
+        Some(&200),
+        "the caller gets the mobile's 200: {got:?}"
+    );
+    assert!(
+        !got.contains(&486),
+        "the busy desk phone's answer is not passed up"
+    );
+}

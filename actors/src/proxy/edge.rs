@@ -1,10 +1,11 @@
 //! What the edge decides for a request that starts something: REGISTER goes to the
 //! registrar (digest 401, bindings, 200 with the Contacts); other initial requests from
 //! sources that are neither carriers (address groups) nor trusted peers are challenged
-//! with 407 (a configured next hop counts as trusted); then a registered AoR is reached through its bindings (parallel fork, highest
-//! q first, through the flow each registered on), an unregistered one through the next
-//! hops, except for requests that came from a carrier or a next hop (404 User Not
-//! Registered: never send a call back where it came from).
+//! with 407 (a configured next hop counts as trusted); then a registered AoR is reached
+//! through its bindings (highest q first, equal q in parallel, a lower q only when every
+//! higher one failed; each through the flow or Path it registered with), an unregistered
+//! one through the next hops, except for requests that came from a carrier or a next hop
+//! (404 User Not Registered: never send a call back where it came from).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -326,9 +327,18 @@ impl Proxy {
         let ours = self.edge.serves(ruri.host, &self.local);
         if ours {
             let contacts = self.edge.location.lookup(&self.edge.aor(&ruri), unix_now());
+            // Highest q first; each q value is a group tried after the one before has
+            // failed (serial forking), equal q values in parallel.
+            let mut group = 0u16;
+            let mut last_q = None;
             let targets: Vec<Route> = contacts
                 .into_iter()
                 .filter_map(|c| {
+                    let q = c.q.unwrap_or(1000);
+                    if last_q.is_some_and(|l| l != q) {
+                        group += 1;
+                    }
+                    last_q = Some(q);
                     let (dest, preload) = match c.meta.path.first() {
                         Some(first) => (
                             Uri::parse(first).ok().and_then(|u| dest_of_uri(&u))?,
@@ -341,6 +351,7 @@ impl Proxy {
                         strict: None,
                         ruri: Some(c.contact),
                         preload,
+                        group,
                     })
                 })
                 .collect();
@@ -348,13 +359,8 @@ impl Proxy {
                 return Some((targets, authenticated));
             }
         }
-        let from_next_hop = self
-            .settings
-            .next_hops
-            .iter()
-            .any(|t| t.dest.addr == flow.remote);
         if matches!(peer, Peer::Carrier { .. })
-            || from_next_hop
+            || self.is_next_hop(flow)
             || self.settings.next_hops.is_empty()
         {
             let reason = if ours {

@@ -56,6 +56,16 @@ pub struct Entry {
     pub answered: bool,
     /// The earliest deadline queued in the shard's timer heap for this entry.
     pub scheduled: Option<Instant>,
+    /// Targets still to try (serial forking), boxed: most requests have none.
+    pub later: Option<Box<Later>>,
+}
+
+/// The groups of targets not started yet (§16.6: lower q after higher q has failed), and
+/// what their branches share with the first ones.
+pub struct Later {
+    pub groups: std::collections::VecDeque<Vec<super::Route>>,
+    pub fork: super::Fork,
+    pub sid: u64,
 }
 
 impl Entry {
