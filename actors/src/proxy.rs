@@ -144,6 +144,8 @@ pub struct Proxy {
     metrics: Arc<Metrics>,
     flood: Option<FloodGuard>,
     edge: edge::Edge,
+    /// Where initial requests for nobody registered go; replaced whole on reload.
+    next_hops: arc_swap::ArcSwap<Vec<crate::transport::Target>>,
     draining: AtomicBool,
     active: AtomicUsize,
     pub stats: TmStats,
@@ -192,6 +194,7 @@ impl Proxy {
         edge: edge::Edge,
     ) -> Arc<Self> {
         Arc::new(Self {
+            next_hops: arc_swap::ArcSwap::from_pointee(settings.next_hops.clone()),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             local,
             settings,
@@ -226,6 +229,11 @@ impl Proxy {
     /// The registrar, authentication and tables.
     pub fn edge(&self) -> &edge::Edge {
         &self.edge
+    }
+
+    /// New next hops from a reload; requests already forwarded keep their branches.
+    pub fn set_next_hops(&self, hops: Vec<crate::transport::Target>) {
+        self.next_hops.store(Arc::new(hops));
     }
 
     fn sid(&self, key: &TxKey) -> u64 {

@@ -68,8 +68,8 @@ impl std::fmt::Display for Listen {
 /// Proxy behaviour.
 #[derive(Debug, Clone)]
 pub struct ProxySettings {
-    /// Where initial requests go (all of them, forked in parallel); empty: answer locally
-    /// and 404 the rest, never relay.
+    /// Where initial requests for no registered AoR go (all of them, forked in parallel);
+    /// empty: 404, never relay. The proxy's copy is replaced on reload.
     pub next_hops: Vec<crate::transport::Target>,
     /// Record-Route dialog-creating requests (two entries when the transport changes).
     pub record_route: bool,

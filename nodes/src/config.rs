@@ -358,16 +358,42 @@ impl SubscriberEntry {
     }
 }
 
-impl Config {
-    /// Trusted CIDRs given on the command line.
-    pub fn add_trusted(&mut self, cidrs: &[String]) {
-        self.trusted.extend(cidrs.iter().map(|c| TrustedEntry {
-            cidr: c.clone(),
-            tag: "command line".into(),
-            ..TrustedEntry::default()
-        }));
-    }
+/// What `limes run`'s flags change in the file's configuration (at start and on every
+/// reload).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub listen: Vec<String>,
+    pub admin: Option<String>,
+    pub next_hop: Vec<String>,
+    pub state_dir: Option<PathBuf>,
+    /// Trusted CIDRs, added to the file's.
+    pub trusted: Vec<String>,
+}
 
+impl Overrides {
+    pub fn apply(&self, cfg: &mut Config) {
+        if !self.listen.is_empty() {
+            cfg.sip.listen = self.listen.clone();
+        }
+        if let Some(a) = &self.admin {
+            cfg.admin.listen = a.clone();
+        }
+        if !self.next_hop.is_empty() {
+            cfg.sip.next_hop = self.next_hop.clone();
+        }
+        if let Some(d) = &self.state_dir {
+            cfg.node.state_dir = d.clone();
+        }
+        cfg.trusted
+            .extend(self.trusted.iter().map(|c| TrustedEntry {
+                cidr: c.clone(),
+                tag: "command line".into(),
+                ..TrustedEntry::default()
+            }));
+    }
+}
+
+impl Config {
     /// The configuration file's tables, checked.
     pub fn tables(&self) -> anyhow::Result<TableSet> {
         let subscribers = self

@@ -114,23 +114,18 @@ fn main() -> ExitCode {
             state_dir,
             trusted,
         } => {
+            let overrides = config::Overrides {
+                listen,
+                admin,
+                next_hop,
+                state_dir,
+                trusted,
+            };
             let mut cfg = match config::Config::load_or_default(config.as_deref()) {
                 Ok(c) => c,
                 Err(e) => return fail(&e),
             };
-            if !listen.is_empty() {
-                cfg.sip.listen = listen;
-            }
-            if let Some(a) = admin {
-                cfg.admin.listen = a;
-            }
-            if !next_hop.is_empty() {
-                cfg.sip.next_hop = next_hop;
-            }
-            if let Some(d) = state_dir {
-                cfg.node.state_dir = d;
-            }
-            cfg.add_trusted(&trusted);
+            overrides.apply(&mut cfg);
             let resolved = match cfg.resolve() {
                 Ok(r) => r,
                 Err(e) => return fail(&e),
@@ -146,7 +141,7 @@ fn main() -> ExitCode {
             };
             let reload = run::ReloadSource {
                 path: config,
-                trusted,
+                overrides,
             };
             match runtime.block_on(run::run(resolved, reload)) {
                 Ok(()) => ExitCode::SUCCESS,

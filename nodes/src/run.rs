@@ -49,11 +49,11 @@ pub fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
     Ok(file)
 }
 
-/// What a reload reads: the configuration file (none: the defaults) and the trusted
-/// CIDRs of the command line.
+/// What a reload reads: the configuration file (none: the defaults) and the flags of the
+/// command line, applied over it as at start.
 pub struct ReloadSource {
     pub path: Option<PathBuf>,
-    pub trusted: Vec<String>,
+    pub overrides: crate::config::Overrides,
 }
 
 /// Runs a node until it is told to stop; returns once it has drained. The configuration
@@ -233,32 +233,31 @@ fn spawn_timer_thread(
 }
 
 /// Re-reads the configuration file (none: the defaults) and applies what changes live:
-/// the tables, the registrar's rules and domains, and the authentication policy.
+/// the tables, the registrar's rules and domains, the authentication policy and the next
+/// hops (listening sockets, the admin address and the state directory need a restart).
 pub type Reload = dyn Fn() -> anyhow::Result<serde_json::Value> + Send + Sync;
 
 fn reload(proxy: &Proxy, source: &ReloadSource) -> anyhow::Result<serde_json::Value> {
     let path = source.path.as_deref();
     let mut cfg = Config::load_or_default(path)?;
-    cfg.add_trusted(&source.trusted);
-    let tables = cfg.tables()?;
-    let rules = cfg.registrar_rules()?;
-    let auth = cfg.auth_settings()?;
+    source.overrides.apply(&mut cfg);
+    let r = cfg.resolve()?;
     let edge = proxy.edge();
     let counts = serde_json::json!({
-        "subscribers": tables.subscribers.len(),
-        "trusted": tables.trusted.len(),
-        "address": tables.addresses.len(),
+        "subscribers": r.tables.subscribers.len(),
+        "trusted": r.tables.trusted.len(),
+        "address": r.tables.addresses.len(),
+        "next_hops": r.proxy.next_hops.len(),
     });
-    edge.tables.set_config_subscribers(tables.subscribers)?;
+    edge.tables.set_config_subscribers(r.tables.subscribers)?;
     edge.tables
-        .set_config_peers(tables.trusted, tables.addresses)?;
-    edge.location.set_rules(rules);
-    *edge.domains.write() = cfg.registrar.domains.clone();
-    edge.use_domain.store(
-        cfg.registrar.use_domain,
-        std::sync::atomic::Ordering::Relaxed,
-    );
-    edge.auth.set_settings(auth);
+        .set_config_peers(r.tables.trusted, r.tables.addresses)?;
+    edge.location.set_rules(r.rules);
+    *edge.domains.write() = r.domains;
+    edge.use_domain
+        .store(r.use_domain, std::sync::atomic::Ordering::Relaxed);
+    edge.auth.set_settings(r.auth);
+    proxy.set_next_hops(r.proxy.next_hops);
     info!(config = ?path, "configuration reloaded");
     Ok(
         serde_json::json!({ "reloaded": path.map(|p| p.display().to_string()), "config_entries": counts }),

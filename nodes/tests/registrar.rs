@@ -803,3 +803,32 @@ fn lower_q_bindings_are_tried_only_after_higher_ones_fail() {
         "the busy desk phone's answer is not passed up"
     );
 }
+
+#[test]
+fn next_hops_change_on_reload() {
+    let s = start("");
+    let pbx = Peer::bind("127.0.0.2");
+    let call = |cseq: u32| {
+        pbx.exchange(
+            &s.sip,
+            &invite_text("pbx", "sip:+4930123456@example.com", cseq, ""),
+            Duration::from_millis(500),
+        )
+    };
+    assert_eq!(status(final_of(&call(1))), 404, "no next hop yet");
+    let gateway = Peer::bind("127.0.0.1");
+    let text = std::fs::read_to_string(&s.config).expect("config");
+    std::fs::write(
+        &s.config,
+        format!("[sip]\nnext_hop = [\"sip:{}\"]\n{text}", gateway.addr()),
+    )
+    .expect("config rewritten");
+    let answer = s.node.rpc("core.reload", &[]).expect("reloads");
+    assert_eq!(answer["config_entries"]["next_hops"], 1);
+    assert_eq!(status(&call(2)[0]), 100);
+    let got = receive(&gateway, Duration::from_secs(2)).expect("the new gateway gets the call");
+    assert!(
+        got.starts_with("INVITE sip:+4930123456@example.com"),
+        "{got}"
+    );
+}

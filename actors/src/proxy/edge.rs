@@ -127,8 +127,8 @@ impl Proxy {
     }
 
     fn is_next_hop(&self, flow: &Flow) -> bool {
-        self.settings
-            .next_hops
+        self.next_hops
+            .load()
             .iter()
             .any(|t| t.dest.addr == flow.remote)
     }
@@ -361,7 +361,7 @@ impl Proxy {
         }
         if matches!(peer, Peer::Carrier { .. })
             || self.is_next_hop(flow)
-            || self.settings.next_hops.is_empty()
+            || self.next_hops.load().is_empty()
         {
             let reason = if ours {
                 "User Not Registered"
@@ -372,8 +372,8 @@ impl Proxy {
             return None;
         }
         let hops = self
-            .settings
             .next_hops
+            .load()
             .iter()
             .map(|t| Route::to(t.dest))
             .collect();
