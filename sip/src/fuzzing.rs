@@ -102,6 +102,29 @@ fn touch_views(msg: &Message) {
     let _ = TxKey::server(msg);
     let _ = TxKey::client(msg);
     let _ = TxKey::cancel_target(msg);
+    registrar_invariants(msg);
+}
+
+/// Any message read as a REGISTER: the update stays within the rules, and the same request
+/// applied again (a retransmission) changes nothing.
+fn registrar_invariants(msg: &Message) {
+    use crate::registrar::{apply, contact_values, Register, Rules};
+    let rules = Rules::default();
+    let Ok(req) = Register::read(msg, &rules) else {
+        return;
+    };
+    let now = 1_000_000;
+    let Ok(first) = apply(&[], &req, now, &rules, |_| ()) else {
+        return;
+    };
+    assert!(first.bindings.len() <= rules.max_contacts);
+    for b in &first.bindings {
+        assert!(b.expires_at > now && b.expires_at <= now + u64::from(rules.max_expires));
+    }
+    let again = apply(&first.bindings, &req, now, &rules, |_| ())
+        .unwrap_or_else(|r| panic!("a retransmitted REGISTER was refused: {r:?}"));
+    assert_eq!(again.bindings, first.bindings, "a retransmission changed the bindings");
+    let _ = contact_values(&again.bindings, now);
 }
 
 /// One step of a transaction's life.
