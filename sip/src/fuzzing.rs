@@ -118,6 +118,10 @@ fn registrar_invariants(msg: &Message) {
         return;
     };
     assert!(first.bindings.len() <= rules.max_contacts);
+    assert!(
+        first.stored.iter().all(|&i| i < first.bindings.len()),
+        "a stored index points past the bindings"
+    );
     for b in &first.bindings {
         assert!(b.expires_at > now && b.expires_at <= now + u64::from(rules.max_expires));
     }
