@@ -127,7 +127,10 @@ fn registrar_invariants(msg: &Message) {
     }
     let again = apply(&first.bindings, &req, now, &rules, |_| ())
         .unwrap_or_else(|r| panic!("a retransmitted REGISTER was refused: {r:?}"));
-    assert_eq!(again.bindings, first.bindings, "a retransmission changed the bindings");
+    assert_eq!(
+        again.bindings, first.bindings,
+        "a retransmission changed the bindings"
+    );
     let _ = contact_values(&again.bindings, now);
 }
 
