@@ -95,6 +95,31 @@ fn sipp_args<'a>(user: &'a str, password: &'a str, extra: &[&'a str]) -> Vec<&'a
     v
 }
 
+/// The Authorization value answering a REGISTER challenge as `user` (`nc`: the count).
+fn answer_register(c: &Challenge<'_>, user: &str, password: &str, nc: u32) -> String {
+    let creds = ClientCredentials {
+        username: user,
+        password: Some(password),
+        ha1: None,
+    };
+    authorize(
+        c,
+        &creds,
+        "REGISTER",
+        &format!("sip:{DOMAIN}"),
+        "cn",
+        nc,
+        b"",
+    )
+    .expect("the challenge is answerable")
+}
+
+/// One sipp registration run (`scenario`) of `user` from `port`.
+fn sipp_register(s: &Setup, scenario: &str, port: u16, user: &str, password: &str, expires: &str) {
+    let args = sipp_args(user, password, &["-key", "expires", expires]);
+    support::uac(scenario, &s.sip, port, &args);
+}
+
 fn contacts(node: &Node, aor: &str) -> Vec<serde_json::Value> {
     match node.rpc("ul.lookup", &[aor]) {
         Ok(v) => v["Contacts"].as_array().cloned().unwrap_or_default(),
@@ -186,12 +211,7 @@ fn register_refresh_deregister_and_wildcard_with_sipp() {
     reg("600", "reg_uac.xml");
     // A second binding from another device.
     let other = support::ports();
-    support::uac(
-        "reg_uac.xml",
-        &s.sip,
-        other,
-        &sipp_args("alice", "alice-pw", &["-key", "expires", "600"]),
-    );
+    sipp_register(&s, "reg_uac.xml", other, "alice", "alice-pw", "600");
     assert_eq!(contacts(node, "alice").len(), 2);
     support::uac(
         "reg_wildcard_uac.xml",
@@ -211,18 +231,8 @@ fn unknown_user_and_wrong_password_get_403_and_repeated_failures_block_the_sourc
     let s = start("");
     let node = &s.node;
     let phone = support::ports();
-    support::uac(
-        "reg_refused_uac.xml",
-        &s.sip,
-        phone,
-        &sipp_args("mallory", "guess", &["-key", "expires", "600"]),
-    );
-    support::uac(
-        "reg_refused_uac.xml",
-        &s.sip,
-        phone,
-        &sipp_args("alice", "wrong", &["-key", "expires", "600"]),
-    );
+    sipp_register(&s, "reg_refused_uac.xml", phone, "mallory", "guess", "600");
+    sipp_register(&s, "reg_refused_uac.xml", phone, "alice", "wrong", "600");
     assert_eq!(
         node.metric("limes_auth_failures_total{reason=\"unknown_user\"}"),
         1.0
@@ -247,21 +257,7 @@ fn unknown_user_and_wrong_password_get_403_and_repeated_failures_block_the_sourc
         }
         let www = header(final_of(&challenge), "WWW-Authenticate");
         let c = Challenge::parse(www[0]).expect("challenge parses");
-        let creds = ClientCredentials {
-            username: "bob",
-            password: Some("nope"),
-            ha1: None,
-        };
-        let auth = authorize(
-            &c,
-            &creds,
-            "REGISTER",
-            &format!("sip:{DOMAIN}"),
-            "cn",
-            1,
-            b"",
-        )
-        .expect("answer");
+        let auth = answer_register(&c, "bob", "nope", 1);
         let answer = attacker.exchange(
             &s.sip,
             &register_text(
@@ -299,12 +295,7 @@ fn invite_is_challenged_then_reaches_the_registered_phone() {
     let s = start("");
     let node = &s.node;
     let bob_port = support::ports();
-    support::uac(
-        "reg_uac.xml",
-        &s.sip,
-        bob_port,
-        &sipp_args("bob", "bob-pw", &["-key", "expires", "600"]),
-    );
+    sipp_register(&s, "reg_uac.xml", bob_port, "bob", "bob-pw", "600");
     let _bob = support::uas("call_uas.xml", bob_port, &[]);
     let caller = support::ports();
     let out = support::uac(
@@ -497,22 +488,12 @@ fn subscribers_change_live_over_json_rpc() {
         !shown.to_string().contains("carol-pw"),
         "the password is never shown"
     );
-    support::uac(
-        "reg_uac.xml",
-        &s.sip,
-        phone,
-        &sipp_args("carol", "carol-pw", &["-key", "expires", "600"]),
-    );
+    sipp_register(&s, "reg_uac.xml", phone, "carol", "carol-pw", "600");
     assert_eq!(contacts(node, "carol").len(), 1, "registered at once");
 
     node.rpc("subscriber.rm", &["carol@example.com"])
         .expect("removed");
-    support::uac(
-        "reg_refused_uac.xml",
-        &s.sip,
-        phone,
-        &sipp_args("carol", "carol-pw", &["-key", "expires", "600"]),
-    );
+    sipp_register(&s, "reg_refused_uac.xml", phone, "carol", "carol-pw", "600");
     assert!(node.rpc("subscriber.rm", &["carol@example.com"]).is_err());
 
     // Trusted peers live too: 127.0.0.7 is challenged, then trusted, then not again.
@@ -587,23 +568,8 @@ fn sha256_digest_registration() {
     assert!(offered[1].contains("algorithm=MD5"));
     for (i, offer) in offered.iter().enumerate() {
         let c = Challenge::parse(offer).expect("parses");
-        let creds = ClientCredentials {
-            username: "alice",
-            password: Some("alice-pw"),
-            ha1: None,
-        };
         // Both challenges carry the same nonce: the second answer counts on (nc 2).
-        let nc = 1 + i as u32;
-        let auth = authorize(
-            &c,
-            &creds,
-            "REGISTER",
-            &format!("sip:{DOMAIN}"),
-            "xyz",
-            nc,
-            b"",
-        )
-        .expect("answers");
+        let auth = answer_register(&c, "alice", "alice-pw", 1 + i as u32);
         let cseq = 2 + i as u32;
         let headers = format!("Authorization: {auth}\r\nContact: <sip:alice@{{addr}}>\r\n");
         let r = phone.exchange(
@@ -668,21 +634,7 @@ fn a_phone_on_tcp_is_reached_over_its_own_connection() {
     let challenge = read(&mut phone);
     assert_eq!(status(&challenge), 401, "{challenge}");
     let c = Challenge::parse(header(&challenge, "WWW-Authenticate")[0]).expect("parses");
-    let creds = ClientCredentials {
-        username: "bob",
-        password: Some("bob-pw"),
-        ha1: None,
-    };
-    let auth = authorize(
-        &c,
-        &creds,
-        "REGISTER",
-        &format!("sip:{DOMAIN}"),
-        "tc",
-        1,
-        b"",
-    )
-    .expect("answers");
+    let auth = answer_register(&c, "bob", "bob-pw", 1);
     phone
         .write_all(register(2, &format!("Authorization: {auth}\r\n")).as_bytes())
         .expect("sends");
