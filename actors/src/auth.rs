@@ -383,11 +383,12 @@ impl Auth {
         let settings = self.settings.load();
         let mut map = self.failures.lock();
         if !map.contains_key(&source) && map.len() >= settings.max_tracked_sources {
-            // Forget the oldest unblocked source to stay within the bound.
+            // Forget an unblocked source to stay within the bound: the first one found,
+            // not the oldest (a search for the oldest would cost a scan of the whole table
+            // for every failure of a flood from new addresses).
             if let Some(old) = map
                 .iter()
-                .filter(|(_, f)| f.blocked_until.is_none())
-                .min_by_key(|(_, f)| f.first)
+                .find(|(_, f)| f.blocked_until.is_none())
                 .map(|(ip, _)| *ip)
             {
                 map.remove(&old);

@@ -3,6 +3,7 @@
 //! a crash), expired bindings swept on a timer and dropped on load. The binding rules
 //! themselves are `limes_sip::registrar`'s.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -62,16 +63,20 @@ pub struct Push {
 
 pub type Contact = Binding<Meta>;
 
-/// A binding as the journal stores it.
+/// A binding as the journal stores it: borrowed from the table when written, owned when
+/// read back.
 #[derive(Serialize, Deserialize)]
-struct Stored {
-    aor: String,
-    contact: String,
+struct Stored<'a> {
+    #[serde(borrow)]
+    aor: Cow<'a, str>,
+    #[serde(borrow)]
+    contact: Cow<'a, str>,
     q: Option<u16>,
     expires_at: u64,
-    call_id: String,
+    #[serde(borrow)]
+    call_id: Cow<'a, str>,
     cseq: u32,
-    meta: Meta,
+    meta: Cow<'a, Meta>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -152,13 +157,13 @@ fn journal_key(aor: &str, contact: &str) -> String {
 
 fn to_json(aor: &str, b: &Contact) -> String {
     let s = Stored {
-        aor: aor.to_owned(),
-        contact: b.contact.clone(),
+        aor: Cow::Borrowed(aor),
+        contact: Cow::Borrowed(&b.contact),
         q: b.q,
         expires_at: b.expires_at,
-        call_id: b.call_id.clone(),
+        call_id: Cow::Borrowed(&b.call_id),
         cseq: b.cseq,
-        meta: b.meta.clone(),
+        meta: Cow::Borrowed(&b.meta),
     };
     serde_json::to_string(&s).unwrap_or_else(|_| "null".into())
 }
@@ -179,20 +184,20 @@ impl Location {
             None => None,
             Some(dir) => {
                 let (journal, _) = Journal::open(dir, "location", |record| match record {
-                    Record::Put(_, value) => match serde_json::from_str::<Stored>(value) {
+                    Record::Put(_, value) => match serde_json::from_str::<Stored<'_>>(value) {
                         Ok(s) => {
                             // Most AoRs hold one binding: room for one, not four.
                             let list = shards[shard_index(&s.aor)]
-                                .entry(s.aor)
+                                .entry(s.aor.into_owned())
                                 .or_insert_with(|| Vec::with_capacity(1));
                             list.retain(|b| b.contact != s.contact);
                             list.push(Binding {
-                                contact: s.contact,
+                                contact: s.contact.into_owned(),
                                 q: s.q,
                                 expires_at: s.expires_at,
-                                call_id: s.call_id,
+                                call_id: s.call_id.into_owned(),
                                 cseq: s.cseq,
-                                meta: s.meta,
+                                meta: s.meta.into_owned(),
                             });
                         }
                         Err(_) => unreadable += 1,
@@ -270,15 +275,15 @@ impl Location {
         self.metrics.contacts.set(c);
     }
 
-    /// Applies a REGISTER for `aor`; the bindings after it. The change is journaled before
-    /// it becomes visible.
+    /// Applies a REGISTER for `aor`; the Contact values of its 200 (§10.3 step 8: every
+    /// binding after it). The change is journaled before it becomes visible.
     pub fn register(
         &self,
         aor: &str,
         req: &Register<'_>,
         now: u64,
         meta: impl Fn(&ContactUpdate<'_>) -> Meta,
-    ) -> Result<Vec<Contact>, LocationError> {
+    ) -> Result<Vec<String>, LocationError> {
         let rules = self.rules();
         let mut shard = self.shard(aor).write();
         let existing = shard.get(aor).map(Vec::as_slice).unwrap_or_default();
@@ -319,14 +324,24 @@ impl Location {
             .get_or_create(&ResultLabels { result })
             .inc();
         let aor_delta = i64::from(after > 0) - i64::from(before > 0);
-        if bindings.is_empty() {
-            shard.remove(aor);
-        } else {
-            shard.insert(aor.to_owned(), bindings.clone());
+        let values = registrar::contact_values(&bindings, now);
+        match shard.get_mut(aor) {
+            _ if bindings.is_empty() => {
+                shard.remove(aor);
+            }
+            Some(list) => *list = bindings,
+            None => {
+                shard.insert(aor.to_owned(), bindings);
+            }
         }
         drop(shard);
         self.adjust(aor_delta, after - before);
-        Ok(bindings)
+        Ok(values)
+    }
+
+    /// No binding at all: lookups can be skipped.
+    pub fn is_empty(&self) -> bool {
+        self.contacts.load(Ordering::Relaxed) == 0
     }
 
     /// The live bindings of `aor`, highest q first (registration order among equals).
@@ -341,32 +356,35 @@ impl Location {
         v
     }
 
-    /// Whether `aor` has a live binding, without copying any.
-    pub fn is_registered(&self, aor: &str, now: u64) -> bool {
-        self.shard(aor)
-            .read()
-            .get(aor)
-            .is_some_and(|l| l.iter().any(|b| b.expires_at > now))
-    }
-
-    /// Every AoR with its live bindings, sorted by AoR; at most `limit` AoRs.
+    /// Every AoR with its live bindings, sorted by AoR; at most `limit` AoRs. Only the
+    /// AoRs listed are copied (the names of all of them are, to sort).
     pub fn dump(&self, now: u64, limit: usize) -> (Vec<(String, Vec<Contact>)>, bool) {
-        let mut all: Vec<(String, Vec<Contact>)> = Vec::new();
+        let mut aors: Vec<String> = Vec::new();
         for s in self.shards.iter() {
-            for (aor, list) in s.read().iter() {
-                let live: Vec<Contact> = list
+            aors.extend(
+                s.read()
+                    .iter()
+                    .filter(|(_, list)| list.iter().any(|b| b.expires_at > now))
+                    .map(|(aor, _)| aor.clone()),
+            );
+        }
+        aors.sort_unstable();
+        let truncated = aors.len() > limit;
+        aors.truncate(limit);
+        let all = aors
+            .into_iter()
+            .filter_map(|aor| {
+                let live: Vec<Contact> = self
+                    .shard(&aor)
+                    .read()
+                    .get(&aor)?
                     .iter()
                     .filter(|b| b.expires_at > now)
                     .cloned()
                     .collect();
-                if !live.is_empty() {
-                    all.push((aor.clone(), live));
-                }
-            }
-        }
-        all.sort_by(|a, b| a.0.cmp(&b.0));
-        let truncated = all.len() > limit;
-        all.truncate(limit);
+                (!live.is_empty()).then_some((aor, live))
+            })
+            .collect();
         (all, truncated)
     }
 

@@ -116,7 +116,7 @@ pub struct TrustedPeer {
     #[serde(default)]
     pub from_pattern: Option<String>,
     #[serde(default)]
-    pub tag: Option<String>,
+    pub tag: Option<Arc<str>>,
     pub origin: Origin,
 }
 
@@ -131,17 +131,18 @@ pub struct AddressEntry {
     #[serde(default)]
     pub proto: Proto,
     #[serde(default)]
-    pub tag: Option<String>,
+    pub tag: Option<Arc<str>>,
     pub origin: Origin,
 }
 
-/// How a request's source is classified.
+/// How a request's source is classified (tags are shared, so classifying allocates
+/// nothing).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Peer {
     /// In an address group: a carrier; never challenged.
-    Carrier { group: u32, tag: Option<String> },
+    Carrier { group: u32, tag: Option<Arc<str>> },
     /// In the trusted table: never challenged.
-    Trusted { tag: Option<String> },
+    Trusted { tag: Option<Arc<str>> },
     /// Anyone else.
     Unknown,
 }

@@ -413,7 +413,7 @@ impl Config {
                     net: parse_net(&t.cidr)?,
                     proto: Proto::parse(&t.proto).map_err(anyhow::Error::msg)?,
                     from_pattern: non_empty(&t.from_pattern),
-                    tag: non_empty(&t.tag),
+                    tag: non_empty(&t.tag).map(Into::into),
                     origin: Origin::Config,
                 })
             })
@@ -427,7 +427,7 @@ impl Config {
                     net: parse_net(&a.cidr)?,
                     port: a.port,
                     proto: Proto::parse(&a.proto).map_err(anyhow::Error::msg)?,
-                    tag: non_empty(&a.tag),
+                    tag: non_empty(&a.tag).map(Into::into),
                     origin: Origin::Config,
                 })
             })

@@ -313,7 +313,7 @@ pub fn trusted(t: &Table, report: &mut Report) -> Vec<TrustedPeer> {
             net,
             proto: proto(text(r, "proto"))?,
             from_pattern: text(r, "from_pattern").map(str::to_owned),
-            tag: text(r, "tag").map(str::to_owned),
+            tag: text(r, "tag").map(Into::into),
             origin: Origin::Api,
         })
     })
@@ -336,7 +336,7 @@ pub fn addresses(t: &Table, report: &mut Report) -> Vec<AddressEntry> {
                 .and_then(|p| u16::try_from(p).ok())
                 .unwrap_or(0),
             proto: proto(text(r, "proto"))?,
-            tag: text(r, "tag").map(str::to_owned),
+            tag: text(r, "tag").map(Into::into),
             origin: Origin::Api,
         })
     })

@@ -155,7 +155,7 @@ pub fn trusted_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
         net,
         proto,
         from_pattern: opt(params, 2).map(str::to_owned),
-        tag: opt(params, 3).map(str::to_owned),
+        tag: opt(params, 3).map(Into::into),
         origin: Origin::Api,
     };
     node.proxy
@@ -219,7 +219,7 @@ pub fn address_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
             net,
             port,
             proto,
-            tag: opt(params, 4).map(str::to_owned),
+            tag: opt(params, 4).map(Into::into),
             origin: Origin::Api,
         })
         .map_err(table_error)?;

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use limes_sip::addr::PushParams;
-use limes_sip::registrar::{contact_values, ContactUpdate, Register};
+use limes_sip::registrar::{ContactUpdate, Register};
 use limes_sip::uri::{Scheme, Uri};
 use limes_sip::{HeaderName, Message};
 use parking_lot::RwLock;
@@ -98,6 +98,9 @@ impl Edge {
     }
 }
 
+/// The tag of a configured next hop classified as trusted, made once.
+static NEXT_HOP_TAG: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "next hop".into());
+
 fn from_uri(msg: &Message) -> &str {
     msg.from().and_then(Result::ok).map_or("", |f| f.uri)
 }
@@ -120,7 +123,7 @@ impl Proxy {
             from_uri(msg),
         ) {
             Peer::Unknown if self.is_next_hop(flow) => Peer::Trusted {
-                tag: Some("next hop".into()),
+                tag: Some(NEXT_HOP_TAG.clone()),
             },
             peer => peer,
         }
@@ -244,8 +247,7 @@ impl Proxy {
             }
         };
         match location.register(&aor, &req, unix, meta) {
-            Ok(bindings) => {
-                let contacts = contact_values(&bindings, unix);
+            Ok(contacts) => {
                 let date = http_date(unix);
                 let path = paths.join(", ");
                 let mut extra: Vec<(&str, &str)> =
@@ -325,7 +327,8 @@ impl Proxy {
         }
         let ruri = msg.request_uri().and_then(Result::ok)?;
         let ours = self.edge.serves(ruri.host, &self.local);
-        if ours {
+        // With nobody registered (a pure proxy) the AoR is not even built.
+        if ours && !self.edge.location.is_empty() {
             let contacts = self.edge.location.lookup(&self.edge.aor(&ruri), unix_now());
             // Highest q first; each q value is a group tried after the one before has
             // failed (serial forking), equal q values in parallel.
