@@ -227,6 +227,7 @@ pub fn run<R: Role>(
     let mut events = Events::with_capacity(256);
     let mut buf = vec![0u8; 65_536];
     let mut receiver = Receiver::default();
+    let mut received: Vec<(Bytes, SocketAddr)> = Vec::new();
     loop {
         let now = Instant::now();
         let next = role.poll(now, &mut io);
@@ -267,7 +268,6 @@ pub fn run<R: Role>(
                 continue;
             }
             let sock = ev.token().0;
-            let mut received = Vec::new();
             match io.conns.get_mut(sock) {
                 Some(Conn::Udp(s)) => {
                     receiver.drain(s, |d, from| {
@@ -299,7 +299,7 @@ pub fn run<R: Role>(
                 }
                 None => {}
             }
-            for (data, from) in received {
+            for (data, from) in received.drain(..) {
                 if io.lose() {
                     io.dropped += 1;
                     continue;
@@ -352,25 +352,25 @@ impl Pacer {
     }
 }
 
-/// Deadlines keyed by Call-ID; an owner re-checks its state when one fires, so a stale
+/// Deadlines keyed by call (a number or a shared Call-ID: queuing one allocates nothing); an owner re-checks its state when one fires, so a stale
 /// entry costs one look-up. A timing wheel of [`TICK`] slots: adding and firing cost the
 /// same however many deadlines are queued (a binary heap of a few hundred thousand
 /// entries cost the generator 8 % of its time). A deadline fires in the first tick that
 /// starts at or after it, never before it.
-pub struct Timers {
+pub struct Timers<K> {
     origin: Instant,
-    slots: Vec<Vec<(Instant, String)>>,
+    slots: Vec<Vec<(Instant, K)>>,
     /// The next tick to fire.
     cursor: u64,
     /// Keys fired and not yet handed out.
-    due: Vec<String>,
+    due: Vec<K>,
     queued: usize,
 }
 
 /// Ticks in the wheel: a deadline further away goes round and is kept until its turn.
 const SLOTS: u64 = 1 << 16;
 
-impl Default for Timers {
+impl<K> Default for Timers<K> {
     fn default() -> Self {
         Self {
             origin: Instant::now(),
@@ -382,24 +382,24 @@ impl Default for Timers {
     }
 }
 
-impl Timers {
+impl<K> Timers<K> {
     fn tick_of(&self, at: Instant) -> u64 {
         let nanos = at.saturating_duration_since(self.origin).as_nanos();
         nanos.div_ceil(TICK.as_nanos()) as u64
     }
 
-    fn slot(&mut self, tick: u64) -> &mut Vec<(Instant, String)> {
+    fn slot(&mut self, tick: u64) -> &mut Vec<(Instant, K)> {
         &mut self.slots[(tick % SLOTS) as usize]
     }
 
-    pub fn push(&mut self, at: Instant, key: &str) {
+    pub fn push(&mut self, at: Instant, key: K) {
         let tick = self.tick_of(at).max(self.cursor);
-        self.slot(tick).push((at, key.to_owned()));
+        self.slot(tick).push((at, key));
         self.queued += 1;
     }
 
     /// The key of a deadline due at `now`, removed.
-    pub fn pop_due(&mut self, now: Instant) -> Option<String> {
+    pub fn pop_due(&mut self, now: Instant) -> Option<K> {
         if let Some(k) = self.due.pop() {
             return Some(k);
         }
@@ -472,8 +472,17 @@ macro_rules! client_tx {
 client_tx!(ClientInviteTx);
 client_tx!(ClientNonInviteTx);
 
+/// The client events a role acts on, as [`pump`] saw them.
+#[derive(Clone, Copy, Default)]
+pub struct Seen {
+    /// A response passed to the TU.
+    pub response: bool,
+    /// Timer B or F fired.
+    pub timeout: bool,
+}
+
 /// Fires `tx`'s due timers (counting the retransmissions Timers A and E cause), sends what
-/// it queued to `to` on `sock`, and returns its events.
+/// it queued to `to` on `sock`, and returns what happened.
 pub fn pump(
     tx: &mut impl ClientTx,
     now: Instant,
@@ -481,7 +490,7 @@ pub fn pump(
     to: SocketAddr,
     io: &mut Io,
     stats: &mut Stats,
-) -> Vec<Event> {
+) -> Seen {
     while let Some(t) = tx.poll_timer(now) {
         if matches!(t, Timer::A | Timer::E) {
             stats.retransmissions += 1;
@@ -491,7 +500,15 @@ pub fn pump(
     while let Some(bytes) = tx.poll_transmit() {
         io.send(sock, to, &bytes);
     }
-    std::iter::from_fn(|| tx.poll_event()).collect()
+    let mut seen = Seen::default();
+    while let Some(e) = tx.poll_event() {
+        match e {
+            Event::Response => seen.response = true,
+            Event::Timeout => seen.timeout = true,
+            Event::Ack | Event::TransportError => {}
+        }
+    }
+    seen
 }
 
 const LISTENER: Token = Token(usize::MAX);
@@ -524,7 +541,7 @@ mod tests {
 
     #[test]
     fn timers_fire_in_order_never_early_and_survive_a_full_turn() {
-        let mut t = Timers::default();
+        let mut t: Timers<&str> = Timers::default();
         let t0 = t.origin;
         let ms = Duration::from_millis;
         t.push(t0 + ms(5), "b");
@@ -533,19 +550,19 @@ mod tests {
         t.push(t0 + Duration::from_micros(5_500), "c");
         assert_eq!(t.pop_due(t0 + ms(1)), None, "nothing is due yet");
         assert!(t.next().is_some_and(|n| n >= t0 + ms(2)));
-        assert_eq!(t.pop_due(t0 + ms(2)).as_deref(), Some("a"));
-        assert_eq!(t.pop_due(t0 + ms(5)).as_deref(), Some("b"));
+        assert_eq!(t.pop_due(t0 + ms(2)), Some("a"));
+        assert_eq!(t.pop_due(t0 + ms(5)), Some("b"));
         assert_eq!(
             t.pop_due(t0 + ms(5)),
             None,
             "c is due at 5.5 ms, not before"
         );
-        assert_eq!(t.pop_due(t0 + ms(6)).as_deref(), Some("c"));
+        assert_eq!(t.pop_due(t0 + ms(6)), Some("c"));
         assert_eq!(t.pop_due(t0 + ms(65_600)), None, "far went round once");
-        assert_eq!(t.pop_due(t0 + ms(70_000)).as_deref(), Some("far"));
+        assert_eq!(t.pop_due(t0 + ms(70_000)), Some("far"));
         assert_eq!(t.next(), None);
         // After a long idle time, a deadline in the past fires at once.
         t.push(t0 + ms(1), "late");
-        assert_eq!(t.pop_due(t0 + ms(200_000)).as_deref(), Some("late"));
+        assert_eq!(t.pop_due(t0 + ms(200_000)), Some("late"));
     }
 }

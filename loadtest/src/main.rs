@@ -35,6 +35,11 @@ use clap::{Args, Parser, Subcommand};
 use crate::engine::{Progress, Role};
 use crate::stats::{Report, Stats};
 
+/// Every message and call state is a short-lived allocation: glibc's allocator was a fifth
+/// of the generator's time, mimalloc's thread-local free lists cost a fraction of that.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "limes-load",

@@ -2,7 +2,6 @@
 //! credentials, 200. Users are taken in turn from the users file; each keeps its Call-ID
 //! and a growing CSeq, so after one pass through the file the registrations are refreshes.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -10,6 +9,8 @@ use limes_sip::build::NewRequest;
 use limes_sip::digest::{authorize, Algorithm, Challenge, ClientCredentials};
 use limes_sip::transaction::{ClientInput, ClientNonInviteTx, Event, TimerConfig};
 use limes_sip::{HeaderName, Message, Method};
+
+use rustc_hash::FxHashMap;
 
 use crate::engine::{pump, Io, Pacer, Role, Timers};
 use crate::stats::Stats;
@@ -29,7 +30,6 @@ pub struct RegisterConfig {
 }
 
 struct Pending {
-    user: usize,
     sock: usize,
     tx: ClientNonInviteTx,
     started: Instant,
@@ -39,8 +39,10 @@ struct Pending {
 pub struct Register {
     cfg: RegisterConfig,
     cseq: Vec<u32>,
-    pending: HashMap<String, Pending>,
-    timers: Timers,
+    /// By user index: one registration in flight per user.
+    pending: FxHashMap<usize, Pending>,
+    timers: Timers<usize>,
+    pid: u32,
     stats: Stats,
     start: Instant,
     pacer: Pacer,
@@ -52,8 +54,9 @@ impl Register {
     pub fn new(cfg: RegisterConfig, now: Instant) -> Self {
         Self {
             cseq: vec![0; cfg.users.len()],
-            pending: HashMap::new(),
+            pending: FxHashMap::default(),
             timers: Timers::default(),
+            pid: std::process::id(),
             stats: Stats::default(),
             start: now,
             pacer: Pacer::new(now, cfg.rate, cfg.duration),
@@ -63,13 +66,9 @@ impl Register {
         }
     }
 
+    /// One Call-ID per user for the whole run (refreshes keep it, RFC 3261 §10.2.4).
     fn call_id(&self, user: usize) -> String {
-        format!(
-            "reg-{}-{}-{}",
-            self.cfg.users[user].name,
-            self.cfg.thread,
-            std::process::id()
-        )
+        format!("r{user}-{}-{}", self.cfg.thread, self.pid)
     }
 
     fn request(
@@ -129,22 +128,19 @@ impl Register {
             .max(1);
         let user = (self.cfg.thread + self.cfg.threads * ((self.seq as usize - 1) % per_thread))
             % self.cfg.users.len();
-        let id = self.call_id(user);
-        if self.pending.contains_key(&id) {
+        if self.pending.contains_key(&user) {
             self.stats.throttled += 1;
             return;
         }
         self.stats.attempted += 1;
         let sock = (self.seq as usize) % io.sockets().max(1);
-        self.send(now, id, user, sock, None, now, io);
+        self.send(now, user, sock, None, now, io);
     }
 
     /// Sends a REGISTER for `user` (with `auth` once challenged) in a new transaction.
-    #[allow(clippy::too_many_arguments)]
     fn send(
         &mut self,
         now: Instant,
-        id: String,
         user: usize,
         sock: usize,
         auth: Option<&str>,
@@ -162,12 +158,11 @@ impl Register {
         );
         pump(&mut tx, now, sock, self.cfg.registrar, io, &mut self.stats);
         if let Some(at) = tx.poll_timeout() {
-            self.timers.push(at, &id);
+            self.timers.push(at, user);
         }
         self.pending.insert(
-            id,
+            user,
             Pending {
-                user,
                 sock,
                 tx,
                 started,
@@ -177,7 +172,10 @@ impl Register {
     }
 
     fn on_response(&mut self, now: Instant, msg: &Message, io: &mut Io) {
-        let Some(id) = msg.call_id().map(str::to_owned) else {
+        let Some(id) = msg
+            .call_id()
+            .and_then(|c| user_of(c, self.cfg.thread, self.pid))
+        else {
             return;
         };
         let Some(p) = self.pending.get_mut(&id) else {
@@ -192,7 +190,7 @@ impl Register {
         if !passed || status < 200 {
             return;
         }
-        let (user, sock, started, authed) = (p.user, p.sock, p.started, p.authed);
+        let (user, sock, started, authed) = (id, p.sock, p.started, p.authed);
         match status {
             200..=299 => {
                 self.stats.answered += 1;
@@ -233,7 +231,7 @@ impl Register {
                     self.pending.remove(&id);
                     return;
                 };
-                self.send(now, id, user, sock, Some(&answer), started, io);
+                self.send(now, user, sock, Some(&answer), started, io);
             }
             s => {
                 self.stats.fail(format!("status_{s}"));
@@ -241,6 +239,14 @@ impl Register {
             }
         }
     }
+}
+
+/// The user a response's Call-ID names, if thread `thread` of process `pid` made it.
+fn user_of(call_id: &str, thread: usize, pid: u32) -> Option<usize> {
+    let mut parts = call_id.strip_prefix('r')?.splitn(3, '-');
+    let user = parts.next()?.parse().ok()?;
+    let ours = parts.next()?.parse() == Ok(thread) && parts.next()?.parse() == Ok(pid);
+    ours.then_some(user)
 }
 
 impl Role for Register {
@@ -273,12 +279,12 @@ impl Role for Register {
                 io,
                 &mut self.stats,
             )
-            .contains(&Event::Timeout);
+            .timeout;
             if timeout {
                 self.stats.fail("timeout");
                 self.pending.remove(&id);
             } else if let Some(at) = p.tx.poll_timeout() {
-                self.timers.push(at, &id);
+                self.timers.push(at, id);
             }
         }
         [self.pacer.next(), self.timers.next()]
@@ -300,5 +306,21 @@ impl Role for Register {
         for _ in self.pending.drain() {
             self.stats.fail("unfinished");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_of;
+
+    #[test]
+    fn only_this_threads_call_ids_name_a_user() {
+        assert_eq!(user_of("r17-1-4242", 1, 4242), Some(17));
+        assert_eq!(user_of("r17-2-4242", 1, 4242), None, "another thread");
+        assert_eq!(user_of("r17-1-4243", 1, 4242), None, "another run");
+        assert_eq!(user_of("r17-1-4242x", 1, 4242), None);
+        assert_eq!(user_of("17-1-4242", 1, 4242), None);
+        assert_eq!(user_of("rx-1-4242", 1, 4242), None);
+        assert_eq!(user_of("r17", 1, 4242), None);
     }
 }

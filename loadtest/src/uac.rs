@@ -3,15 +3,15 @@
 //! Retransmissions come from limes-sip's own client transactions, so loss shows as
 //! retransmissions, not failures.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use limes_sip::build::NewRequest;
 use limes_sip::digest::{authorize, Challenge, ClientCredentials};
-use limes_sip::transaction::{ClientInput, ClientInviteTx, ClientNonInviteTx, Event, TimerConfig};
+use limes_sip::transaction::{ClientInput, ClientInviteTx, ClientNonInviteTx, TimerConfig};
 use limes_sip::{HeaderName, Limits, Message, Method};
+use rustc_hash::FxHashMap;
 
 use crate::engine::{pump, Io, Pacer, Role, Timers};
 use crate::stats::Stats;
@@ -36,9 +36,10 @@ pub struct UacConfig {
 
 struct Call {
     call_id: String,
+    /// The call's number: its key, and the base of its tag and branches.
+    seq: u64,
     sock: usize,
     user: Option<usize>,
-    from_tag: String,
     cseq: u32,
     invite: ClientInviteTx,
     invite_at: Instant,
@@ -59,8 +60,16 @@ struct Call {
 
 pub struct Uac {
     cfg: UacConfig,
-    calls: HashMap<String, Call>,
-    timers: Timers,
+    /// By the number that starts the Call-ID.
+    calls: FxHashMap<u64, Call>,
+    timers: Timers<u64>,
+    pid: u32,
+    /// The To header of every INVITE.
+    to: String,
+    /// The SDP offer of each socket (its address is in it), made once.
+    offers: Vec<String>,
+    /// Header values of the request being built, reused.
+    scratch: String,
     start: Instant,
     pacer: Pacer,
     seq: u64,
@@ -76,8 +85,12 @@ impl Uac {
         Self {
             pacer: Pacer::new(now, cfg.rate, cfg.duration),
             start: now,
-            calls: HashMap::new(),
+            calls: FxHashMap::default(),
             timers: Timers::default(),
+            pid: std::process::id(),
+            to: format!("<{}>", cfg.target),
+            offers: Vec::new(),
+            scratch: String::new(),
             seq: 0,
             stats: Stats::default(),
             limits: Limits::default(),
@@ -94,17 +107,18 @@ impl Uac {
             return;
         }
         self.stats.attempted += 1;
-        let sock = (self.seq as usize) % io.sockets().max(1);
-        let call_id = format!(
-            "{}-{}-{}@{}",
-            self.seq,
-            self.cfg.thread,
-            std::process::id(),
-            io.local_ip_text(sock)
-        );
-        let user = (!self.cfg.users.is_empty()).then(|| (self.seq as usize) % self.cfg.users.len());
-        let from_tag = format!("t{}x{}", self.seq, self.cfg.thread);
-        let Some(invite) = self.invite(&call_id, &from_tag, user, 1, None, sock, io) else {
+        let seq = self.seq;
+        let sock = (seq as usize) % io.sockets().max(1);
+        let mut call_id = String::with_capacity(40);
+        num(&mut call_id, seq);
+        call_id.push('-');
+        num(&mut call_id, self.cfg.thread);
+        call_id.push('-');
+        num(&mut call_id, self.pid);
+        call_id.push('@');
+        call_id.push_str(io.local_ip_text(sock));
+        let user = (!self.cfg.users.is_empty()).then(|| (seq as usize) % self.cfg.users.len());
+        let Some(invite) = self.invite(&call_id, seq, user, 1, None, sock, io) else {
             return;
         };
         let mut tx = ClientInviteTx::start(
@@ -114,15 +128,16 @@ impl Uac {
             self.timer_cfg,
         );
         pump(&mut tx, now, sock, self.cfg.proxy, io, &mut self.stats);
-        self.schedule(now, &call_id, tx.poll_timeout());
-        self.schedule(now, &call_id, Some(now + self.cfg.setup_timeout));
+        let first = tx.poll_timeout().map_or(now + self.cfg.setup_timeout, |t| {
+            t.min(now + self.cfg.setup_timeout)
+        });
         self.calls.insert(
-            call_id.clone(),
+            seq,
             Call {
                 call_id,
+                seq,
                 sock,
                 user,
-                from_tag,
                 cseq: 1,
                 invite: tx,
                 invite_at: now,
@@ -137,71 +152,98 @@ impl Uac {
                 armed: None,
             },
         );
+        self.schedule(now, seq, Some(first));
+    }
+
+    /// The SDP offer sent from socket `sock`.
+    fn offer(&mut self, sock: usize, io: &Io) -> &str {
+        while self.offers.len() <= sock {
+            let (n, ip) = (self.offers.len(), io.local_ip_text(self.offers.len()));
+            self.offers.push(format!(
+                "v=0\r\no=load {n} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n"
+            ));
+        }
+        &self.offers[sock]
     }
 
     #[allow(clippy::too_many_arguments)]
     fn invite(
-        &self,
+        &mut self,
         call_id: &str,
-        from_tag: &str,
+        seq: u64,
         user: Option<usize>,
         cseq: u32,
         auth: Option<(&'static str, &str)>,
         sock: usize,
         io: &Io,
     ) -> Option<Message> {
+        self.offer(sock, io);
         let (local, ip) = (io.local_text(sock), io.local_ip_text(sock));
-        let name = user
-            .and_then(|u| self.cfg.users.get(u))
-            .map_or("load", |u| u.name.as_str());
-        let domain = user
-            .and_then(|u| self.cfg.users.get(u))
-            .map_or_else(|| ip.to_owned(), |u| u.domain.clone());
-        let via = format!(
-            "SIP/2.0/{} {local};branch=z9hG4bK{}.{}.{};rport",
-            self.cfg.transport_token, self.cfg.thread, self.seq, cseq
-        );
-        let from = format!("<sip:{name}@{domain}>;tag={from_tag}");
-        let to = format!("<{}>", self.cfg.target);
-        let contact = format!("<sip:{name}@{local}>");
-        let sdp = format!(
-            "v=0\r\no=load {sock} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n"
-        );
+        let user = user.and_then(|u| self.cfg.users.get(u));
+        let name = user.map_or("load", |u| u.name.as_str());
+        let domain = user.map_or(ip, |u| u.domain.as_str());
+        let s = &mut self.scratch;
+        s.clear();
+        via(s, self.cfg.transport_token, local);
+        num(s, self.cfg.thread);
+        s.push('.');
+        num(s, seq);
+        s.push('.');
+        num(s, cseq);
+        s.push_str(";rport");
+        let via_end = s.len();
+        for part in ["<sip:", name, "@", domain, ">;tag="] {
+            s.push_str(part);
+        }
+        tag(s, seq, self.cfg.thread);
+        let from_end = s.len();
+        for part in ["<sip:", name, "@", local, ">"] {
+            s.push_str(part);
+        }
         let extra: Vec<(&str, &str)> = auth.into_iter().collect();
         let bytes = NewRequest {
             method: Method::Invite,
             uri: &self.cfg.target,
-            via: &via,
-            from: &from,
-            to: &to,
+            via: &s[..via_end],
+            from: &s[via_end..from_end],
+            to: &self.to,
             call_id,
             cseq,
             max_forwards: 70,
             route: &[],
-            contact: Some(&contact),
+            contact: Some(&s[from_end..]),
             extra: &extra,
-            body: Some(("application/sdp", sdp.as_bytes())),
+            body: Some(("application/sdp", self.offers[sock].as_bytes())),
         }
         .build();
         Message::parse(bytes, &self.limits).ok()
     }
 
-    fn schedule(&mut self, now: Instant, call_id: &str, at: Option<Instant>) {
+    fn schedule(&mut self, now: Instant, seq: u64, at: Option<Instant>) {
         let Some(at) = at.map(|a| a.max(now)) else {
             return;
         };
-        if let Some(call) = self.calls.get_mut(call_id) {
+        if let Some(call) = self.calls.get_mut(&seq) {
             if call.armed.is_some_and(|a| a <= at) {
                 return;
             }
             call.armed = Some(at);
         }
-        self.timers.push(at, call_id);
+        self.timers.push(at, seq);
+    }
+
+    /// The call a response belongs to: the number its Call-ID starts with, checked against
+    /// the whole Call-ID.
+    fn call_of(&self, msg: &Message) -> Option<u64> {
+        let call_id = msg.call_id()?;
+        let seq = call_id.split_once('-')?.0.parse().ok()?;
+        let call = self.calls.get(&seq)?;
+        (call.call_id == call_id).then_some(seq)
     }
 
     fn on_invite_response(&mut self, now: Instant, msg: &Message, io: &mut Io) {
-        let Some(call_id) = msg.call_id() else { return };
-        let Some(call) = self.calls.get_mut(call_id) else {
+        let Some(seq) = self.call_of(msg) else { return };
+        let Some(call) = self.calls.get_mut(&seq) else {
             return;
         };
         let status = msg.status().unwrap_or(0);
@@ -223,7 +265,7 @@ impl Uac {
             io,
             &mut self.stats,
         )
-        .contains(&Event::Response);
+        .response;
         if !passed {
             return;
         }
@@ -251,13 +293,12 @@ impl Uac {
                     .map(|r| format!("<{}>", r.uri))
                     .collect();
                 call.route_set.reverse();
-                let ack = in_dialog(&self.cfg, call, Method::Ack, call.cseq, io);
+                let ack = in_dialog(&self.cfg, &mut self.scratch, call, Method::Ack, io);
                 io.send(call.sock, self.cfg.proxy, &ack);
                 call.ack = Some(ack);
                 let at = now + self.cfg.call_length;
                 call.hangup_at = Some(at);
-                let id = call.call_id.clone();
-                self.schedule(now, &id, Some(at));
+                self.schedule(now, seq, Some(at));
             }
             401 | 407 if !call.auth_sent && call.user.is_some() => {
                 let header = if status == 401 {
@@ -289,7 +330,7 @@ impl Uac {
                     });
                 let Some(answer) = answer else {
                     self.stats.fail(format!("status_{status}"));
-                    self.calls.remove(call_id);
+                    self.calls.remove(&seq);
                     return;
                 };
                 let auth_name = if status == 401 {
@@ -297,16 +338,11 @@ impl Uac {
                 } else {
                     "Proxy-Authorization"
                 };
-                let (id, tag, user_idx, sock) = (
-                    call.call_id.clone(),
-                    call.from_tag.clone(),
-                    call.user,
-                    call.sock,
-                );
+                let (id, user_idx, sock) = (call.call_id.clone(), call.user, call.sock);
                 let cseq = call.cseq + 1;
                 let Some(invite) = self.invite(
                     &id,
-                    &tag,
+                    seq,
                     user_idx,
                     cseq,
                     Some((auth_name, &answer)),
@@ -323,52 +359,50 @@ impl Uac {
                 );
                 pump(&mut tx, now, sock, self.cfg.proxy, io, &mut self.stats);
                 let next = tx.poll_timeout();
-                if let Some(call) = self.calls.get_mut(&id) {
+                if let Some(call) = self.calls.get_mut(&seq) {
                     call.invite = tx;
                     call.cseq = cseq;
                     call.auth_sent = true;
                 }
-                self.schedule(now, &id, next);
+                self.schedule(now, seq, next);
             }
             _ => {
                 self.stats.fail(format!("status_{status}"));
-                self.calls.remove(call_id);
+                self.calls.remove(&seq);
             }
         }
     }
 
     fn on_bye_response(&mut self, now: Instant, msg: &Message, io: &mut Io) {
-        let Some(call_id) = msg.call_id() else { return };
-        let Some(call) = self.calls.get_mut(call_id) else {
+        let Some(seq) = self.call_of(msg) else { return };
+        let Some(call) = self.calls.get_mut(&seq) else {
             return;
         };
         let Some(bye) = &mut call.bye else { return };
         bye.handle(now, ClientInput::Response(msg));
-        let events = pump(bye, now, call.sock, self.cfg.proxy, io, &mut self.stats);
-        let final_status = msg
-            .status()
-            .filter(|s| *s >= 200 && events.contains(&Event::Response));
+        let seen = pump(bye, now, call.sock, self.cfg.proxy, io, &mut self.stats);
+        let final_status = msg.status().filter(|s| *s >= 200 && seen.response);
         match final_status {
             Some(200..=299) => {
                 self.stats.completed += 1;
-                self.calls.remove(call_id);
+                self.calls.remove(&seq);
             }
             Some(s) => {
                 self.stats.fail(format!("bye_status_{s}"));
-                self.calls.remove(call_id);
+                self.calls.remove(&seq);
             }
             None => {}
         }
     }
 
-    fn fire(&mut self, now: Instant, call_id: &str, io: &mut Io) {
-        let Some(call) = self.calls.get_mut(call_id) else {
+    fn fire(&mut self, now: Instant, seq: u64, io: &mut Io) {
+        let Some(call) = self.calls.get_mut(&seq) else {
             return;
         };
         // This wake-up recomputes the next deadline below.
         call.armed = None;
         let mut failed = None;
-        let events = pump(
+        let seen = pump(
             &mut call.invite,
             now,
             call.sock,
@@ -376,22 +410,20 @@ impl Uac {
             io,
             &mut self.stats,
         );
-        if events.contains(&Event::Timeout) && call.to_tag.is_none() {
+        if seen.timeout && call.to_tag.is_none() {
             failed = Some("invite_timeout");
         }
         if call.to_tag.is_none() && now.duration_since(call.invite_at) >= self.cfg.setup_timeout {
             failed = Some("setup_timeout");
         }
         if let Some(bye) = &mut call.bye {
-            if pump(bye, now, call.sock, self.cfg.proxy, io, &mut self.stats)
-                .contains(&Event::Timeout)
-            {
+            if pump(bye, now, call.sock, self.cfg.proxy, io, &mut self.stats).timeout {
                 failed = Some("bye_timeout");
             }
         }
         if call.bye.is_none() && call.hangup_at.is_some_and(|t| t <= now) {
             call.cseq += 1;
-            let bytes = in_dialog(&self.cfg, call, Method::Bye, call.cseq, io);
+            let bytes = in_dialog(&self.cfg, &mut self.scratch, call, Method::Bye, io);
             let mut bye = ClientNonInviteTx::start(
                 now,
                 bytes,
@@ -410,42 +442,76 @@ impl Uac {
         }
         if let Some(reason) = failed {
             self.stats.fail(reason);
-            self.calls.remove(call_id);
+            self.calls.remove(&seq);
             return;
         }
         let next = [
             call.invite.poll_timeout(),
             call.bye.as_ref().and_then(|b| b.poll_timeout()),
             call.hangup_at.filter(|_| call.bye.is_none()),
+            (call.to_tag.is_none()).then_some(call.invite_at + self.cfg.setup_timeout),
         ]
         .into_iter()
         .flatten()
         .min();
-        let id = call_id.to_owned();
-        self.schedule(now, &id, next);
+        self.schedule(now, seq, next);
     }
 }
 
-/// An ACK or BYE inside the dialog, through its route set to the remote target.
-fn in_dialog(cfg: &UacConfig, call: &Call, method: Method, cseq: u32, io: &Io) -> Bytes {
+/// Appends `n` in decimal (`write!` costs several times as much).
+fn num(s: &mut String, n: impl itoa::Integer) {
+    s.push_str(itoa::Buffer::new().format(n));
+}
+
+/// Appends a call's From tag: `t<call number>x<thread>`.
+fn tag(s: &mut String, seq: u64, thread: usize) {
+    s.push('t');
+    num(s, seq);
+    s.push('x');
+    num(s, thread);
+}
+
+/// Appends a Via value up to its branch's own part: `SIP/2.0/UDP local;branch=z9hG4bK`.
+fn via(s: &mut String, transport: &str, local: &str) {
+    for part in ["SIP/2.0/", transport, " ", local, ";branch=z9hG4bK"] {
+        s.push_str(part);
+    }
+}
+
+/// An ACK or BYE inside the dialog (at the call's current CSeq), through its route set to
+/// the remote target; `scratch` holds the header values while it is built.
+fn in_dialog(cfg: &UacConfig, scratch: &mut String, call: &Call, method: Method, io: &Io) -> Bytes {
     let local = io.local_text(call.sock);
-    let via = format!(
-        "SIP/2.0/{} {local};branch=z9hG4bK{method}{cseq}x{};rport",
-        cfg.transport_token, call.from_tag
-    );
-    let from = format!("<sip:load@{}>;tag={}", local, call.from_tag);
-    let to = format!(
-        "<{}>;tag={}",
-        cfg.target,
-        call.to_tag.as_deref().unwrap_or_default()
-    );
+    let cseq = call.cseq;
+    let s = scratch;
+    s.clear();
+    via(s, cfg.transport_token, local);
+    s.push_str(method.as_str());
+    num(s, cseq);
+    s.push('x');
+    tag(s, call.seq, cfg.thread);
+    s.push_str(";rport");
+    let via_end = s.len();
+    for part in ["<sip:load@", local, ">;tag="] {
+        s.push_str(part);
+    }
+    tag(s, call.seq, cfg.thread);
+    let from_end = s.len();
+    for part in [
+        "<",
+        &cfg.target,
+        ">;tag=",
+        call.to_tag.as_deref().unwrap_or_default(),
+    ] {
+        s.push_str(part);
+    }
     let route: Vec<&str> = call.route_set.iter().map(String::as_str).collect();
     NewRequest {
         method,
         uri: &call.remote_target,
-        via: &via,
-        from: &from,
-        to: &to,
+        via: &s[..via_end],
+        from: &s[via_end..from_end],
+        to: &s[from_end..],
         call_id: &call.call_id,
         cseq,
         max_forwards: 70,
@@ -480,8 +546,8 @@ impl Role for Uac {
         while self.pacer.take(now) {
             self.start_call(now, io);
         }
-        while let Some(id) = self.timers.pop_due(now) {
-            self.fire(now, &id, io);
+        while let Some(seq) = self.timers.pop_due(now) {
+            self.fire(now, seq, io);
         }
         [self.pacer.next(), self.timers.next()]
             .into_iter()

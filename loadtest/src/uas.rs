@@ -2,8 +2,8 @@
 //! 2xx retransmitted until the ACK (RFC 3261 §13.3.1.4); BYE, CANCEL (200 + 487), OPTIONS;
 //! REGISTER answered 200, or challenged 401 and checked against a users file.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -11,6 +11,7 @@ use limes_sip::build::Response;
 use limes_sip::digest::{challenge_value, Algorithm, Credentials, NonceKey, NonceStatus};
 use limes_sip::transaction::{ServerInput, ServerInviteTx, TimerConfig};
 use limes_sip::{HeaderName, Message, Method};
+use rustc_hash::FxHashMap;
 
 use crate::engine::{Io, Role, Timers};
 use crate::stats::Stats;
@@ -47,8 +48,11 @@ struct Dialog {
 
 pub struct Uas {
     cfg: UasConfig,
-    calls: HashMap<String, Dialog>,
-    timers: Timers,
+    /// By Call-ID, shared with the timers (queuing a deadline copies no string).
+    calls: FxHashMap<Arc<str>, Dialog>,
+    timers: Timers<Arc<str>>,
+    /// Per socket: the Contact value and the SDP answer (its address is in both), made once.
+    locals: Vec<(String, String)>,
     stats: Stats,
     start: Instant,
     timer_cfg: TimerConfig,
@@ -63,8 +67,9 @@ impl Uas {
         let secret = format!("{:?}{}", now, std::process::id());
         Self {
             cfg,
-            calls: HashMap::new(),
+            calls: FxHashMap::default(),
             timers: Timers::default(),
+            locals: Vec::new(),
             stats: Stats::default(),
             start: now,
             timer_cfg: TimerConfig::default(),
@@ -90,8 +95,22 @@ impl Uas {
         );
     }
 
-    fn contact_host(&self, io: &Io, sock: usize) -> String {
-        contact_host(self.cfg.reliable, io, sock)
+    /// The Contact value and the SDP answer of socket `sock`.
+    fn local(&mut self, io: &Io, sock: usize) -> &(String, String) {
+        while self.locals.len() <= sock {
+            let n = self.locals.len();
+            let (local, ip) = (io.local_text(n), io.local_ip_text(n));
+            let transport = if self.cfg.reliable {
+                ";transport=tcp"
+            } else {
+                ""
+            };
+            self.locals.push((
+                format!("<sip:uas@{local}{transport}>"),
+                format!("v=0\r\no=uas 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"),
+            ));
+        }
+        &self.locals[sock]
     }
 
     fn on_invite(
@@ -102,10 +121,10 @@ impl Uas {
         from: SocketAddr,
         io: &mut Io,
     ) {
-        let Some(call_id) = msg.call_id().map(str::to_owned) else {
+        let Some(call_id) = msg.call_id() else {
             return;
         };
-        if let Some(d) = self.calls.get_mut(&call_id) {
+        if let Some(d) = self.calls.get_mut(call_id) {
             // A retransmission: the transaction repeats its last response.
             d.tx.handle(now, ServerInput::Request);
             while let Some(t) = d.tx.poll_transmit() {
@@ -121,12 +140,13 @@ impl Uas {
         }
         self.stats.attempted += 1;
         self.seq += 1;
+        let call_id: Arc<str> = Arc::from(call_id);
         let tag = format!("uas{}", self.seq);
-        let local = self.contact_host(io, sock);
         let mut tx = ServerInviteTx::new(self.cfg.reliable, self.timer_cfg);
         if self.cfg.ring {
+            let contact = &self.local(io, sock).0;
             let ringing = Response::to(&msg, 180, "Ringing", Some(&tag))
-                .header("Contact", &format!("<sip:uas@{local}>"))
+                .header("Contact", contact)
                 .finish();
             tx.handle(
                 now,
@@ -152,15 +172,18 @@ impl Uas {
             io.send(sock, from, &t.0);
         }
         self.calls.insert(call_id.clone(), d);
-        self.timers.push(answer_at, &call_id);
+        self.timers.push(answer_at, call_id);
     }
 
-    fn answer(&mut self, now: Instant, call_id: &str, io: &mut Io) {
-        let Some(d) = self.calls.get_mut(call_id) else {
+    fn answer(&mut self, now: Instant, call_id: Arc<str>, io: &mut Io) {
+        if let Some(d) = self.calls.get(&call_id) {
+            self.local(io, d.sock);
+        }
+        let Some(d) = self.calls.get_mut(&call_id) else {
             return;
         };
         d.answer_at = None;
-        let local = contact_host(self.cfg.reliable, io, d.sock);
+        let (contact, sdp) = &self.locals[d.sock];
         match self.cfg.fail_code {
             Some(code) => {
                 let bytes = Response::to(&d.invite, code, "Load Failure", Some(&d.tag)).finish();
@@ -173,9 +196,8 @@ impl Uas {
                 );
             }
             None => {
-                let sdp = format!("v=0\r\no=uas 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n", ip = io.local_ip_text(d.sock));
-                let mut r = Response::to(&d.invite, 200, "OK", Some(&d.tag))
-                    .header("Contact", &format!("<sip:uas@{local}>"));
+                let mut r =
+                    Response::to(&d.invite, 200, "OK", Some(&d.tag)).header("Contact", contact);
                 for rr in d.invite.get_all(HeaderName::RecordRoute) {
                     r = r.header("Record-Route", rr);
                 }
@@ -191,7 +213,7 @@ impl Uas {
                 d.retransmit = Some((now + t1, t1, now + self.timer_cfg.t1x64()));
                 d.ok = Some(ok);
                 self.stats.answered += 1;
-                self.timers.push(now + t1, call_id);
+                self.timers.push(now + t1, call_id.clone());
             }
         }
         while let Some(t) = d.tx.poll_transmit() {
@@ -202,15 +224,15 @@ impl Uas {
         }
     }
 
-    fn fire(&mut self, now: Instant, call_id: &str, io: &mut Io) {
+    fn fire(&mut self, now: Instant, call_id: Arc<str>, io: &mut Io) {
         if self
             .calls
-            .get(call_id)
+            .get(&call_id)
             .is_some_and(|d| d.answer_at.is_some_and(|t| t <= now))
         {
             return self.answer(now, call_id, io);
         }
-        let Some(d) = self.calls.get_mut(call_id) else {
+        let Some(d) = self.calls.get_mut(&call_id) else {
             return;
         };
         while let Some(t) = d.tx.poll_timer(now) {
@@ -224,7 +246,7 @@ impl Uas {
         if let (Some((at, interval, give_up)), false) = (d.retransmit, d.confirmed) {
             if now >= give_up {
                 self.stats.fail("no_ack");
-                self.calls.remove(call_id);
+                self.calls.remove(&call_id);
                 return;
             }
             if at <= now {
@@ -241,7 +263,7 @@ impl Uas {
                 .min();
         }
         if d.tx.is_terminated() && (d.confirmed || d.ok.is_none()) && self.cfg.fail_code.is_some() {
-            self.calls.remove(call_id);
+            self.calls.remove(&call_id);
             return;
         }
         if let Some(at) = next {
@@ -330,17 +352,6 @@ impl Uas {
     }
 }
 
-/// `host:port` of the local socket, with `;transport=tcp` on TCP so in-dialog requests
-/// come back over TCP.
-fn contact_host(tcp: bool, io: &Io, sock: usize) -> String {
-    let local = io.local_text(sock);
-    if tcp {
-        format!("{local};transport=tcp")
-    } else {
-        local.to_owned()
-    }
-}
-
 impl Role for Uas {
     fn on_message(
         &mut self,
@@ -353,11 +364,13 @@ impl Role for Uas {
         let Some(method) = msg.method().cloned() else {
             return;
         };
-        let call_id = msg.call_id().unwrap_or_default().to_owned();
+        if method == Method::Invite {
+            return self.on_invite(now, msg, sock, from, io);
+        }
+        let call_id = msg.call_id().unwrap_or_default();
         match method {
-            Method::Invite => self.on_invite(now, msg, sock, from, io),
             Method::Ack => {
-                if let Some(d) = self.calls.get_mut(&call_id) {
+                if let Some(d) = self.calls.get_mut(call_id) {
                     if d.ok.is_some() {
                         d.confirmed = true;
                     } else {
@@ -368,13 +381,16 @@ impl Role for Uas {
             Method::Bye => {
                 let tag = msg.to_tag().unwrap_or("bye").to_owned();
                 Self::reply(io, (sock, from), &msg, 200, "OK", &tag);
-                if self.calls.remove(&call_id).is_some() {
+                if self.calls.remove(call_id).is_some() {
                     self.stats.completed += 1;
                 }
             }
             Method::Cancel => {
                 Self::reply(io, (sock, from), &msg, 200, "OK", "cancel");
-                if let Some(d) = self.calls.get_mut(&call_id).filter(|d| d.ok.is_none()) {
+                let Some(id) = self.calls.get_key_value(call_id).map(|(k, _)| k.clone()) else {
+                    return;
+                };
+                if let Some(d) = self.calls.get_mut(&id).filter(|d| d.ok.is_none()) {
                     d.answer_at = None;
                     let bytes =
                         Response::to(&d.invite, 487, "Request Terminated", Some(&d.tag)).finish();
@@ -384,7 +400,7 @@ impl Role for Uas {
                     }
                     self.stats.fail("cancelled");
                     if let Some(at) = d.tx.poll_timeout() {
-                        self.timers.push(at, &call_id);
+                        self.timers.push(at, id);
                     }
                 }
             }
@@ -395,7 +411,7 @@ impl Role for Uas {
 
     fn poll(&mut self, now: Instant, io: &mut Io) -> Option<Instant> {
         while let Some(id) = self.timers.pop_due(now) {
-            self.fire(now, &id, io);
+            self.fire(now, id, io);
         }
         // Dialogs are forgotten at BYE; those that never see one stay until the run ends
         // (bounded by the run's calls).
