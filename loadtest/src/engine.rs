@@ -352,8 +352,8 @@ impl Pacer {
     }
 }
 
-/// Deadlines keyed by call (a number or a shared Call-ID: queuing one allocates nothing); an owner re-checks its state when one fires, so a stale
-/// entry costs one look-up. A timing wheel of [`TICK`] slots: adding and firing cost the
+/// Deadlines keyed by call (a number or a shared Call-ID: queuing one allocates nothing);
+/// an owner re-checks its state when one fires, so a stale entry costs one look-up. A timing wheel of [`TICK`] slots: adding and firing cost the
 /// same however many deadlines are queued (a binary heap of a few hundred thousand
 /// entries cost the generator 8 % of its time). A deadline fires in the first tick that
 /// starts at or after it, never before it.
@@ -440,6 +440,26 @@ impl<K> Timers<K> {
         (self.cursor..self.cursor + 50)
             .find(|t| !self.slots[(t % SLOTS) as usize].is_empty())
             .map(|t| self.origin + Duration::from_nanos((TICK.as_nanos() as u64).saturating_mul(t)))
+    }
+}
+
+/// Text made once per socket or connection (its address is in it), on first use.
+pub struct PerSocket<T>(Vec<T>);
+
+impl<T> Default for PerSocket<T> {
+    fn default() -> Self {
+        Self(Vec::new())
+    }
+}
+
+impl<T> PerSocket<T> {
+    /// Socket `sock`'s value, made by `make(socket)` for it and any before it not made yet.
+    pub fn get(&mut self, sock: usize, mut make: impl FnMut(usize) -> T) -> &T {
+        while self.0.len() <= sock {
+            let n = self.0.len();
+            self.0.push(make(n));
+        }
+        &self.0[sock]
     }
 }
 

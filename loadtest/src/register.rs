@@ -172,13 +172,13 @@ impl Register {
     }
 
     fn on_response(&mut self, now: Instant, msg: &Message, io: &mut Io) {
-        let Some(id) = msg
+        let Some(user) = msg
             .call_id()
             .and_then(|c| user_of(c, self.cfg.thread, self.pid))
         else {
             return;
         };
-        let Some(p) = self.pending.get_mut(&id) else {
+        let Some(p) = self.pending.get_mut(&user) else {
             return;
         };
         p.tx.handle(now, ClientInput::Response(msg));
@@ -190,7 +190,7 @@ impl Register {
         if !passed || status < 200 {
             return;
         }
-        let (user, sock, started, authed) = (id, p.sock, p.started, p.authed);
+        let (sock, started, authed) = (p.sock, p.started, p.authed);
         match status {
             200..=299 => {
                 self.stats.answered += 1;
@@ -199,7 +199,7 @@ impl Register {
                     .stats
                     .setup
                     .record(now.duration_since(started).as_micros().max(1) as u64);
-                self.pending.remove(&id);
+                self.pending.remove(&user);
             }
             401 if !authed => {
                 let u = &self.cfg.users[user];
@@ -228,14 +228,14 @@ impl Register {
                     });
                 let Some(answer) = answer else {
                     self.stats.fail("bad_challenge");
-                    self.pending.remove(&id);
+                    self.pending.remove(&user);
                     return;
                 };
                 self.send(now, user, sock, Some(&answer), started, io);
             }
             s => {
                 self.stats.fail(format!("status_{s}"));
-                self.pending.remove(&id);
+                self.pending.remove(&user);
             }
         }
     }
@@ -267,8 +267,8 @@ impl Role for Register {
         while self.pacer.take(now) {
             self.start_one(now, io);
         }
-        while let Some(id) = self.timers.pop_due(now) {
-            let Some(p) = self.pending.get_mut(&id) else {
+        while let Some(user) = self.timers.pop_due(now) {
+            let Some(p) = self.pending.get_mut(&user) else {
                 continue;
             };
             let timeout = pump(
@@ -282,9 +282,9 @@ impl Role for Register {
             .timeout;
             if timeout {
                 self.stats.fail("timeout");
-                self.pending.remove(&id);
+                self.pending.remove(&user);
             } else if let Some(at) = p.tx.poll_timeout() {
-                self.timers.push(at, id);
+                self.timers.push(at, user);
             }
         }
         [self.pacer.next(), self.timers.next()]

@@ -13,7 +13,7 @@ use limes_sip::transaction::{ClientInput, ClientInviteTx, ClientNonInviteTx, Tim
 use limes_sip::{HeaderName, Limits, Message, Method};
 use rustc_hash::FxHashMap;
 
-use crate::engine::{pump, Io, Pacer, Role, Timers};
+use crate::engine::{pump, Io, Pacer, PerSocket, Role, Timers};
 use crate::stats::Stats;
 use crate::users::User;
 
@@ -66,8 +66,8 @@ pub struct Uac {
     pid: u32,
     /// The To header of every INVITE.
     to: String,
-    /// The SDP offer of each socket (its address is in it), made once.
-    offers: Vec<String>,
+    /// The SDP offer of each socket.
+    offers: PerSocket<String>,
     /// Header values of the request being built, reused.
     scratch: String,
     start: Instant,
@@ -89,7 +89,7 @@ impl Uac {
             timers: Timers::default(),
             pid: std::process::id(),
             to: format!("<{}>", cfg.target),
-            offers: Vec::new(),
+            offers: PerSocket::default(),
             scratch: String::new(),
             seq: 0,
             stats: Stats::default(),
@@ -128,42 +128,27 @@ impl Uac {
             self.timer_cfg,
         );
         pump(&mut tx, now, sock, self.cfg.proxy, io, &mut self.stats);
-        let first = tx.poll_timeout().map_or(now + self.cfg.setup_timeout, |t| {
-            t.min(now + self.cfg.setup_timeout)
-        });
-        self.calls.insert(
+        let call = Call {
+            call_id,
             seq,
-            Call {
-                call_id,
-                seq,
-                sock,
-                user,
-                cseq: 1,
-                invite: tx,
-                invite_at: now,
-                ringing: false,
-                auth_sent: false,
-                to_tag: None,
-                remote_target: String::new(),
-                route_set: Vec::new(),
-                ack: None,
-                hangup_at: None,
-                bye: None,
-                armed: None,
-            },
-        );
-        self.schedule(now, seq, Some(first));
-    }
-
-    /// The SDP offer sent from socket `sock`.
-    fn offer(&mut self, sock: usize, io: &Io) -> &str {
-        while self.offers.len() <= sock {
-            let (n, ip) = (self.offers.len(), io.local_ip_text(self.offers.len()));
-            self.offers.push(format!(
-                "v=0\r\no=load {n} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n"
-            ));
-        }
-        &self.offers[sock]
+            sock,
+            user,
+            cseq: 1,
+            invite: tx,
+            invite_at: now,
+            ringing: false,
+            auth_sent: false,
+            to_tag: None,
+            remote_target: String::new(),
+            route_set: Vec::new(),
+            ack: None,
+            hangup_at: None,
+            bye: None,
+            armed: None,
+        };
+        let first = call.next_deadline(self.cfg.setup_timeout);
+        self.calls.insert(seq, call);
+        self.schedule(now, seq, first);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -177,7 +162,10 @@ impl Uac {
         sock: usize,
         io: &Io,
     ) -> Option<Message> {
-        self.offer(sock, io);
+        let offer = self.offers.get(sock, |n| {
+            let ip = io.local_ip_text(n);
+            format!("v=0\r\no=load {n} 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0 8\r\na=rtpmap:0 PCMU/8000\r\n")
+        });
         let (local, ip) = (io.local_text(sock), io.local_ip_text(sock));
         let user = user.and_then(|u| self.cfg.users.get(u));
         let name = user.map_or("load", |u| u.name.as_str());
@@ -213,7 +201,7 @@ impl Uac {
             route: &[],
             contact: Some(&s[from_end..]),
             extra: &extra,
-            body: Some(("application/sdp", self.offers[sock].as_bytes())),
+            body: Some(("application/sdp", offer.as_bytes())),
         }
         .build();
         Message::parse(bytes, &self.limits).ok()
@@ -445,16 +433,26 @@ impl Uac {
             self.calls.remove(&seq);
             return;
         }
-        let next = [
-            call.invite.poll_timeout(),
-            call.bye.as_ref().and_then(|b| b.poll_timeout()),
-            call.hangup_at.filter(|_| call.bye.is_none()),
-            (call.to_tag.is_none()).then_some(call.invite_at + self.cfg.setup_timeout),
+        let next = call.next_deadline(self.cfg.setup_timeout);
+        self.schedule(now, seq, next);
+    }
+}
+
+impl Call {
+    /// When the call next needs attention: a transaction timer, the hang-up, or the end
+    /// of the time allowed to answer.
+    fn next_deadline(&self, setup_timeout: Duration) -> Option<Instant> {
+        [
+            self.invite.poll_timeout(),
+            self.bye.as_ref().and_then(|b| b.poll_timeout()),
+            self.hangup_at.filter(|_| self.bye.is_none()),
+            self.to_tag
+                .is_none()
+                .then_some(self.invite_at + setup_timeout),
         ]
         .into_iter()
         .flatten()
-        .min();
-        self.schedule(now, seq, next);
+        .min()
     }
 }
 

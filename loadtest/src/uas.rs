@@ -13,7 +13,7 @@ use limes_sip::transaction::{ServerInput, ServerInviteTx, TimerConfig};
 use limes_sip::{HeaderName, Message, Method};
 use rustc_hash::FxHashMap;
 
-use crate::engine::{Io, Role, Timers};
+use crate::engine::{Io, PerSocket, Role, Timers};
 use crate::stats::Stats;
 use crate::users::User;
 
@@ -51,8 +51,8 @@ pub struct Uas {
     /// By Call-ID, shared with the timers (queuing a deadline copies no string).
     calls: FxHashMap<Arc<str>, Dialog>,
     timers: Timers<Arc<str>>,
-    /// Per socket: the Contact value and the SDP answer (its address is in both), made once.
-    locals: Vec<(String, String)>,
+    /// Per socket: the Contact value and the SDP answer.
+    locals: PerSocket<(String, String)>,
     stats: Stats,
     start: Instant,
     timer_cfg: TimerConfig,
@@ -69,7 +69,7 @@ impl Uas {
             cfg,
             calls: FxHashMap::default(),
             timers: Timers::default(),
-            locals: Vec::new(),
+            locals: PerSocket::default(),
             stats: Stats::default(),
             start: now,
             timer_cfg: TimerConfig::default(),
@@ -95,22 +95,22 @@ impl Uas {
         );
     }
 
-    /// The Contact value and the SDP answer of socket `sock`.
-    fn local(&mut self, io: &Io, sock: usize) -> &(String, String) {
-        while self.locals.len() <= sock {
-            let n = self.locals.len();
+    /// The Contact value and the SDP answer of socket `sock` (a free function of the
+    /// fields it reads, so a dialog can stay borrowed meanwhile).
+    fn local<'a>(
+        locals: &'a mut PerSocket<(String, String)>,
+        reliable: bool,
+        io: &Io,
+        sock: usize,
+    ) -> &'a (String, String) {
+        locals.get(sock, |n| {
             let (local, ip) = (io.local_text(n), io.local_ip_text(n));
-            let transport = if self.cfg.reliable {
-                ";transport=tcp"
-            } else {
-                ""
-            };
-            self.locals.push((
+            let transport = if reliable { ";transport=tcp" } else { "" };
+            (
                 format!("<sip:uas@{local}{transport}>"),
                 format!("v=0\r\no=uas 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"),
-            ));
-        }
-        &self.locals[sock]
+            )
+        })
     }
 
     fn on_invite(
@@ -144,7 +144,7 @@ impl Uas {
         let tag = format!("uas{}", self.seq);
         let mut tx = ServerInviteTx::new(self.cfg.reliable, self.timer_cfg);
         if self.cfg.ring {
-            let contact = &self.local(io, sock).0;
+            let contact = &Self::local(&mut self.locals, self.cfg.reliable, io, sock).0;
             let ringing = Response::to(&msg, 180, "Ringing", Some(&tag))
                 .header("Contact", contact)
                 .finish();
@@ -176,14 +176,11 @@ impl Uas {
     }
 
     fn answer(&mut self, now: Instant, call_id: Arc<str>, io: &mut Io) {
-        if let Some(d) = self.calls.get(&call_id) {
-            self.local(io, d.sock);
-        }
         let Some(d) = self.calls.get_mut(&call_id) else {
             return;
         };
         d.answer_at = None;
-        let (contact, sdp) = &self.locals[d.sock];
+        let (contact, sdp) = Self::local(&mut self.locals, self.cfg.reliable, io, d.sock);
         match self.cfg.fail_code {
             Some(code) => {
                 let bytes = Response::to(&d.invite, code, "Load Failure", Some(&d.tag)).finish();
@@ -379,8 +376,8 @@ impl Role for Uas {
                 }
             }
             Method::Bye => {
-                let tag = msg.to_tag().unwrap_or("bye").to_owned();
-                Self::reply(io, (sock, from), &msg, 200, "OK", &tag);
+                let tag = msg.to_tag().unwrap_or("bye");
+                Self::reply(io, (sock, from), &msg, 200, "OK", tag);
                 if self.calls.remove(call_id).is_some() {
                     self.stats.completed += 1;
                 }
