@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use limes_cluster::NodeSecret;
 use limes_sip::digest::{
     challenge_value, Algorithm, Credentials, NonceKey, NonceStatus, Replay, ReplayGuard,
 };
@@ -203,17 +204,17 @@ impl Kind {
 }
 
 impl Auth {
-    pub fn new(settings: AuthSettings, metrics: Arc<AuthMetrics>) -> Self {
+    /// `node_secret` keys the nonces unless `auth.secret` is set: a nonce one node issued
+    /// is accepted by every node with the same secret, and after a restart.
+    pub fn new(
+        settings: AuthSettings,
+        metrics: Arc<AuthMetrics>,
+        node_secret: &NodeSecret,
+    ) -> Self {
         let keys = std::hash::RandomState::new();
         let salt = AtomicU64::new(keys.hash_one(u64::MAX));
         let secret = if settings.secret.is_empty() {
-            let mut bytes = Vec::with_capacity(32);
-            for i in 0..4u8 {
-                let mut h = keys.build_hasher();
-                h.write_u8(i);
-                bytes.extend_from_slice(&h.finish().to_be_bytes());
-            }
-            bytes
+            node_secret.subkey("digest-nonce").to_vec()
         } else {
             settings.secret.as_bytes().to_vec()
         };

@@ -7,9 +7,13 @@
 //! # Layout
 //! - [`journal::Journal`]: an append-only log of `put`/`delete` records of string keys and
 //!   JSON values, replayed at start, rotated and compacted while the node runs.
+//! - [`secret::NodeSecret`]: the node secret, configured or generated once into the state
+//!   directory, from which every key a peer's echo is checked with is derived.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
 
 pub mod journal;
+pub mod secret;
 
 pub use journal::{Journal, Loaded, Record};
+pub use secret::{NodeSecret, SecretSource};

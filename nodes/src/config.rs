@@ -41,6 +41,10 @@ pub struct Config {
 pub struct Node {
     pub name: String,
     pub state_dir: PathBuf,
+    /// The key behind Record-Route signatures, flow tokens, loop hashes, tags and digest
+    /// nonces; the same on every node of a cluster. Empty: the one generated once into
+    /// the state directory. `LIMES_NODE_SECRET` in the environment overrides it.
+    pub secret: String,
 }
 
 impl Default for Node {
@@ -48,6 +52,7 @@ impl Default for Node {
         Self {
             name: "limes".into(),
             state_dir: PathBuf::from("limes-state"),
+            secret: String::new(),
         }
     }
 }
@@ -485,6 +490,8 @@ impl Config {
 pub struct Resolved {
     pub name: String,
     pub state_dir: PathBuf,
+    /// A configured node secret; `None`: the state directory's.
+    pub secret: Option<String>,
     pub listens: Vec<Listen>,
     pub proxy: ProxySettings,
     pub transport: TransportSettings,
@@ -594,9 +601,17 @@ impl Config {
             .listen
             .parse()
             .with_context(|| format!("admin.listen {:?}", self.admin.listen))?;
+        let secret = std::env::var("LIMES_NODE_SECRET")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| (!self.node.secret.is_empty()).then(|| self.node.secret.clone()));
+        if secret.as_ref().is_some_and(|s| s.len() < 16) {
+            bail!("node.secret must be at least 16 characters (a shared cluster key)");
+        }
         Ok(Resolved {
             name: self.node.name.clone(),
             state_dir: self.node.state_dir.clone(),
+            secret,
             listens,
             proxy,
             transport,

@@ -19,7 +19,7 @@ use limes_actors::settings::Transport;
 use limes_actors::tables::Tables;
 use limes_actors::transport::{Inbound, Outbound};
 use limes_actors::{tcp, udp};
-use limes_cluster::Journal;
+use limes_cluster::{Journal, NodeSecret, SecretSource};
 use prometheus_client::registry::Registry;
 use tokio::sync::watch;
 use tracing::{info, warn};
@@ -60,9 +60,10 @@ pub struct ReloadSource {
 /// is read again on SIGHUP and `core.reload`.
 pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     let _lock = lock_state_dir(&cfg.state_dir)?;
+    let secret = node_secret(&cfg)?;
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
-    let edge = open_state(&cfg, &mut registry)?;
+    let edge = open_state(&cfg, &secret, &mut registry)?;
 
     let mut udp_sockets = Vec::new();
     let mut tcp_listeners = Vec::new();
@@ -110,7 +111,7 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
         metrics.clone(),
         tokio::runtime::Handle::current(),
     )?;
-    let local = Local::new(listens.clone(), cfg.proxy.aliases.clone());
+    let local = Local::new(listens.clone(), cfg.proxy.aliases.clone(), &secret);
     let proxy = Proxy::new(
         cfg.proxy.clone(),
         local,
@@ -264,8 +265,30 @@ fn reload(proxy: &Proxy, source: &ReloadSource) -> anyhow::Result<serde_json::Va
     )
 }
 
+/// The node secret: configured (`node.secret`, `LIMES_NODE_SECRET`), else the one kept in
+/// the state directory, generated there on first start.
+fn node_secret(cfg: &Resolved) -> anyhow::Result<NodeSecret> {
+    if let Some(text) = &cfg.secret {
+        info!("node secret configured");
+        return Ok(NodeSecret::from_text(text));
+    }
+    let (secret, source) = NodeSecret::load_or_create(&cfg.state_dir)?;
+    match source {
+        SecretSource::Generated => info!(
+            dir = %cfg.state_dir.display(),
+            "node secret generated and kept in the state directory"
+        ),
+        _ => info!(dir = %cfg.state_dir.display(), "node secret read from the state directory"),
+    }
+    Ok(secret)
+}
+
 /// Opens the state directory's journals and builds the registrar, tables and auth.
-fn open_state(cfg: &Resolved, registry: &mut Registry) -> anyhow::Result<Edge> {
+fn open_state(
+    cfg: &Resolved,
+    secret: &NodeSecret,
+    registry: &mut Registry,
+) -> anyhow::Result<Edge> {
     let tables_journal = Journal::open_map(&cfg.state_dir, "tables")
         .with_context(|| format!("opening the tables journal in {}", cfg.state_dir.display()))?;
     let tables = Arc::new(Tables::new(
@@ -287,7 +310,7 @@ fn open_state(cfg: &Resolved, registry: &mut Registry) -> anyhow::Result<Edge> {
             cfg.state_dir.display()
         )
     })?;
-    let auth = Auth::new(cfg.auth.clone(), AuthMetrics::register(registry));
+    let auth = Auth::new(cfg.auth.clone(), AuthMetrics::register(registry), secret);
     let edge = Edge {
         tables: tables.clone(),
         auth: Arc::new(auth),

@@ -2,11 +2,13 @@
 //! detection hash (RFC 3261 §16.3 item 4, §16.6 item 8) and the signature on its
 //! Record-Route entries.
 
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
+use limes_cluster::NodeSecret;
 use limes_sip::uri::Uri;
 use limes_sip::{HeaderName, Message};
+use siphasher::sip::SipHasher13;
 
 use crate::settings::{Listen, Transport};
 
@@ -17,22 +19,28 @@ pub const BRANCH_PREFIX: &str = "z9hG4bKlm";
 pub struct Local {
     listens: Vec<Listen>,
     aliases: Vec<String>,
-    keys: std::hash::RandomState,
+    /// SipHash key derived from the node secret: the same across restarts and on every
+    /// node of a cluster (DESIGN principle 9).
+    key: [u8; 16],
 }
 
 impl Local {
-    pub fn new(listens: Vec<Listen>, aliases: Vec<String>) -> Self {
+    pub fn new(listens: Vec<Listen>, aliases: Vec<String>, secret: &NodeSecret) -> Self {
+        let sub = secret.subkey("sip-identity");
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&sub[..16]);
         Self {
             listens,
             aliases,
-            keys: std::hash::RandomState::new(),
+            key,
         }
     }
 
-    /// A keyed 64-bit hash (SipHash with a per-process key), for identifiers a peer must
-    /// not be able to forge or collide.
+    /// A keyed 64-bit hash (SipHash-1-3 keyed by the node secret), for identifiers a peer
+    /// must not be able to forge or collide, and that this node or its cluster peers must
+    /// recognise after a restart: branches, loop hashes, Record-Route signatures, tags.
     pub fn hash(&self, parts: &[&[u8]]) -> u64 {
-        let mut h = self.keys.build_hasher();
+        let mut h = SipHasher13::new_with_key(&self.key);
         for p in parts {
             p.hash(&mut h);
         }
@@ -234,6 +242,7 @@ mod tests {
         let l = Local::new(
             vec!["udp:127.0.0.1:5070".parse().unwrap()],
             vec!["sbc.example.net".into()],
+            &NodeSecret::from_text("test"),
         );
         assert!(l.is_us("127.0.0.1", Some(5070)));
         assert!(!l.is_us("127.0.0.1", None));
