@@ -361,3 +361,81 @@ fn sigterm_refuses_new_invites_and_finishes_pending_ones() {
         .expect("exits once nothing is pending");
     assert!(status.success());
 }
+
+const INVITE: &str = "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {ADDR};branch=z9hG4bKflood{N};rport\r\nFrom: <sip:mallory@127.0.0.1>;tag={N}\r\nTo: <sip:bob@127.0.0.1>\r\nCall-ID: flood-{N}\r\nCSeq: 1 INVITE\r\nContact: <sip:mallory@{ADDR}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+
+/// DESIGN principle 10: a challenge to an unauthenticated request is stateless. One INVITE
+/// never ACKed gets exactly one 407 (a stateful one would be retransmitted at 0.5, 1.5,
+/// 3.5 and 7.5 s), no transaction is created, and a flood of 50,000 such INVITEs leaves
+/// the node's memory where it was.
+#[test]
+fn principle_10_challenges_keep_no_state() {
+    let p = ports();
+    let config = std::env::temp_dir().join(format!("limes-challenge-{p}.toml"));
+    std::fs::write(
+        &config,
+        "[flood]\nrate = 1000000\nburst = 1000000\n[[subscriber]]\nuser = \"bob\"\ndomain = \"127.0.0.1\"\npassword = \"secret\"\n",
+    )
+    .unwrap();
+    let node = Node::start(
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--listen",
+            &format!("udp:127.0.0.1:{p}"),
+        ],
+        p + 9,
+    );
+    let to = format!("127.0.0.1:{p}");
+    let one = UdpSocket::bind("127.0.0.1:0").unwrap();
+    one.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let me = one.local_addr().unwrap().to_string();
+    let invite = |addr: &str, n: u32| {
+        INVITE
+            .replace("{ADDR}", addr)
+            .replace("{N}", &n.to_string())
+    };
+    one.send_to(invite(&me, 0).as_bytes(), &to).unwrap();
+
+    // The flood, from another source, while the single INVITE's 10 s run.
+    let rss_before = node.rss_kib();
+    let flood = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let flood_addr = flood.local_addr().unwrap().to_string();
+    let sender = std::thread::spawn(move || {
+        for n in 1..=50_000u32 {
+            let _ = flood.send_to(invite(&flood_addr, n).as_bytes(), &to);
+            if n % 200 == 0 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    });
+
+    let mut buf = vec![0u8; 65_536];
+    let mut answers = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
+        if let Ok(n) = one.recv(&mut buf) {
+            answers.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    sender.join().unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let rss_after = node.rss_kib();
+
+    assert_eq!(
+        answers.len(),
+        1,
+        "one answer, no retransmission: {answers:?}"
+    );
+    assert!(answers[0].starts_with("SIP/2.0 407"), "{}", answers[0]);
+    assert!(answers[0].contains("Proxy-Authenticate: Digest"));
+    let stats = node.rpc("tm.stats", &[]).unwrap();
+    assert_eq!(stats["total"], 0, "no transaction for a challenge: {stats}");
+    let challenged = node.metric("limes_auth_challenges_total{status=\"407\"}");
+    assert!(challenged > 1000.0, "{challenged} challenges");
+    assert!(
+        rss_after < rss_before + 10 * 1024,
+        "RSS grew from {rss_before} KiB to {rss_after} KiB under {challenged} challenges"
+    );
+}

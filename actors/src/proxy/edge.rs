@@ -172,12 +172,16 @@ impl Proxy {
                     .iter()
                     .map(|v| (kind.challenge_header(), v.as_str()))
                     .collect();
-                self.reply_local(msg, flow, now, status, reason, &extra);
+                // Stateless (DESIGN principle 10): an unauthenticated source gets one
+                // response per request and costs no transaction, so a spoofed flood is not
+                // amplified by retransmissions and leaves no state behind. A retransmitted
+                // request is challenged again; the ACK for it is absorbed by its To tag.
+                self.reply_stateless(msg, flow, status, reason, &extra);
                 None
             }
             Verdict::Forbidden(reason) => {
                 debug!(remote = %flow.remote, reason, "authentication refused");
-                self.reply_local(msg, flow, now, 403, reason, &[]);
+                self.reply_stateless(msg, flow, 403, reason, &[]);
                 None
             }
             Verdict::Blocked => {
