@@ -1,19 +1,19 @@
-//! The transaction-stateful proxy (RFC 3261 §16). A message is received, parsed, matched
-//! and forwarded on the thread that received it: transactions live in a sharded table
-//! (one lock per shard, held for microseconds, never across a send), each shard with a
-//! timer heap driven by the timer thread.
+//! The driver of the transaction-stateful proxy (RFC 3261 §16). A message is received,
+//! parsed, matched and forwarded on the thread that received it: each request's response
+//! context (`limes_sip::proxy::Context`, where every §16 rule lives) sits in a sharded
+//! table (one lock per shard, held for microseconds, never across a send), each shard with
+//! a timer heap driven by the timer thread. This file feeds contexts their inputs, drains
+//! their outputs and answers their events with policy (the next serial group).
 //!
 //! Request path: flood guard -> transaction match (retransmission, ACK) -> sanity ->
 //! CANCEL / stateless ACK / new request -> loop check -> Route processing -> target
-//! (configured next hops, forked in parallel; or the route set in a dialog) -> one client
-//! transaction per branch. Response path: branch match by our Via branch -> client
-//! transaction -> provisional and 2xx forwarded at once, failures held for the best-response
-//! choice (§16.7).
+//! (the edge's: location or next hops; or the route set in a dialog) -> a context with one
+//! branch per target, inserted only if no other thread inserted the same transaction first.
+//! Response path: branch match by our Via branch -> the context.
 
 pub mod edge;
 mod entry;
 pub mod local;
-mod select;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -23,19 +23,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use limes_sip::build::{cancel_for, Forward, Response, Source};
+use limes_sip::build::{Forward, Response, Source};
+use limes_sip::proxy::{Context, ContextConfig, Event, ReplyTo};
 use limes_sip::sanity::{self, Policy};
-use limes_sip::transaction::{
-    ClientInput, ClientInviteTx, ClientNonInviteTx, Event, ServerInput, ServerInviteTx,
-    ServerNonInviteTx, Timer, TxKey,
-};
+use limes_sip::transaction::TxKey;
 use limes_sip::uri::Uri;
 use limes_sip::via::Via;
 use limes_sip::{Message, Method};
 use parking_lot::Mutex;
 use tracing::{debug, trace};
 
-use self::entry::{Branch, ClientTx, Entry, Sends, ServerTx};
+use self::entry::{Entry, Later};
 use self::local::{host_text, Local};
 use crate::flood::FloodGuard;
 use crate::metrics::{Metrics, TxCensus, TxLabels};
@@ -43,6 +41,9 @@ use crate::settings::{FloodAction, ProxySettings, Transport};
 use crate::transport::{dest_of_uri, Dest, Flow, Inbound, Outbound};
 
 const SHARDS: usize = 64;
+
+/// Messages to send once the shard lock is released.
+type Sends = Vec<(Dest, Bytes)>;
 const ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, MESSAGE";
 
@@ -101,7 +102,7 @@ struct OurRoutes {
 }
 
 /// Where the next hop of a request is, and how the request must change to get there.
-struct Route {
+pub struct Route {
     dest: Dest,
     /// The next hop is a strict router: its URI becomes the Request-URI and the old one
     /// goes to the end of the Route set (§16.6 step 7).
@@ -128,7 +129,7 @@ impl Route {
 }
 
 /// What every branch of one request shares, kept for the groups started later.
-struct Fork {
+pub struct Fork {
     flow: Flow,
     popped: usize,
     /// The Request-URI taken from the Route set (a strict router's request).
@@ -140,6 +141,7 @@ pub struct Proxy {
     shards: Box<[Mutex<Shard>]>,
     local: Local,
     settings: ProxySettings,
+    contexts: ContextConfig,
     out: Arc<Outbound>,
     metrics: Arc<Metrics>,
     flood: Option<FloodGuard>,
@@ -171,8 +173,10 @@ impl TxCensus for Proxy {
         for shard in self.shards.iter() {
             let shard = shard.lock();
             for e in shard.entries.values() {
-                *counts.entry(e.census()).or_default() += 1;
-                for b in e.branch_census() {
+                if let Some(c) = e.ctx.census() {
+                    *counts.entry(c).or_default() += 1;
+                }
+                for b in e.ctx.branch_census() {
                     *counts.entry(b).or_default() += 1;
                 }
             }
@@ -197,6 +201,10 @@ impl Proxy {
             next_hops: arc_swap::ArcSwap::from_pointee(settings.next_hops.clone()),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             local,
+            contexts: ContextConfig {
+                timers: settings.timers,
+                limits: settings.limits,
+            },
             settings,
             out,
             metrics,
@@ -301,12 +309,11 @@ impl Proxy {
             let mut shard = self.shard(sid).lock();
             if let Some(e) = shard.entries.get_mut(&sid).filter(|e| &e.key == key) {
                 if method == Method::Ack {
-                    e.server_input(now, ServerInput::Ack, &mut sends);
+                    e.ctx.handle_ack(now);
                 } else {
-                    bump(&self.stats.retransmissions_absorbed);
-                    self.metrics.retransmission("absorbed");
-                    e.server_input(now, ServerInput::Request, &mut sends);
+                    e.ctx.handle_request(now);
                 }
+                self.drive(e, now, &mut sends);
                 self.settle(&mut shard, sid);
                 drop(shard);
                 self.flush(sends);
@@ -546,31 +553,6 @@ impl Proxy {
             );
         };
         let sid = self.sid(&key);
-        let is_invite = method == Method::Invite;
-        let reliable = flow.transport.is_reliable();
-        let timers = self.settings.timers;
-        let mut sends = Vec::new();
-        let mut entry = Entry {
-            key,
-            server: if is_invite {
-                ServerTx::Invite(ServerInviteTx::new(reliable, timers))
-            } else {
-                ServerTx::NonInvite(ServerNonInviteTx::new(reliable, timers))
-            },
-            reply_to: reply_dest(&msg, &flow),
-            request: None,
-            branches: Vec::with_capacity(targets.len()),
-            best: None,
-            answered: false,
-            scheduled: None,
-            later: None,
-        };
-        if is_invite {
-            // §16.2: the 100 Trying goes out at once; it stops the caller's retransmissions.
-            let trying = Response::to(&msg, 100, "Trying", None).finish();
-            entry.respond(now, 100, trying, &mut sends);
-        }
-
         let fork = Fork {
             flow,
             popped,
@@ -585,11 +567,9 @@ impl Proxy {
             }
         }
         let first = groups.pop_front().unwrap_or_default();
-        self.add_branches(&mut entry, &msg, &fork, &first, sid, now, &mut sends);
-        if !groups.is_empty() {
-            entry.later = Some(Box::new(entry::Later { groups, fork, sid }));
-        }
-        if entry.branches.is_empty() {
+        // The branches' copies are built from the request before the context owns it.
+        let copies = self.branch_copies(&msg, &fork, &first, sid, 0);
+        if copies.is_empty() {
             return self.reply_local(
                 &msg,
                 &flow,
@@ -599,30 +579,60 @@ impl Proxy {
                 &[],
             );
         }
-        entry.request = Some(msg);
-        bump(&self.stats.created);
-        self.active.fetch_add(1, Ordering::Relaxed);
+        let reply_to = ReplyTo {
+            dest: reply_dest(&msg, &flow),
+            reliable: flow.transport.is_reliable(),
+        };
+        let mut entry = Entry {
+            key,
+            ctx: Context::server(now, sid, msg, reply_to, self.contexts),
+            scheduled: None,
+            later: None,
+        };
+        if !groups.is_empty() {
+            entry.ctx.hold();
+            entry.later = Some(Box::new(Later { groups, fork }));
+        }
+        for (dest, bytes) in copies {
+            let _ = entry
+                .ctx
+                .add_branch(now, dest, dest.transport.is_reliable(), bytes);
+        }
+        let mut sends = Vec::new();
         let mut shard = self.shard(sid).lock();
-        shard.entries.insert(sid, entry);
+        match shard.entries.entry(sid) {
+            // Another thread received the same request (a retransmission on another
+            // socket) and inserted its context first: this one is a retransmission.
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let e = o.get_mut();
+                if e.key == entry.key {
+                    e.ctx.handle_request(now);
+                    self.drive(e, now, &mut sends);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let e = v.insert(entry);
+                bump(&self.stats.created);
+                self.active.fetch_add(1, Ordering::Relaxed);
+                self.drive(e, now, &mut sends);
+            }
+        }
         self.settle(&mut shard, sid);
         drop(shard);
         self.flush(sends);
         self.metrics.latency("request", now.elapsed().as_secs_f64());
     }
 
-    /// Starts one branch per route (§16.6 steps 1-12): its copy of the request and its
-    /// client transaction. Routes with no socket to send from are skipped.
-    #[allow(clippy::too_many_arguments)]
-    fn add_branches(
+    /// The forwarded copy of the request for each route (§16.6 steps 1-10), with its Via
+    /// branch numbered from `first_index`. Routes with no socket to send from are skipped.
+    fn branch_copies(
         &self,
-        e: &mut Entry,
         msg: &Message,
         fork: &Fork,
         routes: &[Route],
         sid: u64,
-        now: Instant,
-        sends: &mut Sends,
-    ) {
+        first_index: usize,
+    ) -> Vec<(Dest, Bytes)> {
         let Fork {
             flow,
             popped,
@@ -631,8 +641,6 @@ impl Proxy {
         } = fork;
         let (popped, consume_credentials) = (*popped, *consume_credentials);
         let method = msg.method().cloned().unwrap_or(Method::Options);
-        let is_invite = e.is_invite();
-        let timers = self.settings.timers;
         let loop_hash = self.local.loop_hash(msg);
         let call_id = msg.call_id().unwrap_or_default();
         let dialog_creating = matches!(method, Method::Invite | Method::Subscribe | Method::Refer)
@@ -641,8 +649,9 @@ impl Proxy {
             ip: flow.remote.ip(),
             port: flow.remote.port(),
         };
+        let mut copies = Vec::with_capacity(routes.len());
         for route in routes {
-            let i = e.branches.len();
+            let i = first_index + copies.len();
             let Some(out_addr) = self.out.local_for(&route.dest) else {
                 continue;
             };
@@ -698,44 +707,70 @@ impl Proxy {
             if let (Some(strict), Some(old)) = (&route.strict, &old_ruri) {
                 fwd = fwd.request_uri(strict).append_route(old);
             }
-            let bytes = fwd.finish();
-            let branch_reliable = route.dest.transport.is_reliable();
-            let (tx, request) = if is_invite {
-                match Message::parse(bytes, &self.settings.limits) {
-                    Ok(m) => (
-                        ClientTx::Invite(ClientInviteTx::start(
-                            now,
-                            m.clone(),
-                            branch_reliable,
-                            timers,
-                        )),
-                        Some(m),
-                    ),
-                    Err(_) => continue,
-                }
-            } else {
-                (
-                    ClientTx::NonInvite(ClientNonInviteTx::start(
-                        now,
-                        bytes,
-                        branch_reliable,
-                        timers,
-                    )),
-                    None,
-                )
-            };
-            e.branches.push(Branch {
-                tx,
-                dest: route.dest,
-                request,
-                provisional: false,
-                final_status: None,
-                timer_c: is_invite.then(|| now + timers.timer_c),
-                cancel: None,
-                cancel_pending: false,
-            });
-            e.drain_branch(e.branches.len() - 1, sends);
+            copies.push((route.dest, fwd.finish()));
         }
+        copies
+    }
+
+    /// Drains a context after an input: its events meet the policy (the next serial group
+    /// when every branch failed; counters), its messages join `sends`.
+    fn drive(&self, e: &mut Entry, now: Instant, sends: &mut Sends) {
+        while let Some(event) = e.ctx.poll_event() {
+            match event {
+                Event::Exhausted { .. } => self.next_group(e, now),
+                Event::Upstream { status, local } => {
+                    self.metrics.response_sent(status);
+                    bump(if local {
+                        &self.stats.replies_local
+                    } else {
+                        &self.stats.replies_forwarded
+                    });
+                    bump(&self.stats.by_class[usize::from((status / 100).clamp(1, 6) - 1)]);
+                }
+                Event::RetransmissionSent => {
+                    bump(&self.stats.retransmissions_sent);
+                    self.metrics.retransmission("sent");
+                }
+                Event::RetransmissionAbsorbed => {
+                    bump(&self.stats.retransmissions_absorbed);
+                    self.metrics.retransmission("absorbed");
+                }
+                _ => {}
+            }
+        }
+        while let Some(t) = e.ctx.poll_transmit() {
+            sends.push((t.dest, t.bytes));
+        }
+    }
+
+    /// Serial forking (§16.6): every branch so far failed; start the next group of targets
+    /// that yields a branch, or let the context send its best response.
+    fn next_group(&self, e: &mut Entry, now: Instant) {
+        let request = e.ctx.request().cloned();
+        while let (Some(later), Some(msg)) = (e.later.as_mut(), request.as_ref()) {
+            let Some(group) = later.groups.pop_front() else {
+                break;
+            };
+            let first = e.ctx.next_branch();
+            let copies = self.branch_copies(msg, &later.fork, &group, e.ctx.id(), first);
+            let started = copies
+                .into_iter()
+                .filter(|(dest, bytes)| {
+                    e.ctx
+                        .add_branch(now, *dest, dest.transport.is_reliable(), bytes.clone())
+                        .is_ok()
+                })
+                .count();
+            if started > 0 {
+                if later.groups.is_empty() {
+                    e.later = None;
+                    e.ctx.release(now);
+                }
+                return;
+            }
+        }
+        e.later = None;
+        e.ctx.release(now);
     }
 
     fn on_cancel(&self, msg: &Message, flow: &Flow, now: Instant) {
@@ -743,16 +778,14 @@ impl Proxy {
             let sid = self.sid(&key);
             let mut sends = Vec::new();
             let mut shard = self.shard(sid).lock();
-            let e = shard
-                .entries
-                .get_mut(&sid)
-                .filter(|e| e.key == key && e.is_invite())?;
-            // §16.10: cancel every pending branch; the 487s come back through them.
-            self.cancel_branches(e, None, now, &mut sends);
+            let e = shard.entries.get_mut(&sid).filter(|e| e.key == key)?;
+            // §16.10: every pending branch is cancelled; the 487s come back through them.
+            let cancelled = e.ctx.handle_cancel(now);
+            self.drive(e, now, &mut sends);
             self.settle(&mut shard, sid);
             drop(shard);
             self.flush(sends);
-            Some(())
+            cancelled.then_some(())
         });
         match found {
             Some(()) => self.reply_stateless(msg, flow, 200, "OK", &[]),
@@ -851,17 +884,8 @@ impl Proxy {
             }
             return;
         };
-        if is_cancel {
-            e.cancel_input(idx, now, ClientInput::Response(&msg), &mut sends);
-        } else {
-            let events = e.branch_input(idx, now, ClientInput::Response(&msg), &mut sends);
-            if events.contains(&Event::Response) {
-                self.on_branch_response(e, idx, &msg, now, &mut sends);
-            } else {
-                bump(&self.stats.retransmissions_absorbed);
-                self.metrics.retransmission("absorbed");
-            }
-        }
+        e.ctx.handle_response(now, idx, &msg);
+        self.drive(e, now, &mut sends);
         self.settle(&mut shard, sid);
         drop(shard);
         self.flush(sends);
@@ -879,198 +903,18 @@ impl Proxy {
         let _ = self.out.send(&dest, Forward::new(msg).pop_via().finish());
     }
 
-    /// A response the client transaction passed up (§16.7).
-    fn on_branch_response(
-        &self,
-        e: &mut Entry,
-        idx: usize,
-        msg: &Message,
-        now: Instant,
-        sends: &mut Sends,
-    ) {
-        let status = msg.status().unwrap_or(0);
-        let timer_c = self.settings.timers.timer_c;
-        let Some(b) = e.branches.get_mut(idx) else {
-            return;
-        };
-        if status < 200 {
-            b.provisional = true;
-            if b.timer_c.is_some() {
-                b.timer_c = Some(now + timer_c);
-            }
-            if std::mem::take(&mut b.cancel_pending) {
-                self.send_cancel(e, idx, now, sends);
-            }
-            // §16.7 step 5: provisional responses other than 100 go up at once.
-            if status > 100 && !e.answered {
-                self.forward_up(e, msg, now, status, None, sends);
-            }
-            return;
-        }
-        b.final_status = Some(status);
-        b.request = None;
-        if status < 300 {
-            // Every 2xx goes up at once; the other branches are cancelled.
-            self.forward_up(e, msg, now, status, None, sends);
-            self.cancel_branches(e, Some(idx), now, sends);
-        } else {
-            if e.best
-                .as_ref()
-                .is_none_or(|(s, _)| select::rank(status) < select::rank(*s))
-            {
-                let up = select::upstream_status(status);
-                let bytes = if up == status {
-                    Forward::new(msg).pop_via().finish()
-                } else {
-                    Forward::new(msg)
-                        .pop_via()
-                        .status(up, "Server Internal Error")
-                        .finish()
-                };
-                e.best = Some((up, bytes));
-            }
-            if status >= 600 {
-                self.cancel_branches(e, Some(idx), now, sends);
-            }
-        }
-        self.finish_if_complete(e, now, sends);
-    }
-
-    fn forward_up(
-        &self,
-        e: &mut Entry,
-        msg: &Message,
-        now: Instant,
-        status: u16,
-        bytes: Option<Bytes>,
-        sends: &mut Sends,
-    ) {
-        let bytes = bytes.unwrap_or_else(|| Forward::new(msg).pop_via().finish());
-        e.respond(now, status, bytes, sends);
-        self.metrics.response_sent(status);
-        bump(&self.stats.replies_forwarded);
-        bump(&self.stats.by_class[usize::from((status / 100).clamp(1, 6) - 1)]);
-    }
-
-    /// When every branch has a final response and none was a 2xx, the best goes up.
-    fn finish_if_complete(&self, e: &mut Entry, now: Instant, sends: &mut Sends) {
-        if e.answered || e.branches.iter().any(|b| b.final_status.is_none()) {
-            return;
-        }
-        // Serial forking: the next group of targets, while there is one and the request
-        // has not been answered (a 6xx or 2xx has emptied `later`).
-        while let (Some(mut later), Some(msg)) = (e.later.take(), e.request.clone()) {
-            let Some(group) = later.groups.pop_front() else {
-                break;
-            };
-            let before = e.branches.len();
-            self.add_branches(e, &msg, &later.fork, &group, later.sid, now, sends);
-            if !later.groups.is_empty() {
-                e.later = Some(later);
-            }
-            if e.branches.len() > before {
-                return;
-            }
-        }
-        if let Some((status, bytes)) = e.best.take() {
-            e.respond(now, status, bytes, sends);
-            self.metrics.response_sent(status);
-            bump(&self.stats.replies_forwarded);
-            bump(&self.stats.by_class[usize::from((status / 100).clamp(1, 6) - 1)]);
-        }
-    }
-
-    /// A branch ended without a response (timeout, transport error, Timer C): it counts as
-    /// the given failure (§16.7 step 2, §16.8).
-    fn branch_failed(
-        &self,
-        e: &mut Entry,
-        idx: usize,
-        status: u16,
-        reason: &str,
-        now: Instant,
-        sends: &mut Sends,
-    ) {
-        let Some(b) = e.branches.get_mut(idx) else {
-            return;
-        };
-        if b.final_status.is_some() {
-            return;
-        }
-        b.final_status = Some(status);
-        b.request = None;
-        if let Some(req) = &e.request {
-            if e.best
-                .as_ref()
-                .is_none_or(|(s, _)| select::rank(status) < select::rank(*s))
-            {
-                let tag = self.local.local_tag(req);
-                e.best = Some((
-                    status,
-                    Response::to(req, status, reason, Some(&tag)).finish(),
-                ));
-            }
-        }
-        self.finish_if_complete(e, now, sends);
-    }
-
-    /// CANCELs every branch without a final response except `except` (§16.10, §16.7
-    /// step 10); branches without a provisional response get theirs when one arrives.
-    fn cancel_branches(
-        &self,
-        e: &mut Entry,
-        except: Option<usize>,
-        now: Instant,
-        sends: &mut Sends,
-    ) {
-        // No group starts after a 2xx, a 6xx or a CANCEL.
-        e.later = None;
-        for i in 0..e.branches.len() {
-            let b = &mut e.branches[i];
-            if Some(i) == except
-                || b.final_status.is_some()
-                || b.cancel.is_some()
-                || b.request.is_none()
-            {
-                continue;
-            }
-            if b.provisional {
-                self.send_cancel(e, i, now, sends);
-            } else {
-                b.cancel_pending = true;
-            }
-        }
-    }
-
-    fn send_cancel(&self, e: &mut Entry, idx: usize, now: Instant, sends: &mut Sends) {
-        let Some(b) = e.branches.get_mut(idx) else {
-            return;
-        };
-        let Some(req) = &b.request else { return };
-        let cancel = cancel_for(req);
-        b.cancel = Some(ClientNonInviteTx::start(
-            now,
-            cancel,
-            b.dest.transport.is_reliable(),
-            self.settings.timers,
-        ));
-        // After a CANCEL the INVITE gets 64*T1 more to end (§9.1), then it is abandoned.
-        b.timer_c = Some(now + self.settings.timers.t1x64());
-        e.drain_cancel(idx, sends);
-    }
-
     /// Queues the entry's next deadline, or removes it when it has ended.
     fn settle(&self, shard: &mut Shard, sid: u64) {
         let Some(e) = shard.entries.get_mut(&sid) else {
             return;
         };
-        if e.is_finished() {
+        if e.ctx.is_terminated() {
             shard.entries.remove(&sid);
             self.active.fetch_sub(1, Ordering::Relaxed);
             bump(&self.stats.freed);
             return;
         }
-        if let Some(d) = e.next_deadline() {
+        if let Some(d) = e.ctx.poll_timeout() {
             if e.scheduled.is_none_or(|s| d < s) {
                 e.scheduled = Some(d);
                 shard.timers.push(Reverse((d, sid)));
@@ -1095,47 +939,12 @@ impl Proxy {
                     continue; // a later deadline is queued for it too
                 }
                 e.scheduled = None;
-                self.fire(e, now, &mut sends);
+                e.ctx.handle_timeout(now);
+                self.drive(e, now, &mut sends);
                 self.settle(&mut shard, sid);
             }
             drop(shard);
             self.flush(sends);
-        }
-    }
-
-    fn fire(&self, e: &mut Entry, now: Instant, sends: &mut Sends) {
-        for (branch, is_cancel, timer) in e.due_timers(now) {
-            if matches!(timer, Timer::A | Timer::E | Timer::G) {
-                bump(&self.stats.retransmissions_sent);
-                self.metrics.retransmission("sent");
-            }
-            match (branch, is_cancel) {
-                (None, _) => e.server_input(now, ServerInput::Timer(timer), sends),
-                (Some(i), true) => e.cancel_input(i, now, ClientInput::Timer(timer), sends),
-                (Some(i), false) => {
-                    let events = e.branch_input(i, now, ClientInput::Timer(timer), sends);
-                    if events.contains(&Event::Timeout) {
-                        self.branch_failed(e, i, 408, "Request Timeout", now, sends);
-                    } else if events.contains(&Event::TransportError) {
-                        self.branch_failed(e, i, 503, "Service Unavailable", now, sends);
-                    }
-                }
-            }
-        }
-        // Timer C (§16.8): CANCEL a branch that rang too long; one that never answered,
-        // or that stays silent after its CANCEL, counts as 408 and is abandoned.
-        for i in 0..e.branches.len() {
-            let b = &mut e.branches[i];
-            if b.final_status.is_some() || b.timer_c.is_none_or(|t| t > now) {
-                continue;
-            }
-            if b.provisional && b.cancel.is_none() {
-                self.send_cancel(e, i, now, sends);
-            } else {
-                b.timer_c = None;
-                e.branch_input(i, now, ClientInput::Abandon, sends);
-                self.branch_failed(e, i, 408, "Request Timeout", now, sends);
-            }
         }
     }
 
@@ -1162,28 +971,35 @@ impl Proxy {
         for (n, v) in extra {
             r = r.header(n, v);
         }
-        let mut e = Entry {
-            key,
-            server: ServerTx::Invite(ServerInviteTx::new(
-                flow.transport.is_reliable(),
-                self.settings.timers,
-            )),
-            reply_to: reply_dest(msg, flow),
-            request: None,
-            branches: Vec::new(),
-            best: None,
-            answered: false,
-            scheduled: None,
-            later: None,
+        let reply_to = ReplyTo {
+            dest: reply_dest(msg, flow),
+            reliable: flow.transport.is_reliable(),
         };
+        let response = (status, r.finish());
         let mut sends = Vec::new();
-        e.respond(now, status, r.finish(), &mut sends);
-        self.count_local(status);
-        bump(&self.stats.created);
-        self.active.fetch_add(1, Ordering::Relaxed);
         let mut shard = self.shard(sid).lock();
-        if shard.entries.insert(sid, e).is_some() {
-            self.active.fetch_sub(1, Ordering::Relaxed);
+        match shard.entries.entry(sid) {
+            // The same INVITE is being handled already (a retransmission that another
+            // thread received first): it answers for both.
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                let e = o.get_mut();
+                if e.key == key {
+                    e.ctx.handle_request(now);
+                    self.drive(e, now, &mut sends);
+                }
+            }
+            std::collections::hash_map::Entry::Vacant(v) => {
+                let ctx = Context::answer(now, sid, msg, reply_to, response, self.contexts);
+                let e = v.insert(Entry {
+                    key,
+                    ctx,
+                    scheduled: None,
+                    later: None,
+                });
+                bump(&self.stats.created);
+                self.active.fetch_add(1, Ordering::Relaxed);
+                self.drive(e, now, &mut sends);
+            }
         }
         self.settle(&mut shard, sid);
         drop(shard);
@@ -1218,7 +1034,13 @@ impl Proxy {
     pub fn pending(&self) -> usize {
         self.shards
             .iter()
-            .map(|s| s.lock().entries.values().filter(|e| !e.answered).count())
+            .map(|s| {
+                s.lock()
+                    .entries
+                    .values()
+                    .filter(|e| !e.ctx.is_answered())
+                    .count()
+            })
             .sum()
     }
 

@@ -16,6 +16,9 @@
 //!   to forward.
 //! - [`transaction::TxKey`] names the transaction (RFC 3261 §17.1.3, §17.2.3 and the RFC
 //!   2543 fallback); [`transaction`] holds the four state machines with timers A-M.
+//! - [`proxy::Context`] is the §16 response context: the server transaction and the client
+//!   transaction of each branch, forking, Timer C, CANCEL and the best response (§16.7),
+//!   reporting what happened as events for the caller's policy.
 //! - [`digest`] challenges and verifies (server) or answers (client) RFC 7616/8760 digest.
 //! - [`build`] writes responses (§8.2.6), new requests (REGISTER, BYE, CANCEL, ACK,
 //!   OPTIONS) and the forwarding edit that rewrites only what changes.
@@ -39,6 +42,7 @@ pub mod limits;
 pub mod message;
 pub mod method;
 pub mod params;
+pub mod proxy;
 pub mod registrar;
 pub mod sanity;
 mod text;

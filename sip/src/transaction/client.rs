@@ -79,6 +79,11 @@ impl ClientInviteTx {
         self.state
     }
 
+    /// Whether it runs over a reliable transport (no retransmissions).
+    pub fn is_reliable(&self) -> bool {
+        self.core.reliable
+    }
+
     /// The INVITE, until a 2xx releases it.
     pub fn request(&self) -> Option<&Message> {
         self.request.as_ref()

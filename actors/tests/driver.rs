@@ -1,0 +1,135 @@
+//! The proxy driver under concurrency: two threads that receive the same INVITE at the
+//! same moment (a retransmission arriving on another socket or worker) forward it exactly
+//! once, and the transaction count does not leak.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use limes_actors::auth::{Auth, AuthMetrics, AuthSettings};
+use limes_actors::metrics::Metrics;
+use limes_actors::proxy::edge::Edge;
+use limes_actors::proxy::local::Local;
+use limes_actors::proxy::Proxy;
+use limes_actors::registrar::{Location, LocationMetrics};
+use limes_actors::settings::{Listen, ProxySettings, Transport, TransportSettings};
+use limes_actors::tables::Tables;
+use limes_actors::transport::{Flow, Outbound, Target};
+use limes_cluster::NodeSecret;
+use prometheus_client::registry::Registry;
+
+/// A proxy on a UDP socket of its own, relaying to `next_hop`, trusting everyone.
+fn proxy(next_hop: SocketAddr, runtime: &tokio::runtime::Runtime) -> (Arc<Proxy>, SocketAddr) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("binds");
+    let local_addr = socket.local_addr().expect("bound");
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let out = Outbound::new(
+        vec![socket],
+        Vec::new(),
+        TransportSettings::default(),
+        limes_sip::Limits::default(),
+        metrics.clone(),
+        runtime.handle().clone(),
+    )
+    .expect("outbound");
+    let secret = NodeSecret::from_text("driver test secret");
+    let auth = AuthSettings {
+        challenge_requests: false,
+        ..AuthSettings::default()
+    };
+    let edge = Edge {
+        tables: Arc::new(Tables::new(None, 10)),
+        auth: Arc::new(Auth::new(
+            auth,
+            AuthMetrics::register(&mut registry),
+            &secret,
+        )),
+        location: Arc::new(
+            Location::open(
+                None,
+                Default::default(),
+                10,
+                0,
+                LocationMetrics::register(&mut registry),
+            )
+            .expect("location"),
+        ),
+        domains: Default::default(),
+        use_domain: true.into(),
+    };
+    let settings = ProxySettings {
+        next_hops: vec![Target::resolve(&format!("sip:{next_hop}")).expect("next hop")],
+        ..ProxySettings::default()
+    };
+    let listen = Listen {
+        transport: Transport::Udp,
+        addr: local_addr,
+    };
+    let local = Local::new(vec![listen], Vec::new(), &secret);
+    let proxy = Proxy::new(settings, local, out, metrics, None, edge);
+    (proxy, local_addr)
+}
+
+fn invite(n: u32) -> Bytes {
+    Bytes::from(format!(
+        "INVITE sip:bob@192.0.2.9 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5999;branch=z9hG4bKrace{n};rport\r\nFrom: <sip:alice@127.0.0.1>;tag=a{n}\r\nTo: <sip:bob@192.0.2.9>\r\nCall-ID: race-{n}\r\nCSeq: 1 INVITE\r\nContact: <sip:alice@127.0.0.1:5999>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    ))
+}
+
+#[test]
+fn the_same_invite_received_by_two_threads_at_once_is_forwarded_once() {
+    const CALLS: u32 = 400;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let next_hop = UdpSocket::bind("127.0.0.1:0").expect("binds");
+    next_hop
+        .set_read_timeout(Some(Duration::from_millis(500)))
+        .expect("timeout");
+    let (proxy, local) = proxy(next_hop.local_addr().expect("bound"), &runtime);
+    let flow = Flow {
+        transport: Transport::Udp,
+        remote: "127.0.0.1:5999".parse().expect("addr"),
+        local,
+    };
+
+    // The next hop counts what it receives while the two threads race.
+    let counter = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        let mut invites = 0u32;
+        while let Ok(n) = next_hop.recv(&mut buf) {
+            if buf[..n].starts_with(b"INVITE ") {
+                invites += 1;
+            }
+        }
+        invites
+    });
+    let barrier = Arc::new(Barrier::new(2));
+    let racers: Vec<_> = (0..2)
+        .map(|_| {
+            let (proxy, barrier) = (proxy.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                for n in 0..CALLS {
+                    let bytes = invite(n);
+                    barrier.wait();
+                    proxy.handle(bytes, flow, Instant::now());
+                }
+            })
+        })
+        .collect();
+    for r in racers {
+        r.join().expect("racer");
+    }
+    let forwarded = counter.join().expect("counter");
+    assert_eq!(forwarded, CALLS, "each INVITE forwarded exactly once");
+    assert_eq!(proxy.active(), CALLS as usize, "one transaction each");
+    let absorbed = proxy
+        .stats
+        .retransmissions_absorbed
+        .load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(
+        absorbed,
+        u64::from(CALLS),
+        "the other copy is a retransmission"
+    );
+}
