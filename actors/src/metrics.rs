@@ -46,6 +46,12 @@ pub struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    /// A status class, or `timeout` / `transport_error` when no response came.
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct TxLabels {
     pub kind: &'static str,
     pub state: &'static str,
@@ -98,6 +104,8 @@ pub struct Metrics {
     pub connect_failures: Counter,
     pub latency: Family<PhaseLabels, Histogram, fn() -> Histogram>,
     pub flood_limited: Counter,
+    pub originated: Family<MethodLabels, Counter>,
+    pub originated_outcomes: Family<OutcomeLabels, Counter>,
 }
 
 fn latency_histogram() -> Histogram {
@@ -118,6 +126,8 @@ impl Metrics {
             connect_failures: Counter::default(),
             latency: Family::new_with_constructor(latency_histogram),
             flood_limited: Counter::default(),
+            originated: Family::default(),
+            originated_outcomes: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("limes");
         r.register(
@@ -166,6 +176,16 @@ impl Metrics {
             "Requests over their source's rate limit",
             m.flood_limited.clone(),
         );
+        r.register(
+            "sip_originated_requests",
+            "Requests this node sent of its own (pings, BYEs, registrations), by method",
+            m.originated.clone(),
+        );
+        r.register(
+            "sip_originated_outcomes",
+            "How the node's own requests ended: final status class, or timeout",
+            m.originated_outcomes.clone(),
+        );
         Arc::new(m)
     }
 
@@ -179,6 +199,25 @@ impl Metrics {
             .get_or_create(&MethodLabels {
                 method: method.label(),
             })
+            .inc();
+    }
+
+    pub fn originated(&self, method: &limes_sip::Method) {
+        self.originated
+            .get_or_create(&MethodLabels {
+                method: method.label(),
+            })
+            .inc();
+    }
+
+    pub fn originated_outcome(&self, status: u16, answered: bool) {
+        let outcome = match (answered, status) {
+            (true, s) => class_of(s),
+            (false, 408) => "timeout",
+            (false, _) => "transport_error",
+        };
+        self.originated_outcomes
+            .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }
 

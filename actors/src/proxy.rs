@@ -14,6 +14,7 @@
 pub mod edge;
 mod entry;
 pub mod local;
+pub mod own;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -150,6 +151,8 @@ pub struct Proxy {
     next_hops: arc_swap::ArcSwap<Vec<crate::transport::Target>>,
     draining: AtomicBool,
     active: AtomicUsize,
+    /// Numbers the node's own requests.
+    own_requests: AtomicU64,
     pub stats: TmStats,
 }
 
@@ -212,6 +215,7 @@ impl Proxy {
             edge,
             draining: AtomicBool::new(false),
             active: AtomicUsize::new(0),
+            own_requests: AtomicU64::new(0),
             stats: TmStats::default(),
         })
     }
@@ -307,7 +311,11 @@ impl Proxy {
             let sid = self.sid(key);
             let mut sends = Vec::new();
             let mut shard = self.shard(sid).lock();
-            if let Some(e) = shard.entries.get_mut(&sid).filter(|e| &e.key == key) {
+            if let Some(e) = shard
+                .entries
+                .get_mut(&sid)
+                .filter(|e| e.key.as_ref() == Some(key))
+            {
                 if method == Method::Ack {
                     e.ctx.handle_ack(now);
                 } else {
@@ -584,10 +592,11 @@ impl Proxy {
             reliable: flow.transport.is_reliable(),
         };
         let mut entry = Entry {
-            key,
+            key: Some(key),
             ctx: Context::server(now, sid, msg, reply_to, self.contexts),
             scheduled: None,
             later: None,
+            waiter: None,
         };
         if !groups.is_empty() {
             entry.ctx.hold();
@@ -598,28 +607,7 @@ impl Proxy {
                 .ctx
                 .add_branch(now, dest, dest.transport.is_reliable(), bytes);
         }
-        let mut sends = Vec::new();
-        let mut shard = self.shard(sid).lock();
-        match shard.entries.entry(sid) {
-            // Another thread received the same request (a retransmission on another
-            // socket) and inserted its context first: this one is a retransmission.
-            std::collections::hash_map::Entry::Occupied(mut o) => {
-                let e = o.get_mut();
-                if e.key == entry.key {
-                    e.ctx.handle_request(now);
-                    self.drive(e, now, &mut sends);
-                }
-            }
-            std::collections::hash_map::Entry::Vacant(v) => {
-                let e = v.insert(entry);
-                bump(&self.stats.created);
-                self.active.fetch_add(1, Ordering::Relaxed);
-                self.drive(e, now, &mut sends);
-            }
-        }
-        self.settle(&mut shard, sid);
-        drop(shard);
-        self.flush(sends);
+        self.insert(sid, entry, now);
         self.metrics.latency("request", now.elapsed().as_secs_f64());
     }
 
@@ -735,6 +723,17 @@ impl Proxy {
                     bump(&self.stats.retransmissions_absorbed);
                     self.metrics.retransmission("absorbed");
                 }
+                Event::Completed { status, response } => {
+                    if let Some(w) = e.waiter.take() {
+                        self.metrics.originated_outcome(status, response.is_some());
+                        let elapsed = now.saturating_duration_since(w.started);
+                        let _ = w.done.try_send(own::Outcome {
+                            status,
+                            response,
+                            elapsed,
+                        });
+                    }
+                }
                 _ => {}
             }
         }
@@ -778,7 +777,10 @@ impl Proxy {
             let sid = self.sid(&key);
             let mut sends = Vec::new();
             let mut shard = self.shard(sid).lock();
-            let e = shard.entries.get_mut(&sid).filter(|e| e.key == key)?;
+            let e = shard
+                .entries
+                .get_mut(&sid)
+                .filter(|e| e.key.as_ref() == Some(&key))?;
             // §16.10: every pending branch is cancelled; the 487s come back through them.
             let cancelled = e.ctx.handle_cancel(now);
             self.drive(e, now, &mut sends);
@@ -975,27 +977,33 @@ impl Proxy {
             dest: reply_dest(msg, flow),
             reliable: flow.transport.is_reliable(),
         };
-        let response = (status, r.finish());
+        let ctx = Context::answer(now, sid, msg, reply_to, (status, r.finish()), self.contexts);
+        let entry = Entry {
+            key: Some(key),
+            ctx,
+            scheduled: None,
+            later: None,
+            waiter: None,
+        };
+        self.insert(sid, entry, now);
+    }
+
+    /// Puts a new context in the table, unless another thread has just put one there for
+    /// the same transaction (the same request received twice at once): then this request
+    /// is a retransmission for that one, and the new context is dropped unsent.
+    fn insert(&self, sid: u64, entry: Entry, now: Instant) {
         let mut sends = Vec::new();
         let mut shard = self.shard(sid).lock();
         match shard.entries.entry(sid) {
-            // The same INVITE is being handled already (a retransmission that another
-            // thread received first): it answers for both.
             std::collections::hash_map::Entry::Occupied(mut o) => {
                 let e = o.get_mut();
-                if e.key == key {
+                if e.key.is_some() && e.key == entry.key {
                     e.ctx.handle_request(now);
                     self.drive(e, now, &mut sends);
                 }
             }
             std::collections::hash_map::Entry::Vacant(v) => {
-                let ctx = Context::answer(now, sid, msg, reply_to, response, self.contexts);
-                let e = v.insert(Entry {
-                    key,
-                    ctx,
-                    scheduled: None,
-                    later: None,
-                });
+                let e = v.insert(entry);
                 bump(&self.stats.created);
                 self.active.fetch_add(1, Ordering::Relaxed);
                 self.drive(e, now, &mut sends);

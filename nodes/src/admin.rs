@@ -37,9 +37,13 @@ async fn rpc_endpoint(
     if !authorized(&state, &req) {
         return HttpResponse::Unauthorized().finish();
     }
-    match rpc::handle_body(&state.node, &body) {
-        Some(v) => HttpResponse::Ok().json(v),
-        None => HttpResponse::NoContent().finish(),
+    // Methods run on the blocking pool: one that waits for the network (`sip.ping`)
+    // holds no I/O thread of the admin server.
+    let answer = web::block(move || rpc::handle_body(&state.node, &body)).await;
+    match answer {
+        Ok(Some(v)) => HttpResponse::Ok().json(v),
+        Ok(None) => HttpResponse::NoContent().finish(),
+        Err(_) => HttpResponse::InternalServerError().finish(),
     }
 }
 

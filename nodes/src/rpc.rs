@@ -55,6 +55,11 @@ pub const METHODS: &[(&str, &str, Method)] = &[
     ),
     ("tm.stats", "Transaction counters", tm_stats),
     (
+        "sip.ping",
+        "Send OPTIONS to a SIP URI and report the status and round-trip time: URI [TIMEOUT_S]",
+        sip_ping,
+    ),
+    (
         "core.reload",
         "Re-read the configuration file: tables, registrar and auth settings",
         rpc_state::core_reload,
@@ -181,6 +186,42 @@ fn core_info(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
         "listen": node.listens,
         "state_dir": node.state_dir,
         "draining": node.proxy.is_draining(),
+    }))
+}
+
+/// `sip.ping URI [TIMEOUT_S]`: an OPTIONS of the node's own; waits for its outcome
+/// (the admin server runs methods on its blocking pool, so a wait holds no I/O thread).
+fn sip_ping(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let invalid = |m: &str| RpcError::new(-32602, format!("sip.ping URI [TIMEOUT_S]: {m}"));
+    let uri = params
+        .first()
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("URI (a string) is missing"))?;
+    let timeout_s = match params.get(1) {
+        None => 5.0,
+        Some(v) => v
+            .as_f64()
+            .or_else(|| v.as_str()?.parse().ok())
+            .filter(|t| *t > 0.0 && *t <= 60.0)
+            .ok_or_else(|| invalid("TIMEOUT_S must be a number of seconds in (0, 60]"))?,
+    };
+    if params.len() > 2 {
+        return Err(invalid("too many parameters"));
+    }
+    let timeout = std::time::Duration::from_secs_f64(timeout_s);
+    let (done, outcome) = std::sync::mpsc::sync_channel(1);
+    node.proxy
+        .originate(limes_sip::Method::Options, uri, timeout, done)
+        .map_err(|e| invalid(&e.to_string()))?;
+    let outcome = outcome
+        .recv_timeout(timeout + std::time::Duration::from_secs(2))
+        .map_err(|_| RpcError::new(-32000, "sip.ping: the request did not end in time"))?;
+    Ok(json!({
+        "uri": uri,
+        "status": outcome.status,
+        "reason": outcome.reason(),
+        "answered": outcome.response.is_some(),
+        "rtt_ms": (outcome.elapsed.as_secs_f64() * 1e6).round() / 1e3,
     }))
 }
 

@@ -225,3 +225,48 @@ fn rfc3261_16_3_a_loop_gets_482() {
     assert_eq!(successful_calls(&out), 3);
     assert!(node.metric("limes_sip_requests_received_total{method=\"INVITE\"}") >= 6.0);
 }
+
+/// Requests the node originates: `sip.ping` sends OPTIONS and reports the answer and its
+/// round-trip time (sipp answers), or a timeout with no hang (a dead port).
+#[test]
+fn sip_ping_reports_an_answer_and_a_timeout() {
+    let p = ports();
+    let _uas = uas("options_uas.xml", p + 1, &[]);
+    let node = Node::start(&["--listen", &format!("udp:{}", addr(p))], p + 9);
+    let answer = node
+        .rpc("sip.ping", &[&format!("sip:127.0.0.1:{}", p + 1)])
+        .expect("ping answers");
+    assert_eq!(answer["status"], 200, "{answer}");
+    assert_eq!(answer["reason"], "OK");
+    assert_eq!(answer["answered"], true);
+    assert!(answer["rtt_ms"].as_f64().is_some_and(|ms| ms < 1000.0));
+
+    // Nothing listens on p + 3: the ping ends at its timeout with 408, no response.
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_limes"))
+        .args(["ctl", "--admin", &node.admin, "--json", "sip.ping"])
+        .arg(format!("sip:127.0.0.1:{}", p + 3))
+        .arg("1.5")
+        .output()
+        .expect("ctl runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let dead: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    assert_eq!(dead["status"], 408, "{dead}");
+    assert_eq!(dead["answered"], false);
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(1400), "{waited:?}");
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+
+    // A bad URI is refused with a message that names it.
+    let err = node.rpc("sip.ping", &["sip:nowhere.invalid"]).unwrap_err();
+    assert!(err.contains("nowhere.invalid"), "{err}");
+    assert_eq!(
+        node.metric("limes_sip_originated_requests_total{method=\"OPTIONS\"}"),
+        2.0
+    );
+    assert_eq!(
+        node.metric("limes_sip_originated_outcomes_total{outcome=\"timeout\"}"),
+        1.0
+    );
+    assert_eq!(node.rpc("tm.stats", &[]).expect("stats")["total"], 2);
+}

@@ -8,16 +8,20 @@ use std::time::Instant;
 use limes_sip::proxy::Context;
 use limes_sip::transaction::TxKey;
 
+use super::own::Waiter;
 use super::{Fork, Route};
 use crate::transport::Dest;
 
 pub struct Entry {
-    pub key: TxKey,
+    /// The server transaction's key; `None` for a request of the node's own.
+    pub key: Option<TxKey>,
     pub ctx: Context<Dest>,
     /// The earliest deadline queued in the shard's timer heap for this entry.
     pub scheduled: Option<Instant>,
     /// Targets still to try (serial forking), boxed: most requests have none.
     pub later: Option<Box<Later>>,
+    /// Who waits for the outcome of a request of the node's own.
+    pub waiter: Option<Box<Waiter>>,
 }
 
 /// The groups of targets not started yet (§16.6: lower q after higher q has failed), and

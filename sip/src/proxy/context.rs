@@ -467,7 +467,17 @@ impl<D: Copy> Context<D> {
             self.wait_until = None;
             self.held = false;
             self.closed = true;
+            // INVITE branches are cancelled; a non-INVITE one cannot be (§9.1) and is
+            // abandoned as a 408.
             self.cancel_branches(now, None);
+            for i in 0..self.branches.len() {
+                let b = &mut self.branches[i];
+                if let (None, ClientTx::NonInvite(t)) = (b.final_status, &mut b.tx) {
+                    t.handle(now, ClientInput::Abandon);
+                    self.drain_branch(i);
+                    self.branch_failed(now, i, 408);
+                }
+            }
             if self.branches.iter().all(|b| b.final_status.is_some()) {
                 self.send_best_or(now, 408, "Request Timeout");
             }

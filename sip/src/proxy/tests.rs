@@ -539,6 +539,17 @@ fn a_request_the_node_originates_reports_its_outcome() {
     );
     assert!(sim.ctx.is_terminated());
 
+    // A deadline of the caller's ends it sooner: the branch is abandoned as a 408.
+    let mut sim = Sim::originated(Method::Options);
+    sim.add();
+    sim.ctx.wait_until(sim.now + Duration::from_secs(2));
+    let out = sim.advance(Duration::from_secs(2));
+    assert_eq!(
+        out.events,
+        events(&["retransmitted", "failed 0 408", "completed 408 none"])
+    );
+    assert!(sim.ctx.is_terminated());
+
     // A challenge is reported with the response, for a retry with credentials.
     let mut sim = Sim::originated(Method::Register);
     sim.add();
