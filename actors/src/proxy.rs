@@ -25,11 +25,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use limes_sip::build::{Forward, Response, Source};
+use limes_sip::proxy::route::{self, Decision};
 use limes_sip::proxy::{Context, ContextConfig, Event, ReplyTo};
 use limes_sip::sanity::{self, Policy};
 use limes_sip::transaction::TxKey;
 use limes_sip::uri::Uri;
-use limes_sip::via::Via;
 use limes_sip::{Message, Method};
 use parking_lot::Mutex;
 use tracing::{debug, trace};
@@ -91,15 +91,6 @@ pub struct TmStats {
 
 fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
-}
-
-/// This node's entries at the top of a Route set.
-#[derive(Default)]
-struct OurRoutes {
-    popped: usize,
-    signed: bool,
-    /// The connection the last entry names: towards that side, requests go back over it.
-    flow: Option<SocketAddr>,
 }
 
 /// Where the next hop of a request is, and how the request must change to get there.
@@ -383,38 +374,6 @@ impl Proxy {
         }
     }
 
-    /// The Route set of a request (§16.4): how many of the top values are this node's
-    /// (popped), whether one of them carried this node's signature for the Call-ID, and the
-    /// flow token of the last of them, if it had a valid one.
-    fn our_routes(&self, msg: &Message) -> OurRoutes {
-        let call_id = msg.call_id().unwrap_or_default();
-        let mut ours = OurRoutes::default();
-        for r in msg.routes() {
-            let Some(uri) = r.ok().and_then(|r| Uri::parse(r.uri).ok()) else {
-                break;
-            };
-            if !self.local.uri_is_us(&uri) {
-                break;
-            }
-            ours.popped += 1;
-            let signed = self.signed_entry(&uri, call_id);
-            ours.signed |= signed.is_some();
-            ours.flow = signed.flatten();
-        }
-        ours
-    }
-
-    /// `Some(flow)` when `uri` is a Record-Route value this node signed for `call_id`
-    /// (`flow`: the connection its token names, if any).
-    fn signed_entry(&self, uri: &Uri<'_>, call_id: &str) -> Option<Option<SocketAddr>> {
-        let token = uri
-            .user
-            .filter(|u| u.starts_with("fl-"))
-            .unwrap_or_default();
-        let sig = self.local.route_signature(call_id, token);
-        (uri.params.get("lm") == Some(Some(sig.as_str()))).then(|| local::parse_flow_token(token))
-    }
-
     /// A request towards the side whose connection a Record-Route token names goes back
     /// over that connection (unless it came from it); `Err` when the connection is gone
     /// (430 Flow Failed, RFC 5626 §5.3).
@@ -447,66 +406,24 @@ impl Proxy {
                 &[("Retry-After", "5")],
             );
         }
-        if self.local.is_loop(&msg) {
+        if route::is_loop(&msg, &self.local) {
             return self.reply_local(&msg, &flow, now, 482, "Loop Detected", &[]);
         }
-        let OurRoutes {
-            mut popped,
-            signed,
-            flow: back_flow,
-        } = self.our_routes(&msg);
-        let routes: Vec<String> = msg
-            .routes()
-            .filter_map(Result::ok)
-            .map(|r| r.uri.to_owned())
-            .collect();
-        let Some(Ok(ruri)) = msg.request_uri() else {
-            return self.reply_local(&msg, &flow, now, 400, "Malformed Request-URI", &[]);
-        };
-
-        // §16.4: a strict router put our Record-Route value in the Request-URI: the last
-        // Route value is the real Request-URI.
-        let from_strict = self.local.uri_is_us(&ruri)
-            && self
-                .signed_entry(&ruri, msg.call_id().unwrap_or_default())
-                .is_some()
-            && routes.len() > popped;
-        let mut new_ruri: Option<String> = None;
-        let mut remaining: Vec<&str> = routes[popped..].iter().map(String::as_str).collect();
-        if from_strict {
-            new_ruri = remaining.pop().map(str::to_owned);
-        }
-        let trusted_path = signed || from_strict || !self.settings.record_route;
-
-        // A Route set or an in-dialog request is only followed through this node's own
-        // Record-Route entries: anything else would make it an open relay.
-        if method == Method::Register && !in_dialog && remaining.is_empty() && !from_strict {
-            return self.on_register(&msg, &flow, now);
-        }
-        if (!remaining.is_empty() || in_dialog) && !(trusted_path && in_dialog) {
-            return self.reply_local(
-                &msg,
-                &flow,
-                now,
-                403,
-                "Forbidden: Route not recorded here",
-                &[],
-            );
-        }
+        let routing = route::route(&msg, &self.local, self.settings.record_route);
+        let popped = routing.popped;
+        let back_flow = routing.flow;
+        let new_ruri = routing.restored_ruri.map(str::to_owned);
         let mut consume_credentials = false;
-        let targets: Vec<Route> = if let Some(next) = remaining.first() {
-            match Uri::parse(next)
-                .ok()
-                .and_then(|u| Some((dest_of_uri(&u)?, u.is_loose_router())))
-            {
-                Some((dest, true)) => vec![Route::to(dest)],
-                Some((dest, false)) => {
-                    popped += 1;
-                    vec![Route {
-                        strict: Some((*next).to_owned()),
-                        ..Route::to(dest)
-                    }]
-                }
+        let targets: Vec<Route> = match routing.decision {
+            Decision::Refuse { status, reason } => {
+                return self.reply_local(&msg, &flow, now, status, reason, &[])
+            }
+            Decision::Register => return self.on_register(&msg, &flow, now),
+            Decision::Route { uri, strict } => match dest_of_uri(&uri) {
+                Some(dest) => vec![Route {
+                    strict: strict.then(|| uri.raw.to_owned()),
+                    ..Route::to(dest)
+                }],
                 None => {
                     return self.reply_local(
                         &msg,
@@ -517,21 +434,18 @@ impl Proxy {
                         &[],
                     )
                 }
-            }
-        } else if in_dialog {
-            let target = new_ruri.as_deref().map(Uri::parse).unwrap_or(Ok(ruri));
-            match target.ok().and_then(|u| dest_of_uri(&u)) {
+            },
+            Decision::RequestUri { uri } => match dest_of_uri(&uri) {
                 Some(dest) if !self.local.is_us_addr(dest.addr) => vec![Route::to(dest)],
                 _ => return self.reply_local(&msg, &flow, now, 404, "Not Found", &[]),
-            }
-        } else {
-            match self.initial_targets(&msg, &flow, now) {
+            },
+            Decision::Initial => match self.initial_targets(&msg, &flow, now) {
                 Some((targets, authenticated)) => {
                     consume_credentials = authenticated;
                     targets
                 }
                 None => return,
-            }
+            },
         };
 
         let targets = match self.back_over_flow(back_flow.filter(|_| in_dialog), &flow) {
@@ -648,7 +562,7 @@ impl Proxy {
                 route.dest.transport.via_token(),
                 host_text(out_addr.ip()),
                 out_addr.port(),
-                local::branch(loop_hash, sid, i)
+                route::branch(loop_hash, sid, i)
             );
             let record_route = self.settings.record_route && dialog_creating;
             let two_sides = out_addr != flow.local || route.dest.transport != flow.transport;
@@ -801,24 +715,17 @@ impl Proxy {
         if msg.to_tag().is_some_and(|t| t.starts_with("lm")) {
             return;
         }
-        let OurRoutes {
-            popped,
-            signed,
-            flow: back,
-        } = self.our_routes(msg);
-        let routes: Vec<&str> = msg.routes().filter_map(Result::ok).map(|r| r.uri).collect();
-        if !signed && self.settings.record_route {
-            self.metrics.drop_reason("ack_not_routable");
-            return;
-        }
-        let next = match routes.get(popped) {
-            Some(r) => Uri::parse(r).ok().and_then(|u| dest_of_uri(&u)),
-            None => msg
-                .request_uri()
-                .and_then(Result::ok)
-                .and_then(|u| dest_of_uri(&u)),
+        // §16.11: routed by its Route set as any request in a dialog would be; a strict
+        // next hop is sent to as it is (its Route value stays).
+        let routing = route::route(msg, &self.local, self.settings.record_route);
+        let (next, popped) = match &routing.decision {
+            Decision::Route { uri, strict } => {
+                (dest_of_uri(uri), routing.popped - usize::from(*strict))
+            }
+            Decision::RequestUri { uri } => (dest_of_uri(uri), routing.popped),
+            _ => (None, 0),
         };
-        let next = match self.back_over_flow(back, flow) {
+        let next = match self.back_over_flow(routing.flow, flow) {
             Ok(Some(dest)) => Some(dest),
             Ok(None) => next,
             Err(()) => None,
@@ -841,7 +748,7 @@ impl Proxy {
             dest.transport.via_token(),
             host_text(out_addr.ip()),
             out_addr.port(),
-            local::branch(self.local.loop_hash(msg), id, 0)
+            route::branch(self.local.loop_hash(msg), id, 0)
         );
         let bytes = Forward::new(msg)
             .received_from(Source {
@@ -865,7 +772,7 @@ impl Proxy {
             return;
         }
         let Some(Ok(via)) = msg.top_via() else { return };
-        let Some((sid, idx)) = via.branch().and_then(local::parse_branch) else {
+        let Some((sid, idx)) = via.branch().and_then(route::parse_branch) else {
             self.metrics.drop_reason("response_not_ours");
             return;
         };
@@ -898,10 +805,11 @@ impl Proxy {
     }
 
     fn forward_stateless_response(&self, msg: &Message) {
-        let Some(next) = msg.vias().nth(1).and_then(Result::ok) else {
+        let Some((addr, tcp)) = route::response_next_hop(msg) else {
             return;
         };
-        let Some(dest) = via_dest(&next) else { return };
+        let transport = if tcp { Transport::Tcp } else { Transport::Udp };
+        let dest = Dest { transport, addr };
         let _ = self.out.send(&dest, Forward::new(msg).pop_via().finish());
     }
 
@@ -1086,25 +994,4 @@ fn reply_dest(msg: &Message, flow: &Flow) -> Dest {
         transport: Transport::Udp,
         addr: SocketAddr::new(flow.remote.ip(), port),
     }
-}
-
-/// Where a response goes by its Via (stateless forwarding): `received` or the sent-by
-/// host, `rport` or the sent-by port.
-fn via_dest(via: &Via<'_>) -> Option<Dest> {
-    let ip = via
-        .received()
-        .or_else(|| limes_sip::uri::host_ip(via.host))?;
-    let port = match via.rport() {
-        Some(Some(p)) => p,
-        _ => via.port.unwrap_or(via.default_port()),
-    };
-    let transport = if via.is_transport("TCP") {
-        Transport::Tcp
-    } else {
-        Transport::Udp
-    };
-    Some(Dest {
-        transport,
-        addr: SocketAddr::new(ip, port),
-    })
 }

@@ -21,6 +21,11 @@
 //! - §16.10: a CANCEL cancels every pending branch; a branch with no provisional response
 //!   yet is cancelled when its first one arrives (§9.1).
 //!
+//! Before a context exists, [`route`] decides where a received request goes: loop
+//! detection (§16.3), Route processing (§16.4), the next hop of a Route set or a dialog
+//! (§16.6 steps 6-7), or the policy's targets for an initial request; and where a
+//! response with no transaction goes (§16.7 step 10).
+//!
 //! What the caller decides, fed back as inputs: the targets and the forwarded copies of the
 //! request (built with [`crate::build::Forward`]), whether more targets may follow when
 //! every branch has failed ([`Context::hold`]: serial forking, failover, a retry with
@@ -29,6 +34,7 @@
 //! ([`Context::wait_until`]: a call suspended until a device registers).
 
 mod context;
+pub mod route;
 mod select;
 #[cfg(test)]
 mod tests;

@@ -1,19 +1,17 @@
-//! What makes a message "ours": the node's addresses, its branch format, the loop
-//! detection hash (RFC 3261 §16.3 item 4, §16.6 item 8) and the signature on its
-//! Record-Route entries.
+//! What makes a message "ours": the node's addresses, the loop detection hash (RFC 3261
+//! §16.3 item 4, §16.6 item 8) and the signature on its Record-Route entries, keyed by
+//! the node secret; `limes_sip::proxy::route` asks them through [`Identity`].
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 
 use limes_cluster::NodeSecret;
+use limes_sip::proxy::route::Identity;
 use limes_sip::uri::Uri;
 use limes_sip::{HeaderName, Message};
 use siphasher::sip::SipHasher13;
 
 use crate::settings::{Listen, Transport};
-
-/// Every branch this node writes starts with this (RFC 3261 magic cookie + `lm`).
-pub const BRANCH_PREFIX: &str = "z9hG4bKlm";
 
 /// The node's identity on the wire.
 pub struct Local {
@@ -102,22 +100,6 @@ impl Local {
         self.hash(&parts) as u32
     }
 
-    /// `true` when one of the request's Via entries was written by this node for the same
-    /// routing inputs: a loop (482).
-    pub fn is_loop(&self, msg: &Message) -> bool {
-        let mut ours = msg
-            .vias()
-            .filter_map(Result::ok)
-            .filter_map(|v| Some((v.branch()?, v.host, v.port)))
-            .filter(|(b, host, port)| b.starts_with(BRANCH_PREFIX) && self.is_us(host, *port))
-            .peekable();
-        if ours.peek().is_none() {
-            return false;
-        }
-        let hash = format!("{:08x}", self.loop_hash(msg));
-        ours.any(|(b, _, _)| b[BRANCH_PREFIX.len()..].starts_with(&hash))
-    }
-
     /// The signature a Record-Route entry carries (`;lm=`): Limes routes an in-dialog
     /// request only through entries it wrote itself for that Call-ID (and flow token).
     pub fn route_signature(&self, call_id: &str, flow: &str) -> String {
@@ -166,6 +148,26 @@ impl Local {
     }
 }
 
+/// What route processing (`limes_sip::proxy::route`) asks of the node.
+impl Identity for Local {
+    fn is_us(&self, host: &str, port: Option<u16>) -> bool {
+        Local::is_us(self, host, port)
+    }
+
+    fn signed(&self, uri: &Uri<'_>, call_id: &str) -> Option<Option<SocketAddr>> {
+        let token = uri
+            .user
+            .filter(|u| u.starts_with("fl-"))
+            .unwrap_or_default();
+        let sig = self.route_signature(call_id, token);
+        (uri.params.get("lm") == Some(Some(sig.as_str()))).then(|| parse_flow_token(token))
+    }
+
+    fn loop_hash(&self, msg: &Message) -> u32 {
+        Local::loop_hash(self, msg)
+    }
+}
+
 /// A flow token: `fl-` and the hex of the remote address, e.g. `fl-3132372e...`.
 pub fn flow_token(remote: SocketAddr) -> String {
     let text = remote.to_string();
@@ -199,33 +201,9 @@ pub fn host_text(ip: IpAddr) -> String {
     }
 }
 
-/// The branch of a forwarded request: prefix, loop hash, transaction id, branch index.
-pub fn branch(loop_hash: u32, sid: u64, index: usize) -> String {
-    format!("{BRANCH_PREFIX}{loop_hash:08x}.{sid:016x}.{index}")
-}
-
-/// The transaction id and branch index out of one of our branches.
-pub fn parse_branch(branch: &str) -> Option<(u64, usize)> {
-    let rest = branch.strip_prefix(BRANCH_PREFIX)?;
-    let mut parts = rest.split('.');
-    let _hash = parts.next()?;
-    let sid = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let index = parts.next()?.parse().ok()?;
-    Some((sid, index))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn branches_round_trip() {
-        let b = branch(0xdead_beef, 0x0123_4567_89ab_cdef, 3);
-        assert!(b.starts_with("z9hG4bK"));
-        assert_eq!(parse_branch(&b), Some((0x0123_4567_89ab_cdef, 3)));
-        assert_eq!(parse_branch("z9hG4bKother"), None);
-        assert_eq!(parse_branch("z9hG4bKlmzz.zz.1"), None);
-    }
 
     #[test]
     fn flow_tokens_round_trip() {

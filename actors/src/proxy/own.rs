@@ -8,12 +8,13 @@ use std::sync::mpsc::SyncSender;
 use std::time::{Duration, Instant};
 
 use limes_sip::build::NewRequest;
+use limes_sip::proxy::route;
 use limes_sip::proxy::{local_tag, Context};
 use limes_sip::uri::Uri;
 use limes_sip::{Message, Method};
 
 use super::entry::Entry;
-use super::local::{self, host_text};
+use super::local::host_text;
 use super::Proxy;
 use crate::transport::dest_of_uri;
 
@@ -82,7 +83,7 @@ impl Proxy {
             "SIP/2.0/{} {host}:{};branch={};rport",
             dest.transport.via_token(),
             out_addr.port(),
-            local::branch(0, sid, 0)
+            route::branch(0, sid, 0)
         );
         let from = format!(
             "<sip:limes@{host}:{}>;tag={}",
