@@ -106,6 +106,77 @@ pub struct Metrics {
     pub flood_limited: Counter,
     pub originated: Family<MethodLabels, Counter>,
     pub originated_outcomes: Family<OutcomeLabels, Counter>,
+    /// The hot path's series, resolved once: an increment is one atomic add, with no lock
+    /// and no hash; every one of them is exported from the start, at zero.
+    hot: Hot,
+}
+
+#[derive(Debug)]
+struct Hot {
+    requests: [Counter; METHOD_LABELS.len()],
+    received: [Counter; 6],
+    sent: [Counter; 6],
+    retransmissions_sent: Counter,
+    retransmissions_absorbed: Counter,
+    request_latency: Histogram,
+    response_latency: Histogram,
+}
+
+/// Every value of the `method` label, in the order of [`method_slot`].
+const METHOD_LABELS: [&str; 15] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "REGISTER",
+    "OPTIONS",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+    "other",
+];
+
+const CLASS_LABELS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+
+fn method_slot(m: &limes_sip::Method) -> usize {
+    use limes_sip::Method as M;
+    match m {
+        M::Invite => 0,
+        M::Ack => 1,
+        M::Bye => 2,
+        M::Cancel => 3,
+        M::Register => 4,
+        M::Options => 5,
+        M::Info => 6,
+        M::Update => 7,
+        M::Prack => 8,
+        M::Subscribe => 9,
+        M::Notify => 10,
+        M::Refer => 11,
+        M::Message => 12,
+        M::Publish => 13,
+        M::Extension(_) => 14,
+    }
+}
+
+/// A family's series for `labels`, as a handle of its own (the family's lock is released
+/// when this returns).
+fn handle<L, M, C>(family: &Family<L, M, C>, labels: &L) -> M
+where
+    L: Clone + std::hash::Hash + Eq,
+    M: Clone,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    family.get_or_create(labels).clone()
+}
+
+fn class_slot(status: u16) -> usize {
+    usize::from((status / 100).clamp(1, 6) - 1)
 }
 
 fn latency_histogram() -> Histogram {
@@ -115,19 +186,45 @@ fn latency_histogram() -> Histogram {
 
 impl Metrics {
     pub fn new(registry: &mut Registry) -> Arc<Self> {
+        let requests = Family::<MethodLabels, Counter>::default();
+        let responses_received = Family::<ClassLabels, Counter>::default();
+        let responses_sent = Family::<ClassLabels, Counter>::default();
+        let retransmissions = Family::<DirectionLabels, Counter>::default();
+        let latency: Family<PhaseLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(latency_histogram);
+        // Each handle is taken in a statement of its own: a family's read guard must be
+        // gone before the next `get_or_create` of the same family takes its write lock.
+        let by_class = |f: &Family<ClassLabels, Counter>| {
+            CLASS_LABELS.map(|class| handle(f, &ClassLabels { class }))
+        };
+        let hot = Hot {
+            requests: METHOD_LABELS.map(|method| handle(&requests, &MethodLabels { method })),
+            received: by_class(&responses_received),
+            sent: by_class(&responses_sent),
+            retransmissions_sent: handle(&retransmissions, &DirectionLabels { direction: "sent" }),
+            retransmissions_absorbed: handle(
+                &retransmissions,
+                &DirectionLabels {
+                    direction: "absorbed",
+                },
+            ),
+            request_latency: handle(&latency, &PhaseLabels { phase: "request" }),
+            response_latency: handle(&latency, &PhaseLabels { phase: "response" }),
+        };
         let m = Metrics {
-            requests: Family::default(),
-            responses_received: Family::default(),
-            responses_sent: Family::default(),
-            retransmissions: Family::default(),
+            requests,
+            responses_received,
+            responses_sent,
+            retransmissions,
             drops: Family::default(),
             send_errors: Family::default(),
             connections: Family::default(),
             connect_failures: Counter::default(),
-            latency: Family::new_with_constructor(latency_histogram),
+            latency,
             flood_limited: Counter::default(),
             originated: Family::default(),
             originated_outcomes: Family::default(),
+            hot,
         };
         let r = registry.sub_registry_with_prefix("limes");
         r.register(
@@ -195,11 +292,7 @@ impl Metrics {
     }
 
     pub fn request(&self, method: &limes_sip::Method) {
-        self.requests
-            .get_or_create(&MethodLabels {
-                method: method.label(),
-            })
-            .inc();
+        self.hot.requests[method_slot(method)].inc();
     }
 
     pub fn originated(&self, method: &limes_sip::Method) {
@@ -222,25 +315,35 @@ impl Metrics {
     }
 
     pub fn response_received(&self, status: u16) {
-        self.responses_received
-            .get_or_create(&ClassLabels {
-                class: class_of(status),
-            })
-            .inc();
+        self.hot.received[class_slot(status)].inc();
     }
 
     pub fn response_sent(&self, status: u16) {
-        self.responses_sent
-            .get_or_create(&ClassLabels {
-                class: class_of(status),
-            })
-            .inc();
+        self.hot.sent[class_slot(status)].inc();
     }
 
-    pub fn retransmission(&self, direction: &'static str) {
-        self.retransmissions
-            .get_or_create(&DirectionLabels { direction })
-            .inc();
+    pub fn retransmission_sent(&self) {
+        self.hot.retransmissions_sent.inc();
+    }
+
+    pub fn retransmission_absorbed(&self) {
+        self.hot.retransmissions_absorbed.inc();
+    }
+
+    /// Responses sent so far by class (1xx .. 6xx), for `tm.stats`.
+    pub fn sent_by_class(&self) -> [u64; 6] {
+        self.hot.sent.clone().map(|c| c.get())
+    }
+
+    pub fn responses_received_total(&self) -> u64 {
+        self.hot.received.iter().map(Counter::get).sum()
+    }
+
+    pub fn retransmissions_total(&self) -> (u64, u64) {
+        (
+            self.hot.retransmissions_sent.get(),
+            self.hot.retransmissions_absorbed.get(),
+        )
     }
 
     pub fn drop_reason(&self, reason: &'static str) {
@@ -265,9 +368,13 @@ impl Metrics {
         self.connect_failures.inc();
     }
 
-    pub fn latency(&self, phase: &'static str, seconds: f64) {
-        self.latency
-            .get_or_create(&PhaseLabels { phase })
-            .observe(seconds);
+    /// Time from receiving a request to forwarding it.
+    pub fn request_latency(&self, seconds: f64) {
+        self.hot.request_latency.observe(seconds);
+    }
+
+    /// Time from receiving a final response to forwarding it.
+    pub fn response_latency(&self, seconds: f64) {
+        self.hot.response_latency.observe(seconds);
     }
 }

@@ -35,7 +35,7 @@ use parking_lot::Mutex;
 use tracing::{debug, trace};
 
 use self::entry::{Entry, Later};
-use self::local::{host_text, Local};
+use self::local::Local;
 use crate::flood::FloodGuard;
 use crate::metrics::{Metrics, TxCensus, TxLabels};
 use crate::settings::{FloodAction, ProxySettings, Transport};
@@ -76,17 +76,14 @@ struct Shard {
     timers: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
-/// Counters behind `tm.stats`.
+/// Counters behind `tm.stats` that no metric holds (responses by class, received
+/// responses and retransmissions are read from the metrics: each event is counted once).
 #[derive(Debug, Default)]
 pub struct TmStats {
     pub created: AtomicU64,
     pub freed: AtomicU64,
-    pub replies_received: AtomicU64,
     pub replies_local: AtomicU64,
     pub replies_forwarded: AtomicU64,
-    pub retransmissions_sent: AtomicU64,
-    pub retransmissions_absorbed: AtomicU64,
-    pub by_class: [AtomicU64; 6],
 }
 
 fn bump(c: &AtomicU64) {
@@ -197,7 +194,6 @@ impl Proxy {
             local,
             contexts: ContextConfig {
                 timers: settings.timers,
-                limits: settings.limits,
             },
             settings,
             out,
@@ -227,6 +223,11 @@ impl Proxy {
 
     pub fn settings(&self) -> &ProxySettings {
         &self.settings
+    }
+
+    /// The node's SIP metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
     }
 
     /// The registrar, authentication and tables.
@@ -522,7 +523,7 @@ impl Proxy {
                 .add_branch(now, dest, dest.transport.is_reliable(), bytes);
         }
         self.insert(sid, entry, now);
-        self.metrics.latency("request", now.elapsed().as_secs_f64());
+        self.metrics.request_latency(now.elapsed().as_secs_f64());
     }
 
     /// The forwarded copy of the request for each route (§16.6 steps 1-10), with its Via
@@ -557,13 +558,8 @@ impl Proxy {
             let Some(out_addr) = self.out.local_for(&route.dest) else {
                 continue;
             };
-            let via = format!(
-                "SIP/2.0/{} {}:{};branch={}",
-                route.dest.transport.via_token(),
-                host_text(out_addr.ip()),
-                out_addr.port(),
-                route::branch(loop_hash, sid, i)
-            );
+            let branch = route::branch(loop_hash, sid, i);
+            let via = local::via(route.dest.transport, out_addr, &branch, false);
             let record_route = self.settings.record_route && dialog_creating;
             let two_sides = out_addr != flow.local || route.dest.transport != flow.transport;
             // The entry facing the caller names its TCP connection (a single entry faces
@@ -627,16 +623,9 @@ impl Proxy {
                     } else {
                         &self.stats.replies_forwarded
                     });
-                    bump(&self.stats.by_class[usize::from((status / 100).clamp(1, 6) - 1)]);
                 }
-                Event::RetransmissionSent => {
-                    bump(&self.stats.retransmissions_sent);
-                    self.metrics.retransmission("sent");
-                }
-                Event::RetransmissionAbsorbed => {
-                    bump(&self.stats.retransmissions_absorbed);
-                    self.metrics.retransmission("absorbed");
-                }
+                Event::RetransmissionSent => self.metrics.retransmission_sent(),
+                Event::RetransmissionAbsorbed => self.metrics.retransmission_absorbed(),
                 Event::Completed { status, response } => {
                     if let Some(w) = e.waiter.take() {
                         self.metrics.originated_outcome(status, response.is_some());
@@ -743,13 +732,8 @@ impl Proxy {
             .and_then(|v| v.branch())
             .unwrap_or_default();
         let id = self.local.hash(&[b"ack", top_branch.as_bytes()]);
-        let via = format!(
-            "SIP/2.0/{} {}:{};branch={}",
-            dest.transport.via_token(),
-            host_text(out_addr.ip()),
-            out_addr.port(),
-            route::branch(self.local.loop_hash(msg), id, 0)
-        );
+        let branch = route::branch(self.local.loop_hash(msg), id, 0);
+        let via = local::via(dest.transport, out_addr, &branch, false);
         let bytes = Forward::new(msg)
             .received_from(Source {
                 ip: flow.remote.ip(),
@@ -765,7 +749,6 @@ impl Proxy {
     fn on_response(&self, msg: Message, now: Instant) {
         let status = msg.status().unwrap_or(0);
         self.metrics.response_received(status);
-        bump(&self.stats.replies_received);
         if let Err(why) = sanity::check_response(&msg) {
             debug!(reason = %why, "response dropped");
             self.metrics.drop_reason("bad_response");
@@ -799,8 +782,7 @@ impl Proxy {
         drop(shard);
         self.flush(sends);
         if status >= 200 {
-            self.metrics
-                .latency("response", now.elapsed().as_secs_f64());
+            self.metrics.response_latency(now.elapsed().as_secs_f64());
         }
     }
 
@@ -942,7 +924,6 @@ impl Proxy {
     fn count_local(&self, status: u16) {
         self.metrics.response_sent(status);
         bump(&self.stats.replies_local);
-        bump(&self.stats.by_class[usize::from((status / 100).clamp(1, 6) - 1)]);
     }
 
     /// Server transactions still waiting for a final response: what a graceful stop

@@ -123,10 +123,7 @@ fn the_same_invite_received_by_two_threads_at_once_is_forwarded_once() {
     let forwarded = counter.join().expect("counter");
     assert_eq!(forwarded, CALLS, "each INVITE forwarded exactly once");
     assert_eq!(proxy.active(), CALLS as usize, "one transaction each");
-    let absorbed = proxy
-        .stats
-        .retransmissions_absorbed
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let (_, absorbed) = proxy.metrics().retransmissions_total();
     assert_eq!(
         absorbed,
         u64::from(CALLS),

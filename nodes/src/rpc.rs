@@ -227,22 +227,25 @@ fn sip_ping(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
 
 fn tm_stats(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
     let s = &node.proxy.stats;
+    let m = node.proxy.metrics();
     let get = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let class = m.sent_by_class();
+    let (retransmitted, absorbed) = m.retransmissions_total();
     Ok(json!({
         "current": node.proxy.active(),
         "total": get(&s.created),
         "freed": get(&s.freed),
-        "rpl_received": get(&s.replies_received),
+        "rpl_received": m.responses_received_total(),
         "rpl_generated": get(&s.replies_local),
         "rpl_sent": get(&s.replies_local) + get(&s.replies_forwarded),
-        "retransmissions_sent": get(&s.retransmissions_sent),
-        "retransmissions_absorbed": get(&s.retransmissions_absorbed),
-        "1xx": get(&s.by_class[0]),
-        "2xx": get(&s.by_class[1]),
-        "3xx": get(&s.by_class[2]),
-        "4xx": get(&s.by_class[3]),
-        "5xx": get(&s.by_class[4]),
-        "6xx": get(&s.by_class[5]),
+        "retransmissions_sent": retransmitted,
+        "retransmissions_absorbed": absorbed,
+        "1xx": class[0],
+        "2xx": class[1],
+        "3xx": class[2],
+        "4xx": class[3],
+        "5xx": class[4],
+        "6xx": class[5],
     }))
 }
 

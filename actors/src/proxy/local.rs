@@ -103,10 +103,10 @@ impl Local {
     /// The signature a Record-Route entry carries (`;lm=`): Limes routes an in-dialog
     /// request only through entries it wrote itself for that Call-ID (and flow token).
     pub fn route_signature(&self, call_id: &str, flow: &str) -> String {
-        format!(
-            "{:08x}",
-            self.hash(&[b"rr", call_id.as_bytes(), flow.as_bytes()]) as u32
-        )
+        let h = self.hash(&[b"rr", call_id.as_bytes(), flow.as_bytes()]) as u32;
+        let mut sig = String::with_capacity(8);
+        push_hex(&mut sig, u64::from(h), 8);
+        sig
     }
 
     /// A Record-Route value for the local address `addr` on `transport`. With `flow` (the
@@ -120,21 +120,22 @@ impl Local {
         call_id: &str,
         flow: Option<SocketAddr>,
     ) -> String {
-        let host = host_text(addr.ip());
         let token = flow.map(flow_token).unwrap_or_default();
         let sig = self.route_signature(call_id, &token);
-        let user = if token.is_empty() {
-            String::new()
-        } else {
-            format!("{token}@")
-        };
-        match transport {
-            Transport::Udp => format!("<sip:{user}{host}:{};lr;lm={sig}>", addr.port()),
-            Transport::Tcp => format!(
-                "<sip:{user}{host}:{};transport=tcp;lr;lm={sig}>",
-                addr.port()
-            ),
+        let mut rr = String::with_capacity(64 + token.len());
+        rr.push_str("<sip:");
+        if !token.is_empty() {
+            rr.push_str(&token);
+            rr.push('@');
         }
+        push_host_port(&mut rr, addr);
+        if transport == Transport::Tcp {
+            rr.push_str(";transport=tcp");
+        }
+        rr.push_str(";lr;lm=");
+        rr.push_str(&sig);
+        rr.push('>');
+        rr
     }
 
     /// A To tag for responses this node makes: the same for retransmissions of a request.
@@ -144,7 +145,7 @@ impl Local {
             msg.call_id().unwrap_or_default().as_bytes(),
             msg.from_tag().unwrap_or_default().as_bytes(),
         ]);
-        format!("lm{h:016x}")
+        limes_sip::proxy::local_tag(h)
     }
 }
 
@@ -195,15 +196,86 @@ pub fn parse_flow_token(token: &str) -> Option<SocketAddr> {
 
 /// An IP address as a URI host (IPv6 in brackets).
 pub fn host_text(ip: IpAddr) -> String {
+    let mut s = String::with_capacity(24);
+    push_host(&mut s, ip);
+    s
+}
+
+/// Appends an IP address as a URI host (IPv6 in brackets), IPv4 without `core::fmt`.
+pub fn push_host(out: &mut String, ip: IpAddr) {
     match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
+        IpAddr::V4(v4) => {
+            let mut digits = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push('.');
+                }
+                out.push_str(digits.format(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::fmt::Write;
+            let _ = write!(out, "[{v6}]");
+        }
+    }
+}
+
+/// Appends `host:port`.
+pub fn push_host_port(out: &mut String, addr: SocketAddr) {
+    push_host(out, addr.ip());
+    out.push(':');
+    out.push_str(itoa::Buffer::new().format(addr.port()));
+}
+
+/// A Via value of this node: `SIP/2.0/UDP host:port;branch=...`, `;rport` when asked.
+pub fn via(transport: Transport, addr: SocketAddr, branch: &str, rport: bool) -> String {
+    let mut v = String::with_capacity(48 + branch.len());
+    v.push_str("SIP/2.0/");
+    v.push_str(transport.via_token());
+    v.push(' ');
+    push_host_port(&mut v, addr);
+    v.push_str(";branch=");
+    v.push_str(branch);
+    if rport {
+        v.push_str(";rport");
+    }
+    v
+}
+
+fn push_hex(out: &mut String, n: u64, digits: u32) {
+    for shift in (0..digits).rev() {
+        out.push(char::from(
+            b"0123456789abcdef"[((n >> (shift * 4)) & 15) as usize],
+        ));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hosts_vias_and_record_routes_are_written_as_fmt_would() {
+        for a in ["192.0.2.1:5060", "[2001:db8::1]:5061", "10.0.0.255:65535"] {
+            let addr: SocketAddr = a.parse().unwrap();
+            let mut s = String::new();
+            push_host_port(&mut s, addr);
+            assert_eq!(s, a);
+        }
+        let addr: SocketAddr = "192.0.2.1:5060".parse().unwrap();
+        assert_eq!(
+            via(Transport::Udp, addr, "z9hG4bKx", true),
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx;rport"
+        );
+        let l = Local::new(Vec::new(), Vec::new(), &NodeSecret::from_text("test"));
+        let rr = l.record_route(addr, Transport::Tcp, "c1", None);
+        let sig = l.route_signature("c1", "");
+        assert_eq!(
+            rr,
+            format!("<sip:192.0.2.1:5060;transport=tcp;lr;lm={sig}>")
+        );
+        assert_eq!(sig.len(), 8);
+    }
 
     #[test]
     fn flow_tokens_round_trip() {

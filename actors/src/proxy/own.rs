@@ -14,7 +14,7 @@ use limes_sip::uri::Uri;
 use limes_sip::{Message, Method};
 
 use super::entry::Entry;
-use super::local::host_text;
+use super::local::{self, host_text};
 use super::Proxy;
 use crate::transport::dest_of_uri;
 
@@ -79,12 +79,7 @@ impl Proxy {
         let n = self.own_requests.fetch_add(1, Ordering::Relaxed);
         let sid = self.local.hash(&[b"own", &n.to_be_bytes()]);
         let host = host_text(out_addr.ip());
-        let via = format!(
-            "SIP/2.0/{} {host}:{};branch={};rport",
-            dest.transport.via_token(),
-            out_addr.port(),
-            route::branch(0, sid, 0)
-        );
+        let via = local::via(dest.transport, out_addr, &route::branch(0, sid, 0), true);
         let from = format!(
             "<sip:limes@{host}:{}>;tag={}",
             out_addr.port(),

@@ -13,14 +13,12 @@ use crate::transaction::{
     ClientInput, ClientInviteTx, ClientNonInviteTx, Event as TxEvent, ServerInput, ServerInviteTx,
     ServerNonInviteTx, Timer, TimerConfig,
 };
-use crate::{HeaderName, Limits, Message, Method};
+use crate::{HeaderName, Message, Method};
 
 /// What every context of a node shares.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ContextConfig {
     pub timers: TimerConfig,
-    /// Bounds for the forwarded INVITEs the context keeps (to CANCEL and ACK them).
-    pub limits: Limits,
 }
 
 /// A message to send. `branch`: the branch it belongs to (a request, CANCEL or ACK
@@ -77,8 +75,6 @@ pub enum Event {
 pub enum BranchError {
     #[error("the request already has its final response, or was cancelled")]
     Closed,
-    #[error("the forwarded request does not parse")]
-    Unparsable,
 }
 
 #[derive(Debug)]
@@ -299,9 +295,7 @@ impl<D: Copy> Context<D> {
         }
         let c = self.config.timers;
         let tx = if self.kind == Kind::Invite {
-            let msg = Message::parse(request, &self.config.limits)
-                .map_err(|_| BranchError::Unparsable)?;
-            ClientTx::Invite(ClientInviteTx::start(now, msg, reliable, c))
+            ClientTx::Invite(ClientInviteTx::start_built(now, request, reliable, c))
         } else {
             ClientTx::NonInvite(ClientNonInviteTx::start(now, request, reliable, c))
         };
@@ -745,7 +739,7 @@ impl<D: Copy> Context<D> {
             if Some(i) == except || b.final_status.is_some() || b.cancel.is_some() {
                 continue;
             }
-            if !matches!(&b.tx, ClientTx::Invite(t) if t.request().is_some()) {
+            if !matches!(&b.tx, ClientTx::Invite(t) if t.has_request()) {
                 continue;
             }
             if b.provisional {
@@ -759,9 +753,11 @@ impl<D: Copy> Context<D> {
     fn send_cancel(&mut self, now: Instant, i: usize) {
         let timers = self.config.timers;
         let b = &mut self.branches[i];
-        let ClientTx::Invite(t) = &b.tx else { return };
-        let Some(req) = t.request() else { return };
+        let ClientTx::Invite(t) = &mut b.tx else {
+            return;
+        };
         let reliable = t.is_reliable();
+        let Some(req) = t.request() else { return };
         b.cancel = Some(ClientNonInviteTx::start(
             now,
             cancel_for(req),

@@ -50,9 +50,38 @@ pub struct ClientInviteTx {
     state: ClientInviteState,
     /// Held while it may be retransmitted or ACKed; released once a 2xx arrives, so a
     /// transaction waiting in Accepted costs little memory.
-    request: Option<Message>,
+    request: Option<Held>,
     ack: Option<Bytes>,
     timer_a: Duration,
+}
+
+/// The INVITE as the transaction holds it: parsed, or the bytes a proxy just built,
+/// parsed only if a CANCEL or an ACK for a failure must be derived from it (most calls
+/// never need that).
+#[derive(Debug)]
+enum Held {
+    Parsed(Message),
+    Built(Bytes),
+}
+
+impl Held {
+    fn bytes(&self) -> &Bytes {
+        match self {
+            Held::Parsed(m) => m.as_bytes(),
+            Held::Built(b) => b,
+        }
+    }
+
+    fn parsed(&mut self) -> Option<&Message> {
+        if let Held::Built(b) = self {
+            // Built by this node's own builders: the default bounds hold it.
+            *self = Held::Parsed(Message::parse(b.clone(), &crate::Limits::default()).ok()?);
+        }
+        match self {
+            Held::Parsed(m) => Some(m),
+            Held::Built(_) => None,
+        }
+    }
 }
 
 driven!(ClientInviteTx);
@@ -60,8 +89,18 @@ driven!(ClientInviteTx);
 impl ClientInviteTx {
     /// §17.1.1.2: send the INVITE, start Timer A (unreliable transport) and Timer B.
     pub fn start(now: Instant, request: Message, reliable: bool, config: TimerConfig) -> Self {
+        Self::start_held(now, Held::Parsed(request), reliable, config)
+    }
+
+    /// [`ClientInviteTx::start`] for an INVITE this node has just built (a proxy's
+    /// forwarded copy): not parsed again unless a CANCEL or an ACK needs it.
+    pub fn start_built(now: Instant, request: Bytes, reliable: bool, config: TimerConfig) -> Self {
+        Self::start_held(now, Held::Built(request), reliable, config)
+    }
+
+    fn start_held(now: Instant, request: Held, reliable: bool, config: TimerConfig) -> Self {
         let mut core = Core::new(config, reliable);
-        core.send(request.as_bytes());
+        core.send(request.bytes());
         if !reliable {
             core.arm(Timer::A, now + config.t1);
         }
@@ -84,9 +123,14 @@ impl ClientInviteTx {
         self.core.reliable
     }
 
-    /// The INVITE, until a 2xx releases it.
-    pub fn request(&self) -> Option<&Message> {
-        self.request.as_ref()
+    /// Whether the INVITE is still held (no final response yet, or a failure not ACKed).
+    pub fn has_request(&self) -> bool {
+        self.request.is_some()
+    }
+
+    /// The INVITE, until a final response releases it (parsed now if it was held as built).
+    pub fn request(&mut self) -> Option<&Message> {
+        self.request.as_mut()?.parsed()
     }
 
     pub fn is_terminated(&self) -> bool {
@@ -105,7 +149,7 @@ impl ClientInviteTx {
             // §17.1.1.2: Timer A fires: retransmit and double the interval.
             (S::Calling, I::Timer(Timer::A)) => {
                 if let Some(r) = &self.request {
-                    self.core.send(r.as_bytes());
+                    self.core.send(r.bytes());
                 }
                 self.timer_a *= 2;
                 self.core.arm(Timer::A, now + self.timer_a);
@@ -130,8 +174,8 @@ impl ClientInviteTx {
             // Timer D (zero on reliable transports).
             (S::Calling | S::Proceeding, I::Response(r)) => {
                 self.core.clear();
-                if let Some(req) = self.request.take() {
-                    let ack = build::ack_for_non_2xx(&req, r);
+                if let Some(req) = self.request.take().as_mut().and_then(Held::parsed) {
+                    let ack = build::ack_for_non_2xx(req, r);
                     self.core.send(&ack);
                     self.ack = Some(ack);
                 }
