@@ -106,6 +106,8 @@ pub struct Metrics {
     pub flood_limited: Counter,
     pub originated: Family<MethodLabels, Counter>,
     pub originated_outcomes: Family<OutcomeLabels, Counter>,
+    pub udp_receive_calls: Counter,
+    pub udp_datagrams: Counter,
     /// The hot path's series, resolved once: an increment is one atomic add, with no lock
     /// and no hash; every one of them is exported from the start, at zero.
     hot: Hot,
@@ -224,6 +226,8 @@ impl Metrics {
             flood_limited: Counter::default(),
             originated: Family::default(),
             originated_outcomes: Family::default(),
+            udp_receive_calls: Counter::default(),
+            udp_datagrams: Counter::default(),
             hot,
         };
         let r = registry.sub_registry_with_prefix("limes");
@@ -274,6 +278,16 @@ impl Metrics {
             m.flood_limited.clone(),
         );
         r.register(
+            "udp_receive_calls",
+            "UDP receive system calls (recvmmsg) that returned datagrams",
+            m.udp_receive_calls.clone(),
+        );
+        r.register(
+            "udp_datagrams_received",
+            "UDP datagrams received; divided by limes_udp_receive_calls_total: datagrams per receive call",
+            m.udp_datagrams.clone(),
+        );
+        r.register(
             "sip_originated_requests",
             "Requests this node sent of its own (pings, BYEs, registrations), by method",
             m.originated.clone(),
@@ -312,6 +326,12 @@ impl Metrics {
         self.originated_outcomes
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// One receive call that returned `datagrams`.
+    pub fn udp_received(&self, datagrams: usize) {
+        self.udp_receive_calls.inc();
+        self.udp_datagrams.inc_by(datagrams as u64);
     }
 
     pub fn response_received(&self, status: u16) {

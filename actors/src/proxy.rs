@@ -128,6 +128,10 @@ pub struct Fork {
 
 pub struct Proxy {
     shards: Box<[Mutex<Shard>]>,
+    /// Each shard's earliest queued deadline, in ms since `epoch` (`u64::MAX`: none), so
+    /// the timer thread locks only the shards with something due.
+    due: Box<[AtomicU64]>,
+    epoch: Instant,
     local: Local,
     settings: ProxySettings,
     contexts: ContextConfig,
@@ -191,6 +195,8 @@ impl Proxy {
         Arc::new(Self {
             next_hops: arc_swap::ArcSwap::from_pointee(settings.next_hops.clone()),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
+            due: (0..SHARDS).map(|_| AtomicU64::new(u64::MAX)).collect(),
+            epoch: Instant::now(),
             local,
             contexts: ContextConfig {
                 timers: settings.timers,
@@ -230,6 +236,11 @@ impl Proxy {
         &self.metrics
     }
 
+    /// The node's SIP metrics, shared (for the transports).
+    pub fn metrics_handle(&self) -> Arc<Metrics> {
+        self.metrics.clone()
+    }
+
     /// The registrar, authentication and tables.
     pub fn edge(&self) -> &edge::Edge {
         &self.edge
@@ -245,13 +256,11 @@ impl Proxy {
     }
 
     fn shard(&self, sid: u64) -> &Mutex<Shard> {
-        &self.shards[(sid as usize) % SHARDS]
+        &self.shards[Self::shard_index(sid)]
     }
 
     fn flush(&self, sends: Sends) {
-        for (dest, bytes) in sends {
-            let _ = self.out.send(&dest, bytes);
-        }
+        self.out.send_all(sends);
     }
 
     /// One received datagram or stream frame.
@@ -810,13 +819,27 @@ impl Proxy {
             if e.scheduled.is_none_or(|s| d < s) {
                 e.scheduled = Some(d);
                 shard.timers.push(Reverse((d, sid)));
+                self.due[Self::shard_index(sid)].fetch_min(self.ms(d), Ordering::Relaxed);
             }
         }
     }
 
+    fn shard_index(sid: u64) -> usize {
+        (sid as usize) % SHARDS
+    }
+
+    /// `at` in ms since the proxy started (the unit of `due`).
+    fn ms(&self, at: Instant) -> u64 {
+        at.saturating_duration_since(self.epoch).as_millis() as u64
+    }
+
     /// Fires every timer due at `now`. Called by the timer thread.
     pub fn run_timers(&self, now: Instant) {
-        for shard in self.shards.iter() {
+        let now_ms = self.ms(now);
+        for (shard, due) in self.shards.iter().zip(self.due.iter()) {
+            if due.load(Ordering::Relaxed) > now_ms {
+                continue;
+            }
             let mut sends = Vec::new();
             let mut shard = shard.lock();
             while let Some(Reverse((at, sid))) = shard.timers.peek().copied() {
@@ -835,6 +858,11 @@ impl Proxy {
                 self.drive(e, now, &mut sends);
                 self.settle(&mut shard, sid);
             }
+            let next = shard
+                .timers
+                .peek()
+                .map_or(u64::MAX, |Reverse((at, _))| self.ms(*at));
+            due.store(next, Ordering::Relaxed);
             drop(shard);
             self.flush(sends);
         }

@@ -186,6 +186,27 @@ impl Outbound {
         r
     }
 
+    /// Sends every message; UDP datagrams that all leave the same socket go in one
+    /// `sendmmsg` (what one received message makes the node send: a 100 Trying and the
+    /// forwarded INVITE, say).
+    pub fn send_all(self: &Arc<Self>, sends: Vec<(Dest, Bytes)>) {
+        let Some((first, _)) = sends.first() else {
+            return;
+        };
+        let batch = sends.len() >= 2
+            && sends.iter().all(|(d, _)| d.transport == Transport::Udp)
+            && sends
+                .iter()
+                .all(|(d, _)| d.addr.is_ipv4() == first.addr.is_ipv4());
+        let sent = match (batch, self.udp_socket(first.addr)) {
+            (true, Some((_, sock))) => crate::udp::send_batch(sock, &sends),
+            _ => 0,
+        };
+        for (dest, bytes) in sends.into_iter().skip(sent) {
+            let _ = self.send(&dest, bytes);
+        }
+    }
+
     pub(crate) fn next_id(&self) -> u64 {
         self.next_conn_id.fetch_add(1, Ordering::Relaxed)
     }

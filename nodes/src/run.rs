@@ -131,6 +131,7 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
             s,
             cfg.transport.udp_workers,
             inbound.clone(),
+            proxy.metrics_handle(),
             stop.clone(),
         )?);
     }

@@ -439,3 +439,61 @@ fn principle_10_challenges_keep_no_state() {
         "RSS grew from {rss_before} KiB to {rss_after} KiB under {challenged} challenges"
     );
 }
+
+/// DESIGN principle 8: under load a receive call takes every datagram waiting
+/// (`recvmmsg`), so the node makes fewer receive system calls than it gets datagrams; each
+/// datagram is still answered.
+#[test]
+fn principle_8_a_burst_is_received_in_batches() {
+    let p = ports();
+    let config = std::env::temp_dir().join(format!("limes-batch-{p}.toml"));
+    std::fs::write(&config, "[flood]\nrate = 1000000\nburst = 1000000\n").unwrap();
+    let node = Node::start(
+        &[
+            "--config",
+            &config.display().to_string(),
+            "--listen",
+            &format!("udp:127.0.0.1:{p}"),
+        ],
+        p + 9,
+    );
+    let to = format!("127.0.0.1:{p}");
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let me = sock.local_addr().unwrap().port();
+    const BURST: u32 = 3000;
+    let before = node.metric("limes_udp_datagrams_received_total");
+    let calls_before = node.metric("limes_udp_receive_calls_total");
+    let reader = sock.try_clone().unwrap();
+    let answers = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 4096];
+        let mut answered = 0u32;
+        while let Ok(len) = reader.recv(&mut buf) {
+            if buf[..len].starts_with(b"SIP/2.0 200") {
+                answered += 1;
+            }
+        }
+        answered
+    });
+    for n in 0..BURST {
+        sock.send_to(options(&to, "UDP", me, n).as_bytes(), &to)
+            .unwrap();
+    }
+    let answered = answers.join().unwrap();
+    let datagrams = node.metric("limes_udp_datagrams_received_total") - before;
+    let calls = node.metric("limes_udp_receive_calls_total") - calls_before;
+    assert_eq!(
+        f64::from(answered),
+        datagrams,
+        "every datagram received is answered"
+    );
+    assert!(
+        datagrams > f64::from(BURST) * 0.9,
+        "{datagrams} of {BURST} received"
+    );
+    assert!(
+        calls < datagrams,
+        "{calls} receive calls for {datagrams} datagrams"
+    );
+}
