@@ -5,14 +5,16 @@
 //!
 //! # Layout
 //! One INVITE from socket to socket:
-//! - [`udp`] worker threads (or a [`tcp`] connection task, after Content-Length framing)
-//!   receive the bytes and call [`proxy::Proxy::handle`] on the same thread.
-//! - [`proxy`] checks the [`flood`] guard, matches retransmissions to their transaction,
-//!   applies the sanity rules, decides the target (the route set of a dialog; for an
-//!   initial request [`proxy::edge`]: [`tables`] classify the source, [`auth`] challenges
-//!   it, REGISTER goes to the [`registrar`], the AoR's bindings or the next hops are the
-//!   branches), and starts one client transaction per branch; shards of the transaction
-//!   table are locked only while deciding, never while sending.
+//! - [`udp`] worker threads (`recvmmsg`, or a [`tcp`] connection task, after Content-Length
+//!   framing) receive the bytes and call [`proxy::Proxy::handle`] on the same thread.
+//! - [`proxy`] drives `limes_sip::proxy`: it checks the [`flood`] guard, matches
+//!   retransmissions to their context, applies the sanity rules, asks
+//!   `limes_sip::proxy::route` where the request goes (for an initial request
+//!   [`proxy::edge`]: [`tables`] classify the source, [`auth`] challenges it statelessly,
+//!   REGISTER goes to the [`registrar`], the AoR's bindings or the next hops are the
+//!   targets), and puts a context with one branch per target into the sharded table
+//!   (inserted only if no other thread did first); shards are locked only while deciding,
+//!   never while sending. [`proxy::own`] sends requests of the node's own.
 //! - [`transport::Outbound`] sends: straight on the UDP socket, or through a TCP
 //!   connection's bounded queue.
 //! - Responses come back the same way, are matched by the branch this node wrote, and go
