@@ -563,14 +563,21 @@ fn split_values(line: &str) -> Vec<&str> {
 /// The Via value with `received` set when the source differs from sent-by (§18.2.1) and
 /// `rport` filled when present (RFC 3581 §4).
 fn write_via_with_source(out: &mut BytesMut, via: &Via<'_>, source: Source) {
-    let mut w = StrBuf(out);
-    let _ = write!(
-        w,
-        "{}/{}/{} {}",
-        via.protocol, via.version, via.transport, via.host
+    put_all(
+        out,
+        &[
+            via.protocol.as_bytes(),
+            b"/",
+            via.version.as_bytes(),
+            b"/",
+            via.transport.as_bytes(),
+            b" ",
+            via.host.as_bytes(),
+        ],
     );
+    let mut num = itoa::Buffer::new();
     if let Some(p) = via.port {
-        let _ = write!(w, ":{p}");
+        put_all(out, &[b":", num.format(p).as_bytes()]);
     }
     let sent_by_ip = crate::uri::host_ip(via.host);
     let rport = via.rport().is_some();
@@ -578,16 +585,35 @@ fn write_via_with_source(out: &mut BytesMut, via: &Via<'_>, source: Source) {
         if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
             continue;
         }
-        let _ = match value {
-            Some(v) => write!(w, ";{name}={v}"),
-            None => write!(w, ";{name}"),
-        };
+        put_all(out, &[b";", name.as_bytes()]);
+        if let Some(v) = value {
+            put_all(out, &[b"=", v.as_bytes()]);
+        }
     }
     if rport || sent_by_ip != Some(source.ip) {
-        let _ = write!(w, ";received={}", source.ip);
+        out.put_slice(b";received=");
+        put_ip(out, source.ip);
     }
     if rport {
-        let _ = write!(w, ";rport={}", source.port);
+        put_all(out, &[b";rport=", num.format(source.port).as_bytes()]);
+    }
+}
+
+/// An IP address as `received` wants it (IPv6 without brackets), IPv4 without `core::fmt`.
+fn put_ip(out: &mut BytesMut, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            let mut num = itoa::Buffer::new();
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.put_slice(b".");
+                }
+                out.put_slice(num.format(octet).as_bytes());
+            }
+        }
+        IpAddr::V6(v6) => {
+            let _ = write!(StrBuf(out), "{v6}");
+        }
     }
 }
 

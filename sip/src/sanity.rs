@@ -54,6 +54,9 @@ impl Rejection {
     }
 }
 
+// The duplicate check keeps one bit per header name.
+const _: () = assert!((HeaderName::Other as u32) < 64);
+
 const REQUIRED: [(HeaderName, &str); 5] = [
     (HeaderName::Via, "Missing Via header"),
     (HeaderName::From, "Missing From header"),
@@ -130,11 +133,12 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
     }
 
     let mut required: Vec<&str> = Vec::new();
-    let mut names = vec![HeaderName::ProxyRequire];
-    if policy.local {
-        names.push(HeaderName::Require);
-    }
-    for name in names {
+    let names: &[HeaderName] = if policy.local {
+        &[HeaderName::ProxyRequire, HeaderName::Require]
+    } else {
+        &[HeaderName::ProxyRequire]
+    };
+    for &name in names {
         for tag in msg.option_tags(name) {
             let known = policy.supported.iter().any(|s| s.eq_ignore_ascii_case(tag));
             if !known && !required.iter().any(|r| r.eq_ignore_ascii_case(tag)) {
@@ -178,15 +182,17 @@ fn common(msg: &Message) -> Result<(), Rejection> {
             return Err(Rejection::bad(reason));
         }
     }
-    let mut seen: Vec<HeaderName> = Vec::with_capacity(8);
+    // One bit per header name (a field-less enum of fewer than 64 names): no allocation.
+    let mut seen = 0u64;
     for h in msg.headers().iter().filter(|h| h.name.is_single()) {
-        if seen.contains(&h.name) {
+        let bit = 1u64 << (h.name as u32 % 64);
+        if seen & bit != 0 {
             return Err(Rejection::bad(format!(
                 "Duplicate {} header",
                 h.name.as_str()
             )));
         }
-        seen.push(h.name);
+        seen |= bit;
     }
     let mut lengths = msg.get_all(HeaderName::ContentLength);
     if let Some(first) = lengths.next() {

@@ -169,6 +169,15 @@ pub fn route<'m>(msg: &'m Message, id: &impl Identity, record_route: bool) -> Ro
 /// routing inputs: a loop (482, §16.3 item 4). With another loop hash (a new
 /// Request-URI) the request spiralled and goes on.
 pub fn is_loop(msg: &Message, id: &impl Identity) -> bool {
+    // Most requests carry no Via of this node: a byte search rules that out before any
+    // Via is parsed.
+    let prefix = BRANCH_PREFIX.as_bytes();
+    if !msg
+        .get_all(crate::HeaderName::Via)
+        .any(|v| memchr::memmem::find(v.as_bytes(), prefix).is_some())
+    {
+        return false;
+    }
     let mut ours = msg
         .vias()
         .filter_map(Result::ok)
