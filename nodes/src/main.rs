@@ -23,10 +23,6 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// Every message, key and context is a short-lived allocation made on the thread that
-/// handles it: mimalloc's thread-local free lists cost a fraction of glibc's malloc there.
-#[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
