@@ -128,10 +128,6 @@ pub struct Fork {
 
 pub struct Proxy {
     shards: Box<[Mutex<Shard>]>,
-    /// Each shard's earliest queued deadline, in ms since `epoch` (`u64::MAX`: none), so
-    /// the timer thread locks only the shards with something due.
-    due: Box<[AtomicU64]>,
-    epoch: Instant,
     local: Local,
     settings: ProxySettings,
     contexts: ContextConfig,
@@ -195,8 +191,6 @@ impl Proxy {
         Arc::new(Self {
             next_hops: arc_swap::ArcSwap::from_pointee(settings.next_hops.clone()),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
-            due: (0..SHARDS).map(|_| AtomicU64::new(u64::MAX)).collect(),
-            epoch: Instant::now(),
             local,
             contexts: ContextConfig {
                 timers: settings.timers,
@@ -819,7 +813,6 @@ impl Proxy {
             if e.scheduled.is_none_or(|s| d < s) {
                 e.scheduled = Some(d);
                 shard.timers.push(Reverse((d, sid)));
-                self.due[Self::shard_index(sid)].fetch_min(self.ms(d), Ordering::Relaxed);
             }
         }
     }
@@ -828,18 +821,9 @@ impl Proxy {
         (sid as usize) % SHARDS
     }
 
-    /// `at` in ms since the proxy started (the unit of `due`).
-    fn ms(&self, at: Instant) -> u64 {
-        at.saturating_duration_since(self.epoch).as_millis() as u64
-    }
-
     /// Fires every timer due at `now`. Called by the timer thread.
     pub fn run_timers(&self, now: Instant) {
-        let now_ms = self.ms(now);
-        for (shard, due) in self.shards.iter().zip(self.due.iter()) {
-            if due.load(Ordering::Relaxed) > now_ms {
-                continue;
-            }
+        for shard in self.shards.iter() {
             let mut sends = Vec::new();
             let mut shard = shard.lock();
             while let Some(Reverse((at, sid))) = shard.timers.peek().copied() {
@@ -858,11 +842,6 @@ impl Proxy {
                 self.drive(e, now, &mut sends);
                 self.settle(&mut shard, sid);
             }
-            let next = shard
-                .timers
-                .peek()
-                .map_or(u64::MAX, |Reverse((at, _))| self.ms(*at));
-            due.store(next, Ordering::Relaxed);
             drop(shard);
             self.flush(sends);
         }
