@@ -788,27 +788,24 @@ impl<D: Copy> Context<D> {
             return;
         };
         let dest = *reply_to;
+        let transmits = &mut self.transmits;
+        let mut up = |bytes| {
+            transmits.push_back(Transmit {
+                dest,
+                bytes,
+                branch: None,
+            })
+        };
+        // The server's events (its timeouts) change nothing upstream: they are dropped.
         match tx {
             ServerTx::Invite(t) => {
                 t.handle(now, input);
-                while let Some(x) = t.poll_transmit() {
-                    self.transmits.push_back(Transmit {
-                        dest,
-                        bytes: x.0,
-                        branch: None,
-                    });
-                }
+                std::iter::from_fn(|| t.poll_transmit()).for_each(|x| up(x.0));
                 while t.poll_event().is_some() {}
             }
             ServerTx::NonInvite(t) => {
                 t.handle(now, input);
-                while let Some(x) = t.poll_transmit() {
-                    self.transmits.push_back(Transmit {
-                        dest,
-                        bytes: x.0,
-                        branch: None,
-                    });
-                }
+                std::iter::from_fn(|| t.poll_transmit()).for_each(|x| up(x.0));
                 while t.poll_event().is_some() {}
             }
         }
