@@ -89,6 +89,26 @@ enum ClientTx {
     NonInvite(ClientNonInviteTx),
 }
 
+/// What both server machines answer alike.
+macro_rules! each_tx {
+    ($tx:expr, $t:ident => $e:expr) => {
+        match $tx {
+            ServerTx::Invite($t) => $e,
+            ServerTx::NonInvite($t) => $e,
+        }
+    };
+}
+
+/// What both client machines answer alike.
+macro_rules! each_branch_tx {
+    ($tx:expr, $t:ident => $e:expr) => {
+        match $tx {
+            ClientTx::Invite($t) => $e,
+            ClientTx::NonInvite($t) => $e,
+        }
+    };
+}
+
 /// Where responses to a received request go, and whether that transport is reliable
 /// (no retransmissions of the final response).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -392,10 +412,7 @@ impl<D: Copy> Context<D> {
             self.drain_branch(branch);
             return;
         }
-        match &mut b.tx {
-            ClientTx::Invite(t) => t.handle(now, ClientInput::Response(msg)),
-            ClientTx::NonInvite(t) => t.handle(now, ClientInput::Response(msg)),
-        }
+        each_branch_tx!(&mut b.tx, t => t.handle(now, ClientInput::Response(msg)));
         if self.drain_branch(branch) == Some(TxEvent::Response) {
             self.on_branch_response(now, branch, msg);
         } else {
@@ -408,10 +425,7 @@ impl<D: Copy> Context<D> {
         let Some(b) = self.branches.get_mut(branch) else {
             return;
         };
-        match &mut b.tx {
-            ClientTx::Invite(t) => t.handle(now, ClientInput::TransportError),
-            ClientTx::NonInvite(t) => t.handle(now, ClientInput::TransportError),
-        }
+        each_branch_tx!(&mut b.tx, t => t.handle(now, ClientInput::TransportError));
         if self.drain_branch(branch) == Some(TxEvent::TransportError) {
             self.branch_failed(now, branch, 503);
         }
@@ -428,10 +442,7 @@ impl<D: Copy> Context<D> {
         for i in 0..self.branches.len() {
             loop {
                 let b = &mut self.branches[i];
-                let t = match &mut b.tx {
-                    ClientTx::Invite(t) => t.poll_timer(now),
-                    ClientTx::NonInvite(t) => t.poll_timer(now),
-                };
+                let t = each_branch_tx!(&mut b.tx, t => t.poll_timer(now));
                 let Some(t) = t else { break };
                 if matches!(t, Timer::A | Timer::E) {
                     self.events.push_back(Event::RetransmissionSent);
@@ -490,10 +501,7 @@ impl<D: Copy> Context<D> {
             self.send_cancel(now, i);
         } else {
             b.timer_c = None;
-            match &mut b.tx {
-                ClientTx::Invite(t) => t.handle(now, ClientInput::Abandon),
-                ClientTx::NonInvite(t) => t.handle(now, ClientInput::Abandon),
-            }
+            each_branch_tx!(&mut b.tx, t => t.handle(now, ClientInput::Abandon));
             self.drain_branch(i);
             self.branch_failed(now, i, 408);
         }
@@ -771,14 +779,7 @@ impl<D: Copy> Context<D> {
 
     fn server_timer(&mut self, now: Instant) -> Option<Timer> {
         match &mut self.upstream {
-            Upstream::Server {
-                tx: ServerTx::Invite(t),
-                ..
-            } => t.poll_timer(now),
-            Upstream::Server {
-                tx: ServerTx::NonInvite(t),
-                ..
-            } => t.poll_timer(now),
+            Upstream::Server { tx, .. } => each_tx!(tx, t => t.poll_timer(now)),
             Upstream::Node => None,
         }
     }
@@ -797,18 +798,11 @@ impl<D: Copy> Context<D> {
             })
         };
         // The server's events (its timeouts) change nothing upstream: they are dropped.
-        match tx {
-            ServerTx::Invite(t) => {
-                t.handle(now, input);
-                std::iter::from_fn(|| t.poll_transmit()).for_each(|x| up(x.0));
-                while t.poll_event().is_some() {}
-            }
-            ServerTx::NonInvite(t) => {
-                t.handle(now, input);
-                std::iter::from_fn(|| t.poll_transmit()).for_each(|x| up(x.0));
-                while t.poll_event().is_some() {}
-            }
-        }
+        each_tx!(tx, t => {
+            t.handle(now, input);
+            std::iter::from_fn(|| t.poll_transmit()).for_each(|x| up(x.0));
+            while t.poll_event().is_some() {}
+        })
     }
 
     /// Queues what branch `i`'s transactions send; returns its client transaction's event.
@@ -859,21 +853,11 @@ impl<D: Copy> Context<D> {
     /// The earliest time anything in this context must run.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let server = match &self.upstream {
-            Upstream::Server {
-                tx: ServerTx::Invite(t),
-                ..
-            } => t.poll_timeout(),
-            Upstream::Server {
-                tx: ServerTx::NonInvite(t),
-                ..
-            } => t.poll_timeout(),
+            Upstream::Server { tx, .. } => each_tx!(tx, t => t.poll_timeout()),
             Upstream::Node => None,
         };
         let branches = self.branches.iter().flat_map(|b| {
-            let tx = match &b.tx {
-                ClientTx::Invite(t) => t.poll_timeout(),
-                ClientTx::NonInvite(t) => t.poll_timeout(),
-            };
+            let tx = each_branch_tx!(&b.tx, t => t.poll_timeout());
             let cancel = b.cancel.as_ref().and_then(|c| c.poll_timeout());
             let c = b.timer_c.filter(|_| b.final_status.is_none());
             [tx, cancel, c]
@@ -889,22 +873,12 @@ impl<D: Copy> Context<D> {
     /// Every machine has ended and nothing is owed: the context can go.
     pub fn is_terminated(&self) -> bool {
         let server = match &self.upstream {
-            Upstream::Server {
-                tx: ServerTx::Invite(t),
-                ..
-            } => t.is_terminated(),
-            Upstream::Server {
-                tx: ServerTx::NonInvite(t),
-                ..
-            } => t.is_terminated(),
+            Upstream::Server { tx, .. } => each_tx!(tx, t => t.is_terminated()),
             Upstream::Node => self.answered,
         };
         server
             && self.branches.iter().all(|b| {
-                let tx = match &b.tx {
-                    ClientTx::Invite(t) => t.is_terminated(),
-                    ClientTx::NonInvite(t) => t.is_terminated(),
-                };
+                let tx = each_branch_tx!(&b.tx, t => t.is_terminated());
                 tx && b.cancel.as_ref().is_none_or(|c| c.is_terminated())
             })
     }
