@@ -7,6 +7,7 @@
 //! message that folds.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -17,8 +18,9 @@ use crate::error::{Defect, ParseError};
 use crate::header::HeaderName;
 use crate::limits::Limits;
 use crate::method::Method;
+use crate::params::Params;
 use crate::text::{is_token_byte, split_top, trim};
-use crate::uri::{Uri, UriError};
+use crate::uri::{Scheme, Uri, UriError};
 use crate::via::Via;
 
 /// A byte range of the message.
@@ -84,6 +86,47 @@ pub struct Message {
     body: Span,
     defect: Option<Defect>,
     max_list_values: u16,
+    views: Views,
+}
+
+/// The views every element reads several times per message (sanity, transaction matching,
+/// routing, loop detection, the forwarded copy): parsed on first use and kept as spans, so
+/// each is parsed once per message however many readers ask.
+#[derive(Debug, Clone, Default)]
+struct Views {
+    top_via: OnceLock<Option<Result<ViaAt, UriError>>>,
+    request_uri: OnceLock<Option<Result<UriAt, UriError>>>,
+    cseq: OnceLock<Option<Result<CSeqAt, UriError>>>,
+    from_tag: OnceLock<Option<Span>>,
+    to_tag: OnceLock<Option<Span>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ViaAt {
+    protocol: Span,
+    version: Span,
+    transport: Span,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct UriAt {
+    raw: Span,
+    scheme: Scheme,
+    user: Option<Span>,
+    password: Option<Span>,
+    host: Span,
+    port: Option<u16>,
+    params: Span,
+    headers: Option<Span>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct CSeqAt {
+    seq: u32,
+    method: Span,
 }
 
 impl Message {
@@ -149,8 +192,49 @@ impl Message {
         }
     }
 
+    /// The Request-URI, parsed once per message.
     pub fn request_uri(&self) -> Option<Result<Uri<'_>, UriError>> {
-        self.request_uri_str().map(Uri::parse)
+        let at = self.views.request_uri.get_or_init(|| {
+            self.request_uri_str()
+                .map(|s| Uri::parse(s).map(|u| self.uri_at(&u)))
+        });
+        at.map(|r| r.map(|u| self.uri(&u)))
+    }
+
+    /// Where `s`, a slice of the header section, lies in it; the empty span for text from
+    /// elsewhere (a view's empty default).
+    fn span_of(&self, s: &str) -> Span {
+        let start = (s.as_ptr() as usize).wrapping_sub(self.head.as_ptr() as usize);
+        if s.is_empty() || start + s.len() > self.head.len() {
+            return Span::default();
+        }
+        Span::new(start..start + s.len())
+    }
+
+    fn uri_at(&self, u: &Uri<'_>) -> UriAt {
+        UriAt {
+            raw: self.span_of(u.raw),
+            scheme: u.scheme,
+            user: u.user.map(|s| self.span_of(s)),
+            password: u.password.map(|s| self.span_of(s)),
+            host: self.span_of(u.host),
+            port: u.port,
+            params: self.span_of(u.params.as_str()),
+            headers: u.headers.map(|s| self.span_of(s)),
+        }
+    }
+
+    fn uri(&self, at: &UriAt) -> Uri<'_> {
+        Uri {
+            raw: self.text(at.raw),
+            scheme: at.scheme,
+            user: at.user.map(|s| self.text(s)),
+            password: at.password.map(|s| self.text(s)),
+            host: self.text(at.host),
+            port: at.port,
+            params: Params::new(self.text(at.params)),
+            headers: at.headers.map(|s| self.text(s)),
+        }
     }
 
     /// The first defect found while parsing, if any.
@@ -235,8 +319,22 @@ impl Message {
         self.get(HeaderName::CallId)
     }
 
+    /// CSeq, parsed once per message.
     pub fn cseq(&self) -> Option<Result<CSeq<'_>, UriError>> {
-        self.get(HeaderName::CSeq).map(CSeq::parse)
+        let at = self.views.cseq.get_or_init(|| {
+            self.get(HeaderName::CSeq).map(|v| {
+                CSeq::parse(v).map(|c| CSeqAt {
+                    seq: c.seq,
+                    method: self.span_of(c.method),
+                })
+            })
+        });
+        at.map(|r| {
+            r.map(|c| CSeq {
+                seq: c.seq,
+                method: self.text(c.method),
+            })
+        })
     }
 
     pub fn from(&self) -> Option<Result<NameAddr<'_>, UriError>> {
@@ -247,25 +345,54 @@ impl Message {
         self.get(HeaderName::To).map(NameAddr::parse)
     }
 
-    /// The From tag, read without parsing the whole address.
+    /// The From tag, read without parsing the whole address, once per message.
     pub fn from_tag(&self) -> Option<&str> {
-        self.get(HeaderName::From).and_then(quick_tag)
+        self.tag(&self.views.from_tag, HeaderName::From)
     }
 
-    /// The To tag, read without parsing the whole address.
+    /// The To tag, read without parsing the whole address, once per message.
     pub fn to_tag(&self) -> Option<&str> {
-        self.get(HeaderName::To).and_then(quick_tag)
+        self.tag(&self.views.to_tag, HeaderName::To)
     }
 
-    /// The first Via value: the one a response travels back by.
+    fn tag(&self, cell: &OnceLock<Option<Span>>, name: HeaderName) -> Option<&str> {
+        let at = cell.get_or_init(|| self.get(name).and_then(quick_tag).map(|t| self.span_of(t)));
+        at.map(|s| self.text(s))
+    }
+
+    /// The first Via value: the one a response travels back by. Parsed once per message.
     pub fn top_via(&self) -> Option<Result<Via<'_>, UriError>> {
-        self.list(HeaderName::Via)
-            .next()
-            .map(|v| v.and_then(Via::parse))
+        let at = self.views.top_via.get_or_init(|| {
+            self.list(HeaderName::Via).next().map(|v| {
+                v.and_then(Via::parse).map(|v| ViaAt {
+                    protocol: self.span_of(v.protocol),
+                    version: self.span_of(v.version),
+                    transport: self.span_of(v.transport),
+                    host: self.span_of(v.host),
+                    port: v.port,
+                    params: self.span_of(v.params.as_str()),
+                })
+            })
+        });
+        at.map(|r| {
+            r.map(|v| Via {
+                protocol: self.text(v.protocol),
+                version: self.text(v.version),
+                transport: self.text(v.transport),
+                host: self.text(v.host),
+                port: v.port,
+                params: Params::new(self.text(v.params)),
+            })
+        })
     }
 
+    /// Every Via value, the top one from the per-message view.
     pub fn vias(&self) -> impl Iterator<Item = Result<Via<'_>, UriError>> {
-        self.list(HeaderName::Via).map(|v| v.and_then(Via::parse))
+        self.top_via().into_iter().chain(
+            self.list(HeaderName::Via)
+                .skip(1)
+                .map(|v| v.and_then(Via::parse)),
+        )
     }
 
     fn addresses(&self, name: HeaderName) -> impl Iterator<Item = Result<NameAddr<'_>, UriError>> {
@@ -397,6 +524,7 @@ impl Parts {
             body: Span::new(self.header_end..self.header_end + body_len),
             defect: self.defect,
             max_list_values: limits.max_list_values.min(u16::MAX as usize) as u16,
+            views: Views::default(),
             head,
             buf,
         })

@@ -326,3 +326,51 @@ fn every_vector_file_has_a_case() {
     // `load` is the helper other tests use to read a vector.
     assert!(load("rfc4475/wsinv.dat").is_request());
 }
+
+/// The views a message keeps after their first parse (top Via, Request-URI, CSeq) are the
+/// values a fresh parse of the same text gives, for every torture message that parses:
+/// folded, IPv6, escaped and oddly spaced ones included. Read twice, they agree again.
+#[test]
+fn kept_views_equal_a_fresh_parse() {
+    use limes_sip::cseq::CSeq;
+    use limes_sip::uri::Uri;
+    use limes_sip::via::Via;
+    let mut checked = 0;
+    for dir in ["rfc4475", "rfc5118"] {
+        let base = format!("{}/testdata/{dir}", env!("CARGO_MANIFEST_DIR"));
+        for entry in std::fs::read_dir(&base).unwrap() {
+            let path = entry.unwrap().path();
+            let Ok(msg) = Message::parse(
+                Bytes::from(std::fs::read(&path).unwrap()),
+                &Limits::default(),
+            ) else {
+                continue;
+            };
+            let name = path.display();
+            for _ in 0..2 {
+                let via = msg
+                    .list(HeaderName::Via)
+                    .next()
+                    .map(|v| v.and_then(Via::parse));
+                assert_eq!(msg.top_via(), via, "{name}");
+                assert_eq!(
+                    msg.request_uri(),
+                    msg.request_uri_str().map(Uri::parse),
+                    "{name}"
+                );
+                assert_eq!(
+                    msg.cseq(),
+                    msg.get(HeaderName::CSeq).map(CSeq::parse),
+                    "{name}"
+                );
+                assert_eq!(
+                    msg.vias().count(),
+                    msg.list(HeaderName::Via).count(),
+                    "{name}"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 50, "only {checked} messages parsed");
+}
