@@ -86,7 +86,8 @@ pub struct Message {
     body: Span,
     defect: Option<Defect>,
     max_list_values: u16,
-    views: Views,
+    /// Boxed: the views are larger than the rest of the message, which moves often.
+    views: Box<Views>,
 }
 
 /// The views every element reads several times per message (sanity, transaction matching,
@@ -524,7 +525,7 @@ impl Parts {
             body: Span::new(self.header_end..self.header_end + body_len),
             defect: self.defect,
             max_list_values: limits.max_list_values.min(u16::MAX as usize) as u16,
-            views: Views::default(),
+            views: Box::default(),
             head,
             buf,
         })
