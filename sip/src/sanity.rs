@@ -74,6 +74,12 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
         return Err(Rejection::new(d.status, d.reason));
     }
     common(msg)?;
+    for (addr, what) in [(msg.from(), "From"), (msg.to(), "To")] {
+        if let Some(a) = addr {
+            a.and_then(|a| a.parse_uri())
+                .map_err(|e| Rejection::bad(format!("Malformed {what} header: {e}")))?;
+        }
+    }
 
     let cseq = msg
         .cseq()
@@ -160,6 +166,9 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
 }
 
 /// Checks a response before it is matched or forwarded; `Err` names why it is dropped.
+/// Its Vias and CSeq are checked (they route and match it); the From and To URIs are not:
+/// a proxy relays a response by its Via (RFC 3261 §16.7) and their syntax is the user
+/// agents' business, checked on the request that opened the transaction.
 pub fn check_response(msg: &Message) -> Result<(), Cow<'static, str>> {
     if msg.status().is_none() {
         return Err("not a response".into());
@@ -175,7 +184,7 @@ pub fn check_response(msg: &Message) -> Result<(), Cow<'static, str>> {
 }
 
 /// Rules requests and responses share: required and single headers, and the syntax of
-/// Via, From, To, Call-ID and Content-Length.
+/// Via, Call-ID and Content-Length.
 fn common(msg: &Message) -> Result<(), Rejection> {
     for (name, reason) in REQUIRED {
         if msg.get(name).is_none() {
@@ -210,11 +219,32 @@ fn common(msg: &Message) -> Result<(), Rejection> {
             .validate()
             .map_err(|e| Rejection::bad(format!("Malformed Via header: {e}")))?;
     }
-    for (addr, what) in [(msg.from(), "From"), (msg.to(), "To")] {
-        if let Some(a) = addr {
-            a.and_then(|a| a.parse_uri())
-                .map_err(|e| Rejection::bad(format!("Malformed {what} header: {e}")))?;
-        }
-    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::*;
+    use crate::Limits;
+
+    fn parse(s: &str) -> Message {
+        Message::parse(Bytes::from(s.replace('\n', "\r\n")), &Limits::default()).unwrap()
+    }
+
+    #[test]
+    fn from_uri_checked_on_requests_and_left_to_the_user_agents_on_responses() {
+        let headers = "Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\n\
+                       From: <sip:a@b c>;tag=1\nTo: <sip:b@example.com>\n\
+                       Call-ID: x\nCSeq: 1 OPTIONS\nMax-Forwards: 70\nContent-Length: 0\n\n";
+        let request = parse(&format!("OPTIONS sip:b@example.com SIP/2.0\n{headers}"));
+        let r = check_request(&request, &Policy::default()).unwrap_err();
+        assert_eq!(r.status, 400);
+        assert!(r.reason.starts_with("Malformed From header"), "{}", r.reason);
+        let response = parse(&format!("SIP/2.0 200 OK\n{headers}"));
+        assert_eq!(check_response(&response), Ok(()));
+        let bad_via = parse(&format!("SIP/2.0 200 OK\nVia: SIP/2.0/UDP\n{headers}"));
+        assert!(check_response(&bad_via).is_err());
+    }
 }
