@@ -485,9 +485,10 @@ impl<'m> Forward<'m> {
             _ => (line, None),
         };
         out.put_slice(b"Via: ");
-        match Via::parse(first) {
-            Ok(via) => write_via_with_source(out, &via, source),
-            Err(_) => out.put_slice(first.as_bytes()),
+        // The first value of the first Via line is the message's top Via, parsed once.
+        match msg.top_via() {
+            Some(Ok(via)) => write_via_with_source(out, &via, source),
+            _ => out.put_slice(first.as_bytes()),
         }
         if let Some(rest) = rest {
             out.put_slice(b",");
@@ -498,8 +499,15 @@ impl<'m> Forward<'m> {
 }
 
 fn copy_line(out: &mut BytesMut, buf: &Bytes, h: &Header) {
-    out.put_slice(&buf[h.line.range()]);
-    out.put_slice(b"\r\n");
+    let line = h.line.range();
+    // One copy, line end included, when the line ended with CRLF on the wire.
+    match buf.get(line.start..line.end + 2) {
+        Some(with_end) if with_end.ends_with(b"\r\n") => out.put_slice(with_end),
+        _ => {
+            out.put_slice(&buf[line]);
+            out.put_slice(b"\r\n");
+        }
+    }
 }
 
 /// Writes the values of a list line after dropping up to `drop` of them from the front;

@@ -197,4 +197,48 @@ mod tests {
             assert_eq!(HeaderName::from_bytes(name.as_bytes()), *want, "{name}");
         }
     }
+
+    #[test]
+    fn every_long_name_is_recognised_in_any_case() {
+        let all = [
+            Accept,
+            Allow,
+            Authorization,
+            CallId,
+            Contact,
+            ContentEncoding,
+            ContentLength,
+            ContentType,
+            CSeq,
+            Date,
+            Event,
+            Expires,
+            From,
+            MaxForwards,
+            MinExpires,
+            Path,
+            ProxyAuthenticate,
+            ProxyAuthorization,
+            ProxyRequire,
+            RecordRoute,
+            ReferTo,
+            Require,
+            RetryAfter,
+            Route,
+            Server,
+            Subject,
+            Supported,
+            To,
+            Unsupported,
+            UserAgent,
+            Via,
+            WwwAuthenticate,
+        ];
+        for h in all {
+            let name = h.as_str();
+            for written in [name.to_owned(), name.to_lowercase(), name.to_uppercase()] {
+                assert_eq!(HeaderName::from_bytes(written.as_bytes()), h, "{written}");
+            }
+        }
+    }
 }

@@ -110,6 +110,8 @@ struct ViaAt {
     host: Span,
     port: Option<u16>,
     params: Span,
+    branch: Option<Span>,
+    params_checked: Result<(), &'static str>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -372,6 +374,8 @@ impl Message {
                     host: self.span_of(v.host),
                     port: v.port,
                     params: self.span_of(v.params.as_str()),
+                    branch: v.branch.map(|b| self.span_of(b)),
+                    params_checked: v.params_checked,
                 })
             })
         });
@@ -383,6 +387,8 @@ impl Message {
                 host: self.text(v.host),
                 port: v.port,
                 params: Params::new(self.text(v.params)),
+                branch: v.branch.map(|b| self.text(b)),
+                params_checked: v.params_checked,
             })
         })
     }

@@ -2,7 +2,17 @@
 //! Names compare case-insensitively; values are returned as written (quoted strings with
 //! their quotes, see [`Params::get_unquoted`]).
 
-use crate::text::{split_top, trim, unquote};
+use crate::text::{end_of_quoted, split_top, trim, unquote, Unbalanced};
+
+/// The bytes a parameter scan stops at: the separator, a quote, a bracket, `=`.
+const SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b';' as usize] = true;
+    t[b'"' as usize] = true;
+    t[b'<' as usize] = true;
+    t[b'=' as usize] = true;
+    t
+};
 
 /// The parameters of one value, borrowed: the text after the first `;`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -32,14 +42,61 @@ impl<'a> Params<'a> {
             })
     }
 
-    /// `Some(value)` when `name` is present: `Some(None)` for a flag.
+    /// `Some(value)` when `name` is present: `Some(None)` for a flag. The same answer as
+    /// searching [`Params::iter`], in one pass over the bytes (this runs several times per
+    /// message: branch, transport, maddr, lr, received, rport).
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        if self.0.is_empty() {
-            return None;
+        let mut found = None;
+        // Unbalanced text ends the search as it ends `iter`.
+        let _ = self.scan(|n, v| {
+            let hit = (!n.is_empty() || v.is_some()) && n.eq_ignore_ascii_case(name);
+            if hit {
+                found = Some(v);
+            }
+            !hit
+        });
+        found
+    }
+
+    /// Calls `each(name, value)` for every part, names and values trimmed, until it
+    /// returns `false`: the parts are cut at each `;` outside quoted strings and `<...>`,
+    /// and a name ends at its part's first `=`; an empty part is `("", None)`. `Err` when
+    /// a quote or bracket never closes (the parts before it have been seen).
+    fn scan(
+        &self,
+        mut each: impl FnMut(&'a str, Option<&'a str>) -> bool,
+    ) -> Result<(), Unbalanced> {
+        let raw = self.0;
+        let b = raw.as_bytes();
+        let mut i = 0;
+        loop {
+            let start = i;
+            let mut eq = None;
+            while i < b.len() && b[i] != b';' {
+                // Plain bytes are skipped by table, the four that matter are handled.
+                while i < b.len() && !SPECIAL[b[i] as usize] {
+                    i += 1;
+                }
+                let Some(&c) = b.get(i) else { break };
+                match c {
+                    b'"' => i = end_of_quoted(b, i)?,
+                    b'<' => i += memchr::memchr(b'>', &b[i..]).ok_or(Unbalanced)? + 1,
+                    b'=' => {
+                        eq.get_or_insert(i);
+                        i += 1;
+                    }
+                    _ => break, // ';'
+                }
+            }
+            let (name, value) = match eq {
+                Some(e) => (trim(&raw[start..e]), Some(trim(&raw[e + 1..i]))),
+                None => (trim(&raw[start..i]), None),
+            };
+            if !each(name, value) || i >= b.len() {
+                return Ok(());
+            }
+            i += 1;
         }
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
     }
 
     /// The value of `name` with the quotes of a quoted string removed.
@@ -54,34 +111,56 @@ impl<'a> Params<'a> {
     /// Checks the grammar: every parameter has a token name, and a value (when present) is
     /// a token-ish run or a closed quoted string. Empty parameters (`;;`) are an error.
     pub fn validate(&self) -> Result<(), &'static str> {
-        if self.0.is_empty() {
-            return Ok(());
-        }
-        for part in split_top(self.0, b';') {
-            let part = trim(part.map_err(|_| "unterminated quoted string in parameter")?);
-            if part.is_empty() {
-                return Err("empty parameter");
-            }
-            let (name, value) = match crate::text::find_byte(part, b'=') {
-                Some(i) => (trim(&part[..i]), Some(trim(&part[i + 1..]))),
-                None => (part, None),
-            };
-            if !crate::text::is_token(name) {
-                return Err("malformed parameter name");
-            }
-            if let Some(v) = value {
-                let quoted = v.len() >= 2 && v.starts_with('"') && v.ends_with('"');
-                if v.is_empty()
-                    || (!quoted
-                        && v.bytes()
-                            .any(|b| b.is_ascii_whitespace() || b == b'"' || b == b','))
-                {
-                    return Err("malformed parameter value");
-                }
-            }
-        }
-        Ok(())
+        self.validate_and_get("").0
     }
+
+    /// [`Params::validate`] and [`Params::get`] of `name` in one pass (a Via's branch is
+    /// found while its grammar is checked).
+    pub(crate) fn validate_and_get(
+        &self,
+        name: &str,
+    ) -> (Result<(), &'static str>, Option<Option<&'a str>>) {
+        if self.0.is_empty() {
+            return (Ok(()), None);
+        }
+        let mut result = Ok(());
+        let mut found = None;
+        let scanned = self.scan(|n, v| {
+            let empty = n.is_empty() && v.is_none();
+            if result.is_ok() {
+                result = if empty {
+                    Err("empty parameter")
+                } else {
+                    check_param(n, v)
+                };
+            }
+            if found.is_none() && !empty && !name.is_empty() && n.eq_ignore_ascii_case(name) {
+                found = Some(v);
+            }
+            result.is_ok() || (found.is_none() && !name.is_empty())
+        });
+        match (scanned, result) {
+            (Err(Unbalanced), Ok(())) => (Err("unterminated quoted string in parameter"), found),
+            (_, result) => (result, found),
+        }
+    }
+}
+
+fn check_param(name: &str, value: Option<&str>) -> Result<(), &'static str> {
+    if !crate::text::is_token(name) {
+        return Err("malformed parameter name");
+    }
+    if let Some(v) = value {
+        let quoted = v.len() >= 2 && v.starts_with('"') && v.ends_with('"');
+        if v.is_empty()
+            || (!quoted
+                && v.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b == b'"' || b == b','))
+        {
+            return Err("malformed parameter value");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -97,6 +176,46 @@ mod tests {
         assert_eq!(p.get_unquoted("x"), Some("a;b"));
         assert_eq!(p.get("maddr"), None);
         assert!(p.validate().is_ok());
+    }
+
+    /// The grammar check as the list's parts define it: split at top-level `;`, trim,
+    /// split at the first `=`.
+    fn validate_by_parts(raw: &str) -> Result<(), &'static str> {
+        if raw.is_empty() {
+            return Ok(());
+        }
+        for part in split_top(raw, b';') {
+            let part = trim(part.map_err(|_| "unterminated quoted string in parameter")?);
+            if part.is_empty() {
+                return Err("empty parameter");
+            }
+            let (name, value) = match part.find('=') {
+                Some(i) => (trim(&part[..i]), Some(trim(&part[i + 1..]))),
+                None => (part, None),
+            };
+            check_param(name, value)?;
+        }
+        Ok(())
+    }
+
+    proptest::proptest! {
+        /// The one-pass `get` and `validate` answer as the part-by-part definitions do,
+        /// on any text made of the characters that matter (quotes, escapes, brackets,
+        /// separators, white space).
+        #[test]
+        fn one_pass_scan_equals_the_definition(raw in r#"[ab=;"<>,\\ \tL]{0,24}"#) {
+            let p = Params::new(&raw);
+            proptest::prop_assert_eq!(p.validate(), validate_by_parts(&raw));
+            for name in ["a", "b", "ab", "A", "l"] {
+                let by_iter = if raw.is_empty() {
+                    None
+                } else {
+                    p.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
+                };
+                proptest::prop_assert_eq!(p.get(name), by_iter, "{}", name);
+                proptest::prop_assert_eq!(p.validate_and_get(name), (p.validate(), by_iter));
+            }
+        }
     }
 
     #[test]

@@ -215,8 +215,7 @@ fn common(msg: &Message) -> Result<(), Rejection> {
     }
     for v in msg.vias() {
         let v = v.map_err(|e| Rejection::bad(format!("Malformed Via header: {e}")))?;
-        v.params
-            .validate()
+        v.check_params()
             .map_err(|e| Rejection::bad(format!("Malformed Via header: {e}")))?;
     }
     Ok(())
@@ -241,7 +240,11 @@ mod tests {
         let request = parse(&format!("OPTIONS sip:b@example.com SIP/2.0\n{headers}"));
         let r = check_request(&request, &Policy::default()).unwrap_err();
         assert_eq!(r.status, 400);
-        assert!(r.reason.starts_with("Malformed From header"), "{}", r.reason);
+        assert!(
+            r.reason.starts_with("Malformed From header"),
+            "{}",
+            r.reason
+        );
         let response = parse(&format!("SIP/2.0 200 OK\n{headers}"));
         assert_eq!(check_response(&response), Ok(()));
         let bad_via = parse(&format!("SIP/2.0 200 OK\nVia: SIP/2.0/UDP\n{headers}"));

@@ -2,10 +2,12 @@
 //! separated lists and numbers, all on borrowed text.
 
 /// Linear white space as SIP sees it after unfolding: space and horizontal tab.
+#[inline]
 pub(crate) fn is_ws(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
 
+#[inline]
 pub(crate) fn trim(s: &str) -> &str {
     let b = s.as_bytes();
     let (mut start, mut end) = (0, b.len());
@@ -41,6 +43,7 @@ const TOKEN: [bool; 256] = {
     t
 };
 
+#[inline]
 pub(crate) fn is_token_byte(b: u8) -> bool {
     TOKEN[b as usize]
 }

@@ -9,10 +9,10 @@
 //! [`ServerInviteTx`] (§17.2.1), [`ServerNonInviteTx`] (§17.2.2).
 //! [`TxKey`] matches messages to them (§17.1.3, §17.2.3, RFC 2543 fallback).
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use smallvec::SmallVec;
 
 mod client;
 mod key;
@@ -109,14 +109,21 @@ pub enum Event {
     TransportError,
 }
 
+/// The oldest item of a machine's outbox.
+fn pop_front<A: smallvec::Array>(queue: &mut SmallVec<A>) -> Option<A::Item> {
+    (!queue.is_empty()).then(|| queue.remove(0))
+}
+
 /// Timers, outputs and events a machine shares; at most two timers run at once.
 #[derive(Debug)]
 struct Core {
     config: TimerConfig,
     reliable: bool,
     timers: [Option<(Timer, Instant)>; 2],
-    transmits: VecDeque<Transmit>,
-    events: VecDeque<Event>,
+    /// Drained by the driver after every input, so never more than a few: kept inline,
+    /// no allocation per transaction.
+    transmits: SmallVec<[Transmit; 2]>,
+    events: SmallVec<[Event; 2]>,
 }
 
 impl Core {
@@ -125,8 +132,8 @@ impl Core {
             config,
             reliable,
             timers: [None, None],
-            transmits: VecDeque::new(),
-            events: VecDeque::new(),
+            transmits: SmallVec::new(),
+            events: SmallVec::new(),
         }
     }
 
@@ -150,7 +157,7 @@ impl Core {
     }
 
     fn send(&mut self, bytes: &Bytes) {
-        self.transmits.push_back(Transmit(bytes.clone()));
+        self.transmits.push(Transmit(bytes.clone()));
     }
 
     fn next_timer(&self) -> Option<(Timer, Instant)> {
@@ -181,11 +188,11 @@ macro_rules! driven {
     ($t:ty) => {
         impl $t {
             pub fn poll_transmit(&mut self) -> Option<crate::transaction::Transmit> {
-                self.core.transmits.pop_front()
+                crate::transaction::pop_front(&mut self.core.transmits)
             }
 
             pub fn poll_event(&mut self) -> Option<crate::transaction::Event> {
-                self.core.events.pop_front()
+                crate::transaction::pop_front(&mut self.core.events)
             }
 
             /// When the next timer is due.

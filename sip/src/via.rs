@@ -22,6 +22,11 @@ pub struct Via<'a> {
     pub host: &'a str,
     pub port: Option<u16>,
     pub params: Params<'a>,
+    /// The branch parameter, found once when the value is parsed: transaction matching,
+    /// loop detection and response routing each read it.
+    pub(crate) branch: Option<&'a str>,
+    /// The parameters' grammar, checked in the same pass.
+    pub(crate) params_checked: Result<(), &'static str>,
 }
 
 impl<'a> Via<'a> {
@@ -69,18 +74,27 @@ impl<'a> Via<'a> {
             split_host_port(sent_by).map_err(|_| UriError("malformed Via sent-by"))?;
         // Parameters are read lazily; the sanity rules check their grammar
         // (`Params::validate`) once per request, off the transaction-matching path.
+        let params = Params::new(params);
+        let (params_checked, branch) = params.validate_and_get("branch");
         Ok(Via {
             protocol,
             version,
             transport,
             host,
             port,
-            params: Params::new(params),
+            branch: branch.flatten(),
+            params_checked,
+            params,
         })
     }
 
+    /// The grammar of the parameters ([`Params::validate`]), checked when parsed.
+    pub fn check_params(&self) -> Result<(), &'static str> {
+        self.params_checked
+    }
+
     pub fn branch(&self) -> Option<&'a str> {
-        self.params.get("branch").flatten()
+        self.branch
     }
 
     /// True when the branch carries the RFC 3261 magic cookie; otherwise transactions are

@@ -160,14 +160,14 @@ impl ClientInviteTx {
             (S::Calling | S::Proceeding, I::Response(_)) if status < 200 => {
                 self.core.clear();
                 self.state = S::Proceeding;
-                self.core.events.push_back(Event::Response);
+                self.core.events.push(Event::Response);
             }
             // RFC 6026 §7.2: a 2xx moves to Accepted and starts Timer M.
             (S::Calling | S::Proceeding, I::Response(_)) if status < 300 => {
                 self.core.clear();
                 self.state = S::Accepted;
                 self.request = None;
-                self.core.events.push_back(Event::Response);
+                self.core.events.push(Event::Response);
                 self.core.arm(Timer::M, now + self.core.config.t1x64());
             }
             // §17.1.1.2: a 300-699 response is passed up, ACKed, and Completed starts
@@ -179,7 +179,7 @@ impl ClientInviteTx {
                     self.core.send(&ack);
                     self.ack = Some(ack);
                 }
-                self.core.events.push_back(Event::Response);
+                self.core.events.push(Event::Response);
                 if self.core.reliable {
                     self.state = S::Terminated;
                 } else {
@@ -197,7 +197,7 @@ impl ClientInviteTx {
             (S::Completed, I::Timer(Timer::D)) => self.terminate(None),
             // RFC 6026 §7.2: 2xx retransmissions in Accepted go to the TU.
             (S::Accepted, I::Response(_)) if (200..300).contains(&status) => {
-                self.core.events.push_back(Event::Response);
+                self.core.events.push(Event::Response);
             }
             (S::Accepted, I::Timer(Timer::M)) => self.terminate(None),
             // §17.1.1.2 / §17.1.4: a transport error terminates and is reported.
@@ -299,14 +299,14 @@ impl ClientNonInviteTx {
             // §17.1.2.2: provisional responses move to Proceeding and go up.
             (S::Trying | S::Proceeding, I::Response(_)) if status < 200 => {
                 self.state = S::Proceeding;
-                self.core.events.push_back(Event::Response);
+                self.core.events.push(Event::Response);
             }
             // §17.1.2.2: a final response goes up; Completed starts Timer K (zero when
             // reliable).
             (S::Trying | S::Proceeding, I::Response(_)) => {
                 self.core.clear();
                 self.request = Bytes::new();
-                self.core.events.push_back(Event::Response);
+                self.core.events.push(Event::Response);
                 if self.core.reliable {
                     self.state = S::Terminated;
                 } else {

@@ -128,7 +128,7 @@ impl ServerInviteTx {
             (S::Accepted, I::Respond { status, bytes }) if (200..300).contains(&status) => {
                 self.send(bytes)
             }
-            (S::Accepted, I::Ack) => self.core.events.push_back(Event::Ack),
+            (S::Accepted, I::Ack) => self.core.events.push(Event::Ack),
             (S::Accepted, I::Timer(Timer::L)) => self.terminate(None),
             (_, I::TransportError) => self.terminate(Some(Event::TransportError)),
             // Absorbed: INVITE retransmissions in Confirmed and Accepted, ACKs in
@@ -238,7 +238,7 @@ impl ServerNonInviteTx {
             (_, I::TransportError) => {
                 self.core.clear();
                 self.state = S::Terminated;
-                self.core.events.push_back(Event::TransportError);
+                self.core.events.push(Event::TransportError);
             }
             // Absorbed: retransmissions in Trying, responses after the final one, stray
             // timers.
