@@ -466,13 +466,14 @@ impl Message {
 /// `;tag=` of a From or To value found by a scan instead of a full parse: the first
 /// `;tag=` after the closing `>` (or anywhere in an addr-spec form).
 fn quick_tag(v: &str) -> Option<&str> {
-    let after = match memchr::memrchr(b'>', v.as_bytes()) {
+    // The `>` and the `;` are near the end and the start of what is searched: plain loops.
+    let after = match v.bytes().rposition(|c| c == b'>') {
         Some(i) => &v[i + 1..],
         None => v,
     };
     let b = after.as_bytes();
     let mut from = 0;
-    while let Some(i) = memchr::memchr(b';', &b[from..]) {
+    while let Some(i) = b[from..].iter().position(|&c| c == b';') {
         let p = trim(&after[from + i + 1..]);
         if p.len() > 3 && p.as_bytes()[..3].eq_ignore_ascii_case(b"tag") {
             let rest = trim(&p[3..]);
@@ -657,7 +658,7 @@ fn parse_start_line(
 ) -> Result<StartLine, ParseError> {
     if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
-        let sp = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+        let sp = first_space(line).ok_or(ParseError::BadStartLine)?;
         if !line[..sp].eq_ignore_ascii_case(b"SIP/2.0") {
             defect.get_or_insert(Defect {
                 status: 505,
@@ -681,7 +682,7 @@ fn parse_start_line(
         });
     }
     // Request-Line = Method SP Request-URI SP SIP-Version
-    let sp = memchr::memchr(b' ', line).ok_or(ParseError::BadStartLine)?;
+    let sp = first_space(line).ok_or(ParseError::BadStartLine)?;
     let method = &line[..sp];
     if method.is_empty() || !method.iter().all(|&b| is_token_byte(b)) {
         return Err(ParseError::BadStartLine);
@@ -717,6 +718,11 @@ fn parse_start_line(
         method: Method::from_bytes(method),
         uri: uri_span,
     })
+}
+
+/// The first space of a start line: a few bytes in, after the version or the method.
+fn first_space(line: &[u8]) -> Option<usize> {
+    line.iter().position(|&c| c == b' ')
 }
 
 /// A copy of `buf` whose header section has every line end that precedes continuation

@@ -20,10 +20,16 @@ pub(crate) fn trim(s: &str) -> &str {
     &s[start..end]
 }
 
-/// Index of the first `b` in `s` (SIMD `memchr`; `str::find(char)` is several times slower
-/// on the short strings of SIP headers).
+/// Index of the first `b` in `s`: a plain loop on the short strings of URIs and
+/// parameters (below the length where SIMD `memchr` repays its set-up), `memchr` past it.
+#[inline]
 pub(crate) fn find_byte(s: &str, b: u8) -> Option<usize> {
-    memchr::memchr(b, s.as_bytes())
+    let bytes = s.as_bytes();
+    if bytes.len() < 32 {
+        bytes.iter().position(|&c| c == b)
+    } else {
+        memchr::memchr(b, bytes)
+    }
 }
 
 /// RFC 3261 §25.1 `token` characters, as a table: the header-name check runs on every

@@ -66,7 +66,7 @@ impl<'a> Via<'a> {
         if rest.is_empty() || i == 0 || !is_ws(b[i - 1]) {
             return Err(UriError("Via has no sent-by"));
         }
-        let (sent_by, params) = match memchr::memchr(b';', rest.as_bytes()) {
+        let (sent_by, params) = match crate::text::find_byte(rest, b';') {
             Some(i) => (trim(&rest[..i]), &rest[i + 1..]),
             None => (trim(rest), ""),
         };

@@ -86,22 +86,15 @@ impl TxKey {
     }
 }
 
-fn push_num(s: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    s.extend(digits[i..].iter().map(|&d| char::from(d)));
+fn push_num(s: &mut String, n: u64) {
+    s.push_str(itoa::Buffer::new().format(n));
 }
 
+/// Appends `part` lower-cased (ASCII): one copy, then the case folded in place.
 fn push_lower(s: &mut String, part: &str) {
-    s.extend(part.chars().map(|c| c.to_ascii_lowercase()));
+    let start = s.len();
+    s.push_str(part);
+    s[start..].make_ascii_lowercase();
 }
 
 #[cfg(test)]
