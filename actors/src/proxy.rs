@@ -791,6 +791,8 @@ impl Proxy {
 
     fn forward_stateless_response(&self, msg: &Message) {
         let Some((addr, tcp)) = route::response_next_hop(msg) else {
+            debug!("stateless response dropped: no usable second Via");
+            self.metrics.drop_reason("no_next_via");
             return;
         };
         let transport = if tcp { Transport::Tcp } else { Transport::Udp };

@@ -73,7 +73,7 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
     if let Some(d) = msg.defect() {
         return Err(Rejection::new(d.status, d.reason));
     }
-    common(msg)?;
+    common(msg, Vias::All)?;
     for (addr, what) in [(msg.from(), "From"), (msg.to(), "To")] {
         if let Some(a) = addr {
             a.and_then(|a| a.parse_uri())
@@ -166,7 +166,7 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
 }
 
 /// Checks a response before it is matched or forwarded; `Err` names why it is dropped.
-/// Its Vias and CSeq are checked (they route and match it); the From and To URIs are not:
+/// Its top Via and CSeq are checked (they match it); the From and To URIs are not:
 /// a proxy relays a response by its Via (RFC 3261 §16.7) and their syntax is the user
 /// agents' business, checked on the request that opened the transaction.
 pub fn check_response(msg: &Message) -> Result<(), Cow<'static, str>> {
@@ -176,44 +176,67 @@ pub fn check_response(msg: &Message) -> Result<(), Cow<'static, str>> {
     if let Some(d) = msg.defect() {
         return Err(d.reason.into());
     }
-    common(msg).map_err(|r| r.reason)?;
+    common(msg, Vias::Top).map_err(|r| r.reason)?;
     msg.cseq()
         .and_then(Result::ok)
         .ok_or(Cow::Borrowed("Malformed CSeq header"))?;
     Ok(())
 }
 
+/// Which Vias [`common`] checks.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Vias {
+    /// Every one: a request's Vias are the path its responses take.
+    All,
+    /// The top one only: a response is matched by it and relayed by the next one, which is
+    /// read (and refused when malformed) only if the response travels without a
+    /// transaction.
+    Top,
+}
+
 /// Rules requests and responses share: required and single headers, and the syntax of
 /// Via, Call-ID and Content-Length.
-fn common(msg: &Message) -> Result<(), Rejection> {
+fn common(msg: &Message, vias: Vias) -> Result<(), Rejection> {
+    // One pass over the header names: which are present, and whether a single header or
+    // Content-Length repeats (one bit per name: a field-less enum of fewer than 64 names).
+    let (mut present, mut repeated) = (0u64, 0u64);
+    for h in msg.headers() {
+        let bit = 1u64 << (h.name as u32 % 64);
+        repeated |= present & bit;
+        present |= bit;
+    }
     for (name, reason) in REQUIRED {
-        if msg.get(name).is_none() {
+        if present & (1u64 << (name as u32 % 64)) == 0 {
             return Err(Rejection::bad(reason));
         }
     }
-    // One bit per header name (a field-less enum of fewer than 64 names): no allocation.
-    let mut seen = 0u64;
-    for h in msg.headers().iter().filter(|h| h.name.is_single()) {
-        let bit = 1u64 << (h.name as u32 % 64);
-        if seen & bit != 0 {
+    if repeated != 0 {
+        if let Some(h) = msg
+            .headers()
+            .iter()
+            .find(|h| h.name.is_single() && repeated & (1u64 << (h.name as u32 % 64)) != 0)
+        {
             return Err(Rejection::bad(format!(
                 "Duplicate {} header",
                 h.name.as_str()
             )));
         }
-        seen |= bit;
-    }
-    let mut lengths = msg.get_all(HeaderName::ContentLength);
-    if let Some(first) = lengths.next() {
-        if lengths.any(|l| l != first) {
-            return Err(Rejection::bad("Conflicting Content-Length headers"));
+        let mut lengths = msg.get_all(HeaderName::ContentLength);
+        if let Some(first) = lengths.next() {
+            if lengths.any(|l| l != first) {
+                return Err(Rejection::bad("Conflicting Content-Length headers"));
+            }
         }
     }
     let call_id = msg.call_id().unwrap_or_default();
     if call_id.is_empty() || call_id.bytes().any(|b| b.is_ascii_whitespace()) {
         return Err(Rejection::bad("Malformed Call-ID header"));
     }
-    for v in msg.vias() {
+    let checked = match vias {
+        Vias::All => usize::MAX,
+        Vias::Top => 1,
+    };
+    for v in msg.vias().take(checked) {
         let v = v.map_err(|e| Rejection::bad(format!("Malformed Via header: {e}")))?;
         v.check_params()
             .map_err(|e| Rejection::bad(format!("Malformed Via header: {e}")))?;

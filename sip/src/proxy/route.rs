@@ -229,9 +229,11 @@ fn parse_loop_hash(branch: &str) -> Option<u32> {
 /// Where a response goes by its second Via, when no transaction holds it (a 2xx
 /// retransmission after the transaction ended, §16.7 step 10 with RFC 6026): `received`
 /// or the sent-by host, `rport` or the sent-by port (§18.2.2, RFC 3581), and whether
-/// that Via names TCP.
+/// that Via names TCP. `None` when there is no second Via or it is malformed (the sanity
+/// rules check only a response's top Via).
 pub fn response_next_hop(msg: &Message) -> Option<(SocketAddr, bool)> {
     let via = msg.vias().nth(1)?.ok()?;
+    via.check_params().ok()?;
     via_destination(&via)
 }
 

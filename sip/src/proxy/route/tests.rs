@@ -266,15 +266,26 @@ fn rfc3261_18_2_2_where_a_response_with_no_transaction_goes() {
         ("SIP/2.0/TCP [2001:db8::9]:5080", "[2001:db8::9]:5080", true),
         ("SIP/2.0/TLS 192.0.2.9", "192.0.2.9:5061", false),
     ];
-    for (via, dest, tcp) in cases {
+    let response = |via: &str| {
         let text = format!(
             "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP sbc.example;branch=z9hG4bKlm1\r\nVia: {via};branch=z9hG4bKa\r\nFrom: <sip:a@a.example>;tag=1\r\nTo: <sip:b@b.example>;tag=2\r\nCall-ID: r1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n"
         );
-        let msg = Message::parse(Bytes::from(text), &Limits::default()).expect("parses");
+        Message::parse(Bytes::from(text), &Limits::default()).expect("parses")
+    };
+    for (via, dest, tcp) in cases {
         assert_eq!(
-            response_next_hop(&msg),
+            response_next_hop(&response(via)),
             Some((dest.parse().expect("addr"), tcp)),
             "{via}"
         );
+    }
+    // The sanity rules check only a response's top Via: a malformed second one (sent-by
+    // or parameters) leaves it nowhere to go.
+    for via in [
+        "SIP/2.0/UDP",
+        "SIP/2.0/UDP 192.0.2.9;;rport",
+        "SIP/2.0/UDP 192.0.2.9;x=\"open",
+    ] {
+        assert_eq!(response_next_hop(&response(via)), None, "{via}");
     }
 }
