@@ -31,6 +31,31 @@ pub struct Uri<'a> {
     pub headers: Option<&'a str>,
 }
 
+/// Bytes no URI holds: controls, white space, `<`, `>`, `"` and DEL (tables: these checks
+/// run on every byte of every URI read).
+const NOT_IN_URI: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b <= b' ' || matches!(b, b'<' | b'>' | b'"' | 0x7f);
+        c += 1;
+    }
+    t
+};
+
+/// Bytes of a host name or IPv4 address.
+const IN_HOST: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        t[c] = b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+        c += 1;
+    }
+    t
+};
+
 /// Why a URI was refused; the text is the reason phrase of the 400.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]
@@ -41,10 +66,7 @@ impl<'a> Uri<'a> {
         if raw.is_empty() {
             return Err(UriError("empty URI"));
         }
-        if raw
-            .bytes()
-            .any(|b| b <= b' ' || matches!(b, b'<' | b'>' | b'"' | 0x7f))
-        {
+        if raw.bytes().any(|b| NOT_IN_URI[b as usize]) {
             return Err(UriError("URI contains white space or delimiters"));
         }
         let colon = find_byte(raw, b':').ok_or(UriError("URI has no scheme"))?;
@@ -186,10 +208,7 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, Option<u16>), UriError> 
         if port.is_some_and(|p| find_byte(p, b':').is_some()) {
             return Err(UriError("IPv6 address without brackets"));
         }
-        let valid = !host.is_empty()
-            && host
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+        let valid = !host.is_empty() && host.bytes().all(|b| IN_HOST[b as usize]);
         if !valid {
             return Err(UriError("malformed host"));
         }

@@ -212,12 +212,16 @@ fn push_hex(out: &mut String, n: u64, digits: u32) {
 }
 
 /// The context id and branch index out of one of this node's branches.
+/// The format is fixed ([`branch`]: 8 hex digits, a dot, 16 hex digits, a dot, the
+/// index), so the parts are read at their places.
 pub fn parse_branch(branch: &str) -> Option<(u64, usize)> {
     let rest = branch.strip_prefix(BRANCH_PREFIX)?;
-    let mut parts = rest.split('.');
-    let _hash = parts.next()?;
-    let id = u64::from_str_radix(parts.next()?, 16).ok()?;
-    let index = parts.next()?.parse().ok()?;
+    let dots = rest.as_bytes();
+    if dots.get(8) != Some(&b'.') || dots.get(25) != Some(&b'.') {
+        return None;
+    }
+    let id = u64::from_str_radix(rest.get(9..25)?, 16).ok()?;
+    let index = rest.get(26..)?.parse().ok()?;
     Some((id, index))
 }
 

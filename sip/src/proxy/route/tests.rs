@@ -245,6 +245,19 @@ fn branches_round_trip() {
     assert_eq!(parse_branch(&b), Some((0x0123_4567_89ab_cdef, 3)));
     assert_eq!(parse_branch("z9hG4bKother"), None);
     assert_eq!(parse_branch("z9hG4bKlmzz.zz.1"), None);
+    assert_eq!(parse_branch(&branch(0, 0, 0)), Some((0, 0)));
+    assert_eq!(
+        parse_branch(&branch(u32::MAX, u64::MAX, 999)),
+        Some((u64::MAX, 999))
+    );
+    for bad in [
+        "z9hG4bKlmdeadbeef.0123456789abcdef.x",
+        "z9hG4bKlmdeadbeef.0123456789abcdef",
+        "z9hG4bKlmdeadbeef.0123456789abcdé.3",
+        "z9hG4bKlmdeadbeef-0123456789abcdef.3",
+    ] {
+        assert_eq!(parse_branch(bad), None, "{bad}");
+    }
 }
 
 #[test]
