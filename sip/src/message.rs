@@ -208,10 +208,10 @@ impl Message {
     /// elsewhere (a view's empty default).
     fn span_of(&self, s: &str) -> Span {
         let start = (s.as_ptr() as usize).wrapping_sub(self.head.as_ptr() as usize);
-        if s.is_empty() || start + s.len() > self.head.len() {
-            return Span::default();
+        match start.checked_add(s.len()) {
+            Some(end) if !s.is_empty() && end <= self.head.len() => Span::new(start..end),
+            _ => Span::default(),
         }
-        Span::new(start..start + s.len())
     }
 
     fn uri_at(&self, u: &Uri<'_>) -> UriAt {
