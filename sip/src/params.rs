@@ -2,7 +2,7 @@
 //! Names compare case-insensitively; values are returned as written (quoted strings with
 //! their quotes, see [`Params::get_unquoted`]).
 
-use crate::text::{end_of_quoted, split_top, trim, unquote, Unbalanced};
+use crate::text::{end_of_quoted, trim, unquote, Unbalanced};
 
 /// The bytes a parameter scan stops at: the separator, a quote, a bracket, `=`.
 const SPECIAL: [bool; 256] = {
@@ -29,74 +29,19 @@ impl<'a> Params<'a> {
     }
 
     /// Each `(name, value)` in order; `value` is `None` for a flag such as `lr` or `rport`.
-    /// Empty parameters (`;;`) are skipped here; [`Params::validate`] reports them.
+    /// Empty parameters (`;;`) are skipped here; [`Params::validate`] reports them. An
+    /// unterminated quote or bracket ends the list.
     pub fn iter(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> {
-        let raw = self.0;
-        split_top(raw, b';')
-            .filter_map(Result::ok)
-            .map(trim)
-            .filter(|p| !p.is_empty())
-            .map(|p| match crate::text::find_byte(p, b'=') {
-                Some(i) => (trim(&p[..i]), Some(trim(&p[i + 1..]))),
-                None => (p, None),
-            })
+        Parts::new(self.0)
+            .map_while(Result::ok)
+            .filter(|&(name, value)| !name.is_empty() || value.is_some())
     }
 
-    /// `Some(value)` when `name` is present: `Some(None)` for a flag. The same answer as
-    /// searching [`Params::iter`], in one pass over the bytes (this runs several times per
-    /// message: branch, transport, maddr, lr, received, rport).
+    /// `Some(value)` when `name` is present: `Some(None)` for a flag.
     pub fn get(&self, name: &str) -> Option<Option<&'a str>> {
-        let mut found = None;
-        // Unbalanced text ends the search as it ends `iter`.
-        let _ = self.scan(|n, v| {
-            let hit = (!n.is_empty() || v.is_some()) && n.eq_ignore_ascii_case(name);
-            if hit {
-                found = Some(v);
-            }
-            !hit
-        });
-        found
-    }
-
-    /// Calls `each(name, value)` for every part, names and values trimmed, until it
-    /// returns `false`: the parts are cut at each `;` outside quoted strings and `<...>`,
-    /// and a name ends at its part's first `=`; an empty part is `("", None)`. `Err` when
-    /// a quote or bracket never closes (the parts before it have been seen).
-    fn scan(
-        &self,
-        mut each: impl FnMut(&'a str, Option<&'a str>) -> bool,
-    ) -> Result<(), Unbalanced> {
-        let raw = self.0;
-        let b = raw.as_bytes();
-        let mut i = 0;
-        loop {
-            let start = i;
-            let mut eq = None;
-            while i < b.len() && b[i] != b';' {
-                // Plain bytes are skipped by table, the four that matter are handled.
-                while i < b.len() && !SPECIAL[b[i] as usize] {
-                    i += 1;
-                }
-                let Some(&c) = b.get(i) else { break };
-                match c {
-                    b'"' => i = end_of_quoted(b, i)?,
-                    b'<' => i += memchr::memchr(b'>', &b[i..]).ok_or(Unbalanced)? + 1,
-                    b'=' => {
-                        eq.get_or_insert(i);
-                        i += 1;
-                    }
-                    _ => break, // ';'
-                }
-            }
-            let (name, value) = match eq {
-                Some(e) => (trim(&raw[start..e]), Some(trim(&raw[e + 1..i]))),
-                None => (trim(&raw[start..i]), None),
-            };
-            if !each(name, value) || i >= b.len() {
-                return Ok(());
-            }
-            i += 1;
-        }
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
     }
 
     /// The value of `name` with the quotes of a quoted string removed.
@@ -125,7 +70,13 @@ impl<'a> Params<'a> {
         }
         let mut result = Ok(());
         let mut found = None;
-        let scanned = self.scan(|n, v| {
+        for part in Parts::new(self.0) {
+            let Ok((n, v)) = part else {
+                if result.is_ok() {
+                    result = Err("unterminated quoted string in parameter");
+                }
+                break;
+            };
             let empty = n.is_empty() && v.is_none();
             if result.is_ok() {
                 result = if empty {
@@ -137,12 +88,68 @@ impl<'a> Params<'a> {
             if found.is_none() && !empty && !name.is_empty() && n.eq_ignore_ascii_case(name) {
                 found = Some(v);
             }
-            result.is_ok() || (found.is_none() && !name.is_empty())
-        });
-        match (scanned, result) {
-            (Err(Unbalanced), Ok(())) => (Err("unterminated quoted string in parameter"), found),
-            (_, result) => (result, found),
+            if result.is_err() && (found.is_some() || name.is_empty()) {
+                break;
+            }
         }
+        (result, found)
+    }
+}
+
+/// The parts of a parameter list in one pass over the bytes: cut at each `;` outside
+/// quoted strings and `<...>`, a name ending at its part's first `=`, names and values
+/// trimmed; an empty part is `("", None)`. An unterminated quote or bracket is an `Err`
+/// and ends the parts.
+struct Parts<'a> {
+    raw: &'a str,
+    /// Where the next part starts; `None` once the last part was returned.
+    at: Option<usize>,
+}
+
+impl<'a> Parts<'a> {
+    fn new(raw: &'a str) -> Self {
+        Self { raw, at: Some(0) }
+    }
+}
+
+impl<'a> Iterator for Parts<'a> {
+    type Item = Result<(&'a str, Option<&'a str>), Unbalanced>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let raw = self.raw;
+        let b = raw.as_bytes();
+        let start = self.at.take()?;
+        let mut i = start;
+        let mut eq = None;
+        while i < b.len() && b[i] != b';' {
+            // Plain bytes are skipped by table, the four that matter are handled.
+            while i < b.len() && !SPECIAL[b[i] as usize] {
+                i += 1;
+            }
+            let Some(&c) = b.get(i) else { break };
+            match c {
+                b'"' => match end_of_quoted(b, i) {
+                    Ok(end) => i = end,
+                    Err(e) => return Some(Err(e)),
+                },
+                b'<' => match memchr::memchr(b'>', &b[i..]) {
+                    Some(close) => i += close + 1,
+                    None => return Some(Err(Unbalanced)),
+                },
+                b'=' => {
+                    eq.get_or_insert(i);
+                    i += 1;
+                }
+                _ => break, // ';'
+            }
+        }
+        if i < b.len() {
+            self.at = Some(i + 1);
+        }
+        Some(Ok(match eq {
+            Some(e) => (trim(&raw[start..e]), Some(trim(&raw[e + 1..i]))),
+            None => (trim(&raw[start..i]), None),
+        }))
     }
 }
 
@@ -166,6 +173,7 @@ fn check_param(name: &str, value: Option<&str>) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::text::split_top;
 
     #[test]
     fn flags_values_and_case() {
@@ -198,6 +206,21 @@ mod tests {
         Ok(())
     }
 
+    /// The value of `name` as the list's parts define it (the first part whose trimmed
+    /// name matches; empty parts skipped; an unterminated quote ends the list).
+    fn get_by_parts<'a>(raw: &'a str, name: &str) -> Option<Option<&'a str>> {
+        split_top(raw, b';')
+            .map_while(Result::ok)
+            .map(trim)
+            .filter(|p| !p.is_empty())
+            .map(|p| match p.find('=') {
+                Some(i) => (trim(&p[..i]), Some(trim(&p[i + 1..]))),
+                None => (p, None),
+            })
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+    }
+
     proptest::proptest! {
         /// The one-pass `get` and `validate` answer as the part-by-part definitions do,
         /// on any text made of the characters that matter (quotes, escapes, brackets,
@@ -207,11 +230,7 @@ mod tests {
             let p = Params::new(&raw);
             proptest::prop_assert_eq!(p.validate(), validate_by_parts(&raw));
             for name in ["a", "b", "ab", "A", "l"] {
-                let by_iter = if raw.is_empty() {
-                    None
-                } else {
-                    p.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v)
-                };
+                let by_iter = get_by_parts(&raw, name);
                 proptest::prop_assert_eq!(p.get(name), by_iter, "{}", name);
                 proptest::prop_assert_eq!(p.validate_and_get(name), (p.validate(), by_iter));
             }
