@@ -110,17 +110,7 @@ fn json_rpc_batch_and_errors() {
 #[test]
 fn bearer_token_guards_the_admin_api() {
     let p = support::ports();
-    let config = std::env::temp_dir().join(format!("limes-token-{p}.toml"));
-    std::fs::write(&config, "[admin]\ntoken = \"s3cret\"\n").unwrap();
-    let node = Node::start(
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--listen",
-            &format!("udp:127.0.0.1:{p}"),
-        ],
-        p + 9,
-    );
+    let node = Node::with_config("token", "[admin]\ntoken = \"s3cret\"\n", p);
     let (status, _) = support::http(&node.admin, "GET", "/metrics", "").unwrap();
     assert_eq!(status, 401);
     let out = limes(&["ctl", "--admin", &node.admin, "core.version"]);

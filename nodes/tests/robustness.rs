@@ -194,20 +194,10 @@ fn malformed_tcp_is_answered_or_closed_and_memory_stays_bounded() {
 #[test]
 fn a_flood_from_one_source_is_limited() {
     let p = ports();
-    let config = std::env::temp_dir().join(format!("limes-flood-{p}.toml"));
-    std::fs::write(
-        &config,
+    let node = Node::with_config(
+        "flood",
         "[flood]\nrate = 50\nburst = 100\naction = \"reply\"\nretry_after_s = 7\n",
-    )
-    .unwrap();
-    let node = Node::start(
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--listen",
-            &format!("udp:127.0.0.1:{p}"),
-        ],
-        p + 9,
+        p,
     );
     let to = format!("127.0.0.1:{p}");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -371,21 +361,7 @@ const INVITE: &str = "INVITE sip:bob@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP {ADDR
 #[test]
 fn principle_10_challenges_keep_no_state() {
     let p = ports();
-    let config = std::env::temp_dir().join(format!("limes-challenge-{p}.toml"));
-    std::fs::write(
-        &config,
-        "[flood]\nrate = 1000000\nburst = 1000000\n[[subscriber]]\nuser = \"bob\"\ndomain = \"127.0.0.1\"\npassword = \"secret\"\n",
-    )
-    .unwrap();
-    let node = Node::start(
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--listen",
-            &format!("udp:127.0.0.1:{p}"),
-        ],
-        p + 9,
-    );
+    let node = Node::with_config("challenge", "[flood]\nrate = 1000000\nburst = 1000000\n[[subscriber]]\nuser = \"bob\"\ndomain = \"127.0.0.1\"\npassword = \"secret\"\n", p);
     let to = format!("127.0.0.1:{p}");
     let one = UdpSocket::bind("127.0.0.1:0").unwrap();
     one.set_read_timeout(Some(Duration::from_millis(200)))
@@ -446,17 +422,7 @@ fn principle_10_challenges_keep_no_state() {
 #[test]
 fn principle_8_a_burst_is_received_in_batches() {
     let p = ports();
-    let config = std::env::temp_dir().join(format!("limes-batch-{p}.toml"));
-    std::fs::write(&config, "[flood]\nrate = 1000000\nburst = 1000000\n").unwrap();
-    let node = Node::start(
-        &[
-            "--config",
-            &config.display().to_string(),
-            "--listen",
-            &format!("udp:127.0.0.1:{p}"),
-        ],
-        p + 9,
-    );
+    let node = Node::with_config("batch", "[flood]\nrate = 1000000\nburst = 1000000\n", p);
     let to = format!("127.0.0.1:{p}");
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(500)))

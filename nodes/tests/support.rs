@@ -48,6 +48,22 @@ impl Node {
         Node::spawn(&all, &admin)
     }
 
+    /// Starts a node with `config` (TOML, written to a temporary file named after `name`)
+    /// listening on UDP `127.0.0.1:PORT`, its admin API on `PORT + 9`.
+    pub fn with_config(name: &str, config: &str, port: u16) -> Node {
+        let path = std::env::temp_dir().join(format!("limes-{name}-{port}.toml"));
+        std::fs::write(&path, config).expect("config written");
+        Node::start(
+            &[
+                "--config",
+                &path.display().to_string(),
+                "--listen",
+                &format!("udp:127.0.0.1:{port}"),
+            ],
+            port + 9,
+        )
+    }
+
     /// Runs `limes ARGS` as given and waits until the admin API at `admin` is ready.
     pub fn spawn(args: &[&str], admin: &str) -> Node {
         let child = Command::new(env!("CARGO_BIN_EXE_limes"))
