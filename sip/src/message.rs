@@ -111,6 +111,7 @@ struct ViaAt {
     port: Option<u16>,
     params: Span,
     branch: Option<Span>,
+    rport: Option<Option<Span>>,
     params_checked: Result<(), &'static str>,
 }
 
@@ -375,6 +376,7 @@ impl Message {
                     port: v.port,
                     params: self.span_of(v.params.as_str()),
                     branch: v.branch.map(|b| self.span_of(b)),
+                    rport: v.rport.map(|r| r.map(|p| self.span_of(p))),
                     params_checked: v.params_checked,
                 })
             })
@@ -388,6 +390,7 @@ impl Message {
                 port: v.port,
                 params: Params::new(self.text(v.params)),
                 branch: v.branch.map(|b| self.text(b)),
+                rport: v.rport.map(|r| r.map(|p| self.text(p))),
                 params_checked: v.params_checked,
             })
         })

@@ -56,20 +56,20 @@ impl<'a> Params<'a> {
     /// Checks the grammar: every parameter has a token name, and a value (when present) is
     /// a token-ish run or a closed quoted string. Empty parameters (`;;`) are an error.
     pub fn validate(&self) -> Result<(), &'static str> {
-        self.validate_and_get("").0
+        self.validate_and_get([]).0
     }
 
-    /// [`Params::validate`] and [`Params::get`] of `name` in one pass (a Via's branch is
-    /// found while its grammar is checked).
-    pub(crate) fn validate_and_get(
+    /// [`Params::validate`] and [`Params::get`] of each of `names` in one pass (a Via's
+    /// branch and rport are found while its grammar is checked).
+    pub(crate) fn validate_and_get<const N: usize>(
         &self,
-        name: &str,
-    ) -> (Result<(), &'static str>, Option<Option<&'a str>>) {
+        names: [&str; N],
+    ) -> (Result<(), &'static str>, [Option<Option<&'a str>>; N]) {
+        let mut found = [None; N];
         if self.0.is_empty() {
-            return (Ok(()), None);
+            return (Ok(()), found);
         }
         let mut result = Ok(());
-        let mut found = None;
         for part in Parts::new(self.0) {
             let Ok((n, v)) = part else {
                 if result.is_ok() {
@@ -85,10 +85,14 @@ impl<'a> Params<'a> {
                     check_param(n, v)
                 };
             }
-            if found.is_none() && !empty && !name.is_empty() && n.eq_ignore_ascii_case(name) {
-                found = Some(v);
+            if !empty {
+                for (slot, name) in found.iter_mut().zip(names) {
+                    if slot.is_none() && n.eq_ignore_ascii_case(name) {
+                        *slot = Some(v);
+                    }
+                }
             }
-            if result.is_err() && (found.is_some() || name.is_empty()) {
+            if result.is_err() && found.iter().all(Option::is_some) {
                 break;
             }
         }
@@ -232,7 +236,7 @@ mod tests {
             for name in ["a", "b", "ab", "A", "l"] {
                 let by_iter = get_by_parts(&raw, name);
                 proptest::prop_assert_eq!(p.get(name), by_iter, "{}", name);
-                proptest::prop_assert_eq!(p.validate_and_get(name), (p.validate(), by_iter));
+                proptest::prop_assert_eq!(p.validate_and_get([name]), (p.validate(), [by_iter]));
             }
         }
     }

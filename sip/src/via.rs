@@ -25,6 +25,8 @@ pub struct Via<'a> {
     /// The branch parameter, found once when the value is parsed: transaction matching,
     /// loop detection and response routing each read it.
     pub(crate) branch: Option<&'a str>,
+    /// The rport parameter as written, found in the same pass: `Some(None)` for the flag.
+    pub(crate) rport: Option<Option<&'a str>>,
     /// The parameters' grammar, checked in the same pass.
     pub(crate) params_checked: Result<(), &'static str>,
 }
@@ -75,7 +77,7 @@ impl<'a> Via<'a> {
         // Parameters are read lazily; the sanity rules check their grammar
         // (`Params::validate`) once per request, off the transaction-matching path.
         let params = Params::new(params);
-        let (params_checked, branch) = params.validate_and_get("branch");
+        let (params_checked, [branch, rport]) = params.validate_and_get(["branch", "rport"]);
         Ok(Via {
             protocol,
             version,
@@ -83,6 +85,7 @@ impl<'a> Via<'a> {
             host,
             port,
             branch: branch.flatten(),
+            rport,
             params_checked,
             params,
         })
@@ -110,9 +113,7 @@ impl<'a> Via<'a> {
 
     /// `None`: no rport; `Some(None)`: rport asked for (RFC 3581 §3); `Some(Some(p))`: filled.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.params
-            .get("rport")
-            .map(|v| v.and_then(crate::uri::parse_port))
+        self.rport.map(|v| v.and_then(crate::uri::parse_port))
     }
 
     pub fn maddr(&self) -> Option<&'a str> {
