@@ -39,12 +39,11 @@ use self::local::Local;
 use crate::flood::FloodGuard;
 use crate::metrics::{Metrics, TxCensus, TxLabels};
 use crate::settings::{FloodAction, ProxySettings, Transport};
-use crate::transport::{dest_of_uri, Dest, Flow, Inbound, Outbound};
+use crate::transport::{dest_of_uri, Dest, Flow, Inbound, Outbound, Sends};
 
 const SHARDS: usize = 64;
 
 /// Messages to send once the shard lock is released.
-type Sends = Vec<(Dest, Bytes)>;
 const ALLOW: &str =
     "INVITE, ACK, CANCEL, BYE, OPTIONS, INFO, UPDATE, PRACK, SUBSCRIBE, NOTIFY, REFER, MESSAGE";
 
@@ -304,7 +303,7 @@ impl Proxy {
         let key = TxKey::server(&msg);
         if let Some(key) = &key {
             let sid = self.sid(key);
-            let mut sends = Vec::new();
+            let mut sends = Sends::new();
             let mut shard = self.shard(sid).lock();
             if let Some(e) = shard
                 .entries
@@ -681,7 +680,7 @@ impl Proxy {
     fn on_cancel(&self, msg: &Message, flow: &Flow, now: Instant) {
         let found = TxKey::cancel_target(msg).and_then(|key| {
             let sid = self.sid(&key);
-            let mut sends = Vec::new();
+            let mut sends = Sends::new();
             let mut shard = self.shard(sid).lock();
             let e = shard
                 .entries
@@ -766,7 +765,7 @@ impl Proxy {
             .cseq()
             .and_then(Result::ok)
             .is_some_and(|c| c.method == "CANCEL");
-        let mut sends = Vec::new();
+        let mut sends = Sends::new();
         let mut shard = self.shard(sid).lock();
         let Some(e) = shard.entries.get_mut(&sid) else {
             drop(shard);
@@ -826,7 +825,7 @@ impl Proxy {
     /// Fires every timer due at `now`. Called by the timer thread.
     pub fn run_timers(&self, now: Instant) {
         for shard in self.shards.iter() {
-            let mut sends = Vec::new();
+            let mut sends = Sends::new();
             let mut shard = shard.lock();
             while let Some(Reverse((at, sid))) = shard.timers.peek().copied() {
                 if at > now {
@@ -891,7 +890,7 @@ impl Proxy {
     /// the same transaction (the same request received twice at once): then this request
     /// is a retransmission for that one, and the new context is dropped unsent.
     fn insert(&self, sid: u64, entry: Entry, now: Instant) {
-        let mut sends = Vec::new();
+        let mut sends = Sends::new();
         let mut shard = self.shard(sid).lock();
         match shard.entries.entry(sid) {
             std::collections::hash_map::Entry::Occupied(mut o) => {

@@ -1,6 +1,7 @@
 //! Where messages come from and go to: flows, destinations, and the `Outbound` sender that
 //! owns the UDP sockets and the TCP connection table.
 
+use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,6 +109,9 @@ pub(crate) struct ConnHandle {
     pub tx: mpsc::Sender<Bytes>,
 }
 
+/// Messages to send, gathered while a message is handled (on the stack for the usual few).
+pub type Sends = SmallVec<[(Dest, Bytes); 4]>;
+
 /// Sends messages: UDP directly on the listening sockets, TCP through each connection's
 /// bounded queue (opening a connection when none exists).
 pub struct Outbound {
@@ -189,7 +193,7 @@ impl Outbound {
     /// Sends every message; UDP datagrams that all leave the same socket go in one
     /// `sendmmsg` (what one received message makes the node send: a 100 Trying and the
     /// forwarded INVITE, say).
-    pub fn send_all(self: &Arc<Self>, sends: Vec<(Dest, Bytes)>) {
+    pub fn send_all(self: &Arc<Self>, sends: Sends) {
         let Some((first, _)) = sends.first() else {
             return;
         };

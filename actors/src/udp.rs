@@ -10,6 +10,7 @@
 //! source) would land on a single worker; on a shared socket every idle worker takes the
 //! next datagram.
 
+use smallvec::SmallVec;
 use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -136,8 +137,9 @@ thread_local! {
 /// sends the rest one by one, so a partial or failed batch loses nothing).
 pub fn send_batch(socket: &UdpSocket, datagrams: &[(crate::transport::Dest, Bytes)]) -> usize {
     let datagrams = &datagrams[..datagrams.len().min(BATCH)];
-    let slices: Vec<[IoSlice<'_>; 1]> = datagrams.iter().map(|(_, b)| [IoSlice::new(b)]).collect();
-    let addrs: Vec<Option<SockaddrStorage>> = datagrams
+    let slices: SmallVec<[[IoSlice<'_>; 1]; BATCH]> =
+        datagrams.iter().map(|(_, b)| [IoSlice::new(b)]).collect();
+    let addrs: SmallVec<[Option<SockaddrStorage>; BATCH]> = datagrams
         .iter()
         .map(|(d, _)| Some(SockaddrStorage::from(d.addr)))
         .collect();
