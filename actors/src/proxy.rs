@@ -300,9 +300,10 @@ impl Proxy {
         }
 
         // Retransmissions and ACKs of existing server transactions (§17.2.3).
-        let key = TxKey::server(&msg);
-        if let Some(key) = &key {
-            let sid = self.sid(key);
+        // The key and its hash, computed once: a new transaction below uses them too.
+        let key = TxKey::server(&msg).map(|k| (self.sid(&k), k));
+        if let Some((sid, key)) = &key {
+            let sid = *sid;
             let mut sends = Sends::new();
             let mut shard = self.shard(sid).lock();
             if let Some(e) = shard
@@ -396,7 +397,8 @@ impl Proxy {
         }
     }
 
-    fn on_new_request(&self, msg: Message, key: Option<TxKey>, flow: Flow, now: Instant) {
+    /// `key`: the server transaction's key and its hash ([`Proxy::sid`]).
+    fn on_new_request(&self, msg: Message, key: Option<(u64, TxKey)>, flow: Flow, now: Instant) {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let in_dialog = msg.to_tag().is_some();
         if self.is_draining() && method == Method::Invite && !in_dialog {
@@ -467,7 +469,7 @@ impl Proxy {
                 &[("Retry-After", "2")],
             );
         }
-        let Some(key) = key else {
+        let Some((sid, key)) = key else {
             return self.reply_local(
                 &msg,
                 &flow,
@@ -477,7 +479,6 @@ impl Proxy {
                 &[],
             );
         };
-        let sid = self.sid(&key);
         let fork = Fork {
             flow,
             popped,
