@@ -26,6 +26,7 @@
 #![deny(rust_2018_idioms)]
 
 pub mod auth;
+pub mod dialogs;
 pub mod flood;
 pub mod metrics;
 pub mod proxy;

@@ -1,0 +1,868 @@
+//! Dialog tracking (Kamailio's `dialog` module as data): every dialog-creating INVITE the
+//! node relays becomes a [`Call`], held in a sharded table by Call-ID for the requests of
+//! the dialog, joined to its [profiles](profiles) (call limits checked in the same step),
+//! watched by a [`DialogActor`](actor) for the life around it (lifetime timer, operator
+//! end, BYEs of the node's own), and written as a [CDR](cdr) when it ends.
+//!
+//! What a packet needs is read and changed on the thread that received it (DESIGN
+//! principle 8): the table, the call's state, the counts. Ending a call ([`Dialogs::finish`])
+//! is one idempotent step any thread may take: the first caller gives the profile counts
+//! back, removes the call and writes its CDR; the rest find it done. The actors are told
+//! of starts, answers and ends through a bounded queue their supervisor drains on a tick,
+//! so the message path never wakes the actor runtime.
+
+pub mod actor;
+pub mod cdr;
+pub mod profiles;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use limes_sip::{Message, Method};
+use parking_lot::Mutex;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use ractor::ActorRef;
+use serde::Serialize;
+use smallvec::SmallVec;
+use tracing::{debug, warn};
+
+use crate::transport::Dest;
+use actor::SupervisorMsg;
+use cdr::{Cdr, CdrLog, EndedBy, Var};
+use profiles::{CallFacts, ClassRule, Joined, LimitDef, LimitReached, ProfileDef, Profiles};
+
+const SHARDS: usize = 16;
+
+/// Calls by Call-ID (forks of one Call-ID share it).
+type Shard = HashMap<String, SmallVec<[Arc<Call>; 1]>>;
+
+/// Notices waiting for the supervisor's next tick, at most: past it they are dropped and
+/// counted (the calls still end by their BYEs and failures; only their timers are lost).
+const MAX_NOTICES: usize = 200_000;
+
+/// How dialogs are tracked; `[dialog]` in the configuration.
+#[derive(Debug, Clone)]
+pub struct DialogSettings {
+    /// Track every dialog-creating INVITE (`dlg_manage()` for all).
+    pub track: bool,
+    /// A confirmed dialog is ended (BYE to both sides) this long after its answer.
+    pub lifetime: Duration,
+    /// An in-dialog request that matches no tracked dialog gets 481 (else it is relayed by
+    /// its Route set, for dialogs set up before tracking or by another node).
+    pub reject_unmatched: bool,
+    /// Calls tracked at once; past it new INVITEs get 503.
+    pub max_dialogs: usize,
+    pub profiles: Vec<ProfileDef>,
+    pub classes: Vec<ClassRule>,
+    pub limits: Vec<LimitDef>,
+    /// The CDR file (JSON lines); none: no file.
+    pub cdr_file: Option<PathBuf>,
+    pub cdr_rotate_bytes: u64,
+}
+
+impl Default for DialogSettings {
+    fn default() -> Self {
+        Self {
+            track: true,
+            lifetime: Duration::from_secs(12 * 3600),
+            reject_unmatched: false,
+            max_dialogs: 1_000_000,
+            profiles: Vec::new(),
+            classes: Vec::new(),
+            limits: Vec::new(),
+            cdr_file: None,
+            cdr_rotate_bytes: 64 << 20,
+        }
+    }
+}
+
+/// Where a dialog is (Kamailio's states 1-5, less the ones a proxy cannot tell apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Phase {
+    /// The INVITE was relayed; no response with a To tag yet.
+    Setup,
+    /// A provisional response with a To tag came back.
+    Early,
+    /// Answered (2xx).
+    Confirmed,
+    Ended,
+}
+
+/// Who the call is from, as the edge classified it.
+#[derive(Debug, Clone, Default)]
+pub struct Origin {
+    /// The authenticated user, else the From user.
+    pub caller: String,
+    /// `subscriber`, or the trusted peer's or address group's tag (`trusted`, `carrier`).
+    pub source: String,
+    pub call_limit: Option<u32>,
+}
+
+/// One tracked call: the caller's INVITE and, once answered, the dialog of the 2xx.
+#[derive(Debug)]
+pub struct Call {
+    /// The node's number for it (`dlg.end_dlg`).
+    pub id: u64,
+    pub call_id: String,
+    pub caller_tag: String,
+    /// From, To and Request-URI of the INVITE, as sent.
+    pub from: String,
+    pub to: String,
+    pub request_uri: String,
+    pub origin: Origin,
+    pub class: Option<String>,
+    pub setup_ms: u64,
+    /// Where the caller is reached: the flow its INVITE came on.
+    pub caller_dest: Dest,
+    /// The caller's Contact URI.
+    pub caller_contact: String,
+    state: Mutex<CallState>,
+}
+
+#[derive(Debug)]
+struct CallState {
+    phase: Phase,
+    callee_tag: Option<String>,
+    callee_contact: Option<String>,
+    /// Record-Route values of the answer, in order (§12.1.2).
+    record_route: Vec<String>,
+    answer_ms: Option<u64>,
+    /// The INVITE's final status (0 until one is sent).
+    status: u16,
+    caller_cseq: u32,
+    callee_cseq: Option<u32>,
+    profiles: Vec<(String, String)>,
+    /// Given back when the call ends.
+    memberships: Vec<profiles::Membership>,
+    vars: BTreeMap<String, Var>,
+    ended_by: Option<EndedBy>,
+}
+
+/// What the BYEs of the node need from a confirmed dialog.
+#[derive(Debug, Clone)]
+pub struct Sides {
+    pub callee_tag: String,
+    pub callee_contact: String,
+    pub record_route: Vec<String>,
+    pub caller_cseq: u32,
+    pub callee_cseq: Option<u32>,
+}
+
+/// A dialog as `dlg.list` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallView {
+    pub id: u64,
+    pub call_id: String,
+    pub from: String,
+    pub to: String,
+    pub request_uri: String,
+    pub state: Phase,
+    pub caller: String,
+    pub source: String,
+    pub class: Option<String>,
+    pub caller_tag: String,
+    pub callee_tag: Option<String>,
+    pub caller_contact: String,
+    pub callee_contact: Option<String>,
+    pub caller_cseq: u32,
+    pub callee_cseq: Option<u32>,
+    pub init_ts: u64,
+    pub start_ts: Option<u64>,
+    pub status: u16,
+    pub profiles: Vec<String>,
+    pub variables: BTreeMap<String, Var>,
+}
+
+impl Call {
+    pub fn phase(&self) -> Phase {
+        self.state.lock().phase
+    }
+
+    /// The answer's side, once confirmed.
+    pub fn sides(&self) -> Option<Sides> {
+        let s = self.state.lock();
+        Some(Sides {
+            callee_tag: s.callee_tag.clone()?,
+            callee_contact: s.callee_contact.clone()?,
+            record_route: s.record_route.clone(),
+            caller_cseq: s.caller_cseq,
+            callee_cseq: s.callee_cseq,
+        })
+        .filter(|_| s.phase == Phase::Confirmed)
+    }
+
+    /// Gives the node's own request towards a side its CSeq number (one above the last).
+    pub fn next_cseq(&self, towards_callee: bool) -> u32 {
+        let mut s = self.state.lock();
+        if towards_callee {
+            s.caller_cseq = s.caller_cseq.saturating_add(1);
+            s.caller_cseq
+        } else {
+            let n = s.callee_cseq.map_or(1, |n| n.saturating_add(1));
+            s.callee_cseq = Some(n);
+            n
+        }
+    }
+
+    pub fn set_var(&self, name: &str, value: Var) {
+        self.state.lock().vars.insert(name.to_owned(), value);
+    }
+
+    pub fn view(&self) -> CallView {
+        let s = self.state.lock();
+        CallView {
+            id: self.id,
+            call_id: self.call_id.clone(),
+            from: self.from.clone(),
+            to: self.to.clone(),
+            request_uri: self.request_uri.clone(),
+            state: s.phase,
+            caller: self.origin.caller.clone(),
+            source: self.origin.source.clone(),
+            class: self.class.clone(),
+            caller_tag: self.caller_tag.clone(),
+            callee_tag: s.callee_tag.clone(),
+            caller_contact: self.caller_contact.clone(),
+            callee_contact: s.callee_contact.clone(),
+            caller_cseq: s.caller_cseq,
+            callee_cseq: s.callee_cseq,
+            init_ts: self.setup_ms / 1000,
+            start_ts: s.answer_ms.map(|ms| ms / 1000),
+            status: s.status,
+            profiles: s.profiles.iter().map(|(p, v)| profile_text(p, v)).collect(),
+            variables: s.vars.clone(),
+        }
+    }
+
+    fn in_profile(&self, profile: &str, value: Option<&str>) -> bool {
+        self.state
+            .lock()
+            .profiles
+            .iter()
+            .any(|(p, v)| p == profile && value.is_none_or(|want| want == v))
+    }
+}
+
+fn profile_text(profile: &str, value: &str) -> String {
+    if value.is_empty() {
+        profile.to_owned()
+    } else {
+        format!("{profile}={value}")
+    }
+}
+
+/// Why a call was not admitted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    #[error(transparent)]
+    Limit(#[from] LimitReached),
+    #[error("dialog table full")]
+    Full,
+}
+
+/// What the supervisor is told.
+#[derive(Debug)]
+pub enum Notice {
+    Started(Arc<Call>),
+    Answered(u64),
+    Ended(u64),
+}
+
+/// `stats.get_statistics dialog:` and `dlg.stats_active`.
+#[derive(Debug, Default, Clone, Copy, Serialize)]
+pub struct Stats {
+    pub early_dialogs: u64,
+    pub active_dialogs: u64,
+    pub all_dialogs: u64,
+    pub processed_dialogs: u64,
+    pub expired_dialogs: u64,
+    pub failed_dialogs: u64,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EndLabels {
+    ended_by: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProfileLabels {
+    profile: String,
+}
+
+/// The dialog families, registered once.
+pub struct DialogMetrics {
+    ended: Family<EndLabels, Counter>,
+    limit_rejections: Family<ProfileLabels, Counter>,
+    duration: Histogram,
+    cdrs_written: Counter,
+    notices_dropped: Counter,
+}
+
+impl DialogMetrics {
+    pub fn register(registry: &mut Registry) -> Self {
+        let m = Self {
+            ended: Family::default(),
+            limit_rejections: Family::default(),
+            duration: Histogram::new([
+                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14_400.0, 43_200.0,
+            ]),
+            cdrs_written: Counter::default(),
+            notices_dropped: Counter::default(),
+        };
+        registry.register(
+            "limes_dialogs_ended",
+            "Calls ended, by who or what ended them",
+            m.ended.clone(),
+        );
+        registry.register(
+            "limes_dialog_limit_rejections",
+            "Calls refused by a call limit, by profile",
+            m.limit_rejections.clone(),
+        );
+        registry.register_with_unit(
+            "limes_dialog_duration",
+            "Answered calls' duration from answer to end",
+            prometheus_client::registry::Unit::Seconds,
+            m.duration.clone(),
+        );
+        registry.register(
+            "limes_cdrs_written",
+            "Call detail records written",
+            m.cdrs_written.clone(),
+        );
+        registry.register(
+            "limes_dialog_notices_dropped",
+            "Lifecycle notices dropped because the dialog actors fell behind",
+            m.notices_dropped.clone(),
+        );
+        m
+    }
+}
+
+/// The tracked calls, the profiles, the CDR file.
+pub struct Dialogs {
+    settings: parking_lot::RwLock<DialogSettings>,
+    node: String,
+    pub profiles: Profiles,
+    shards: Vec<Mutex<Shard>>,
+    hasher: std::hash::RandomState,
+    count: AtomicUsize,
+    next_id: AtomicU64,
+    processed: AtomicU64,
+    expired: AtomicU64,
+    failed: AtomicU64,
+    cdr: CdrLog,
+    notices: Mutex<VecDeque<Notice>>,
+    metrics: DialogMetrics,
+    /// The supervisor of the dialog actors, once started (operator commands go there).
+    supervisor: std::sync::OnceLock<ActorRef<SupervisorMsg>>,
+}
+
+impl Dialogs {
+    pub fn new(
+        settings: DialogSettings,
+        node: &str,
+        metrics: DialogMetrics,
+    ) -> std::io::Result<Self> {
+        let cdr = CdrLog::open(settings.cdr_file.as_deref(), settings.cdr_rotate_bytes)?;
+        Ok(Self {
+            profiles: Profiles::new(
+                settings.profiles.clone(),
+                settings.classes.clone(),
+                settings.limits.clone(),
+            ),
+            settings: parking_lot::RwLock::new(settings),
+            node: node.to_owned(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: std::hash::RandomState::new(),
+            count: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            processed: AtomicU64::new(0),
+            expired: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            cdr,
+            notices: Mutex::new(VecDeque::new()),
+            metrics,
+            supervisor: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// New profiles, classes, limits and timers (reload); calls up keep theirs. The CDR
+    /// file stays (a restart changes it).
+    pub fn set_settings(&self, s: DialogSettings) {
+        self.profiles
+            .set_rules(s.profiles.clone(), s.classes.clone(), s.limits.clone());
+        *self.settings.write() = s;
+    }
+
+    pub fn tracks(&self) -> bool {
+        self.settings.read().track
+    }
+
+    pub fn lifetime(&self) -> Duration {
+        self.settings.read().lifetime
+    }
+
+    pub fn rejects_unmatched(&self) -> bool {
+        self.settings.read().reject_unmatched
+    }
+
+    fn shard(&self, call_id: &str) -> &Mutex<Shard> {
+        &self.shards[(self.hasher.hash_one(call_id) as usize) % SHARDS]
+    }
+
+    /// Admits a dialog-creating INVITE: joins its profiles (limits checked) and tracks it.
+    pub fn admit(
+        &self,
+        msg: &Message,
+        caller_dest: Dest,
+        origin: Origin,
+    ) -> Result<Arc<Call>, Refused> {
+        if self.count.load(Ordering::Relaxed) >= self.settings.read().max_dialogs {
+            return Err(Refused::Full);
+        }
+        let ruri = msg.request_uri().and_then(Result::ok);
+        let callee = ruri.and_then(|u| u.user).unwrap_or_default();
+        let facts = CallFacts {
+            caller: &origin.caller,
+            source: &origin.source,
+            callee,
+            call_limit: origin.call_limit,
+        };
+        let joined = match self.profiles.join(&facts) {
+            Ok(j) => j,
+            Err(limit) => {
+                self.metrics
+                    .limit_rejections
+                    .get_or_create(&ProfileLabels {
+                        profile: limit.profile.clone(),
+                    })
+                    .inc();
+                let class = self.profiles.class_of(callee);
+                let call = self.new_call(
+                    msg,
+                    caller_dest,
+                    origin,
+                    Joined {
+                        class,
+                        ..Joined::default()
+                    },
+                );
+                call.state.lock().status = limit.status;
+                self.write_cdr(&call, EndedBy::Limit);
+                return Err(Refused::Limit(limit));
+            }
+        };
+        let call = Arc::new(self.new_call(msg, caller_dest, origin, joined));
+        self.shard(&call.call_id)
+            .lock()
+            .entry(call.call_id.clone())
+            .or_default()
+            .push(call.clone());
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.notify(Notice::Started(call.clone()));
+        Ok(call)
+    }
+
+    fn new_call(&self, msg: &Message, caller_dest: Dest, origin: Origin, joined: Joined) -> Call {
+        let seq = msg.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
+        Call {
+            id: self.next_id.fetch_add(1, Ordering::Relaxed),
+            call_id: msg.call_id().unwrap_or_default().to_owned(),
+            caller_tag: msg.from_tag().unwrap_or_default().to_owned(),
+            from: msg
+                .get(limes_sip::HeaderName::From)
+                .unwrap_or_default()
+                .to_owned(),
+            to: msg
+                .get(limes_sip::HeaderName::To)
+                .unwrap_or_default()
+                .to_owned(),
+            request_uri: msg.request_uri_str().unwrap_or_default().to_owned(),
+            origin,
+            class: joined.class,
+            setup_ms: unix_ms(),
+            caller_dest,
+            caller_contact: msg
+                .contacts()
+                .next()
+                .and_then(Result::ok)
+                .map(|c| c.uri.to_owned())
+                .unwrap_or_default(),
+            state: Mutex::new(CallState {
+                phase: Phase::Setup,
+                callee_tag: None,
+                callee_contact: None,
+                record_route: Vec::new(),
+                answer_ms: None,
+                status: 0,
+                caller_cseq: seq,
+                callee_cseq: None,
+                profiles: joined.profiles,
+                memberships: joined.memberships,
+                vars: BTreeMap::new(),
+                ended_by: None,
+            }),
+        }
+    }
+
+    /// A response to the call's INVITE from the callee (§12.1): a To tag makes the dialog
+    /// early, the first 2xx confirms it and fixes its route set; later 2xx of other forks
+    /// are relayed but not tracked.
+    pub fn on_invite_response(&self, call: &Call, msg: &Message) {
+        let status = msg.status().unwrap_or(0);
+        let Some(tag) = msg.to_tag() else { return };
+        if !(101..300).contains(&status) {
+            return;
+        }
+        let mut s = call.state.lock();
+        match s.phase {
+            Phase::Setup | Phase::Early => {
+                s.callee_tag = Some(tag.to_owned());
+                if let Some(c) = msg.contacts().next().and_then(Result::ok) {
+                    s.callee_contact = Some(c.uri.to_owned());
+                }
+                if status >= 200 {
+                    s.phase = Phase::Confirmed;
+                    s.status = status;
+                    s.answer_ms = Some(unix_ms());
+                    s.record_route = msg
+                        .record_routes()
+                        .filter_map(Result::ok)
+                        .map(|r| format!("<{}>", r.uri))
+                        .collect();
+                    drop(s);
+                    self.notify(Notice::Answered(call.id));
+                } else {
+                    s.phase = Phase::Early;
+                }
+            }
+            Phase::Confirmed | Phase::Ended => {}
+        }
+    }
+
+    /// The final failure the caller got (§16.7): the call ends with it.
+    pub fn on_invite_failure(&self, call: &Call, status: u16) {
+        if call.phase() == Phase::Confirmed {
+            return;
+        }
+        call.state.lock().status = status;
+        let by = match status {
+            487 => EndedBy::Caller,
+            408 => EndedBy::NoAnswer,
+            _ => EndedBy::Failure,
+        };
+        self.finish(call, by);
+    }
+
+    /// The tracked call an in-dialog request belongs to, from either side (`true`: from
+    /// the caller).
+    pub fn find(&self, msg: &Message) -> Option<(Arc<Call>, bool)> {
+        let call_id = msg.call_id()?;
+        let from = msg.from_tag()?;
+        let to = msg.to_tag()?;
+        let shard = self.shard(call_id).lock();
+        shard.get(call_id)?.iter().find_map(|c| {
+            let callee = c.state.lock().callee_tag.clone();
+            if c.caller_tag == from && callee.as_deref().is_none_or(|t| t == to) {
+                Some((c.clone(), true))
+            } else if c.caller_tag == to && callee.as_deref().is_none_or(|t| t == from) {
+                Some((c.clone(), false))
+            } else {
+                None
+            }
+        })
+    }
+
+    /// A request inside a tracked dialog: its side's CSeq is noted; a BYE ends the call.
+    pub fn on_request(&self, call: &Call, from_caller: bool, method: &Method, cseq: u32) {
+        {
+            let mut s = call.state.lock();
+            if !matches!(method, Method::Ack | Method::Cancel) {
+                if from_caller {
+                    s.caller_cseq = s.caller_cseq.max(cseq);
+                } else {
+                    s.callee_cseq = Some(s.callee_cseq.map_or(cseq, |n| n.max(cseq)));
+                }
+            }
+        }
+        if *method == Method::Bye {
+            let by = if from_caller {
+                EndedBy::Caller
+            } else {
+                EndedBy::Callee
+            };
+            self.finish(call, by);
+        }
+    }
+
+    /// Forgets a call that never was one (the same INVITE admitted by two threads at
+    /// once; the copy not relayed): counts given back, no CDR.
+    pub fn discard(&self, call: &Call) {
+        let memberships = {
+            let mut s = call.state.lock();
+            if s.ended_by.is_some() {
+                return;
+            }
+            s.ended_by = Some(EndedBy::Failure);
+            s.phase = Phase::Ended;
+            std::mem::take(&mut s.memberships)
+        };
+        drop(memberships);
+        self.forget(call);
+        self.notify(Notice::Ended(call.id));
+    }
+
+    /// Takes the call out of the table.
+    fn forget(&self, call: &Call) {
+        {
+            let mut shard = self.shard(&call.call_id).lock();
+            if let Some(calls) = shard.get_mut(&call.call_id) {
+                calls.retain(|c| c.id != call.id);
+                if calls.is_empty() {
+                    shard.remove(&call.call_id);
+                }
+            }
+        }
+        self.count.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Ends a call: once, whoever calls first. The profile counts are given back, the call
+    /// leaves the table, its CDR is queued and its actor told. `false` when it had ended.
+    pub fn finish(&self, call: &Call, by: EndedBy) -> bool {
+        let memberships = {
+            let mut s = call.state.lock();
+            if s.ended_by.is_some() {
+                return false;
+            }
+            s.ended_by = Some(by);
+            s.phase = Phase::Ended;
+            std::mem::take(&mut s.memberships)
+        };
+        drop(memberships);
+        self.forget(call);
+        self.processed.fetch_add(1, Ordering::Relaxed);
+        match by {
+            EndedBy::Timeout => {
+                self.expired.fetch_add(1, Ordering::Relaxed);
+            }
+            EndedBy::Failure | EndedBy::NoAnswer | EndedBy::ActorFailure => {
+                self.failed.fetch_add(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+        self.metrics
+            .ended
+            .get_or_create(&EndLabels {
+                ended_by: by.as_str(),
+            })
+            .inc();
+        self.write_cdr(call, by);
+        self.notify(Notice::Ended(call.id));
+        debug!(call_id = %call.call_id, ended_by = by.as_str(), "dialog ended");
+        true
+    }
+
+    fn write_cdr(&self, call: &Call, by: EndedBy) {
+        let s = call.state.lock();
+        let end_ms = unix_ms();
+        let bill_sec = s.answer_ms.map_or(0, |a| end_ms.saturating_sub(a) / 1000);
+        if let Some(a) = s.answer_ms {
+            self.metrics
+                .duration
+                .observe(end_ms.saturating_sub(a) as f64 / 1000.0);
+        }
+        let cdr = Cdr {
+            event: "Call_End",
+            id: format!("{}-{}-{}", self.node, call.setup_ms, call.id),
+            node: self.node.clone(),
+            call_id: call.call_id.clone(),
+            from: call.from.clone(),
+            to: call.to.clone(),
+            request_uri: call.request_uri.clone(),
+            caller: call.origin.caller.clone(),
+            source: call.origin.source.clone(),
+            class: call.class.clone(),
+            setup_time: call.setup_ms / 1000,
+            answer_time: s.answer_ms.map(|ms| ms / 1000),
+            end_time: end_ms / 1000,
+            bill_sec,
+            status: s.status,
+            ended_by: by,
+            profiles: s.profiles.iter().map(|(p, v)| profile_text(p, v)).collect(),
+            variables: s.vars.clone(),
+        };
+        drop(s);
+        self.cdr.append(&cdr);
+        self.metrics.cdrs_written.inc();
+    }
+
+    /// Writes the queued CDRs (the state thread, once a second, and at shutdown).
+    pub fn flush_cdrs(&self) {
+        if let Err(e) = self.cdr.flush() {
+            warn!(error = %e, file = ?self.cdr.path(), "CDR file write failed; records kept for the next try");
+        }
+    }
+
+    fn notify(&self, n: Notice) {
+        let mut q = self.notices.lock();
+        if q.len() >= MAX_NOTICES {
+            self.metrics.notices_dropped.inc();
+            return;
+        }
+        q.push_back(n);
+    }
+
+    /// Everything the actors have not been told yet (the supervisor's tick).
+    pub fn take_notices(&self) -> VecDeque<Notice> {
+        std::mem::take(&mut *self.notices.lock())
+    }
+
+    pub fn set_supervisor(&self, s: ActorRef<SupervisorMsg>) {
+        let _ = self.supervisor.set(s);
+    }
+
+    /// Asks the call's actor to end it (BYE to both sides, CDR): `dlg.end_dlg`. `false`
+    /// when no actor holds a call of that number. Blocks until the supervisor answers:
+    /// for the admin methods' blocking pool, never an async task.
+    pub fn end_blocking(&self, id: u64, by: EndedBy) -> bool {
+        let Some(s) = self.supervisor.get() else {
+            return false;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        s.cast(SupervisorMsg::End(id, by, tx.into())).is_ok() && rx.blocking_recv().unwrap_or(false)
+    }
+
+    /// Ends every call (shutdown after the drain time); how many were asked to end.
+    pub async fn end_all(&self, by: EndedBy) -> usize {
+        let Some(s) = self.supervisor.get() else {
+            return 0;
+        };
+        ractor::call!(s, SupervisorMsg::EndAll, by).unwrap_or(0)
+    }
+
+    /// A tracked call by its number.
+    pub fn get(&self, id: u64) -> Option<Arc<Call>> {
+        self.all().into_iter().find(|c| c.id == id)
+    }
+
+    /// Every tracked call, oldest first.
+    pub fn all(&self) -> Vec<Arc<Call>> {
+        let mut all: Vec<Arc<Call>> = self
+            .shards
+            .iter()
+            .flat_map(|s| s.lock().values().flatten().cloned().collect::<Vec<_>>())
+            .collect();
+        all.sort_by_key(|c| c.id);
+        all
+    }
+
+    /// The calls in a profile (`dlg.profile_list`).
+    pub fn in_profile(&self, profile: &str, value: Option<&str>) -> Vec<Arc<Call>> {
+        self.all()
+            .into_iter()
+            .filter(|c| c.in_profile(profile, value))
+            .collect()
+    }
+
+    pub fn stats(&self) -> Stats {
+        let (mut early, mut active) = (0, 0);
+        for c in self.all() {
+            match c.phase() {
+                Phase::Setup | Phase::Early => early += 1,
+                Phase::Confirmed => active += 1,
+                Phase::Ended => {}
+            }
+        }
+        Stats {
+            early_dialogs: early,
+            active_dialogs: active,
+            all_dialogs: early + active,
+            processed_dialogs: self.processed.load(Ordering::Relaxed),
+            expired_dialogs: self.expired.load(Ordering::Relaxed),
+            failed_dialogs: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Dialogs by state and profile sizes, computed when Prometheus scrapes.
+struct DialogCollector(Arc<Dialogs>);
+
+impl std::fmt::Debug for DialogCollector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("DialogCollector")
+    }
+}
+
+impl prometheus_client::collector::Collector for DialogCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::metrics::gauge::Gauge;
+        let stats = self.0.stats();
+        let by_state: Family<Vec<(&'static str, &'static str)>, Gauge> = Family::default();
+        by_state
+            .get_or_create(&vec![("state", "early")])
+            .set(stats.early_dialogs as i64);
+        by_state
+            .get_or_create(&vec![("state", "confirmed")])
+            .set(stats.active_dialogs as i64);
+        let family = encoder.encode_descriptor(
+            "limes_dialogs",
+            "Tracked calls, by state",
+            None,
+            by_state.metric_type(),
+        )?;
+        by_state.encode(family)?;
+        // One series per declared profile (values summed: a per-caller profile has as
+        // many values as callers, too many for labels).
+        let sizes: Family<Vec<(&'static str, String)>, Gauge> = Family::default();
+        for name in self.0.profiles.names() {
+            let n = self.0.profiles.size(&name, None);
+            sizes.get_or_create(&vec![("profile", name)]).set(n as i64);
+        }
+        let family = encoder.encode_descriptor(
+            "limes_dialog_profile_size",
+            "Calls in each declared profile",
+            None,
+            sizes.metric_type(),
+        )?;
+        sizes.encode(family)
+    }
+}
+
+impl Dialogs {
+    /// Registers the dialog census (by state, profile sizes).
+    pub fn register_census(registry: &mut Registry, dialogs: Arc<Dialogs>) {
+        registry.register_collector(Box::new(DialogCollector(dialogs)));
+    }
+}
+
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests;

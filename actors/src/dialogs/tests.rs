@@ -1,0 +1,287 @@
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use limes_sip::{Limits, Message, Method};
+use parking_lot::Mutex;
+use prometheus_client::registry::Registry;
+use ractor::Actor;
+
+use super::actor::{DialogSupervisor, Ender, SupervisorArgs, SupervisorMsg, TICK};
+use super::cdr::EndedBy;
+use super::profiles::{LimitDef, ProfileDef, ValueOf};
+use super::*;
+use crate::settings::Transport;
+
+fn msg(text: &str) -> Message {
+    Message::parse(Bytes::from(text.replace('\n', "\r\n")), &Limits::default()).expect("parses")
+}
+
+fn invite(call: &str) -> Message {
+    msg(&format!(
+        "INVITE sip:6002@example.com SIP/2.0\n\
+         Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK{call}\n\
+         From: <sip:6001@example.com>;tag=a-{call}\n\
+         To: <sip:6002@example.com>\n\
+         Call-ID: {call}\n\
+         CSeq: 10 INVITE\n\
+         Contact: <sip:6001@192.0.2.1:5060>\n\
+         Max-Forwards: 70\n\
+         Content-Length: 0\n\n"
+    ))
+}
+
+fn response(call: &str, status: u16, tag: &str) -> Message {
+    msg(&format!(
+        "SIP/2.0 {status} Whatever\n\
+         Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK{call}\n\
+         From: <sip:6001@example.com>;tag=a-{call}\n\
+         To: <sip:6002@example.com>;tag={tag}\n\
+         Call-ID: {call}\n\
+         CSeq: 10 INVITE\n\
+         Contact: <sip:6002@192.0.2.2:5060>\n\
+         Record-Route: <sip:192.0.2.9;lr>\n\
+         Content-Length: 0\n\n"
+    ))
+}
+
+fn bye_from_callee(call: &str, tag: &str) -> Message {
+    msg(&format!(
+        "BYE sip:6001@192.0.2.1:5060 SIP/2.0\n\
+         Via: SIP/2.0/UDP 192.0.2.2:5060;branch=z9hG4bKbye{call}\n\
+         From: <sip:6002@example.com>;tag={tag}\n\
+         To: <sip:6001@example.com>;tag=a-{call}\n\
+         Call-ID: {call}\n\
+         CSeq: 1 BYE\n\
+         Max-Forwards: 70\n\
+         Content-Length: 0\n\n"
+    ))
+}
+
+fn caller() -> Dest {
+    Dest {
+        transport: Transport::Udp,
+        addr: SocketAddr::from(([192, 0, 2, 1], 5060)),
+    }
+}
+
+fn origin() -> Origin {
+    Origin {
+        caller: "6001".into(),
+        source: "subscriber".into(),
+        call_limit: Some(2),
+    }
+}
+
+fn dialogs(dir: &std::path::Path, lifetime: Duration) -> Arc<Dialogs> {
+    let settings = DialogSettings {
+        lifetime,
+        profiles: vec![
+            ProfileDef {
+                name: "total".into(),
+                value: None,
+                class: None,
+            },
+            ProfileDef {
+                name: "user".into(),
+                value: Some(ValueOf::Caller),
+                class: None,
+            },
+        ],
+        limits: vec![LimitDef {
+            profile: "user".into(),
+            max: None,
+            status: 486,
+            reason: None,
+            retry_after_s: None,
+        }],
+        cdr_file: Some(dir.join("cdr.jsonl")),
+        ..DialogSettings::default()
+    };
+    let metrics = DialogMetrics::register(&mut Registry::default());
+    Arc::new(Dialogs::new(settings, "test", metrics).expect("dialogs"))
+}
+
+fn cdrs(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("cdr.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect()
+}
+
+/// §12.1: a tagged 1xx makes the dialog early, the 2xx confirms it; the callee's BYE is
+/// matched from the other side and ends it; the counts go back and one CDR says who.
+#[test]
+fn a_call_follows_its_responses_and_the_bye() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dialogs(dir.path(), Duration::from_secs(60));
+    let call = d.admit(&invite("c1"), caller(), origin()).unwrap();
+    assert_eq!(
+        (call.phase(), d.profiles.size("total", None)),
+        (Phase::Setup, 1)
+    );
+    d.on_invite_response(&call, &response("c1", 180, "b-1"));
+    assert_eq!(call.phase(), Phase::Early);
+    assert_eq!(d.stats().early_dialogs, 1);
+    d.on_invite_response(&call, &response("c1", 200, "b-1"));
+    assert_eq!(call.phase(), Phase::Confirmed);
+    assert_eq!((d.stats().active_dialogs, d.stats().early_dialogs), (1, 0));
+    let sides = call.sides().unwrap();
+    assert_eq!(sides.callee_contact, "sip:6002@192.0.2.2:5060");
+    assert_eq!(sides.record_route, ["<sip:192.0.2.9;lr>"]);
+
+    let bye = bye_from_callee("c1", "b-1");
+    let (found, from_caller) = d.find(&bye).expect("found from the callee's side");
+    assert!(!from_caller);
+    assert!(d.find(&bye_from_callee("c1", "other-fork")).is_none());
+    d.on_request(&found, from_caller, &Method::Bye, 1);
+    assert_eq!(call.phase(), Phase::Ended);
+    assert!(d.is_empty());
+    assert!(d.profiles.sizes().is_empty(), "every count given back");
+    assert!(!d.finish(&call, EndedBy::Timeout), "a call ends once");
+    d.flush_cdrs();
+    let cdrs = cdrs(dir.path());
+    assert_eq!(cdrs.len(), 1);
+    assert_eq!(cdrs[0]["EndedBy"], "callee");
+    assert_eq!(cdrs[0]["Status"], 200);
+    assert_eq!(cdrs[0]["CallID"], "c1");
+    assert!(cdrs[0]["AnswerTime"].is_u64());
+    assert_eq!(d.stats().processed_dialogs, 1);
+}
+
+/// The caller's `call_limit` (2) refuses the third call with 486 and a CDR; a failure
+/// and a CANCEL end calls with CDRs that say so.
+#[test]
+fn limits_failures_and_cancels_each_leave_a_cdr() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dialogs(dir.path(), Duration::from_secs(60));
+    let a = d.admit(&invite("a"), caller(), origin()).unwrap();
+    let b = d.admit(&invite("b"), caller(), origin()).unwrap();
+    match d.admit(&invite("c"), caller(), origin()) {
+        Err(Refused::Limit(l)) => assert_eq!((l.status, l.max), (486, 2)),
+        other => panic!("expected a limit refusal, got {other:?}"),
+    }
+    d.on_invite_failure(&a, 487);
+    d.on_invite_failure(&b, 404);
+    assert!(d.is_empty());
+    d.flush_cdrs();
+    let ended: Vec<(String, u64)> = cdrs(dir.path())
+        .iter()
+        .map(|c| {
+            (
+                c["EndedBy"].as_str().unwrap().to_owned(),
+                c["Status"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ended,
+        [
+            ("limit".into(), 486),
+            ("caller".into(), 487),
+            ("failure".into(), 404)
+        ]
+    );
+    assert_eq!(d.stats().failed_dialogs, 1);
+}
+
+/// Ends calls as the proxy does, without the wire: records who asked.
+#[derive(Default)]
+struct Recorder {
+    dialogs: Mutex<Option<Arc<Dialogs>>>,
+    ended: Mutex<Vec<(String, EndedBy)>>,
+}
+
+impl Ender for Recorder {
+    fn end_call(&self, call: &Call, by: EndedBy) {
+        self.ended.lock().push((call.call_id.clone(), by));
+        if let Some(d) = self.dialogs.lock().as_ref() {
+            d.finish(call, by);
+        }
+    }
+}
+
+async fn supervised(d: &Arc<Dialogs>) -> (Arc<Recorder>, ractor::ActorRef<SupervisorMsg>) {
+    let recorder = Arc::new(Recorder::default());
+    *recorder.dialogs.lock() = Some(d.clone());
+    let (sup, _) = Actor::spawn(
+        None,
+        DialogSupervisor,
+        SupervisorArgs {
+            dialogs: d.clone(),
+            ender: recorder.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    d.set_supervisor(sup.clone());
+    (recorder, sup)
+}
+
+async fn children(sup: &ractor::ActorRef<SupervisorMsg>) -> usize {
+    ractor::call!(sup, SupervisorMsg::Children).unwrap()
+}
+
+/// A dialog actor that panics: the supervisor ends its call for it (counts given back,
+/// CDR `actor_failure`), and the other call and its actor go on.
+#[tokio::test]
+async fn a_panicking_dialog_actor_gives_its_counts_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dialogs(dir.path(), Duration::from_secs(60));
+    let (recorder, sup) = supervised(&d).await;
+    let one = d.admit(&invite("one"), caller(), origin()).unwrap();
+    let _two = d.admit(&invite("two"), caller(), origin()).unwrap();
+    tokio::time::sleep(TICK * 3).await;
+    assert_eq!(children(&sup).await, 2);
+    sup.cast(SupervisorMsg::Crash(one.id)).unwrap();
+    tokio::time::sleep(TICK * 3).await;
+    assert_eq!(
+        recorder.ended.lock().clone(),
+        [("one".to_owned(), EndedBy::ActorFailure)]
+    );
+    assert_eq!(d.profiles.size("total", None), 1);
+    assert_eq!(d.len(), 1);
+    assert_eq!(children(&sup).await, 1, "the other actor lives");
+    d.flush_cdrs();
+    assert_eq!(cdrs(dir.path())[0]["EndedBy"], "actor_failure");
+    sup.stop(None);
+}
+
+/// The lifetime runs from the answer; at its end the actor ends the call (BYEs, CDR
+/// `timeout`); `dlg.end_dlg` ends another for the operator.
+#[tokio::test(start_paused = true)]
+async fn lifetime_and_operator_end_calls_through_their_actors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dialogs(dir.path(), Duration::from_secs(30));
+    let (recorder, sup) = supervised(&d).await;
+    let timed = d.admit(&invite("timed"), caller(), origin()).unwrap();
+    let ended = d.admit(&invite("operator"), caller(), origin()).unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    d.on_invite_response(&timed, &response("timed", 200, "t"));
+    d.on_invite_response(&ended, &response("operator", 200, "o"));
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    assert!(
+        recorder.ended.lock().is_empty(),
+        "40 s after setup, 20 s after the answer"
+    );
+    let id = ended.id;
+    let d2 = d.clone();
+    let found = tokio::task::spawn_blocking(move || d2.end_blocking(id, EndedBy::Operator))
+        .await
+        .unwrap();
+    assert!(found);
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(
+        recorder.ended.lock().clone(),
+        [
+            ("operator".to_owned(), EndedBy::Operator),
+            ("timed".to_owned(), EndedBy::Timeout)
+        ]
+    );
+    assert!(d.is_empty() && d.profiles.sizes().is_empty());
+    assert_eq!(d.stats().expired_dialogs, 1);
+    assert_eq!(children(&sup).await, 0);
+    sup.stop(None);
+}
