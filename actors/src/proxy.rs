@@ -32,10 +32,11 @@ use limes_sip::transaction::TxKey;
 use limes_sip::uri::Uri;
 use limes_sip::{Message, Method};
 use parking_lot::Mutex;
-use tracing::{debug, trace};
+use tracing::{debug, trace, warn};
 
 use self::entry::{Entry, Later};
 use self::local::Local;
+use crate::dialogs::{Dialogs, Phase, Refused};
 use crate::flood::FloodGuard;
 use crate::metrics::{Metrics, TxCensus, TxLabels};
 use crate::settings::{FloodAction, ProxySettings, Transport};
@@ -126,6 +127,8 @@ pub struct Fork {
 }
 
 pub struct Proxy {
+    /// Tracked calls, their profiles and CDRs.
+    pub dialogs: Arc<Dialogs>,
     shards: Box<[Mutex<Shard>]>,
     local: Local,
     settings: ProxySettings,
@@ -186,8 +189,10 @@ impl Proxy {
         metrics: Arc<Metrics>,
         flood: Option<FloodGuard>,
         edge: edge::Edge,
+        dialogs: Arc<Dialogs>,
     ) -> Arc<Self> {
         Arc::new(Self {
+            dialogs,
             next_hops: arc_swap::ArcSwap::from_pointee(settings.next_hops.clone()),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
             local,
@@ -419,6 +424,7 @@ impl Proxy {
         let back_flow = routing.flow;
         let new_ruri = routing.restored_ruri.map(str::to_owned);
         let mut consume_credentials = false;
+        let mut origin = None;
         let targets: Vec<Route> = match routing.decision {
             Decision::Refuse { status, reason } => {
                 return self.reply_local(&msg, &flow, now, status, reason, &[])
@@ -445,14 +451,36 @@ impl Proxy {
                 _ => return self.reply_local(&msg, &flow, now, 404, "Not Found", &[]),
             },
             Decision::Initial => match self.initial_targets(&msg, &flow, now) {
-                Some((targets, authenticated)) => {
-                    consume_credentials = authenticated;
-                    targets
+                Some(initial) => {
+                    consume_credentials = initial.authenticated;
+                    origin = Some(initial.origin);
+                    initial.targets
                 }
                 None => return,
             },
         };
 
+        // A request inside a tracked dialog updates it (a BYE ends it); one that matches
+        // none is refused when so configured.
+        if in_dialog && method != Method::Ack {
+            match self.dialogs.find(&msg) {
+                Some((call, from_caller)) => {
+                    let seq = msg.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
+                    self.dialogs.on_request(&call, from_caller, &method, seq);
+                }
+                None if self.dialogs.rejects_unmatched() => {
+                    return self.reply_local(
+                        &msg,
+                        &flow,
+                        now,
+                        481,
+                        "Call/Transaction Does Not Exist",
+                        &[],
+                    )
+                }
+                None => {}
+            }
+        }
         let targets = match self.back_over_flow(back_flow.filter(|_| in_dialog), &flow) {
             Ok(Some(dest)) => vec![Route::to(dest)],
             Ok(None) => targets,
@@ -479,6 +507,20 @@ impl Proxy {
                 &[],
             );
         };
+        // A dialog-creating INVITE joins its profiles (limits checked) before it is relayed.
+        let dialog = if method == Method::Invite && !in_dialog && self.dialogs.tracks() {
+            let origin = origin.unwrap_or_else(|| self.routed_origin(&msg, &flow));
+            let caller = Dest {
+                transport: flow.transport,
+                addr: flow.remote,
+            };
+            match self.dialogs.admit(&msg, caller, origin) {
+                Ok(call) => Some(call),
+                Err(refused) => return self.refuse_call(&msg, &flow, now, &refused),
+            }
+        } else {
+            None
+        };
         let fork = Fork {
             flow,
             popped,
@@ -496,6 +538,9 @@ impl Proxy {
         // The branches' copies are built from the request before the context owns it.
         let copies = self.branch_copies(&msg, &fork, &first, sid, 0);
         if copies.is_empty() {
+            if let Some(call) = &dialog {
+                self.dialogs.on_invite_failure(call, 503);
+            }
             return self.reply_local(
                 &msg,
                 &flow,
@@ -515,6 +560,7 @@ impl Proxy {
             scheduled: None,
             later: None,
             waiter: None,
+            dialog,
         };
         if !groups.is_empty() {
             entry.ctx.hold();
@@ -626,6 +672,11 @@ impl Proxy {
                     } else {
                         &self.stats.replies_forwarded
                     });
+                }
+                Event::Final { status } if status >= 300 => {
+                    if let Some(call) = &e.dialog {
+                        self.dialogs.on_invite_failure(call, status);
+                    }
                 }
                 Event::RetransmissionSent => self.metrics.retransmission_sent(),
                 Event::RetransmissionAbsorbed => self.metrics.retransmission_absorbed(),
@@ -779,6 +830,9 @@ impl Proxy {
             }
             return;
         };
+        if let Some(call) = e.dialog.as_ref().filter(|_| !is_cancel) {
+            self.dialogs.on_invite_response(call, &msg);
+        }
         e.ctx.handle_response(now, idx, &msg);
         self.drive(e, now, &mut sends);
         self.settle(&mut shard, sid);
@@ -806,6 +860,13 @@ impl Proxy {
             return;
         };
         if e.ctx.is_terminated() {
+            // An INVITE whose context ended without an answer or a failure upstream (a
+            // retry path that never sent one) still ends its call.
+            if let Some(call) = e.dialog.take() {
+                if call.phase() != Phase::Confirmed {
+                    self.dialogs.on_invite_failure(&call, 500);
+                }
+            }
             shard.entries.remove(&sid);
             self.active.fetch_sub(1, Ordering::Relaxed);
             bump(&self.stats.freed);
@@ -849,6 +910,31 @@ impl Proxy {
         }
     }
 
+    /// Answers a call refused before relaying: a limit's configured code (with
+    /// Retry-After when set), or 503 when the dialog table is full.
+    fn refuse_call(&self, msg: &Message, flow: &Flow, now: Instant, refused: &Refused) {
+        match refused {
+            Refused::Limit(l) => {
+                debug!(profile = %l.profile, size = l.size, max = l.max, "call refused by a limit");
+                let retry = l.retry_after_s.map(|s| s.to_string());
+                let extra: Vec<(&str, &str)> =
+                    retry.iter().map(|r| ("Retry-After", r.as_str())).collect();
+                self.reply_local(msg, flow, now, l.status, &l.reason, &extra);
+            }
+            Refused::Full => {
+                warn!("dialog table full, INVITE refused");
+                self.reply_local(
+                    msg,
+                    flow,
+                    now,
+                    503,
+                    "Service Unavailable: dialog table full",
+                    &[("Retry-After", "5")],
+                );
+            }
+        }
+    }
+
     /// Answers a request this node will not forward: INVITE through a server transaction
     /// (so retransmissions and the ACK are absorbed), anything else statelessly.
     fn reply_local(
@@ -883,6 +969,7 @@ impl Proxy {
             scheduled: None,
             later: None,
             waiter: None,
+            dialog: None,
         };
         self.insert(sid, entry, now);
     }
@@ -899,6 +986,10 @@ impl Proxy {
                 if e.key.is_some() && e.key == entry.key {
                     e.ctx.handle_request(now);
                     self.drive(e, now, &mut sends);
+                }
+                // The request was admitted twice at once: the copy's call is no call.
+                if let Some(call) = &entry.dialog {
+                    self.dialogs.discard(call);
                 }
             }
             std::collections::hash_map::Entry::Vacant(v) => {

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use limes_actors::auth::{Auth, AuthMetrics, AuthSettings};
+use limes_actors::dialogs::{DialogMetrics, DialogSettings, Dialogs};
 use limes_actors::metrics::Metrics;
 use limes_actors::proxy::edge::Edge;
 use limes_actors::proxy::local::Local;
@@ -68,7 +69,13 @@ fn proxy(next_hop: SocketAddr, runtime: &tokio::runtime::Runtime) -> (Arc<Proxy>
         addr: local_addr,
     };
     let local = Local::new(vec![listen], Vec::new(), &secret);
-    let proxy = Proxy::new(settings, local, out, metrics, None, edge);
+    let dialogs = Dialogs::new(
+        DialogSettings::default(),
+        "driver",
+        DialogMetrics::register(&mut registry),
+    )
+    .expect("dialogs");
+    let proxy = Proxy::new(settings, local, out, metrics, None, edge, Arc::new(dialogs));
     (proxy, local_addr)
 }
 
@@ -123,6 +130,11 @@ fn the_same_invite_received_by_two_threads_at_once_is_forwarded_once() {
     let forwarded = counter.join().expect("counter");
     assert_eq!(forwarded, CALLS, "each INVITE forwarded exactly once");
     assert_eq!(proxy.active(), CALLS as usize, "one transaction each");
+    assert_eq!(
+        proxy.dialogs.len(),
+        CALLS as usize,
+        "one call each: no copy left tracked"
+    );
     let (_, absorbed) = proxy.metrics().retransmissions_total();
     assert_eq!(
         absorbed,

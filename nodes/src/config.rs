@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use limes_actors::auth::AuthSettings;
+use limes_actors::dialogs::profiles::{ClassRule, LimitDef, ProfileDef, ValueOf};
+use limes_actors::dialogs::DialogSettings;
 use limes_actors::settings::{
     FloodAction, FloodSettings, Listen, ProxySettings, TransportSettings,
 };
@@ -34,6 +36,40 @@ pub struct Config {
     pub trusted: Vec<TrustedEntry>,
     /// `[[address]]` entries (address groups).
     pub address: Vec<AddressConfig>,
+    pub dialog: Dialog,
+}
+
+/// `[dialog]`: tracking, profiles, limits, CDRs (`[[dialog.profile]]`, `[[dialog.class]]`,
+/// `[[dialog.limit]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dialog {
+    pub track: bool,
+    pub lifetime_s: u64,
+    pub reject_unmatched: bool,
+    pub max_dialogs: usize,
+    /// Relative to the state directory; empty: no CDR file.
+    pub cdr_file: String,
+    pub cdr_rotate_mb: u64,
+    pub profile: Vec<ProfileDef>,
+    pub class: Vec<ClassRule>,
+    pub limit: Vec<LimitDef>,
+}
+
+impl Default for Dialog {
+    fn default() -> Self {
+        Self {
+            track: true,
+            lifetime_s: 43_200,
+            reject_unmatched: false,
+            max_dialogs: 1_000_000,
+            cdr_file: "cdr.jsonl".into(),
+            cdr_rotate_mb: 64,
+            profile: Vec::new(),
+            class: Vec::new(),
+            limit: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -507,6 +543,7 @@ pub struct Resolved {
     pub auth: AuthSettings,
     pub max_subscribers: usize,
     pub tables: TableSet,
+    pub dialog: DialogSettings,
 }
 
 impl Config {
@@ -627,6 +664,57 @@ impl Config {
             auth: self.auth_settings()?,
             max_subscribers: self.auth.max_subscribers.max(1),
             tables: self.tables()?,
+            dialog: self.dialog_settings()?,
+        })
+    }
+
+    /// `[dialog]` checked: limits name declared profiles, names are unique, codes are
+    /// final failure codes, a profile by class has classes to go by.
+    fn dialog_settings(&self) -> anyhow::Result<DialogSettings> {
+        let d = &self.dialog;
+        let mut names = std::collections::HashSet::new();
+        for p in &d.profile {
+            if p.name.is_empty() || !names.insert(p.name.as_str()) {
+                bail!(
+                    "dialog.profile {:?}: names must be given and unique",
+                    p.name
+                );
+            }
+            let by_class = p.value == Some(ValueOf::Class) || p.class.is_some();
+            if by_class && d.class.is_empty() {
+                bail!(
+                    "dialog.profile {}: counts by class but no [[dialog.class]] is declared",
+                    p.name
+                );
+            }
+            if let Some(c) = &p.class {
+                if !d.class.iter().any(|k| &k.name == c) {
+                    bail!("dialog.profile {}: class {c:?} is not declared", p.name);
+                }
+            }
+        }
+        for l in &d.limit {
+            if !names.contains(l.profile.as_str()) {
+                bail!("dialog.limit: profile {:?} is not declared", l.profile);
+            }
+            if !(400..700).contains(&l.status) {
+                bail!(
+                    "dialog.limit on {}: status {} is not a 4xx-6xx code",
+                    l.profile,
+                    l.status
+                );
+            }
+        }
+        Ok(DialogSettings {
+            track: d.track,
+            lifetime: Duration::from_secs(d.lifetime_s.max(1)),
+            reject_unmatched: d.reject_unmatched,
+            max_dialogs: d.max_dialogs.max(1),
+            profiles: d.profile.clone(),
+            classes: d.class.clone(),
+            limits: d.limit.clone(),
+            cdr_file: (!d.cdr_file.is_empty()).then(|| self.node.state_dir.join(&d.cdr_file)),
+            cdr_rotate_bytes: d.cdr_rotate_mb.saturating_mul(1 << 20),
         })
     }
 }

@@ -15,6 +15,7 @@ mod config;
 mod ctl;
 mod dbtext;
 mod rpc;
+mod rpc_dialog;
 mod rpc_state;
 mod run;
 

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use limes_actors::proxy::Proxy;
 
-use crate::rpc_state;
+use crate::{rpc_dialog, rpc_state};
 use serde_json::{json, Value};
 
 /// What the methods can see.
@@ -140,6 +140,37 @@ pub const METHODS: &[(&str, &str, Method)] = &[
         rpc_state::auth_blocked,
     ),
     ("auth.unblock", "Lift a block: IP", rpc_state::auth_unblock),
+    ("dlg.list", "Every tracked call", rpc_dialog::list),
+    (
+        "dlg.list_ctx",
+        "Every tracked call with its lifetime and timeout",
+        rpc_dialog::list_ctx,
+    ),
+    (
+        "dlg.stats_active",
+        "Early, active and all dialogs",
+        rpc_dialog::stats_active,
+    ),
+    (
+        "dlg.profile_get_size",
+        "Calls in a profile: PROFILE [VALUE]",
+        rpc_dialog::profile_get_size,
+    ),
+    (
+        "dlg.profile_list",
+        "The calls in a profile: PROFILE [VALUE]",
+        rpc_dialog::profile_list,
+    ),
+    (
+        "dlg.end_dlg",
+        "End a call with BYE to both sides: ID",
+        rpc_dialog::end_dlg,
+    ),
+    (
+        "dlg.set_var",
+        "Set a dialog variable: ID NAME VALUE",
+        rpc_dialog::set_var,
+    ),
     (
         "system.listMethods",
         "Methods this node answers",
@@ -262,6 +293,7 @@ fn stats_get_statistics(node: &Node, params: &[Value]) -> Result<Value, RpcError
         json!(node.started.elapsed().as_secs()),
     );
     out.insert("core:draining".into(), json!(node.proxy.is_draining()));
+    out.extend(rpc_dialog::statistics(node));
     let groups: Vec<&str> = out.keys().filter_map(|k| k.split(':').next()).collect();
     if group != "all" && !groups.contains(&group.trim_end_matches(':')) {
         return Err(RpcError::new(

@@ -9,6 +9,9 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use limes_actors::auth::{Auth, AuthMetrics};
+use limes_actors::dialogs::actor::{DialogSupervisor, Ender, SupervisorArgs};
+use limes_actors::dialogs::cdr::EndedBy;
+use limes_actors::dialogs::{DialogMetrics, Dialogs};
 use limes_actors::flood::FloodGuard;
 use limes_actors::metrics::Metrics;
 use limes_actors::proxy::edge::{unix_now, Edge};
@@ -112,6 +115,15 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
         tokio::runtime::Handle::current(),
     )?;
     let local = Local::new(listens.clone(), cfg.proxy.aliases.clone(), &secret);
+    let dialogs = Arc::new(
+        Dialogs::new(
+            cfg.dialog.clone(),
+            &cfg.name,
+            DialogMetrics::register(&mut registry),
+        )
+        .context("opening the CDR file")?,
+    );
+    Dialogs::register_census(&mut registry, dialogs.clone());
     let proxy = Proxy::new(
         cfg.proxy.clone(),
         local,
@@ -119,8 +131,21 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
         metrics,
         FloodGuard::new(&cfg.flood),
         edge,
+        dialogs.clone(),
     );
     Metrics::register_census(&mut registry, proxy.clone());
+    let ender: Arc<dyn Ender> = proxy.clone();
+    let (supervisor, _) = ractor::Actor::spawn(
+        None,
+        DialogSupervisor,
+        SupervisorArgs {
+            dialogs: dialogs.clone(),
+            ender,
+        },
+    )
+    .await
+    .context("starting the dialog supervisor")?;
+    proxy.dialogs.set_supervisor(supervisor.clone());
     let inbound: Arc<dyn Inbound> = proxy.clone();
     out.set_inbound(inbound.clone());
 
@@ -191,9 +216,18 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
         "stopping: new INVITEs refused, draining"
     );
     proxy.drain();
+    // Calls up go on until their own BYEs or the drain time, then get the node's BYEs.
     let deadline = Instant::now() + cfg.drain;
-    while proxy.pending() > 0 && Instant::now() < deadline {
+    while (proxy.pending() > 0 || !proxy.dialogs.is_empty()) && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    if !proxy.dialogs.is_empty() {
+        let n = proxy.dialogs.end_all(EndedBy::Shutdown).await;
+        warn!(calls = n, "drain time reached, calls ended with BYE");
+        let bye_deadline = Instant::now() + Duration::from_secs(2);
+        while (proxy.pending() > 0 || !proxy.dialogs.is_empty()) && Instant::now() < bye_deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
     if proxy.pending() > 0 {
         warn!(
@@ -260,6 +294,7 @@ fn reload(proxy: &Proxy, source: &ReloadSource) -> anyhow::Result<serde_json::Va
         .store(r.use_domain, std::sync::atomic::Ordering::Relaxed);
     edge.auth.set_settings(r.auth);
     proxy.set_next_hops(r.proxy.next_hops);
+    proxy.dialogs.set_settings(r.dialog);
     info!(config = ?path, "configuration reloaded");
     Ok(
         serde_json::json!({ "reloaded": path.map(|p| p.display().to_string()), "config_entries": counts }),
@@ -344,9 +379,14 @@ fn spawn_state_thread(
                 }
                 edge.location.maintain();
                 edge.tables.compact_if_needed();
+                proxy.dialogs.flush_cdrs();
+                if tick.is_multiple_of(60) {
+                    proxy.dialogs.profiles.sweep();
+                }
             }
             // A last flush on the way out.
             proxy.edge().location.maintain();
+            proxy.dialogs.flush_cdrs();
         })
 }
 

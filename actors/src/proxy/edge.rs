@@ -20,6 +20,7 @@ use tracing::{debug, error, warn};
 
 use super::{Proxy, Route};
 use crate::auth::{Attempt, Auth, Kind, Verdict};
+use crate::dialogs::Origin;
 use crate::registrar::{Location, LocationError, Meta, Push};
 use crate::settings::Transport;
 use crate::tables::{Peer, Tables};
@@ -113,6 +114,23 @@ fn user_of(v: Option<Result<limes_sip::addr::NameAddr<'_>, limes_sip::uri::UriEr
         .to_owned()
 }
 
+/// The source a call is counted under: the peer's tag, else its class.
+fn source_of(peer: &Peer) -> String {
+    match peer {
+        Peer::Carrier { tag, .. } => tag.as_deref().unwrap_or("carrier").to_owned(),
+        Peer::Trusted { tag } => tag.as_deref().unwrap_or("trusted").to_owned(),
+        Peer::Unknown => "subscriber".to_owned(),
+    }
+}
+
+/// Where an initial request goes, and who it is from.
+pub(super) struct Initial {
+    pub targets: Vec<Route>,
+    /// Credentials were checked (and are consumed: not forwarded).
+    pub authenticated: bool,
+    pub origin: Origin,
+}
+
 impl Proxy {
     /// The source's class; a configured next hop (a gateway) counts as trusted.
     fn classify(&self, msg: &Message, flow: &Flow) -> Peer {
@@ -129,6 +147,16 @@ impl Proxy {
         }
     }
 
+    /// Who a dialog-creating INVITE routed by its Route set is from (no authentication
+    /// runs for it): the From user and the source's class.
+    pub(super) fn routed_origin(&self, msg: &Message, flow: &Flow) -> Origin {
+        Origin {
+            source: source_of(&self.classify(msg, flow)),
+            caller: user_of(msg.from()),
+            call_limit: None,
+        }
+    }
+
     fn is_next_hop(&self, flow: &Flow) -> bool {
         self.next_hops
             .load()
@@ -136,8 +164,8 @@ impl Proxy {
             .any(|t| t.dest.addr == flow.remote)
     }
 
-    /// Runs digest authentication for an untrusted request. `None` when the request was
-    /// answered (challenge, 403) or dropped (blocked source).
+    /// Runs digest authentication for an untrusted request: the subscriber, or `None` when
+    /// the request was answered (challenge, 403) or dropped (blocked source).
     fn authenticate(
         &self,
         msg: &Message,
@@ -145,7 +173,7 @@ impl Proxy {
         now: Instant,
         kind: Kind,
         user: &str,
-    ) -> Option<()> {
+    ) -> Option<Arc<crate::tables::Subscriber>> {
         let auth = &self.edge.auth;
         let unix = unix_now();
         let realm = auth.realm(msg);
@@ -158,7 +186,7 @@ impl Proxy {
             unix,
         };
         match auth.check(msg, &attempt, &self.edge.tables) {
-            Verdict::Authenticated(_) => Some(()),
+            Verdict::Authenticated(sub) => Some(sub),
             Verdict::Challenge { stale } => {
                 let (status, reason) = kind.status();
                 auth.metrics
@@ -321,14 +349,27 @@ impl Proxy {
         msg: &Message,
         flow: &Flow,
         now: Instant,
-    ) -> Option<(Vec<Route>, bool)> {
+    ) -> Option<Initial> {
         let peer = self.classify(msg, flow);
         let mut authenticated = false;
+        let mut origin = Origin {
+            source: source_of(&peer),
+            caller: user_of(msg.from()),
+            call_limit: None,
+        };
         if peer == Peer::Unknown && self.edge.auth.settings().challenge_requests {
-            let user = user_of(msg.from());
-            self.authenticate(msg, flow, now, Kind::Proxy, &user)?;
+            let sub = self.authenticate(msg, flow, now, Kind::Proxy, &origin.caller)?;
+            origin.caller.clone_from(&sub.user);
+            origin.call_limit = sub.call_limit;
             authenticated = true;
         }
+        let done = |targets| {
+            Some(Initial {
+                targets,
+                authenticated,
+                origin,
+            })
+        };
         let ruri = msg.request_uri().and_then(Result::ok)?;
         let ours = self.edge.serves(ruri.host, &self.local);
         // With nobody registered (a pure proxy) the AoR is not even built.
@@ -363,7 +404,7 @@ impl Proxy {
                 })
                 .collect();
             if !targets.is_empty() {
-                return Some((targets, authenticated));
+                return done(targets);
             }
         }
         if matches!(peer, Peer::Carrier { .. })
@@ -384,7 +425,7 @@ impl Proxy {
             .iter()
             .map(|t| Route::to(t.dest))
             .collect();
-        Some((hops, authenticated))
+        done(hops)
     }
 
     /// Where a binding is reached: the flow its REGISTER came on (the connection, if it is

@@ -3,6 +3,7 @@
 //! policy has not tried yet.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 use limes_sip::proxy::Context;
@@ -10,6 +11,7 @@ use limes_sip::transaction::TxKey;
 
 use super::own::Waiter;
 use super::{Fork, Route};
+use crate::dialogs::Call;
 use crate::transport::Dest;
 
 pub struct Entry {
@@ -22,6 +24,8 @@ pub struct Entry {
     pub later: Option<Box<Later>>,
     /// Who waits for the outcome of a request of the node's own.
     pub waiter: Option<Box<Waiter>>,
+    /// The call a dialog-creating INVITE started.
+    pub dialog: Option<Arc<Call>>,
 }
 
 /// The groups of targets not started yet (§16.6: lower q after higher q has failed), and

@@ -1,0 +1,188 @@
+//! Dialog tracking end to end: real sipp calls through the node, read back with the
+//! dialog methods, the metrics and the CDR file.
+
+#[path = "support.rs"]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::{ports, uac, uas, Node};
+
+fn config(next_hop: u16, extra: &str) -> String {
+    format!(
+        r#"
+[sip]
+next_hop = ["sip:127.0.0.1:{next_hop}"]
+
+[[trusted]]
+cidr = "127.0.0.0/8"
+tag = "pbx"
+
+[[dialog.profile]]
+name = "total"
+
+[[dialog.profile]]
+name = "user"
+value = "caller"
+
+[[dialog.profile]]
+name = "type"
+value = "class"
+
+[[dialog.class]]
+name = "international"
+prefix = "00"
+
+[[dialog.class]]
+name = "local"
+prefix = ""
+{extra}
+"#
+    )
+}
+
+/// The CDR lines of a node started by [`Node::with_config`] on `port`, once `n` are there
+/// (the state thread writes them within a second).
+fn cdrs(port: u16, n: usize) -> Vec<serde_json::Value> {
+    let path = std::env::temp_dir()
+        .join(format!("limes-test-{}", port + 9))
+        .join("cdr.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a CDR is a JSON line"))
+            .collect();
+        if lines.len() >= n || Instant::now() > deadline {
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn size(node: &Node, profile: &str, value: Option<&str>) -> u64 {
+    let mut params = vec![profile];
+    params.extend(value);
+    node.rpc("dlg.profile_get_size", &params)
+        .expect("profile size")
+        .as_u64()
+        .expect("a number")
+}
+
+/// Shown 1: 20 calls held 3 s. While they are up, `dlg.stats_active`, `dlg.list` and every
+/// profile count exactly 20; after the BYEs every profile is 0 and each call has one CDR
+/// saying the caller ended it, with its answer time and the seed's fields.
+#[test]
+fn dialogs_and_profiles_follow_calls_up_and_down() {
+    let p = ports();
+    let _uas = uas("call_uas.xml", p + 1, &[]);
+    let node = Node::with_config("dialogs-follow", &config(p + 1, ""), p);
+    let proxy = format!("127.0.0.1:{p}");
+    let remote = format!("127.0.0.1:{}", p + 1);
+    let caller = std::thread::spawn(move || {
+        uac(
+            "call_uac.xml",
+            &remote,
+            p + 2,
+            &[
+                "-rsa", &proxy, "-m", "20", "-r", "100", "-l", "20", "-d", "3000",
+            ],
+        )
+    });
+    // All 20 are up within 0.2 s of the start and for about 3 s.
+    std::thread::sleep(Duration::from_millis(1500));
+    let active = node.rpc("dlg.stats_active", &[]).expect("stats");
+    assert_eq!(active["active"], 20, "{active}");
+    assert_eq!(active["early"], 0);
+    assert_eq!(size(&node, "total", None), 20);
+    assert_eq!(size(&node, "user", Some("caller")), 20);
+    assert_eq!(size(&node, "type", Some("local")), 20);
+    assert_eq!(size(&node, "type", Some("international")), 0);
+    let list = node.rpc("dlg.list", &[]).expect("list");
+    assert_eq!(list.as_array().map(Vec::len), Some(20));
+    assert_eq!(list[0]["state"], "confirmed");
+    assert_eq!(list[0]["source"], "pbx");
+    let in_profile = node
+        .rpc("dlg.profile_list", &["user", "caller"])
+        .expect("list");
+    assert_eq!(in_profile.as_array().map(Vec::len), Some(20));
+    assert_eq!(
+        node.metric("limes_dialogs{state=\"confirmed\"}"),
+        20.0,
+        "the census agrees"
+    );
+
+    caller.join().expect("the calls complete");
+    let active = node.rpc("dlg.stats_active", &[]).expect("stats");
+    assert_eq!(active["all"], 0, "{active}");
+    for profile in ["total", "user", "type"] {
+        assert_eq!(size(&node, profile, None), 0, "{profile}");
+    }
+    let stats = node
+        .rpc("stats.get_statistics", &["dialog:"])
+        .expect("stats");
+    assert_eq!(stats["dialog:processed_dialogs"], 20, "{stats}");
+    let cdrs = cdrs(p, 20);
+    assert_eq!(cdrs.len(), 20, "one CDR per call");
+    let mut ids: Vec<&str> = cdrs.iter().filter_map(|c| c["Id"].as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 20, "unique ids");
+    for c in &cdrs {
+        assert_eq!(c["EndedBy"], "caller", "{c}");
+        assert_eq!(c["Status"], 200);
+        assert_eq!(c["Class"], "local");
+        assert!(c["AnswerTime"].is_u64() && c["SetupTime"].is_u64() && c["EndTime"].is_u64());
+        assert!(
+            c["BillSec"].as_u64().is_some_and(|s| (2..=4).contains(&s)),
+            "{c}"
+        );
+        assert_eq!(
+            c["Profiles"],
+            serde_json::json!(["total", "user=caller", "type=local"])
+        );
+    }
+}
+
+/// Shown 2: 100 calls at once against a limit of 10 (per caller, then per class): exactly
+/// 10 are relayed, 90 get the configured 486, and each of the 100 has a CDR.
+#[test]
+fn a_limit_of_ten_admits_exactly_ten_of_a_hundred() {
+    for (profile, label) in [("user", "per caller"), ("type", "per class")] {
+        let p = ports();
+        let _uas = uas("call_uas.xml", p + 1, &[]);
+        let limit =
+            format!("\n[[dialog.limit]]\nprofile = \"{profile}\"\nmax = 10\nstatus = 486\n");
+        let node = Node::with_config("dialogs-limit", &config(p + 1, &limit), p);
+        let proxy = format!("127.0.0.1:{p}");
+        uac(
+            "limit_uac.xml",
+            &format!("127.0.0.1:{}", p + 1),
+            p + 2,
+            &[
+                "-rsa", &proxy, "-m", "100", "-r", "1000", "-l", "100", "-d", "3000",
+            ],
+        );
+        assert_eq!(
+            node.metric(&format!(
+                "limes_dialog_limit_rejections_total{{profile=\"{profile}\"}}"
+            )),
+            90.0,
+            "{label}"
+        );
+        assert_eq!(
+            node.metric("limes_sip_requests_received_total{method=\"BYE\"}"),
+            10.0,
+            "{label}: ten calls answered and hung up"
+        );
+        let cdrs = cdrs(p, 100);
+        let ended = |by: &str| cdrs.iter().filter(|c| c["EndedBy"] == by).count();
+        assert_eq!((ended("caller"), ended("limit")), (10, 90), "{label}");
+        assert!(cdrs
+            .iter()
+            .filter(|c| c["EndedBy"] == "limit")
+            .all(|c| c["Status"] == 486 && c["AnswerTime"].is_null()));
+        assert_eq!(size(&node, profile, None), 0, "{label}");
+    }
+}
