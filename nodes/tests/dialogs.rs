@@ -186,3 +186,67 @@ fn a_limit_of_ten_admits_exactly_ten_of_a_hundred() {
         assert_eq!(size(&node, profile, None), 0, "{label}");
     }
 }
+
+/// Shown 3: a dialog's lifetime ends each call with a BYE to both sides (both sipps wait
+/// for it, the UAS checks its Reason) and a CDR saying `timeout`; `dlg.end_dlg` does the
+/// same for the operator.
+#[test]
+fn lifetime_and_operator_end_calls_with_byes_to_both_sides() {
+    for (lifetime, by) in [(2, "timeout"), (3600, "operator")] {
+        let p = ports();
+        let mut callee = uas("hangup_uas.xml", p + 1, &["-m", "5"]);
+        let extra = format!("\n[dialog]\nlifetime_s = {lifetime}\n");
+        let node = Node::with_config("dialogs-hangup", &config(p + 1, &extra), p);
+        let proxy = format!("127.0.0.1:{p}");
+        let remote = format!("127.0.0.1:{}", p + 1);
+        let caller = std::thread::spawn(move || {
+            uac(
+                "hangup_uac.xml",
+                &remote,
+                p + 2,
+                &["-rsa", &proxy, "-m", "5", "-r", "50", "-l", "5"],
+            )
+        });
+        if by == "operator" {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while node.rpc("dlg.stats_active", &[]).expect("stats")["active"] != 5 {
+                assert!(Instant::now() < deadline, "5 calls up");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            for call in node
+                .rpc("dlg.list", &[])
+                .expect("list")
+                .as_array()
+                .expect("list")
+            {
+                let id = call["id"].to_string();
+                assert_eq!(
+                    node.rpc("dlg.end_dlg", &[&id]).expect("ended")["ended"],
+                    call["id"]
+                );
+            }
+            assert!(
+                node.rpc("dlg.end_dlg", &["999999"]).is_err(),
+                "no such dialog"
+            );
+        }
+        caller.join().expect("the caller got its BYEs");
+        assert_eq!(
+            callee
+                .wait_done(Duration::from_secs(10))
+                .map(|s| s.success()),
+            Some(true),
+            "{by}: the callee got its BYEs"
+        );
+        let cdrs = cdrs(p, 5);
+        assert_eq!(cdrs.len(), 5);
+        assert!(cdrs.iter().all(|c| c["EndedBy"] == by), "{by}: {cdrs:?}");
+        assert_eq!(size(&node, "total", None), 0);
+        if by == "timeout" {
+            let stats = node
+                .rpc("stats.get_statistics", &["dialog:"])
+                .expect("stats");
+            assert_eq!(stats["dialog:expired_dialogs"], 5, "{stats}");
+        }
+    }
+}

@@ -160,6 +160,21 @@ pub fn http(addr: &str, method: &str, path: &str, body: &str) -> Option<(u16, St
 /// A sipp process left running (a UAS); killed on drop.
 pub struct Sipp(pub Child);
 
+impl Sipp {
+    /// Waits up to `bound` for a sipp started with `-m N` to end by itself: its exit
+    /// status (success: every call completed as its scenario says).
+    pub fn wait_done(&mut self, bound: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + bound;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.0.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+}
+
 impl Drop for Sipp {
     fn drop(&mut self) {
         let _ = self.0.kill();
