@@ -227,7 +227,7 @@ pub struct Shutdown {
 
 impl Default for Shutdown {
     fn default() -> Self {
-        Self { drain_s: 2 }
+        Self { drain_s: 60 }
     }
 }
 

@@ -250,3 +250,64 @@ fn lifetime_and_operator_end_calls_with_byes_to_both_sides() {
         }
     }
 }
+
+/// Shown 7: SIGTERM with 50 calls up. `/health/ready` says draining at once, a new INVITE
+/// gets 503, the 50 calls end by their own BYEs (sipp counts 50 successful calls), and the
+/// node exits once they have, long before its drain time; none needed the node's BYE.
+#[test]
+fn sigterm_lets_fifty_calls_end_by_their_own_byes() {
+    let p = ports();
+    let _uas = uas("call_uas.xml", p + 1, &[]);
+    let extra = "\n[shutdown]\ndrain_s = 30\n";
+    let mut node = Node::with_config("dialogs-drain", &config(p + 1, extra), p);
+    let proxy = format!("127.0.0.1:{p}");
+    let remote = format!("127.0.0.1:{}", p + 1);
+    let caller = std::thread::spawn(move || {
+        uac(
+            "call_uac.xml",
+            &remote,
+            p + 2,
+            &[
+                "-rsa", &proxy, "-m", "50", "-r", "200", "-l", "50", "-d", "4000",
+            ],
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.rpc("dlg.stats_active", &[]).expect("stats")["active"] != 50 {
+        assert!(Instant::now() < deadline, "50 calls up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &node.pid().to_string()])
+        .status();
+    std::thread::sleep(Duration::from_millis(300));
+    let (status, _) = support::http(&node.admin, "GET", "/health/ready", "").expect("answers");
+    assert_eq!(status, 503, "not ready while draining");
+    let peer = support::Peer::bind("127.0.0.1");
+    let refused = peer.exchange(
+        &format!("127.0.0.1:{p}"),
+        &format!(
+            "INVITE sip:late@127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/UDP {{addr}};branch=z9hG4bKlate;rport\r\n\
+             From: <sip:late@127.0.0.1>;tag=l1\r\nTo: <sip:late@127.0.0.1>\r\nCall-ID: late-1\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:late@{{addr}}>\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+            p + 1
+        ),
+        Duration::from_secs(2),
+    );
+    assert!(
+        refused.iter().any(|r| support::status(r) == 503),
+        "a new INVITE while draining: {refused:?}"
+    );
+    let out = caller.join().expect("the 50 calls complete");
+    assert_eq!(support::successful_calls(&out), 50);
+    let started = Instant::now();
+    let status = node
+        .terminate(Duration::from_secs(10))
+        .expect("exits once the calls have ended");
+    assert!(status.success());
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let cdrs = cdrs(p, 50);
+    let ended = |by: &str| cdrs.iter().filter(|c| c["EndedBy"] == by).count();
+    assert_eq!(ended("caller"), 50, "every call ended by its own BYE");
+    assert_eq!(ended("shutdown"), 0);
+}

@@ -286,7 +286,8 @@ fn ipv6_listeners_answer_with_ipv6_vias() {
 }
 
 /// SIGTERM while an INVITE waits for its answer: new INVITEs get 503, the pending one is
-/// answered through, and the node exits once nothing is pending.
+/// answered through, and the node exits once its drain time is over (the call it answered
+/// ended with the node's BYEs).
 #[test]
 fn sigterm_refuses_new_invites_and_finishes_pending_ones() {
     use bytes::Bytes;
@@ -297,15 +298,11 @@ fn sigterm_refuses_new_invites_and_finishes_pending_ones() {
     let uas = UdpSocket::bind("127.0.0.1:0").unwrap();
     uas.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     let uas_addr = uas.local_addr().unwrap();
-    let mut node = Node::start(
-        &[
-            "--listen",
-            &format!("udp:127.0.0.1:{p}"),
-            "--next-hop",
-            &format!("sip:{uas_addr}"),
-        ],
-        p + 9,
+    // The answered call is never hung up: after the drain time the node ends it.
+    let config = format!(
+        "[sip]\nnext_hop = [\"sip:{uas_addr}\"]\n[shutdown]\ndrain_s = 1\n[[trusted]]\ncidr = \"127.0.0.0/8\"\n"
     );
+    let mut node = Node::with_config("sigterm-pending", &config, p);
     let to = format!("127.0.0.1:{p}");
     let caller = UdpSocket::bind("127.0.0.1:0").unwrap();
     caller
