@@ -17,11 +17,13 @@ pub mod profiles;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use limes_cluster::journal::Record;
+use limes_cluster::Journal;
 use limes_sip::{Message, Method};
 use parking_lot::Mutex;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -30,9 +32,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use ractor::ActorRef;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::transport::Dest;
 use actor::SupervisorMsg;
@@ -185,6 +187,11 @@ pub struct CallView {
 impl Call {
     pub fn phase(&self) -> Phase {
         self.state.lock().phase
+    }
+
+    /// When the call was answered (Unix milliseconds).
+    pub fn answer_ms(&self) -> Option<u64> {
+        self.state.lock().answer_ms
     }
 
     /// The answer's side, once confirmed.
@@ -365,16 +372,66 @@ pub struct Dialogs {
     metrics: DialogMetrics,
     /// The supervisor of the dialog actors, once started (operator commands go there).
     supervisor: std::sync::OnceLock<ActorRef<SupervisorMsg>>,
+    /// Confirmed calls in the state directory (Kamailio's `db_mode`), and the changes not
+    /// written yet: [`Dialogs::flush`] writes them as one batch each second.
+    journal: Option<Journal>,
+    unsaved: Mutex<Vec<(u64, Option<String>)>>,
+}
+
+/// A confirmed call as the journal keeps it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Saved {
+    call_id: String,
+    caller_tag: String,
+    from: String,
+    to: String,
+    request_uri: String,
+    caller: String,
+    source: String,
+    call_limit: Option<u32>,
+    class: Option<String>,
+    setup_ms: u64,
+    caller_dest: Dest,
+    caller_contact: String,
+    callee_tag: String,
+    callee_contact: Option<String>,
+    record_route: Vec<String>,
+    answer_ms: Option<u64>,
+    status: u16,
+    caller_cseq: u32,
+    callee_cseq: Option<u32>,
+    profiles: Vec<(String, String)>,
+    vars: BTreeMap<String, Var>,
 }
 
 impl Dialogs {
+    /// Dialogs kept in memory only.
     pub fn new(
         settings: DialogSettings,
         node: &str,
         metrics: DialogMetrics,
     ) -> std::io::Result<Self> {
+        Self::open(settings, node, metrics, None)
+    }
+
+    /// Dialogs journaled in `state_dir`: the confirmed calls found there are tracked again
+    /// (their profile counts taken, their actors started with what is left of their
+    /// lifetime), so their BYEs end them and their CDRs are written once.
+    pub fn open(
+        settings: DialogSettings,
+        node: &str,
+        metrics: DialogMetrics,
+        state_dir: Option<&Path>,
+    ) -> std::io::Result<Self> {
         let cdr = CdrLog::open(settings.cdr_file.as_deref(), settings.cdr_rotate_bytes)?;
-        Ok(Self {
+        let (journal, loaded) = match state_dir {
+            Some(dir) => {
+                let (j, loaded) = Journal::open_map(dir, "dialogs")?;
+                (Some(j), loaded.entries)
+            }
+            None => (None, BTreeMap::new()),
+        };
+        let dialogs = Self {
             profiles: Profiles::new(
                 settings.profiles.clone(),
                 settings.classes.clone(),
@@ -393,7 +450,88 @@ impl Dialogs {
             notices: Mutex::new(VecDeque::new()),
             metrics,
             supervisor: std::sync::OnceLock::new(),
-        })
+            journal,
+            unsaved: Mutex::new(Vec::new()),
+        };
+        dialogs.restore(loaded);
+        Ok(dialogs)
+    }
+
+    fn restore(&self, saved: BTreeMap<String, String>) {
+        let mut restored = 0;
+        for (key, text) in saved {
+            let (Ok(id), Ok(s)) = (key.parse::<u64>(), serde_json::from_str::<Saved>(&text)) else {
+                warn!(key = %key, "unreadable dialog in the journal skipped");
+                self.unsaved.lock().push((key.parse().unwrap_or(0), None));
+                continue;
+            };
+            let memberships = s
+                .profiles
+                .iter()
+                .filter_map(|(p, v)| self.profiles.counter(p, v).try_join(None))
+                .collect();
+            let call = Arc::new(Call {
+                id,
+                call_id: s.call_id,
+                caller_tag: s.caller_tag,
+                from: s.from,
+                to: s.to,
+                request_uri: s.request_uri,
+                origin: Origin {
+                    caller: s.caller,
+                    source: s.source,
+                    call_limit: s.call_limit,
+                },
+                class: s.class,
+                setup_ms: s.setup_ms,
+                caller_dest: s.caller_dest,
+                caller_contact: s.caller_contact,
+                state: Mutex::new(CallState {
+                    phase: Phase::Confirmed,
+                    callee_tag: Some(s.callee_tag),
+                    callee_contact: s.callee_contact,
+                    record_route: s.record_route,
+                    answer_ms: s.answer_ms,
+                    status: s.status,
+                    caller_cseq: s.caller_cseq,
+                    callee_cseq: s.callee_cseq,
+                    profiles: s.profiles,
+                    memberships,
+                    vars: s.vars,
+                    ended_by: None,
+                }),
+            });
+            self.next_id.fetch_max(id + 1, Ordering::Relaxed);
+            self.track(call);
+            restored += 1;
+        }
+        if restored > 0 {
+            info!(
+                dialogs = restored,
+                "confirmed dialogs restored from the journal"
+            );
+        }
+    }
+
+    /// Puts a call in the table and tells the supervisor.
+    fn track(&self, call: Arc<Call>) {
+        self.shard(&call.call_id)
+            .lock()
+            .entry(call.call_id.clone())
+            .or_default()
+            .push(call.clone());
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.notify(Notice::Started(call));
+    }
+
+    /// Queues a confirmed call for the journal.
+    fn save(&self, call: &Call) {
+        if self.journal.is_none() {
+            return;
+        }
+        if let Some(text) = saved_text(call) {
+            self.unsaved.lock().push((call.id, Some(text)));
+        }
     }
 
     /// New profiles, classes, limits and timers (reload); calls up keep theirs. The CDR
@@ -463,13 +601,7 @@ impl Dialogs {
             }
         };
         let call = Arc::new(self.new_call(msg, caller_dest, origin, joined));
-        self.shard(&call.call_id)
-            .lock()
-            .entry(call.call_id.clone())
-            .or_default()
-            .push(call.clone());
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.notify(Notice::Started(call.clone()));
+        self.track(call.clone());
         Ok(call)
     }
 
@@ -541,6 +673,7 @@ impl Dialogs {
                         .map(|r| format!("<{}>", r.uri))
                         .collect();
                     drop(s);
+                    self.save(call);
                     self.notify(Notice::Answered(call.id));
                 } else {
                     s.phase = Phase::Early;
@@ -645,6 +778,9 @@ impl Dialogs {
                 return false;
             }
             s.ended_by = Some(by);
+            if s.phase == Phase::Confirmed && self.journal.is_some() {
+                self.unsaved.lock().push((call.id, None));
+            }
             s.phase = Phase::Ended;
             std::mem::take(&mut s.memberships)
         };
@@ -706,10 +842,49 @@ impl Dialogs {
         self.metrics.cdrs_written.inc();
     }
 
-    /// Writes the queued CDRs (the state thread, once a second, and at shutdown).
-    pub fn flush_cdrs(&self) {
+    /// Writes the queued CDRs and journal changes (the state thread, once a second, and at
+    /// shutdown): a call confirmed in the second before a kill -9 may be lost, as with
+    /// Kamailio's `db_mode` 2 and a one-second period.
+    pub fn flush(&self) {
         if let Err(e) = self.cdr.flush() {
             warn!(error = %e, file = ?self.cdr.path(), "CDR file write failed; records kept for the next try");
+        }
+        let Some(journal) = &self.journal else {
+            return;
+        };
+        let changes = std::mem::take(&mut *self.unsaved.lock());
+        let keys: Vec<String> = changes.iter().map(|(id, _)| id.to_string()).collect();
+        let records: Vec<Record<'_>> = changes
+            .iter()
+            .zip(&keys)
+            .map(|((_, text), key)| match text {
+                Some(t) => Record::Put(key, t),
+                None => Record::Delete(key),
+            })
+            .collect();
+        if let Err(e) = journal.write_batch(&records) {
+            warn!(error = %e, "dialog journal write failed; changes kept for the next try");
+            let mut unsaved = self.unsaved.lock();
+            let later = std::mem::take(&mut *unsaved);
+            *unsaved = changes;
+            unsaved.extend(later);
+            return;
+        }
+        if journal.needs_compaction(1 << 20) {
+            // Changes queued meanwhile go to the new log, after the snapshot.
+            let result = journal.compact(|put| {
+                for call in self.all() {
+                    if call.phase() == Phase::Confirmed {
+                        if let Some(t) = saved_text(&call) {
+                            put(&call.id.to_string(), &t)?;
+                        }
+                    }
+                }
+                Ok(())
+            });
+            if let Err(e) = result {
+                warn!(error = %e, "dialog journal compaction failed");
+            }
         }
     }
 
@@ -856,6 +1031,37 @@ impl Dialogs {
     pub fn register_census(registry: &mut Registry, dialogs: Arc<Dialogs>) {
         registry.register_collector(Box::new(DialogCollector(dialogs)));
     }
+}
+
+/// A confirmed call as the journal keeps it (JSON); `None` before its answer.
+fn saved_text(call: &Call) -> Option<String> {
+    let s = call.state.lock();
+    let callee_tag = s.callee_tag.clone()?;
+    let saved = Saved {
+        call_id: call.call_id.clone(),
+        caller_tag: call.caller_tag.clone(),
+        from: call.from.clone(),
+        to: call.to.clone(),
+        request_uri: call.request_uri.clone(),
+        caller: call.origin.caller.clone(),
+        source: call.origin.source.clone(),
+        call_limit: call.origin.call_limit,
+        class: call.class.clone(),
+        setup_ms: call.setup_ms,
+        caller_dest: call.caller_dest,
+        caller_contact: call.caller_contact.clone(),
+        callee_tag,
+        callee_contact: s.callee_contact.clone(),
+        record_route: s.record_route.clone(),
+        answer_ms: s.answer_ms,
+        status: s.status,
+        caller_cseq: s.caller_cseq,
+        callee_cseq: s.callee_cseq,
+        profiles: s.profiles.clone(),
+        vars: s.vars.clone(),
+    };
+    drop(s);
+    serde_json::to_string(&saved).ok()
 }
 
 pub fn unix_ms() -> u64 {

@@ -24,7 +24,7 @@ pub struct Flow {
 }
 
 /// Where a message is to be sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Dest {
     pub transport: Transport,
     pub addr: SocketAddr,

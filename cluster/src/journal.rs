@@ -169,7 +169,22 @@ impl Journal {
     }
 
     pub fn delete(&self, key: &str) -> io::Result<()> {
-        self.append(&format!("D\t{}\n", quote(key)))
+        self.write_batch(&[Record::Delete(key)])
+    }
+
+    /// Records several changes with one write (a batch gathered by a periodic flush).
+    pub fn write_batch(&self, records: &[Record<'_>]) -> io::Result<()> {
+        let mut text = String::new();
+        for r in records {
+            match r {
+                Record::Put(k, v) => text.push_str(&put_line(k, v)),
+                Record::Delete(k) => text.push_str(&format!("D\t{}\n", quote(k))),
+            }
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        self.append(&text)
     }
 
     fn append(&self, line: &str) -> io::Result<()> {

@@ -116,12 +116,13 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     )?;
     let local = Local::new(listens.clone(), cfg.proxy.aliases.clone(), &secret);
     let dialogs = Arc::new(
-        Dialogs::new(
+        Dialogs::open(
             cfg.dialog.clone(),
             &cfg.name,
             DialogMetrics::register(&mut registry),
+            Some(&cfg.state_dir),
         )
-        .context("opening the CDR file")?,
+        .context("opening the dialog journal and the CDR file")?,
     );
     Dialogs::register_census(&mut registry, dialogs.clone());
     let proxy = Proxy::new(
@@ -379,14 +380,14 @@ fn spawn_state_thread(
                 }
                 edge.location.maintain();
                 edge.tables.compact_if_needed();
-                proxy.dialogs.flush_cdrs();
+                proxy.dialogs.flush();
                 if tick.is_multiple_of(60) {
                     proxy.dialogs.profiles.sweep();
                 }
             }
             // A last flush on the way out.
             proxy.edge().location.maintain();
-            proxy.dialogs.flush_cdrs();
+            proxy.dialogs.flush();
         })
 }
 

@@ -44,9 +44,15 @@ prefix = ""
 /// The CDR lines of a node started by [`Node::with_config`] on `port`, once `n` are there
 /// (the state thread writes them within a second).
 fn cdrs(port: u16, n: usize) -> Vec<serde_json::Value> {
-    let path = std::env::temp_dir()
-        .join(format!("limes-test-{}", port + 9))
-        .join("cdr.jsonl");
+    cdrs_in(
+        &std::env::temp_dir().join(format!("limes-test-{}", port + 9)),
+        n,
+    )
+}
+
+/// The CDR lines in a state directory, once `n` are there (or after 5 s).
+fn cdrs_in(state: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
+    let path = state.join("cdr.jsonl");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let lines: Vec<serde_json::Value> = std::fs::read_to_string(&path)
@@ -310,4 +316,85 @@ fn sigterm_lets_fifty_calls_end_by_their_own_byes() {
     let ended = |by: &str| cdrs.iter().filter(|c| c["EndedBy"] == by).count();
     assert_eq!(ended("caller"), 50, "every call ended by its own BYE");
     assert_eq!(ended("shutdown"), 0);
+}
+
+/// A node on `udp:127.0.0.1:p` with `config` and the state directory `state`, kept as it
+/// is (a restart finds what the node before it left).
+fn node_on(p: u16, state: &std::path::Path, config: &str) -> Node {
+    let path = state.with_extension("toml");
+    std::fs::write(&path, config).expect("config written");
+    let admin = format!("127.0.0.1:{}", p + 9);
+    Node::spawn(
+        &[
+            "run",
+            "--config",
+            &path.display().to_string(),
+            "--listen",
+            &format!("udp:127.0.0.1:{p}"),
+            "--admin",
+            &admin,
+            "--state-dir",
+            &state.display().to_string(),
+        ],
+        &admin,
+    )
+}
+
+/// Shown 5: kill -9 with 100 calls up, restart on the same state directory: the node
+/// tracks the 100 again (profiles counted), each call ends with its caller's BYE, the
+/// profiles return to 0, and there are 100 CDRs, none twice.
+#[test]
+fn confirmed_dialogs_survive_kill_9() {
+    let p = ports();
+    let state = std::env::temp_dir().join(format!("limes-dialogs-restart-{p}"));
+    let _ = std::fs::remove_dir_all(&state);
+    let _uas = uas("call_uas.xml", p + 1, &[]);
+    let config = config(p + 1, "");
+    let mut first = node_on(p, &state, &config);
+    let proxy = format!("127.0.0.1:{p}");
+    let remote = format!("127.0.0.1:{}", p + 1);
+    let caller = std::thread::spawn(move || {
+        uac(
+            "call_uac.xml",
+            &remote,
+            p + 2,
+            &[
+                "-rsa", &proxy, "-m", "100", "-r", "200", "-l", "100", "-d", "7000",
+            ],
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first.rpc("dlg.stats_active", &[]).expect("stats")["active"] != 100 {
+        assert!(Instant::now() < deadline, "100 calls up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The journal is written once a second.
+    std::thread::sleep(Duration::from_millis(1500));
+    first.child.kill().expect("SIGKILL");
+    let _ = first.child.wait();
+
+    let second = node_on(p, &state, &config);
+    let active = second.rpc("dlg.stats_active", &[]).expect("stats");
+    assert_eq!(active["active"], 100, "restored: {active}");
+    assert_eq!(size(&second, "total", None), 100);
+    assert_eq!(size(&second, "user", Some("caller")), 100);
+
+    let out = caller.join().expect("every call ends");
+    assert_eq!(support::successful_calls(&out), 100);
+    assert_eq!(
+        second.rpc("dlg.stats_active", &[]).expect("stats")["all"],
+        0
+    );
+    for profile in ["total", "user", "type"] {
+        assert_eq!(size(&second, profile, None), 0, "{profile}");
+    }
+    let mut call_ids: Vec<String> = cdrs_in(&state, 100)
+        .iter()
+        .inspect(|c| assert_eq!(c["EndedBy"], "caller", "{c}"))
+        .map(|c| c["CallID"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(call_ids.len(), 100, "100 CDRs");
+    call_ids.sort();
+    call_ids.dedup();
+    assert_eq!(call_ids.len(), 100, "none twice");
 }

@@ -45,6 +45,7 @@ pub struct DialogActor;
 pub struct DialogArgs {
     pub call: Arc<Call>,
     pub ender: Arc<dyn Ender>,
+    /// Until the timer fires first (less than the lifetime for a restored call).
     pub lifetime: Duration,
 }
 
@@ -56,11 +57,11 @@ pub struct DialogState {
 }
 
 impl DialogState {
-    fn arm(&mut self, myself: &ActorRef<DialogMsg>) {
+    fn arm(&mut self, myself: &ActorRef<DialogMsg>, lifetime: Duration) {
         if let Some(t) = self.timer.take() {
             t.abort();
         }
-        self.timer = Some(myself.send_after(self.lifetime, || DialogMsg::Expire));
+        self.timer = Some(myself.send_after(lifetime, || DialogMsg::Expire));
     }
 }
 
@@ -81,7 +82,7 @@ impl Actor for DialogActor {
             timer: None,
         };
         // A call that never gets a final response is bounded by the lifetime too.
-        state.arm(&myself);
+        state.arm(&myself, args.lifetime);
         Ok(state)
     }
 
@@ -92,7 +93,10 @@ impl Actor for DialogActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            DialogMsg::Answered => state.arm(&myself),
+            DialogMsg::Answered => {
+                let full = state.lifetime;
+                state.arm(&myself, full);
+            }
             DialogMsg::Expire => {
                 state.ender.end_call(&state.call, EndedBy::Timeout);
                 myself.stop(None);
@@ -150,10 +154,17 @@ pub struct SupervisorState {
 
 impl SupervisorState {
     async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, call: Arc<Call>) {
+        // A call restored after a restart has only the rest of its lifetime left.
+        let answered_ago = call
+            .answer_ms()
+            .map_or(0, |a| super::unix_ms().saturating_sub(a));
         let args = DialogArgs {
             call: call.clone(),
             ender: self.ender.clone(),
-            lifetime: self.dialogs.lifetime(),
+            lifetime: self
+                .dialogs
+                .lifetime()
+                .saturating_sub(Duration::from_millis(answered_ago)),
         };
         match Actor::spawn_linked(None, DialogActor, args, myself.get_cell()).await {
             Ok((child, _)) => {

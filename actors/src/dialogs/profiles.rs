@@ -255,7 +255,7 @@ impl Profiles {
         Ok(joined)
     }
 
-    fn counter(&self, profile: &str, value: &str) -> Arc<Counter> {
+    pub(crate) fn counter(&self, profile: &str, value: &str) -> Arc<Counter> {
         let key = (profile.to_owned(), value.to_owned());
         if let Some(c) = self.counts.read().get(&key) {
             return c.clone();

@@ -141,7 +141,7 @@ fn a_call_follows_its_responses_and_the_bye() {
     assert!(d.is_empty());
     assert!(d.profiles.sizes().is_empty(), "every count given back");
     assert!(!d.finish(&call, EndedBy::Timeout), "a call ends once");
-    d.flush_cdrs();
+    d.flush();
     let cdrs = cdrs(dir.path());
     assert_eq!(cdrs.len(), 1);
     assert_eq!(cdrs[0]["EndedBy"], "callee");
@@ -166,7 +166,7 @@ fn limits_failures_and_cancels_each_leave_a_cdr() {
     d.on_invite_failure(&a, 487);
     d.on_invite_failure(&b, 404);
     assert!(d.is_empty());
-    d.flush_cdrs();
+    d.flush();
     let ended: Vec<(String, u64)> = cdrs(dir.path())
         .iter()
         .map(|c| {
@@ -185,6 +185,57 @@ fn limits_failures_and_cancels_each_leave_a_cdr() {
         ]
     );
     assert_eq!(d.stats().failed_dialogs, 1);
+}
+
+fn reopen(dir: &std::path::Path) -> Dialogs {
+    let settings = DialogSettings {
+        cdr_file: Some(dir.join("cdr.jsonl")),
+        ..DialogSettings::default()
+    };
+    let metrics = DialogMetrics::register(&mut Registry::default());
+    let d = Dialogs::open(settings, "test", metrics, Some(dir)).expect("opens");
+    d.profiles.set_rules(
+        vec![ProfileDef {
+            name: "total".into(),
+            value: None,
+            class: None,
+        }],
+        Vec::new(),
+        Vec::new(),
+    );
+    d
+}
+
+/// The journal holds confirmed calls only, from the flush after their answer until the
+/// flush after their end; a restored call keeps its sides, counts and number, and a new
+/// call after the restart gets a number of its own.
+#[test]
+fn confirmed_calls_are_journaled_until_they_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = reopen(dir.path());
+    let answered = first.admit(&invite("kept"), caller(), origin()).unwrap();
+    let _ringing = first.admit(&invite("ringing"), caller(), origin()).unwrap();
+    first.on_invite_response(&answered, &response("kept", 200, "k"));
+    first.flush();
+    drop(first); // as after kill -9: nothing more written
+
+    let second = reopen(dir.path());
+    let all = second.all();
+    assert_eq!(all.len(), 1, "the unanswered call is not restored");
+    let call = &all[0];
+    assert_eq!(
+        (call.id, call.call_id.as_str(), call.phase()),
+        (answered.id, "kept", Phase::Confirmed)
+    );
+    assert_eq!(call.sides().unwrap().callee_tag, "k");
+    assert_eq!(second.profiles.size("total", None), 1);
+    let next = second.admit(&invite("new"), caller(), origin()).unwrap();
+    assert!(next.id > call.id);
+    second.on_request(call, false, &Method::Bye, 1);
+    second.flush();
+    drop(second);
+    let third = reopen(dir.path());
+    assert!(third.is_empty(), "the ended call is gone from the journal");
 }
 
 /// Ends calls as the proxy does, without the wire: records who asked.
@@ -244,7 +295,7 @@ async fn a_panicking_dialog_actor_gives_its_counts_back() {
     assert_eq!(d.profiles.size("total", None), 1);
     assert_eq!(d.len(), 1);
     assert_eq!(children(&sup).await, 1, "the other actor lives");
-    d.flush_cdrs();
+    d.flush();
     assert_eq!(cdrs(dir.path())[0]["EndedBy"], "actor_failure");
     sup.stop(None);
 }

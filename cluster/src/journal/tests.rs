@@ -35,6 +35,29 @@ fn changes_survive_reopening() {
     assert_eq!(loaded.skipped, 0);
 }
 
+/// A batch replays as the same records written one by one would.
+#[test]
+fn a_batch_replays_as_its_records_in_order() {
+    let dir = temp_dir("batch");
+    let (j, _) = Journal::open_map(&dir, "t").expect("opens");
+    j.write_batch(&[
+        Record::Put("a", "1"),
+        Record::Put("b", "2"),
+        Record::Delete("a"),
+        Record::Put("c\tkey", "3"),
+    ])
+    .expect("batch");
+    j.write_batch(&[]).expect("an empty batch writes nothing");
+    drop(j);
+    let (_, loaded) = Journal::open_map(&dir, "t").expect("reopens");
+    let keys: Vec<(&str, &str)> = loaded
+        .entries
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(keys, [("b", "2"), ("c\tkey", "3")]);
+}
+
 #[test]
 fn a_torn_last_line_is_skipped_and_later_records_are_kept() {
     let dir = temp_dir("torn");
