@@ -13,6 +13,7 @@
 
 pub mod actor;
 pub mod cdr;
+pub mod collector;
 pub mod profiles;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -39,6 +40,7 @@ use tracing::{debug, info, warn};
 use crate::transport::Dest;
 use actor::SupervisorMsg;
 use cdr::{Cdr, CdrLog, EndedBy, Var};
+use collector::{Collector, CollectorMetrics, CollectorUrl};
 use profiles::{CallFacts, ClassRule, Joined, LimitDef, LimitReached, ProfileDef, Profiles};
 
 const SHARDS: usize = 16;
@@ -68,6 +70,8 @@ pub struct DialogSettings {
     /// The CDR file (JSON lines); none: no file.
     pub cdr_file: Option<PathBuf>,
     pub cdr_rotate_bytes: u64,
+    /// Where CDRs are posted as well (`http://host:port/path`); none: nowhere.
+    pub cdr_url: Option<CollectorUrl>,
 }
 
 impl Default for DialogSettings {
@@ -82,6 +86,7 @@ impl Default for DialogSettings {
             limits: Vec::new(),
             cdr_file: None,
             cdr_rotate_bytes: 64 << 20,
+            cdr_url: None,
         }
     }
 }
@@ -312,6 +317,7 @@ pub struct DialogMetrics {
     duration: Histogram,
     cdrs_written: Counter,
     notices_dropped: Counter,
+    collector: CollectorMetrics,
 }
 
 impl DialogMetrics {
@@ -324,6 +330,7 @@ impl DialogMetrics {
             ]),
             cdrs_written: Counter::default(),
             notices_dropped: Counter::default(),
+            collector: CollectorMetrics::register(registry),
         };
         registry.register(
             "limes_dialogs_ended",
@@ -376,6 +383,8 @@ pub struct Dialogs {
     /// written yet: [`Dialogs::flush`] writes them as one batch each second.
     journal: Option<Journal>,
     unsaved: Mutex<Vec<(u64, Option<String>)>>,
+    /// The queue for the CDR collector, when one is configured (and a state directory).
+    collector: Option<Arc<Collector>>,
 }
 
 /// A confirmed call as the journal keeps it.
@@ -424,6 +433,14 @@ impl Dialogs {
         state_dir: Option<&Path>,
     ) -> std::io::Result<Self> {
         let cdr = CdrLog::open(settings.cdr_file.as_deref(), settings.cdr_rotate_bytes)?;
+        let collector = match (&settings.cdr_url, state_dir) {
+            (Some(url), Some(dir)) => Some(Arc::new(Collector::open(
+                url.clone(),
+                dir,
+                metrics.collector.clone(),
+            )?)),
+            _ => None,
+        };
         let (journal, loaded) = match state_dir {
             Some(dir) => {
                 let (j, loaded) = Journal::open_map(dir, "dialogs")?;
@@ -452,6 +469,7 @@ impl Dialogs {
             supervisor: std::sync::OnceLock::new(),
             journal,
             unsaved: Mutex::new(Vec::new()),
+            collector,
         };
         dialogs.restore(loaded);
         Ok(dialogs)
@@ -839,6 +857,11 @@ impl Dialogs {
         };
         drop(s);
         self.cdr.append(&cdr);
+        if let Some(c) = &self.collector {
+            if let Ok(json) = serde_json::to_string(&cdr) {
+                c.push(cdr.id.clone(), json);
+            }
+        }
         self.metrics.cdrs_written.inc();
     }
 
@@ -848,6 +871,9 @@ impl Dialogs {
     pub fn flush(&self) {
         if let Err(e) = self.cdr.flush() {
             warn!(error = %e, file = ?self.cdr.path(), "CDR file write failed; records kept for the next try");
+        }
+        if let Some(c) = &self.collector {
+            c.persist();
         }
         let Some(journal) = &self.journal else {
             return;
@@ -900,6 +926,11 @@ impl Dialogs {
     /// Everything the actors have not been told yet (the supervisor's tick).
     pub fn take_notices(&self) -> VecDeque<Notice> {
         std::mem::take(&mut *self.notices.lock())
+    }
+
+    /// The CDR collector's queue, for its posting thread.
+    pub fn collector(&self) -> Option<Arc<Collector>> {
+        self.collector.clone()
     }
 
     pub fn set_supervisor(&self, s: ActorRef<SupervisorMsg>) {
@@ -1022,7 +1053,17 @@ impl prometheus_client::collector::Collector for DialogCollector {
             None,
             sizes.metric_type(),
         )?;
-        sizes.encode(family)
+        sizes.encode(family)?;
+        let queued = prometheus_client::metrics::gauge::ConstGauge::new(
+            self.0.collector.as_ref().map_or(0, |c| c.queued()) as i64,
+        );
+        let family = encoder.encode_descriptor(
+            "limes_cdrs_queued",
+            "CDRs waiting for the collector",
+            None,
+            queued.metric_type(),
+        )?;
+        queued.encode(family)
     }
 }
 

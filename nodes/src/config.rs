@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use limes_actors::auth::AuthSettings;
+use limes_actors::dialogs::collector::CollectorUrl;
 use limes_actors::dialogs::profiles::{ClassRule, LimitDef, ProfileDef, ValueOf};
 use limes_actors::dialogs::DialogSettings;
 use limes_actors::settings::{
@@ -51,6 +52,8 @@ pub struct Dialog {
     /// Relative to the state directory; empty: no CDR file.
     pub cdr_file: String,
     pub cdr_rotate_mb: u64,
+    /// `http://host:port/path`; empty: CDRs go to the file only.
+    pub cdr_url: String,
     pub profile: Vec<ProfileDef>,
     pub class: Vec<ClassRule>,
     pub limit: Vec<LimitDef>,
@@ -65,6 +68,7 @@ impl Default for Dialog {
             max_dialogs: 1_000_000,
             cdr_file: "cdr.jsonl".into(),
             cdr_rotate_mb: 64,
+            cdr_url: String::new(),
             profile: Vec::new(),
             class: Vec::new(),
             limit: Vec::new(),
@@ -715,6 +719,14 @@ impl Config {
             limits: d.limit.clone(),
             cdr_file: (!d.cdr_file.is_empty()).then(|| self.node.state_dir.join(&d.cdr_file)),
             cdr_rotate_bytes: d.cdr_rotate_mb.saturating_mul(1 << 20),
+            cdr_url: if d.cdr_url.is_empty() {
+                None
+            } else {
+                Some(
+                    CollectorUrl::parse(&d.cdr_url)
+                        .map_err(|e| anyhow::anyhow!("dialog.cdr_url: {e}"))?,
+                )
+            },
         })
     }
 }

@@ -176,6 +176,12 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
         cfg.flood.evict_every,
     )?);
     threads.push(spawn_state_thread(proxy.clone(), stop.clone())?);
+    if let Some(collector) = proxy.dialogs.collector() {
+        threads.push(limes_actors::dialogs::collector::spawn(
+            collector,
+            stop.clone(),
+        )?);
+    }
     let reload: Arc<Reload> = {
         let proxy = proxy.clone();
         Arc::new(move || reload(&proxy, &source))

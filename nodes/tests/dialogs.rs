@@ -398,3 +398,99 @@ fn confirmed_dialogs_survive_kill_9() {
     call_ids.dedup();
     assert_eq!(call_ids.len(), 100, "none twice");
 }
+
+/// A CDR collector: a real HTTP server on `port` that records the `Id` of every CDR
+/// posted to it (JSON arrays) and answers 200.
+fn collector(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let got = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("collector binds");
+    let ids = got.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut reader = BufReader::new(stream);
+            let mut length = 0;
+            let mut line = String::new();
+            while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                if line == "\r\n" {
+                    break;
+                }
+                if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = v.trim().parse().unwrap_or(0);
+                }
+                line.clear();
+            }
+            let mut body = vec![0u8; length];
+            if reader.read_exact(&mut body).is_err() {
+                continue;
+            }
+            let batch: Vec<serde_json::Value> =
+                serde_json::from_slice(&body).expect("a JSON array");
+            ids.lock().unwrap().extend(
+                batch
+                    .iter()
+                    .filter_map(|c| c["Id"].as_str().map(str::to_owned)),
+            );
+            let _ = reader
+                .get_mut()
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    got
+}
+
+/// Shown 6: the CDR collector is down for the first 10 calls and up for the next 10:
+/// the first ten wait in the queue (counted), and every one of the 20 arrives.
+#[test]
+fn cdrs_wait_for_a_collector_that_is_down_and_all_arrive() {
+    let p = ports();
+    let _uas = uas("call_uas.xml", p + 1, &[]);
+    let extra = format!("\n[dialog]\ncdr_url = \"http://127.0.0.1:{}/cdr\"\n", p + 5);
+    let node = Node::with_config("dialogs-collector", &config(p + 1, &extra), p);
+    let proxy = format!("127.0.0.1:{p}");
+    let remote = format!("127.0.0.1:{}", p + 1);
+    let run = |first_port: u16| {
+        uac(
+            "call_uac.xml",
+            &remote,
+            first_port,
+            &[
+                "-rsa", &proxy, "-m", "10", "-r", "50", "-l", "10", "-d", "100",
+            ],
+        )
+    };
+    run(p + 2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.metric("limes_cdrs_queued") < 10.0
+        || node.metric("limes_cdr_post_failures_total") < 1.0
+    {
+        assert!(
+            Instant::now() < deadline,
+            "ten CDRs queued, a failed POST counted, while the collector is down"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let got = collector(p + 5);
+    run(p + 3);
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while got.lock().unwrap().len() < 20 {
+        assert!(
+            Instant::now() < deadline,
+            "every CDR arrives: {:?}",
+            got.lock().unwrap()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut posted = got.lock().unwrap().clone();
+    posted.sort();
+    posted.dedup();
+    let mut written: Vec<String> = cdrs(p, 20)
+        .iter()
+        .filter_map(|c| c["Id"].as_str().map(str::to_owned))
+        .collect();
+    written.sort();
+    assert_eq!(posted, written, "the collector has every CDR of the file");
+    assert_eq!(node.metric("limes_cdrs_queued"), 0.0);
+    assert_eq!(node.metric("limes_cdrs_posted_total"), 20.0);
+}
