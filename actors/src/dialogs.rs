@@ -72,6 +72,56 @@ pub struct DialogSettings {
     pub cdr_rotate_bytes: u64,
     /// Where CDRs are posted as well (`http://host:port/path`); none: nowhere.
     pub cdr_url: Option<CollectorUrl>,
+    /// Variables every call gets when it starts.
+    pub vars: Vec<VarRule>,
+}
+
+/// A dialog variable set when a call starts (`[[dialog.var]]`): from exactly one of a
+/// constant, an attribute of the authenticated subscriber, or a header of the INVITE;
+/// an integer when `integer` is set and the text is one (else the call goes without it).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VarRule {
+    pub name: String,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub attr: Option<String>,
+    #[serde(default)]
+    pub header: Option<String>,
+    #[serde(default)]
+    pub integer: bool,
+}
+
+impl VarRule {
+    /// Exactly one source is named.
+    pub fn check(&self) -> Result<(), String> {
+        let sources = [&self.value, &self.attr, &self.header]
+            .iter()
+            .filter(|s| s.is_some())
+            .count();
+        if self.name.is_empty() || sources != 1 {
+            return Err(format!(
+                "dialog.var {:?}: a name and exactly one of value, attr, header",
+                self.name
+            ));
+        }
+        Ok(())
+    }
+
+    fn eval(&self, msg: &Message, origin: &Origin) -> Option<Var> {
+        let text = match (&self.value, &self.attr, &self.header) {
+            (Some(v), _, _) => v.clone(),
+            (_, Some(a), _) => origin.attrs.get(a)?.clone(),
+            (_, _, Some(h)) => msg.get_other(h)?.to_owned(),
+            _ => return None,
+        };
+        if self.integer {
+            text.trim().parse().ok().map(Var::Int)
+        } else {
+            Some(Var::Str(text))
+        }
+    }
 }
 
 impl Default for DialogSettings {
@@ -87,6 +137,7 @@ impl Default for DialogSettings {
             cdr_file: None,
             cdr_rotate_bytes: 64 << 20,
             cdr_url: None,
+            vars: Vec::new(),
         }
     }
 }
@@ -112,6 +163,8 @@ pub struct Origin {
     /// `subscriber`, or the trusted peer's or address group's tag (`trusted`, `carrier`).
     pub source: String,
     pub call_limit: Option<u32>,
+    /// The authenticated subscriber's attributes (dialog variables may read them).
+    pub attrs: BTreeMap<String, String>,
 }
 
 /// One tracked call: the caller's INVITE and, once answered, the dialog of the 2xx.
@@ -499,6 +552,7 @@ impl Dialogs {
                     caller: s.caller,
                     source: s.source,
                     call_limit: s.call_limit,
+                    attrs: BTreeMap::new(),
                 },
                 class: s.class,
                 setup_ms: s.setup_ms,
@@ -625,6 +679,13 @@ impl Dialogs {
 
     fn new_call(&self, msg: &Message, caller_dest: Dest, origin: Origin, joined: Joined) -> Call {
         let seq = msg.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
+        let vars = self
+            .settings
+            .read()
+            .vars
+            .iter()
+            .filter_map(|r| Some((r.name.clone(), r.eval(msg, &origin)?)))
+            .collect();
         Call {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
             call_id: msg.call_id().unwrap_or_default().to_owned(),
@@ -659,7 +720,7 @@ impl Dialogs {
                 callee_cseq: None,
                 profiles: joined.profiles,
                 memberships: joined.memberships,
-                vars: BTreeMap::new(),
+                vars,
                 ended_by: None,
             }),
         }

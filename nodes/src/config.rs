@@ -9,7 +9,7 @@ use anyhow::{bail, Context};
 use limes_actors::auth::AuthSettings;
 use limes_actors::dialogs::collector::CollectorUrl;
 use limes_actors::dialogs::profiles::{ClassRule, LimitDef, ProfileDef, ValueOf};
-use limes_actors::dialogs::DialogSettings;
+use limes_actors::dialogs::{DialogSettings, VarRule};
 use limes_actors::settings::{
     FloodAction, FloodSettings, Listen, ProxySettings, TransportSettings,
 };
@@ -57,6 +57,7 @@ pub struct Dialog {
     pub profile: Vec<ProfileDef>,
     pub class: Vec<ClassRule>,
     pub limit: Vec<LimitDef>,
+    pub var: Vec<VarRule>,
 }
 
 impl Default for Dialog {
@@ -72,6 +73,7 @@ impl Default for Dialog {
             profile: Vec::new(),
             class: Vec::new(),
             limit: Vec::new(),
+            var: Vec::new(),
         }
     }
 }
@@ -709,7 +711,11 @@ impl Config {
                 );
             }
         }
+        for v in &d.var {
+            v.check().map_err(anyhow::Error::msg)?;
+        }
         Ok(DialogSettings {
+            vars: d.var.clone(),
             track: d.track,
             lifetime: Duration::from_secs(d.lifetime_s.max(1)),
             reject_unmatched: d.reject_unmatched,

@@ -71,6 +71,7 @@ fn origin() -> Origin {
         caller: "6001".into(),
         source: "subscriber".into(),
         call_limit: Some(2),
+        attrs: [("account".to_owned(), "7001".to_owned())].into(),
     }
 }
 
@@ -236,6 +237,53 @@ fn confirmed_calls_are_journaled_until_they_end() {
     drop(second);
     let third = reopen(dir.path());
     assert!(third.is_empty(), "the ended call is gone from the journal");
+}
+
+/// Variables from a constant, a subscriber attribute and a header, typed; a rule whose
+/// source is missing or not a number (for `integer`) sets nothing; `dlg.list` shows them.
+#[test]
+fn variables_from_constants_attributes_and_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dialogs(dir.path(), Duration::from_secs(60));
+    let rule =
+        |name: &str, value: Option<&str>, attr: Option<&str>, header: Option<&str>, integer| {
+            VarRule {
+                name: name.into(),
+                value: value.map(Into::into),
+                attr: attr.map(Into::into),
+                header: header.map(Into::into),
+                integer,
+            }
+        };
+    d.set_settings(DialogSettings {
+        vars: vec![
+            rule("plan", Some("gold"), None, None, false),
+            rule("account", None, Some("account"), None, true),
+            rule("carrier", None, None, Some("x-carrier"), false),
+            rule("missing", None, None, Some("X-Absent"), false),
+            rule("not_a_number", Some("seven"), None, None, true),
+        ],
+        ..DialogSettings::default()
+    });
+    let text = String::from_utf8_lossy(invite("v").as_bytes()).replace(
+        "Max-Forwards: 70\r\n",
+        "Max-Forwards: 70\r\nX-Carrier: acme\r\n",
+    );
+    let invite = Message::parse(Bytes::from(text), &Limits::default()).unwrap();
+    let call = d.admit(&invite, caller(), origin()).unwrap();
+    let view = call.view();
+    assert_eq!(
+        view.variables,
+        BTreeMap::from([
+            ("account".to_owned(), Var::Int(7001)),
+            ("carrier".to_owned(), Var::Str("acme".into())),
+            ("plan".to_owned(), Var::Str("gold".into())),
+        ])
+    );
+    assert!(rule("x", Some("1"), Some("a"), None, false)
+        .check()
+        .is_err());
+    assert!(rule("x", None, None, None, false).check().is_err());
 }
 
 /// Ends calls as the proxy does, without the wire: records who asked.

@@ -154,6 +154,7 @@ impl Proxy {
             source: source_of(&self.classify(msg, flow)),
             caller: user_of(msg.from()),
             call_limit: None,
+            attrs: Default::default(),
         }
     }
 
@@ -356,11 +357,13 @@ impl Proxy {
             source: source_of(&peer),
             caller: user_of(msg.from()),
             call_limit: None,
+            attrs: Default::default(),
         };
         if peer == Peer::Unknown && self.edge.auth.settings().challenge_requests {
             let sub = self.authenticate(msg, flow, now, Kind::Proxy, &origin.caller)?;
             origin.caller.clone_from(&sub.user);
             origin.call_limit = sub.call_limit;
+            origin.attrs.clone_from(&sub.attrs);
             authenticated = true;
         }
         let done = |targets| {
