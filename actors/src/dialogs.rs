@@ -74,6 +74,10 @@ pub struct DialogSettings {
     pub cdr_url: Option<CollectorUrl>,
     /// Variables every call gets when it starts.
     pub vars: Vec<VarRule>,
+    /// Session timers (RFC 4028): inserted as Session-Expires into INVITEs without one.
+    pub session_expires: Option<Duration>,
+    /// The smallest Session-Expires accepted; smaller ones get 422 with Min-SE.
+    pub min_se: Duration,
 }
 
 /// A dialog variable set when a call starts (`[[dialog.var]]`): from exactly one of a
@@ -138,6 +142,8 @@ impl Default for DialogSettings {
             cdr_rotate_bytes: 64 << 20,
             cdr_url: None,
             vars: Vec::new(),
+            session_expires: None,
+            min_se: Duration::from_secs(90),
         }
     }
 }
@@ -205,6 +211,16 @@ struct CallState {
     memberships: Vec<profiles::Membership>,
     vars: BTreeMap<String, Var>,
     ended_by: Option<EndedBy>,
+    /// The session interval the answer agreed (RFC 4028): a refresh must come within it.
+    session: Option<Duration>,
+}
+
+/// The delta-seconds of a Session-Expires header (`x` in compact form), if any.
+pub fn session_expires(msg: &Message) -> Option<u32> {
+    let v = msg
+        .get_other("Session-Expires")
+        .or_else(|| msg.get_other("x"))?;
+    v.split(';').next()?.trim().parse().ok()
 }
 
 /// What the BYEs of the node need from a confirmed dialog.
@@ -245,6 +261,11 @@ pub struct CallView {
 impl Call {
     pub fn phase(&self) -> Phase {
         self.state.lock().phase
+    }
+
+    /// The session interval agreed by the answer or the last refresh (RFC 4028).
+    pub fn session_interval(&self) -> Option<Duration> {
+        self.state.lock().session
     }
 
     /// When the call was answered (Unix milliseconds).
@@ -339,6 +360,8 @@ pub enum Refused {
 pub enum Notice {
     Started(Arc<Call>),
     Answered(u64),
+    /// A session refresh (re-INVITE or UPDATE) passed.
+    Refreshed(u64),
     Ended(u64),
 }
 
@@ -464,6 +487,8 @@ struct Saved {
     callee_cseq: Option<u32>,
     profiles: Vec<(String, String)>,
     vars: BTreeMap<String, Var>,
+    #[serde(default)]
+    session_s: Option<u32>,
 }
 
 impl Dialogs {
@@ -571,6 +596,7 @@ impl Dialogs {
                     memberships,
                     vars: s.vars,
                     ended_by: None,
+                    session: s.session_s.map(|n| Duration::from_secs(u64::from(n))),
                 }),
             });
             self.next_id.fetch_max(id + 1, Ordering::Relaxed);
@@ -620,6 +646,12 @@ impl Dialogs {
 
     pub fn lifetime(&self) -> Duration {
         self.settings.read().lifetime
+    }
+
+    /// Session timer settings: what to insert, the smallest accepted.
+    pub fn session_timers(&self) -> (Option<Duration>, Duration) {
+        let s = self.settings.read();
+        (s.session_expires, s.min_se)
     }
 
     pub fn rejects_unmatched(&self) -> bool {
@@ -722,6 +754,7 @@ impl Dialogs {
                 memberships: joined.memberships,
                 vars,
                 ended_by: None,
+                session: None,
             }),
         }
     }
@@ -745,6 +778,7 @@ impl Dialogs {
                 if status >= 200 {
                     s.phase = Phase::Confirmed;
                     s.status = status;
+                    s.session = session_expires(msg).map(|n| Duration::from_secs(u64::from(n)));
                     s.answer_ms = Some(unix_ms());
                     s.record_route = msg
                         .record_routes()
@@ -795,8 +829,27 @@ impl Dialogs {
         })
     }
 
-    /// A request inside a tracked dialog: its side's CSeq is noted; a BYE ends the call.
-    pub fn on_request(&self, call: &Call, from_caller: bool, method: &Method, cseq: u32) {
+    /// A request inside a tracked dialog: its side's CSeq is noted; a re-INVITE or UPDATE
+    /// of a call with a session timer refreshes it (RFC 4028, a new interval taken from
+    /// its Session-Expires); a BYE ends the call.
+    pub fn on_request(&self, call: &Call, from_caller: bool, msg: &Message) {
+        let Some(method) = msg.method() else { return };
+        let cseq = msg.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
+        let refreshed = {
+            let mut s = call.state.lock();
+            let refresh = s.phase == Phase::Confirmed
+                && s.session.is_some()
+                && matches!(method, Method::Invite | Method::Update);
+            if refresh {
+                if let Some(n) = session_expires(msg) {
+                    s.session = Some(Duration::from_secs(u64::from(n)));
+                }
+            }
+            refresh
+        };
+        if refreshed {
+            self.notify(Notice::Refreshed(call.id));
+        }
         {
             let mut s = call.state.lock();
             if !matches!(method, Method::Ack | Method::Cancel) {
@@ -867,7 +920,7 @@ impl Dialogs {
         self.forget(call);
         self.processed.fetch_add(1, Ordering::Relaxed);
         match by {
-            EndedBy::Timeout => {
+            EndedBy::Timeout | EndedBy::SessionExpired => {
                 self.expired.fetch_add(1, Ordering::Relaxed);
             }
             EndedBy::Failure | EndedBy::NoAnswer | EndedBy::ActorFailure => {
@@ -1161,6 +1214,7 @@ fn saved_text(call: &Call) -> Option<String> {
         callee_cseq: s.callee_cseq,
         profiles: s.profiles.clone(),
         vars: s.vars.clone(),
+        session_s: s.session.map(|d| d.as_secs() as u32),
     };
     drop(s);
     serde_json::to_string(&saved).ok()

@@ -124,6 +124,8 @@ pub struct Fork {
     /// The Request-URI taken from the Route set (a strict router's request).
     new_ruri: Option<String>,
     consume_credentials: bool,
+    /// A Session-Expires value to insert (RFC 4028 §8.1).
+    session_expires: Option<String>,
 }
 
 pub struct Proxy {
@@ -464,10 +466,7 @@ impl Proxy {
         // none is refused when so configured.
         if in_dialog && method != Method::Ack {
             match self.dialogs.find(&msg) {
-                Some((call, from_caller)) => {
-                    let seq = msg.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
-                    self.dialogs.on_request(&call, from_caller, &method, seq);
-                }
+                Some((call, from_caller)) => self.dialogs.on_request(&call, from_caller, &msg),
                 None if self.dialogs.rejects_unmatched() => {
                     return self.reply_local(
                         &msg,
@@ -508,7 +507,26 @@ impl Proxy {
             );
         };
         // A dialog-creating INVITE joins its profiles (limits checked) before it is relayed.
+        let mut insert_session_expires = None;
         let dialog = if method == Method::Invite && !in_dialog && self.dialogs.tracks() {
+            // RFC 4028 §8.1: a Session-Expires below the node's minimum gets 422; an
+            // INVITE without one gets the configured interval.
+            let (insert, min_se) = self.dialogs.session_timers();
+            match crate::dialogs::session_expires(&msg) {
+                Some(se) if u64::from(se) < min_se.as_secs() => {
+                    let min = min_se.as_secs().to_string();
+                    return self.reply_local(
+                        &msg,
+                        &flow,
+                        now,
+                        422,
+                        "Session Interval Too Small",
+                        &[("Min-SE", &min)],
+                    );
+                }
+                Some(_) => {}
+                None => insert_session_expires = insert.map(|d| d.as_secs().to_string()),
+            }
             let origin = origin.unwrap_or_else(|| self.routed_origin(&msg, &flow));
             let caller = Dest {
                 transport: flow.transport,
@@ -526,6 +544,7 @@ impl Proxy {
             popped,
             new_ruri,
             consume_credentials,
+            session_expires: insert_session_expires,
         };
         let mut groups: VecDeque<Vec<Route>> = VecDeque::new();
         for t in targets {
@@ -590,6 +609,7 @@ impl Proxy {
             popped,
             new_ruri,
             consume_credentials,
+            session_expires,
         } = fork;
         let (popped, consume_credentials) = (*popped, *consume_credentials);
         let method = msg.method().cloned().unwrap_or(Method::Options);
@@ -650,6 +670,9 @@ impl Proxy {
             }
             if consume_credentials {
                 fwd = fwd.remove(limes_sip::HeaderName::ProxyAuthorization);
+            }
+            if let Some(se) = session_expires {
+                fwd = fwd.add_header("Session-Expires", se);
             }
             if let (Some(strict), Some(old)) = (&route.strict, &old_ruri) {
                 fwd = fwd.request_uri(strict).append_route(old);

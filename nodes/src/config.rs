@@ -54,6 +54,9 @@ pub struct Dialog {
     pub cdr_rotate_mb: u64,
     /// `http://host:port/path`; empty: CDRs go to the file only.
     pub cdr_url: String,
+    /// Session-Expires inserted into INVITEs without one; 0: none inserted.
+    pub session_expires_s: u32,
+    pub min_se_s: u32,
     pub profile: Vec<ProfileDef>,
     pub class: Vec<ClassRule>,
     pub limit: Vec<LimitDef>,
@@ -70,6 +73,8 @@ impl Default for Dialog {
             cdr_file: "cdr.jsonl".into(),
             cdr_rotate_mb: 64,
             cdr_url: String::new(),
+            session_expires_s: 0,
+            min_se_s: 90,
             profile: Vec::new(),
             class: Vec::new(),
             limit: Vec::new(),
@@ -714,7 +719,15 @@ impl Config {
         for v in &d.var {
             v.check().map_err(anyhow::Error::msg)?;
         }
+        if d.min_se_s == 0 || (d.session_expires_s != 0 && d.session_expires_s < d.min_se_s) {
+            bail!(
+                "dialog: min_se_s must be > 0 and session_expires_s (when set) at least min_se_s"
+            );
+        }
         Ok(DialogSettings {
+            session_expires: (d.session_expires_s > 0)
+                .then(|| Duration::from_secs(u64::from(d.session_expires_s))),
+            min_se: Duration::from_secs(u64::from(d.min_se_s)),
             vars: d.var.clone(),
             track: d.track,
             lifetime: Duration::from_secs(d.lifetime_s.max(1)),

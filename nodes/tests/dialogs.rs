@@ -494,3 +494,50 @@ fn cdrs_wait_for_a_collector_that_is_down_and_all_arrive() {
     assert_eq!(node.metric("limes_cdrs_queued"), 0.0);
     assert_eq!(node.metric("limes_cdrs_posted_total"), 20.0);
 }
+
+/// RFC 4028 §8.1 on the wire: a Session-Expires below `min_se_s` gets 422 with Min-SE; an
+/// INVITE without one is relayed with the configured Session-Expires.
+#[test]
+fn session_timers_422_and_insertion() {
+    let p = ports();
+    let callee = std::net::UdpSocket::bind(("127.0.0.1", p + 1)).expect("callee binds");
+    callee
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let extra = "\n[dialog]\nsession_expires_s = 1800\nmin_se_s = 120\n";
+    let _node = Node::with_config("dialogs-session", &config(p + 1, extra), p);
+    let invite = |n: u32, session: &str| {
+        format!(
+            "INVITE sip:6002@127.0.0.1:{} SIP/2.0\r\nVia: SIP/2.0/UDP {{addr}};branch=z9hG4bKse{n};rport\r\n\
+             From: <sip:6001@127.0.0.1>;tag=s{n}\r\nTo: <sip:6002@127.0.0.1>\r\nCall-ID: se-{n}\r\n\
+             CSeq: 1 INVITE\r\nContact: <sip:6001@{{addr}}>\r\nMax-Forwards: 70\r\n{session}Content-Length: 0\r\n\r\n",
+            p + 1
+        )
+    };
+    let caller = support::Peer::bind("127.0.0.1");
+    let to = format!("127.0.0.1:{p}");
+    let small = caller.exchange(
+        &to,
+        &invite(1, "Session-Expires: 60\r\n"),
+        Duration::from_secs(2),
+    );
+    let refused = small
+        .iter()
+        .find(|r| support::status(r) == 422)
+        .unwrap_or_else(|| panic!("422 for 60 s: {small:?}"));
+    assert!(refused.contains("Min-SE: 120"), "{refused}");
+
+    caller
+        .sock
+        .send_to(
+            invite(2, "")
+                .replace("{addr}", &caller.addr().to_string())
+                .as_bytes(),
+            &to,
+        )
+        .expect("sends");
+    let mut buf = vec![0u8; 8192];
+    let (n, _) = callee.recv_from(&mut buf).expect("the INVITE is relayed");
+    let relayed = String::from_utf8_lossy(&buf[..n]);
+    assert!(relayed.contains("Session-Expires: 1800\r\n"), "{relayed}");
+}

@@ -27,10 +27,15 @@ pub trait Ender: Send + Sync + 'static {
 }
 
 pub enum DialogMsg {
-    /// The call was answered: the lifetime runs from now.
+    /// The call was answered: the lifetime runs from now, and the session timer when the
+    /// answer agreed one.
     Answered,
+    /// A session refresh passed: the session timer starts again.
+    Refreshed,
     /// The lifetime ran out.
     Expire,
+    /// No refresh within the session interval.
+    SessionExpired,
     /// End the call now (operator, shutdown).
     End(EndedBy),
     /// The call ended by itself (BYE, failure): nothing left to do.
@@ -49,11 +54,14 @@ pub struct DialogArgs {
     pub lifetime: Duration,
 }
 
+type Timer = JoinHandle<Result<(), ractor::MessagingErr<DialogMsg>>>;
+
 pub struct DialogState {
     call: Arc<Call>,
     ender: Arc<dyn Ender>,
     lifetime: Duration,
-    timer: Option<JoinHandle<Result<(), ractor::MessagingErr<DialogMsg>>>>,
+    timer: Option<Timer>,
+    session_timer: Option<Timer>,
 }
 
 impl DialogState {
@@ -62,6 +70,16 @@ impl DialogState {
             t.abort();
         }
         self.timer = Some(myself.send_after(lifetime, || DialogMsg::Expire));
+    }
+
+    /// (Re)starts the session timer when the call has a session interval.
+    fn arm_session(&mut self, myself: &ActorRef<DialogMsg>) {
+        if let Some(t) = self.session_timer.take() {
+            t.abort();
+        }
+        if let Some(interval) = self.call.session_interval() {
+            self.session_timer = Some(myself.send_after(interval, || DialogMsg::SessionExpired));
+        }
     }
 }
 
@@ -80,9 +98,12 @@ impl Actor for DialogActor {
             ender: args.ender,
             lifetime: args.lifetime,
             timer: None,
+            session_timer: None,
         };
         // A call that never gets a final response is bounded by the lifetime too.
         state.arm(&myself, args.lifetime);
+        // A restored call's session timer starts again from now.
+        state.arm_session(&myself);
         Ok(state)
     }
 
@@ -96,6 +117,12 @@ impl Actor for DialogActor {
             DialogMsg::Answered => {
                 let full = state.lifetime;
                 state.arm(&myself, full);
+                state.arm_session(&myself);
+            }
+            DialogMsg::Refreshed => state.arm_session(&myself),
+            DialogMsg::SessionExpired => {
+                state.ender.end_call(&state.call, EndedBy::SessionExpired);
+                myself.stop(None);
             }
             DialogMsg::Expire => {
                 state.ender.end_call(&state.call, EndedBy::Timeout);
@@ -117,7 +144,10 @@ impl Actor for DialogActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(t) = state.timer.take() {
+        for t in [state.timer.take(), state.session_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             t.abort();
         }
         Ok(())
@@ -214,6 +244,9 @@ impl Actor for DialogSupervisor {
                         Notice::Started(call) => state.start(&myself, call).await,
                         Notice::Answered(id) => {
                             state.tell(id, DialogMsg::Answered);
+                        }
+                        Notice::Refreshed(id) => {
+                            state.tell(id, DialogMsg::Refreshed);
                         }
                         Notice::Ended(id) => {
                             state.tell(id, DialogMsg::Ended);

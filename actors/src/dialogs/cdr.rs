@@ -28,6 +28,8 @@ pub enum EndedBy {
     NoAnswer,
     /// The dialog's lifetime ran out; BYEs sent to both sides.
     Timeout,
+    /// No session refresh came within the session interval (RFC 4028); BYEs sent.
+    SessionExpired,
     /// `dlg.end_dlg`; BYEs sent to both sides.
     Operator,
     /// The node stopped after its drain time; BYEs sent to both sides.
@@ -46,6 +48,7 @@ impl EndedBy {
             Self::Failure => "failure",
             Self::NoAnswer => "no_answer",
             Self::Timeout => "timeout",
+            Self::SessionExpired => "session_expired",
             Self::Operator => "operator",
             Self::Shutdown => "shutdown",
             Self::Limit => "limit",

@@ -137,7 +137,7 @@ fn a_call_follows_its_responses_and_the_bye() {
     let (found, from_caller) = d.find(&bye).expect("found from the callee's side");
     assert!(!from_caller);
     assert!(d.find(&bye_from_callee("c1", "other-fork")).is_none());
-    d.on_request(&found, from_caller, &Method::Bye, 1);
+    d.on_request(&found, from_caller, &bye);
     assert_eq!(call.phase(), Phase::Ended);
     assert!(d.is_empty());
     assert!(d.profiles.sizes().is_empty(), "every count given back");
@@ -232,7 +232,7 @@ fn confirmed_calls_are_journaled_until_they_end() {
     assert_eq!(second.profiles.size("total", None), 1);
     let next = second.admit(&invite("new"), caller(), origin()).unwrap();
     assert!(next.id > call.id);
-    second.on_request(call, false, &Method::Bye, 1);
+    second.on_request(call, false, &bye_from_callee("kept", "k"));
     second.flush();
     drop(second);
     let third = reopen(dir.path());
@@ -382,5 +382,63 @@ async fn lifetime_and_operator_end_calls_through_their_actors() {
     assert!(d.is_empty() && d.profiles.sizes().is_empty());
     assert_eq!(d.stats().expired_dialogs, 1);
     assert_eq!(children(&sup).await, 0);
+    sup.stop(None);
+}
+
+fn with_session_expires(m: &Message, seconds: u32) -> Message {
+    let text = String::from_utf8_lossy(m.as_bytes()).replace(
+        "Content-Length: 0",
+        &format!("Session-Expires: {seconds};refresher=uac\r\nContent-Length: 0"),
+    );
+    Message::parse(Bytes::from(text), &Limits::default()).unwrap()
+}
+
+fn reinvite_from_caller(call: &str, tag: &str, cseq: u32) -> Message {
+    msg(&format!(
+        "INVITE sip:6002@192.0.2.2:5060 SIP/2.0\n\
+         Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKre{call}{cseq}\n\
+         From: <sip:6001@example.com>;tag=a-{call}\n\
+         To: <sip:6002@example.com>;tag={tag}\n\
+         Call-ID: {call}\n\
+         CSeq: {cseq} INVITE\n\
+         Max-Forwards: 70\n\
+         Content-Length: 0\n\n"
+    ))
+}
+
+/// RFC 4028: the answer agrees a 90 s session interval. A call whose refreshes stop is
+/// ended when the interval passes without one (BYEs, CDR `session_expired`); a call
+/// refreshed by a re-INVITE at 60 s lives until 90 s after that refresh.
+#[tokio::test(start_paused = true)]
+async fn a_session_without_refresh_is_ended() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dialogs(dir.path(), Duration::from_secs(3600));
+    let (recorder, sup) = supervised(&d).await;
+    let silent = d.admit(&invite("silent"), caller(), origin()).unwrap();
+    let refreshed = d.admit(&invite("fresh"), caller(), origin()).unwrap();
+    d.on_invite_response(
+        &silent,
+        &with_session_expires(&response("silent", 200, "s"), 90),
+    );
+    d.on_invite_response(
+        &refreshed,
+        &with_session_expires(&response("fresh", 200, "f"), 90),
+    );
+    assert_eq!(silent.session_interval(), Some(Duration::from_secs(90)));
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (call, from_caller) = d.find(&reinvite_from_caller("fresh", "f", 2)).unwrap();
+    d.on_request(&call, from_caller, &reinvite_from_caller("fresh", "f", 2));
+    tokio::time::sleep(Duration::from_secs(31)).await;
+    assert_eq!(
+        recorder.ended.lock().clone(),
+        [("silent".to_owned(), EndedBy::SessionExpired)]
+    );
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(
+        recorder.ended.lock().len(),
+        2,
+        "the refreshed call ends 90 s after its refresh"
+    );
+    assert_eq!(d.stats().expired_dialogs, 2);
     sup.stop(None);
 }

@@ -187,6 +187,7 @@ impl Proxy {
     fn bye_both(&self, call: &Call, sides: &Sides, by: EndedBy) {
         let reason = match by {
             EndedBy::Timeout => "SIP;cause=408;text=\"dialog lifetime reached\"",
+            EndedBy::SessionExpired => "SIP;cause=408;text=\"session expired without refresh\"",
             EndedBy::Shutdown => "SIP;cause=503;text=\"node shutting down\"",
             EndedBy::ActorFailure => "SIP;cause=500;text=\"dialog state lost\"",
             _ => "Q.850;cause=16;text=\"ended by operator\"",
