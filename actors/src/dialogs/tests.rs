@@ -3,7 +3,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use limes_sip::{Limits, Message, Method};
+use limes_sip::{Limits, Message};
 use parking_lot::Mutex;
 use prometheus_client::registry::Registry;
 use ractor::Actor;
