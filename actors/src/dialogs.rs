@@ -45,6 +45,9 @@ use profiles::{CallFacts, ClassRule, Joined, LimitDef, LimitReached, ProfileDef,
 
 const SHARDS: usize = 16;
 
+/// Early dialogs (forks that answered with a tagged 1xx) kept per call.
+const MAX_EARLY_DIALOGS: usize = 16;
+
 /// Calls by Call-ID (forks of one Call-ID share it).
 type Shard = HashMap<String, SmallVec<[Arc<Call>; 1]>>;
 
@@ -197,7 +200,10 @@ pub struct Call {
 #[derive(Debug)]
 struct CallState {
     phase: Phase,
+    /// The To tag of the answer (the confirmed dialog).
     callee_tag: Option<String>,
+    /// The To tags of the early dialogs (forks that sent a tagged 1xx), until the answer.
+    early_tags: SmallVec<[String; 2]>,
     callee_contact: Option<String>,
     /// Record-Route values of the answer, in order (§12.1.2).
     record_route: Vec<String>,
@@ -586,6 +592,7 @@ impl Dialogs {
                 state: Mutex::new(CallState {
                     phase: Phase::Confirmed,
                     callee_tag: Some(s.callee_tag),
+                    early_tags: SmallVec::new(),
                     callee_contact: s.callee_contact,
                     record_route: s.record_route,
                     answer_ms: s.answer_ms,
@@ -744,6 +751,7 @@ impl Dialogs {
             state: Mutex::new(CallState {
                 phase: Phase::Setup,
                 callee_tag: None,
+                early_tags: SmallVec::new(),
                 callee_contact: None,
                 record_route: Vec::new(),
                 answer_ms: None,
@@ -771,11 +779,12 @@ impl Dialogs {
         let mut s = call.state.lock();
         match s.phase {
             Phase::Setup | Phase::Early => {
-                s.callee_tag = Some(tag.to_owned());
                 if let Some(c) = msg.contacts().next().and_then(Result::ok) {
                     s.callee_contact = Some(c.uri.to_owned());
                 }
                 if status >= 200 {
+                    s.callee_tag = Some(tag.to_owned());
+                    s.early_tags.clear();
                     s.phase = Phase::Confirmed;
                     s.status = status;
                     s.session = session_expires(msg).map(|n| Duration::from_secs(u64::from(n)));
@@ -789,6 +798,12 @@ impl Dialogs {
                     self.save(call);
                     self.notify(Notice::Answered(call.id));
                 } else {
+                    // Forked early dialogs are kept (bounded) until one is answered.
+                    if s.early_tags.len() < MAX_EARLY_DIALOGS
+                        && !s.early_tags.iter().any(|t| t == tag)
+                    {
+                        s.early_tags.push(tag.to_owned());
+                    }
                     s.phase = Phase::Early;
                 }
             }
@@ -818,10 +833,14 @@ impl Dialogs {
         let to = msg.to_tag()?;
         let shard = self.shard(call_id).lock();
         shard.get(call_id)?.iter().find_map(|c| {
-            let callee = c.state.lock().callee_tag.clone();
-            if c.caller_tag == from && callee.as_deref().is_none_or(|t| t == to) {
+            let s = c.state.lock();
+            let is_callee = |tag: &str| match &s.callee_tag {
+                Some(t) => t == tag,
+                None => s.early_tags.iter().any(|t| t == tag),
+            };
+            if c.caller_tag == from && is_callee(to) {
                 Some((c.clone(), true))
-            } else if c.caller_tag == to && callee.as_deref().is_none_or(|t| t == from) {
+            } else if c.caller_tag == to && is_callee(from) {
                 Some((c.clone(), false))
             } else {
                 None

@@ -124,8 +124,13 @@ fn a_call_follows_its_responses_and_the_bye() {
         (Phase::Setup, 1)
     );
     d.on_invite_response(&call, &response("c1", 180, "b-1"));
+    d.on_invite_response(&call, &response("c1", 183, "fork-2"));
     assert_eq!(call.phase(), Phase::Early);
-    assert_eq!(d.stats().early_dialogs, 1);
+    assert_eq!(d.stats().early_dialogs, 1, "forks count once");
+    // Requests of both early dialogs belong to the call; another tag does not.
+    assert!(d.find(&bye_from_callee("c1", "fork-2")).is_some());
+    assert!(d.find(&bye_from_callee("c1", "b-1")).is_some());
+    assert!(d.find(&bye_from_callee("c1", "stranger")).is_none());
     d.on_invite_response(&call, &response("c1", 200, "b-1"));
     assert_eq!(call.phase(), Phase::Confirmed);
     assert_eq!((d.stats().active_dialogs, d.stats().early_dialogs), (1, 0));
@@ -136,7 +141,10 @@ fn a_call_follows_its_responses_and_the_bye() {
     let bye = bye_from_callee("c1", "b-1");
     let (found, from_caller) = d.find(&bye).expect("found from the callee's side");
     assert!(!from_caller);
-    assert!(d.find(&bye_from_callee("c1", "other-fork")).is_none());
+    assert!(
+        d.find(&bye_from_callee("c1", "fork-2")).is_none(),
+        "the fork that was not answered is no longer the call's"
+    );
     d.on_request(&found, from_caller, &bye);
     assert_eq!(call.phase(), Phase::Ended);
     assert!(d.is_empty());
