@@ -1,6 +1,6 @@
 //! Dialog tracking (Kamailio's `dialog` module as data): every dialog-creating INVITE the
 //! node relays becomes a [`Call`], held in a sharded table by Call-ID for the requests of
-//! the dialog, joined to its [profiles](profiles) (call limits checked in the same step),
+//! the dialog, joined to its [profiles] (call limits checked in the same step),
 //! watched by a [`DialogActor`](actor) for the life around it (lifetime timer, operator
 //! end, BYEs of the node's own), and written as a [CDR](cdr) when it ends.
 //!
