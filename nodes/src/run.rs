@@ -136,15 +136,10 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     );
     Metrics::register_census(&mut registry, proxy.clone());
     let ender: Arc<dyn Ender> = proxy.clone();
-    let (supervisor, _) = ractor::Actor::spawn(
-        None,
-        DialogSupervisor,
-        SupervisorArgs {
-            dialogs: dialogs.clone(),
-            ender,
-        },
-    )
-    .await
+    let (supervisor, dialogs_thread) = DialogSupervisor::start_on_own_thread(SupervisorArgs {
+        dialogs: dialogs.clone(),
+        ender,
+    })
     .context("starting the dialog supervisor")?;
     proxy.dialogs.set_supervisor(supervisor.clone());
     let inbound: Arc<dyn Inbound> = proxy.clone();
@@ -243,6 +238,8 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
         );
     }
     stop.store(true, Ordering::Relaxed);
+    supervisor.stop(None);
+    threads.push(dialogs_thread);
     let _ = shutdown_tx.send(true);
     server_handle.stop(false).await;
     for t in threads {
