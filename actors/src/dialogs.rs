@@ -16,6 +16,7 @@ pub mod cdr;
 pub mod collector;
 pub mod profiles;
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
 use std::path::{Path, PathBuf};
@@ -464,35 +465,39 @@ pub struct Dialogs {
     /// Confirmed calls in the state directory (Kamailio's `db_mode`), and the changes not
     /// written yet: [`Dialogs::flush`] writes them as one batch each second.
     journal: Option<Journal>,
-    unsaved: Mutex<Vec<(u64, Option<String>)>>,
+    /// Confirmed calls to write (`Some`) and ended ones to delete (`None`), by number.
+    unsaved: Mutex<Vec<(u64, Option<Arc<Call>>)>>,
+    /// Ended calls whose CDRs the next flush makes and writes.
+    ended: Mutex<Vec<(Arc<Call>, EndedBy, u64)>>,
     /// The queue for the CDR collector, when one is configured (and a state directory).
     collector: Option<Arc<Collector>>,
 }
 
-/// A confirmed call as the journal keeps it.
+/// A confirmed call as the journal keeps it: written from the call's own text (borrowed),
+/// read back owned.
 #[derive(Debug, Serialize, Deserialize)]
-struct Saved {
-    call_id: String,
-    caller_tag: String,
-    from: String,
-    to: String,
-    request_uri: String,
-    caller: String,
-    source: String,
+struct Saved<'a> {
+    call_id: Cow<'a, str>,
+    caller_tag: Cow<'a, str>,
+    from: Cow<'a, str>,
+    to: Cow<'a, str>,
+    request_uri: Cow<'a, str>,
+    caller: Cow<'a, str>,
+    source: Cow<'a, str>,
     call_limit: Option<u32>,
-    class: Option<String>,
+    class: Option<Cow<'a, str>>,
     setup_ms: u64,
     caller_dest: Dest,
-    caller_contact: String,
-    callee_tag: String,
-    callee_contact: Option<String>,
-    record_route: Vec<String>,
+    caller_contact: Cow<'a, str>,
+    callee_tag: Cow<'a, str>,
+    callee_contact: Option<Cow<'a, str>>,
+    record_route: Cow<'a, [String]>,
     answer_ms: Option<u64>,
     status: u16,
     caller_cseq: u32,
     callee_cseq: Option<u32>,
-    profiles: Vec<(String, String)>,
-    vars: BTreeMap<String, Var>,
+    profiles: Cow<'a, [(String, String)]>,
+    vars: Cow<'a, BTreeMap<String, Var>>,
     #[serde(default)]
     session_s: Option<u32>,
 }
@@ -553,6 +558,7 @@ impl Dialogs {
             supervisor: std::sync::OnceLock::new(),
             journal,
             unsaved: Mutex::new(Vec::new()),
+            ended: Mutex::new(Vec::new()),
             collector,
         };
         dialogs.restore(loaded);
@@ -562,7 +568,8 @@ impl Dialogs {
     fn restore(&self, saved: BTreeMap<String, String>) {
         let mut restored = 0;
         for (key, text) in saved {
-            let (Ok(id), Ok(s)) = (key.parse::<u64>(), serde_json::from_str::<Saved>(&text)) else {
+            let (Ok(id), Ok(s)) = (key.parse::<u64>(), serde_json::from_str::<Saved<'_>>(&text))
+            else {
                 warn!(key = %key, "unreadable dialog in the journal skipped");
                 self.unsaved.lock().push((key.parse().unwrap_or(0), None));
                 continue;
@@ -574,34 +581,34 @@ impl Dialogs {
                 .collect();
             let call = Arc::new(Call {
                 id,
-                call_id: s.call_id,
-                caller_tag: s.caller_tag,
-                from: s.from,
-                to: s.to,
-                request_uri: s.request_uri,
+                call_id: s.call_id.into_owned(),
+                caller_tag: s.caller_tag.into_owned(),
+                from: s.from.into_owned(),
+                to: s.to.into_owned(),
+                request_uri: s.request_uri.into_owned(),
                 origin: Origin {
-                    caller: s.caller,
-                    source: s.source,
+                    caller: s.caller.into_owned(),
+                    source: s.source.into_owned(),
                     call_limit: s.call_limit,
                     attrs: BTreeMap::new(),
                 },
-                class: s.class,
+                class: s.class.map(Cow::into_owned),
                 setup_ms: s.setup_ms,
                 caller_dest: s.caller_dest,
-                caller_contact: s.caller_contact,
+                caller_contact: s.caller_contact.into_owned(),
                 state: Mutex::new(CallState {
                     phase: Phase::Confirmed,
-                    callee_tag: Some(s.callee_tag),
+                    callee_tag: Some(s.callee_tag.into_owned()),
                     early_tags: SmallVec::new(),
-                    callee_contact: s.callee_contact,
-                    record_route: s.record_route,
+                    callee_contact: s.callee_contact.map(Cow::into_owned),
+                    record_route: s.record_route.into_owned(),
                     answer_ms: s.answer_ms,
                     status: s.status,
                     caller_cseq: s.caller_cseq,
                     callee_cseq: s.callee_cseq,
-                    profiles: s.profiles,
+                    profiles: s.profiles.into_owned(),
                     memberships,
-                    vars: s.vars,
+                    vars: s.vars.into_owned(),
                     ended_by: None,
                     session: s.session_s.map(|n| Duration::from_secs(u64::from(n))),
                 }),
@@ -630,12 +637,9 @@ impl Dialogs {
     }
 
     /// Queues a confirmed call for the journal.
-    fn save(&self, call: &Call) {
-        if self.journal.is_none() {
-            return;
-        }
-        if let Some(text) = saved_text(call) {
-            self.unsaved.lock().push((call.id, Some(text)));
+    fn save(&self, call: &Arc<Call>) {
+        if self.journal.is_some() {
+            self.unsaved.lock().push((call.id, Some(call.clone())));
         }
     }
 
@@ -707,7 +711,7 @@ impl Dialogs {
                     },
                 );
                 call.state.lock().status = limit.status;
-                self.write_cdr(&call, EndedBy::Limit);
+                self.write_cdr(&Arc::new(call), EndedBy::Limit);
                 return Err(Refused::Limit(limit));
             }
         };
@@ -770,7 +774,7 @@ impl Dialogs {
     /// A response to the call's INVITE from the callee (§12.1): a To tag makes the dialog
     /// early, the first 2xx confirms it and fixes its route set; later 2xx of other forks
     /// are relayed but not tracked.
-    pub fn on_invite_response(&self, call: &Call, msg: &Message) {
+    pub fn on_invite_response(&self, call: &Arc<Call>, msg: &Message) {
         let status = msg.status().unwrap_or(0);
         let Some(tag) = msg.to_tag() else { return };
         if !(101..300).contains(&status) {
@@ -812,7 +816,7 @@ impl Dialogs {
     }
 
     /// The final failure the caller got (§16.7): the call ends with it.
-    pub fn on_invite_failure(&self, call: &Call, status: u16) {
+    pub fn on_invite_failure(&self, call: &Arc<Call>, status: u16) {
         if call.phase() == Phase::Confirmed {
             return;
         }
@@ -851,7 +855,7 @@ impl Dialogs {
     /// A request inside a tracked dialog: its side's CSeq is noted; a re-INVITE or UPDATE
     /// of a call with a session timer refreshes it (RFC 4028, a new interval taken from
     /// its Session-Expires); a BYE ends the call.
-    pub fn on_request(&self, call: &Call, from_caller: bool, msg: &Message) {
+    pub fn on_request(&self, call: &Arc<Call>, from_caller: bool, msg: &Message) {
         let Some(method) = msg.method() else { return };
         let cseq = msg.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
         let refreshed = {
@@ -922,7 +926,7 @@ impl Dialogs {
 
     /// Ends a call: once, whoever calls first. The profile counts are given back, the call
     /// leaves the table, its CDR is queued and its actor told. `false` when it had ended.
-    pub fn finish(&self, call: &Call, by: EndedBy) -> bool {
+    pub fn finish(&self, call: &Arc<Call>, by: EndedBy) -> bool {
         let memberships = {
             let mut s = call.state.lock();
             if s.ended_by.is_some() {
@@ -959,49 +963,61 @@ impl Dialogs {
         true
     }
 
-    fn write_cdr(&self, call: &Call, by: EndedBy) {
-        let s = call.state.lock();
+    /// Queues the call's CDR; it is made and written by the next [`Dialogs::flush`], off
+    /// the message path.
+    fn write_cdr(&self, call: &Arc<Call>, by: EndedBy) {
         let end_ms = unix_ms();
-        let bill_sec = s.answer_ms.map_or(0, |a| end_ms.saturating_sub(a) / 1000);
-        if let Some(a) = s.answer_ms {
+        if let Some(a) = call.answer_ms() {
             self.metrics
                 .duration
                 .observe(end_ms.saturating_sub(a) as f64 / 1000.0);
         }
+        self.ended.lock().push((call.clone(), by, end_ms));
+        self.metrics.cdrs_written.inc();
+    }
+
+    /// The call's CDR as a JSON line's text.
+    fn cdr_json(&self, call: &Call, by: EndedBy, end_ms: u64) -> Option<(String, String)> {
+        let s = call.state.lock();
+        let id = format!("{}-{}-{}", self.node, call.setup_ms, call.id);
         let cdr = Cdr {
             event: "Call_End",
-            id: format!("{}-{}-{}", self.node, call.setup_ms, call.id),
-            node: self.node.clone(),
-            call_id: call.call_id.clone(),
-            from: call.from.clone(),
-            to: call.to.clone(),
-            request_uri: call.request_uri.clone(),
-            caller: call.origin.caller.clone(),
-            source: call.origin.source.clone(),
-            class: call.class.clone(),
+            id: Cow::Borrowed(&id),
+            node: Cow::Borrowed(&self.node),
+            call_id: Cow::Borrowed(&call.call_id),
+            from: Cow::Borrowed(&call.from),
+            to: Cow::Borrowed(&call.to),
+            request_uri: Cow::Borrowed(&call.request_uri),
+            caller: Cow::Borrowed(&call.origin.caller),
+            source: Cow::Borrowed(&call.origin.source),
+            class: call.class.as_deref().map(Cow::Borrowed),
             setup_time: call.setup_ms / 1000,
             answer_time: s.answer_ms.map(|ms| ms / 1000),
             end_time: end_ms / 1000,
-            bill_sec,
+            bill_sec: s.answer_ms.map_or(0, |a| end_ms.saturating_sub(a) / 1000),
             status: s.status,
             ended_by: by,
             profiles: s.profiles.iter().map(|(p, v)| profile_text(p, v)).collect(),
-            variables: s.vars.clone(),
+            variables: Cow::Borrowed(&s.vars),
         };
-        drop(s);
-        self.cdr.append(&cdr);
-        if let Some(c) = &self.collector {
-            if let Ok(json) = serde_json::to_string(&cdr) {
-                c.push(cdr.id.clone(), json);
-            }
-        }
-        self.metrics.cdrs_written.inc();
+        let json = serde_json::to_string(&cdr).ok()?;
+        Some((id, json))
     }
 
     /// Writes the queued CDRs and journal changes (the state thread, once a second, and at
     /// shutdown): a call confirmed in the second before a kill -9 may be lost, as with
     /// Kamailio's `db_mode` 2 and a one-second period.
     pub fn flush(&self) {
+        let ended = std::mem::take(&mut *self.ended.lock());
+        for (call, by, end_ms) in ended {
+            let Some((id, json)) = self.cdr_json(&call, by, end_ms) else {
+                continue;
+            };
+            self.cdr.append_line(&json);
+            if let Some(c) = &self.collector {
+                c.push(id, json);
+            }
+        }
         if let Err(e) = self.cdr.flush() {
             warn!(error = %e, file = ?self.cdr.path(), "CDR file write failed; records kept for the next try");
         }
@@ -1012,11 +1028,17 @@ impl Dialogs {
             return;
         };
         let changes = std::mem::take(&mut *self.unsaved.lock());
-        let keys: Vec<String> = changes.iter().map(|(id, _)| id.to_string()).collect();
-        let records: Vec<Record<'_>> = changes
+        // A call that ended since it was queued is not written (its delete follows).
+        let texts: Vec<(String, Option<String>)> = changes
             .iter()
-            .zip(&keys)
-            .map(|((_, text), key)| match text {
+            .filter_map(|(id, call)| match call {
+                Some(c) => saved_text(c).map(|t| (id.to_string(), Some(t))),
+                None => Some((id.to_string(), None)),
+            })
+            .collect();
+        let records: Vec<Record<'_>> = texts
+            .iter()
+            .map(|(key, text)| match text {
                 Some(t) => Record::Put(key, t),
                 None => Record::Delete(key),
             })
@@ -1210,32 +1232,30 @@ impl Dialogs {
 /// A confirmed call as the journal keeps it (JSON); `None` before its answer.
 fn saved_text(call: &Call) -> Option<String> {
     let s = call.state.lock();
-    let callee_tag = s.callee_tag.clone()?;
     let saved = Saved {
-        call_id: call.call_id.clone(),
-        caller_tag: call.caller_tag.clone(),
-        from: call.from.clone(),
-        to: call.to.clone(),
-        request_uri: call.request_uri.clone(),
-        caller: call.origin.caller.clone(),
-        source: call.origin.source.clone(),
+        call_id: Cow::Borrowed(&call.call_id),
+        caller_tag: Cow::Borrowed(&call.caller_tag),
+        from: Cow::Borrowed(&call.from),
+        to: Cow::Borrowed(&call.to),
+        request_uri: Cow::Borrowed(&call.request_uri),
+        caller: Cow::Borrowed(&call.origin.caller),
+        source: Cow::Borrowed(&call.origin.source),
         call_limit: call.origin.call_limit,
-        class: call.class.clone(),
+        class: call.class.as_deref().map(Cow::Borrowed),
         setup_ms: call.setup_ms,
         caller_dest: call.caller_dest,
-        caller_contact: call.caller_contact.clone(),
-        callee_tag,
-        callee_contact: s.callee_contact.clone(),
-        record_route: s.record_route.clone(),
+        caller_contact: Cow::Borrowed(&call.caller_contact),
+        callee_tag: Cow::Borrowed(s.callee_tag.as_deref()?),
+        callee_contact: s.callee_contact.as_deref().map(Cow::Borrowed),
+        record_route: Cow::Borrowed(&s.record_route),
         answer_ms: s.answer_ms,
         status: s.status,
         caller_cseq: s.caller_cseq,
         callee_cseq: s.callee_cseq,
-        profiles: s.profiles.clone(),
-        vars: s.vars.clone(),
+        profiles: Cow::Borrowed(&s.profiles),
+        vars: Cow::Borrowed(&s.vars),
         session_s: s.session.map(|d| d.as_secs() as u32),
     };
-    drop(s);
     serde_json::to_string(&saved).ok()
 }
 

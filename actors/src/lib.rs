@@ -1,6 +1,7 @@
 //! `limes-actors` is the I/O shell around `limes-sip`: the transports, the
 //! transaction-stateful proxy and its edge (registrar, digest authentication, location
-//! lookup), the live tables, the flood guard and the metrics. Protocol decisions stay
+//! lookup), dialog tracking (profiles, limits, CDRs, dialog actors), the live tables, the
+//! flood guard and the metrics. Protocol decisions stay
 //! in `limes-sip`; this crate feeds them inputs, sends their outputs and arms their timers.
 //!
 //! # Layout
@@ -20,6 +21,10 @@
 //! - Responses come back the same way, are matched by the branch this node wrote, and go
 //!   upstream through the server transaction; the timer thread calls
 //!   [`proxy::Proxy::run_timers`].
+//! - A dialog-creating INVITE is admitted by [`dialogs`] first (profiles joined, limits
+//!   checked in one atomic step); the call follows its responses and in-dialog requests on
+//!   the receiving thread, and a `DialogActor` per call (on its own thread) owns its
+//!   timers and the node's BYEs; every end writes one CDR.
 //! - [`metrics`] registers every family once; the transaction census is computed when
 //!   Prometheus scrapes.
 #![forbid(unsafe_code)]

@@ -1,17 +1,20 @@
-//! `DialogActor`: one per tracked call, for the life around it (DESIGN principle 3): the
-//! lifetime timer (re-armed at the answer), the operator's `dlg.end_dlg`, and the BYEs of
-//! the node's own when either ends the call. `DialogSupervisor` starts one per call from
-//! the notices the message path queues, drains that queue on a tick (so the message path
-//! never wakes the runtime), and outlives any child: when one fails, the call is ended for
-//! it (BYEs sent, counts given back, CDR written with `ended_by: actor_failure`) and the
-//! others go on.
+//! `DialogActor`: one per tracked call, for the life around it (DESIGN principle 3): it
+//! ends its call on the wire (the node's BYEs to both sides, with Reason) when its lifetime
+//! or its session interval passes, when the operator asks (`dlg.end_dlg`) or at shutdown.
+//! `DialogSupervisor` starts one per call from the notices the message path queues and
+//! drains that queue on a tick (so the message path never wakes the runtime); it keeps its
+//! children's deadlines (the lifetime from the answer, the session timer from the answer or
+//! the last refresh) in one heap checked on the same tick, rather than a task per timer;
+//! and it outlives any child: when one fails, the call is ended for it (BYEs sent, counts
+//! given back, CDR written with `ended_by: actor_failure`) and the others go on.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::concurrency::JoinHandle;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use tokio::time::Instant;
 use tracing::warn;
 
 use super::cdr::EndedBy;
@@ -23,15 +26,10 @@ pub const TICK: Duration = Duration::from_millis(20);
 /// Ends a call on the wire: BYE to both sides of a confirmed dialog, then
 /// [`Dialogs::finish`]. The proxy implements it.
 pub trait Ender: Send + Sync + 'static {
-    fn end_call(&self, call: &Call, by: EndedBy);
+    fn end_call(&self, call: &Arc<Call>, by: EndedBy);
 }
 
 pub enum DialogMsg {
-    /// The call was answered: the lifetime runs from now, and the session timer when the
-    /// answer agreed one.
-    Answered,
-    /// A session refresh passed: the session timer starts again.
-    Refreshed,
     /// The lifetime ran out.
     Expire,
     /// No refresh within the session interval.
@@ -45,66 +43,26 @@ pub enum DialogMsg {
     Crash,
 }
 
+/// One call's actor: told by its supervisor when a deadline passes, by the operator or
+/// by the message path, it ends the call on the wire and stops.
 pub struct DialogActor;
-
-pub struct DialogArgs {
-    pub call: Arc<Call>,
-    pub ender: Arc<dyn Ender>,
-    /// Until the timer fires first (less than the lifetime for a restored call).
-    pub lifetime: Duration,
-}
-
-type Timer = JoinHandle<Result<(), ractor::MessagingErr<DialogMsg>>>;
 
 pub struct DialogState {
     call: Arc<Call>,
     ender: Arc<dyn Ender>,
-    lifetime: Duration,
-    timer: Option<Timer>,
-    session_timer: Option<Timer>,
-}
-
-impl DialogState {
-    fn arm(&mut self, myself: &ActorRef<DialogMsg>, lifetime: Duration) {
-        if let Some(t) = self.timer.take() {
-            t.abort();
-        }
-        self.timer = Some(myself.send_after(lifetime, || DialogMsg::Expire));
-    }
-
-    /// (Re)starts the session timer when the call has a session interval.
-    fn arm_session(&mut self, myself: &ActorRef<DialogMsg>) {
-        if let Some(t) = self.session_timer.take() {
-            t.abort();
-        }
-        if let Some(interval) = self.call.session_interval() {
-            self.session_timer = Some(myself.send_after(interval, || DialogMsg::SessionExpired));
-        }
-    }
 }
 
 impl Actor for DialogActor {
     type Msg = DialogMsg;
     type State = DialogState;
-    type Arguments = DialogArgs;
+    type Arguments = (Arc<Call>, Arc<dyn Ender>);
 
     async fn pre_start(
         &self,
-        myself: ActorRef<Self::Msg>,
-        args: DialogArgs,
+        _myself: ActorRef<Self::Msg>,
+        (call, ender): Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
-        let mut state = DialogState {
-            call: args.call,
-            ender: args.ender,
-            lifetime: args.lifetime,
-            timer: None,
-            session_timer: None,
-        };
-        // A call that never gets a final response is bounded by the lifetime too.
-        state.arm(&myself, args.lifetime);
-        // A restored call's session timer starts again from now.
-        state.arm_session(&myself);
-        Ok(state)
+        Ok(DialogState { call, ender })
     }
 
     async fn handle(
@@ -113,45 +71,28 @@ impl Actor for DialogActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            DialogMsg::Answered => {
-                let full = state.lifetime;
-                state.arm(&myself, full);
-                state.arm_session(&myself);
-            }
-            DialogMsg::Refreshed => state.arm_session(&myself),
-            DialogMsg::SessionExpired => {
-                state.ender.end_call(&state.call, EndedBy::SessionExpired);
-                myself.stop(None);
-            }
-            DialogMsg::Expire => {
-                state.ender.end_call(&state.call, EndedBy::Timeout);
-                myself.stop(None);
-            }
-            DialogMsg::End(by) => {
-                state.ender.end_call(&state.call, by);
-                myself.stop(None);
-            }
-            DialogMsg::Ended => myself.stop(None),
+        let by = match msg {
+            DialogMsg::Expire => Some(EndedBy::Timeout),
+            DialogMsg::SessionExpired => Some(EndedBy::SessionExpired),
+            DialogMsg::End(by) => Some(by),
+            DialogMsg::Ended => None,
             #[cfg(test)]
             DialogMsg::Crash => panic!("dialog actor crash requested by a test"),
+        };
+        if let Some(by) = by {
+            state.ender.end_call(&state.call, by);
         }
+        myself.stop(None);
         Ok(())
     }
+}
 
-    async fn post_stop(
-        &self,
-        _myself: ActorRef<Self::Msg>,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        for t in [state.timer.take(), state.session_timer.take()]
-            .into_iter()
-            .flatten()
-        {
-            t.abort();
-        }
-        Ok(())
-    }
+/// A child and its deadlines.
+struct Child {
+    actor: ActorRef<DialogMsg>,
+    call: Arc<Call>,
+    lifetime_at: Option<Instant>,
+    session_at: Option<Instant>,
 }
 
 pub enum SupervisorMsg {
@@ -212,37 +153,98 @@ pub struct SupervisorArgs {
 pub struct SupervisorState {
     dialogs: Arc<Dialogs>,
     ender: Arc<dyn Ender>,
-    children: HashMap<u64, ActorRef<DialogMsg>>,
-    calls: HashMap<ActorId, Arc<Call>>,
+    children: HashMap<u64, Child>,
+    by_actor: HashMap<ActorId, u64>,
+    /// The children's deadlines (lifetime, session timer), checked every tick; an entry
+    /// whose deadline has moved since is skipped. One heap instead of a task per timer.
+    deadlines: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 impl SupervisorState {
     async fn start(&mut self, myself: &ActorRef<SupervisorMsg>, call: Arc<Call>) {
-        // A call restored after a restart has only the rest of its lifetime left.
-        let answered_ago = call
-            .answer_ms()
-            .map_or(0, |a| super::unix_ms().saturating_sub(a));
-        let args = DialogArgs {
-            call: call.clone(),
-            ender: self.ender.clone(),
-            lifetime: self
-                .dialogs
-                .lifetime()
-                .saturating_sub(Duration::from_millis(answered_ago)),
-        };
+        let args = (call.clone(), self.ender.clone());
         match Actor::spawn_linked(None, DialogActor, args, myself.get_cell()).await {
-            Ok((child, _)) => {
-                self.calls.insert(child.get_id(), call.clone());
-                self.children.insert(call.id, child);
+            Ok((actor, _)) => {
+                self.by_actor.insert(actor.get_id(), call.id);
+                let id = call.id;
+                // A call restored after a restart has only the rest of its lifetime left;
+                // a new one is bounded by the lifetime even if it is never answered.
+                let answered_ago = call
+                    .answer_ms()
+                    .map_or(0, |a| super::unix_ms().saturating_sub(a));
+                let lifetime = self
+                    .dialogs
+                    .lifetime()
+                    .saturating_sub(Duration::from_millis(answered_ago));
+                self.children.insert(
+                    id,
+                    Child {
+                        actor,
+                        call,
+                        lifetime_at: None,
+                        session_at: None,
+                    },
+                );
+                self.arm(id, Some(lifetime), true);
             }
             Err(e) => warn!(error = %e, call_id = %call.call_id, "dialog actor not started"),
+        }
+    }
+
+    /// Sets a child's lifetime deadline (when given) and its session deadline (from its
+    /// call's session interval, when `session`).
+    fn arm(&mut self, id: u64, lifetime: Option<Duration>, session: bool) {
+        let now = Instant::now();
+        let Some(child) = self.children.get_mut(&id) else {
+            return;
+        };
+        if let Some(l) = lifetime {
+            let at = now + l;
+            child.lifetime_at = Some(at);
+            self.deadlines.push(Reverse((at, id)));
+        }
+        if session {
+            if let Some(interval) = child.call.session_interval() {
+                let at = now + interval;
+                child.session_at = Some(at);
+                self.deadlines.push(Reverse((at, id)));
+            }
+        }
+    }
+
+    /// Tells the children whose deadlines have passed.
+    fn expire(&mut self) {
+        let now = Instant::now();
+        while let Some(Reverse((at, id))) = self.deadlines.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop();
+            let Some(child) = self.children.get_mut(&id) else {
+                continue;
+            };
+            let msg = if child.lifetime_at == Some(at) {
+                child.lifetime_at = None;
+                DialogMsg::Expire
+            } else if child.session_at == Some(at) {
+                child.session_at = None;
+                DialogMsg::SessionExpired
+            } else {
+                continue; // moved since
+            };
+            let _ = child.actor.cast(msg);
         }
     }
 
     fn tell(&self, id: u64, msg: DialogMsg) -> bool {
         self.children
             .get(&id)
-            .is_some_and(|child| child.cast(msg).is_ok())
+            .is_some_and(|child| child.actor.cast(msg).is_ok())
+    }
+
+    fn forget(&mut self, actor: ActorId) -> Option<Arc<Call>> {
+        let id = self.by_actor.remove(&actor)?;
+        self.children.remove(&id).map(|c| c.call)
     }
 }
 
@@ -261,7 +263,8 @@ impl Actor for DialogSupervisor {
             dialogs: args.dialogs,
             ender: args.ender,
             children: HashMap::new(),
-            calls: HashMap::new(),
+            by_actor: HashMap::new(),
+            deadlines: BinaryHeap::new(),
         })
     }
 
@@ -277,16 +280,16 @@ impl Actor for DialogSupervisor {
                     match notice {
                         Notice::Started(call) => state.start(&myself, call).await,
                         Notice::Answered(id) => {
-                            state.tell(id, DialogMsg::Answered);
+                            let lifetime = state.dialogs.lifetime();
+                            state.arm(id, Some(lifetime), true);
                         }
-                        Notice::Refreshed(id) => {
-                            state.tell(id, DialogMsg::Refreshed);
-                        }
+                        Notice::Refreshed(id) => state.arm(id, None, true),
                         Notice::Ended(id) => {
                             state.tell(id, DialogMsg::Ended);
                         }
                     }
                 }
+                state.expire();
             }
             SupervisorMsg::End(id, by, reply) => {
                 let found = state.tell(id, DialogMsg::End(by));
@@ -322,13 +325,10 @@ impl Actor for DialogSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match event {
             SupervisionEvent::ActorTerminated(cell, _, _) => {
-                if let Some(call) = state.calls.remove(&cell.get_id()) {
-                    state.children.remove(&call.id);
-                }
+                state.forget(cell.get_id());
             }
             SupervisionEvent::ActorFailed(cell, error) => {
-                if let Some(call) = state.calls.remove(&cell.get_id()) {
-                    state.children.remove(&call.id);
+                if let Some(call) = state.forget(cell.get_id()) {
                     warn!(call_id = %call.call_id, error = %error, "dialog actor failed; the call is ended for it");
                     state.ender.end_call(&call, EndedBy::ActorFailure);
                 }

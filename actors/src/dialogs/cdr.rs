@@ -3,6 +3,7 @@
 //! Lines are buffered and written by the state thread once a second (no write per call on
 //! the message path); the file is rotated by size, keeping [`KEEP`] old files.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -65,23 +66,24 @@ pub enum Var {
     Str(String),
 }
 
-/// One call's record. Times are Unix seconds, as the seed's `$TS`.
+/// One call's record. Times are Unix seconds, as the seed's `$TS`. Text is borrowed from
+/// the call when written.
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct Cdr {
+pub struct Cdr<'a> {
     pub event: &'static str,
     /// Unique per record (node name, start time, dialog number): a collector that gets a
     /// record twice keeps one.
-    pub id: String,
-    pub node: String,
+    pub id: Cow<'a, str>,
+    pub node: Cow<'a, str>,
     #[serde(rename = "CallID")]
-    pub call_id: String,
-    pub from: String,
-    pub to: String,
-    pub request_uri: String,
-    pub caller: String,
-    pub source: String,
-    pub class: Option<String>,
+    pub call_id: Cow<'a, str>,
+    pub from: Cow<'a, str>,
+    pub to: Cow<'a, str>,
+    pub request_uri: Cow<'a, str>,
+    pub caller: Cow<'a, str>,
+    pub source: Cow<'a, str>,
+    pub class: Option<Cow<'a, str>>,
     pub setup_time: u64,
     pub answer_time: Option<u64>,
     pub end_time: u64,
@@ -90,7 +92,7 @@ pub struct Cdr {
     pub status: u16,
     pub ended_by: EndedBy,
     pub profiles: Vec<String>,
-    pub variables: BTreeMap<String, Var>,
+    pub variables: Cow<'a, BTreeMap<String, Var>>,
 }
 
 /// The CDR file: lines buffered in memory until [`CdrLog::flush`].
@@ -134,14 +136,20 @@ impl CdrLog {
     }
 
     /// Queues one record (no system call).
-    pub fn append(&self, cdr: &Cdr) {
+    pub fn append(&self, cdr: &Cdr<'_>) {
+        if let Ok(json) = serde_json::to_string(cdr) {
+            self.append_line(&json);
+        }
+    }
+
+    /// Queues one record already written as JSON.
+    pub fn append_line(&self, json: &str) {
         if self.path.is_none() {
             return;
         }
         let mut out = self.out.lock();
-        if serde_json::to_writer(&mut out.pending, cdr).is_ok() {
-            out.pending.push(b'\n');
-        }
+        out.pending.extend_from_slice(json.as_bytes());
+        out.pending.push(b'\n');
     }
 
     /// Writes the queued records, rotating first when the file has grown past its size.
@@ -203,12 +211,12 @@ fn rotate(path: &Path) -> std::io::Result<()> {
 mod tests {
     use super::*;
 
-    fn cdr(n: u64) -> Cdr {
+    fn cdr(n: u64) -> Cdr<'static> {
         Cdr {
             event: "Call_End",
-            id: format!("node-{n}"),
+            id: format!("node-{n}").into(),
             node: "node".into(),
-            call_id: format!("call-{n}"),
+            call_id: format!("call-{n}").into(),
             from: "sip:6001@example.com".into(),
             to: "sip:6002@example.com".into(),
             request_uri: "sip:6002@example.com".into(),
@@ -222,7 +230,7 @@ mod tests {
             status: 200,
             ended_by: EndedBy::Caller,
             profiles: vec!["total".into()],
-            variables: BTreeMap::from([("account".into(), Var::Int(7))]),
+            variables: Cow::Owned(BTreeMap::from([("account".into(), Var::Int(7))])),
         }
     }
 

@@ -142,8 +142,9 @@ pub struct LimitReached {
 #[derive(Debug, Default)]
 pub struct Profiles {
     rules: RwLock<Rules>,
-    /// `(profile, value)` -> count; `""` is the value of a profile without one.
-    counts: RwLock<HashMap<(String, String), Arc<Counter>>>,
+    /// profile -> value -> count; `""` is the value of a profile without one. Looked up
+    /// by borrowed names: joining a call allocates nothing once its counts exist.
+    counts: RwLock<HashMap<String, HashMap<String, Arc<Counter>>>>,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -256,21 +257,28 @@ impl Profiles {
     }
 
     pub(crate) fn counter(&self, profile: &str, value: &str) -> Arc<Counter> {
-        let key = (profile.to_owned(), value.to_owned());
-        if let Some(c) = self.counts.read().get(&key) {
+        if let Some(c) = self.counts.read().get(profile).and_then(|v| v.get(value)) {
             return c.clone();
         }
-        self.counts.write().entry(key).or_default().clone()
+        self.counts
+            .write()
+            .entry(profile.to_owned())
+            .or_default()
+            .entry(value.to_owned())
+            .or_default()
+            .clone()
     }
 
     /// `dlg.profile_get_size`: the size of one value, or of the whole profile.
     pub fn size(&self, profile: &str, value: Option<&str>) -> u64 {
-        self.counts
-            .read()
-            .iter()
-            .filter(|((p, v), _)| p == profile && value.is_none_or(|want| want == v))
-            .map(|(_, c)| c.size())
-            .sum()
+        let counts = self.counts.read();
+        let Some(values) = counts.get(profile) else {
+            return 0;
+        };
+        match value {
+            Some(v) => values.get(v).map_or(0, |c| c.size()),
+            None => values.values().map(|c| c.size()).sum(),
+        }
     }
 
     /// Every `(profile, value, size)` with a size above zero.
@@ -279,7 +287,11 @@ impl Profiles {
             .counts
             .read()
             .iter()
-            .map(|((p, v), c)| (p.clone(), v.clone(), c.size()))
+            .flat_map(|(p, values)| {
+                values
+                    .iter()
+                    .map(move |(v, c)| (p.clone(), v.clone(), c.size()))
+            })
             .filter(|(_, _, n)| *n > 0)
             .collect();
         all.sort();
@@ -291,9 +303,14 @@ impl Profiles {
     /// a dialog's membership (or a thread joining) holds a reference to it.
     pub fn sweep(&self) -> usize {
         let mut counts = self.counts.write();
-        let before = counts.len();
-        counts.retain(|_, c| Arc::strong_count(c) > 1 || c.size() > 0);
-        before - counts.len()
+        let mut forgotten = 0;
+        for values in counts.values_mut() {
+            let before = values.len();
+            values.retain(|_, c| Arc::strong_count(c) > 1 || c.size() > 0);
+            forgotten += before - values.len();
+        }
+        counts.retain(|_, values| !values.is_empty());
+        forgotten
     }
 }
 

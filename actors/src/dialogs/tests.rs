@@ -302,7 +302,7 @@ struct Recorder {
 }
 
 impl Ender for Recorder {
-    fn end_call(&self, call: &Call, by: EndedBy) {
+    fn end_call(&self, call: &Arc<Call>, by: EndedBy) {
         self.ended.lock().push((call.call_id.clone(), by));
         if let Some(d) = self.dialogs.lock().as_ref() {
             d.finish(call, by);

@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::SyncSender;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -260,7 +261,7 @@ impl Proxy {
 }
 
 impl Ender for Proxy {
-    fn end_call(&self, call: &Call, by: EndedBy) {
+    fn end_call(&self, call: &Arc<Call>, by: EndedBy) {
         if let Some(sides) = call.sides() {
             self.bye_both(call, &sides, by);
         }
