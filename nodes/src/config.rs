@@ -767,6 +767,7 @@ mod tests {
         let doc = include_str!("../../README.md");
         let example: String = doc
             .lines()
+            .skip_while(|l| *l != "## Configuration")
             .skip_while(|l| !l.starts_with("```toml"))
             .skip(1)
             .take_while(|l| !l.starts_with("```"))

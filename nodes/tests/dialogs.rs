@@ -67,6 +67,34 @@ fn cdrs_in(state: &std::path::Path, n: usize) -> Vec<serde_json::Value> {
     }
 }
 
+/// Starts `n` calls (`call_uac.xml`, 200 a second, held `hold_ms`) through the node on
+/// `p` to the UAS on `p + 1` in the background, and returns once the node has all `n` up;
+/// the handle gives sipp's output when they have ended.
+fn hold_calls(
+    node: &Node,
+    p: u16,
+    n: u32,
+    hold_ms: u32,
+) -> std::thread::JoinHandle<std::process::Output> {
+    let proxy = format!("127.0.0.1:{p}");
+    let remote = format!("127.0.0.1:{}", p + 1);
+    let (m, hold) = (n.to_string(), hold_ms.to_string());
+    let caller = std::thread::spawn(move || {
+        uac(
+            "call_uac.xml",
+            &remote,
+            p + 2,
+            &["-rsa", &proxy, "-m", &m, "-r", "200", "-l", &m, "-d", &hold],
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while node.rpc("dlg.stats_active", &[]).expect("stats")["active"] != n {
+        assert!(Instant::now() < deadline, "{n} calls up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    caller
+}
+
 fn size(node: &Node, profile: &str, value: Option<&str>) -> u64 {
     let mut params = vec![profile];
     params.extend(value);
@@ -84,20 +112,7 @@ fn dialogs_and_profiles_follow_calls_up_and_down() {
     let p = ports();
     let _uas = uas("call_uas.xml", p + 1, &[]);
     let node = Node::with_config("dialogs-follow", &config(p + 1, ""), p);
-    let proxy = format!("127.0.0.1:{p}");
-    let remote = format!("127.0.0.1:{}", p + 1);
-    let caller = std::thread::spawn(move || {
-        uac(
-            "call_uac.xml",
-            &remote,
-            p + 2,
-            &[
-                "-rsa", &proxy, "-m", "20", "-r", "100", "-l", "20", "-d", "3000",
-            ],
-        )
-    });
-    // All 20 are up within 0.2 s of the start and for about 3 s.
-    std::thread::sleep(Duration::from_millis(1500));
+    let caller = hold_calls(&node, p, 20, 3000);
     let active = node.rpc("dlg.stats_active", &[]).expect("stats");
     assert_eq!(active["active"], 20, "{active}");
     assert_eq!(active["early"], 0);
@@ -266,23 +281,7 @@ fn sigterm_lets_fifty_calls_end_by_their_own_byes() {
     let _uas = uas("call_uas.xml", p + 1, &[]);
     let extra = "\n[shutdown]\ndrain_s = 30\n";
     let mut node = Node::with_config("dialogs-drain", &config(p + 1, extra), p);
-    let proxy = format!("127.0.0.1:{p}");
-    let remote = format!("127.0.0.1:{}", p + 1);
-    let caller = std::thread::spawn(move || {
-        uac(
-            "call_uac.xml",
-            &remote,
-            p + 2,
-            &[
-                "-rsa", &proxy, "-m", "50", "-r", "200", "-l", "50", "-d", "4000",
-            ],
-        )
-    });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while node.rpc("dlg.stats_active", &[]).expect("stats")["active"] != 50 {
-        assert!(Instant::now() < deadline, "50 calls up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let caller = hold_calls(&node, p, 50, 4000);
     let _ = std::process::Command::new("kill")
         .args(["-TERM", &node.pid().to_string()])
         .status();
@@ -351,23 +350,7 @@ fn confirmed_dialogs_survive_kill_9() {
     let _uas = uas("call_uas.xml", p + 1, &[]);
     let config = config(p + 1, "");
     let mut first = node_on(p, &state, &config);
-    let proxy = format!("127.0.0.1:{p}");
-    let remote = format!("127.0.0.1:{}", p + 1);
-    let caller = std::thread::spawn(move || {
-        uac(
-            "call_uac.xml",
-            &remote,
-            p + 2,
-            &[
-                "-rsa", &proxy, "-m", "100", "-r", "200", "-l", "100", "-d", "7000",
-            ],
-        )
-    });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while first.rpc("dlg.stats_active", &[]).expect("stats")["active"] != 100 {
-        assert!(Instant::now() < deadline, "100 calls up");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let caller = hold_calls(&first, p, 100, 7000);
     // The journal is written once a second.
     std::thread::sleep(Duration::from_millis(1500));
     first.child.kill().expect("SIGKILL");
