@@ -127,6 +127,29 @@ fn contacts(node: &Node, aor: &str) -> Vec<serde_json::Value> {
     }
 }
 
+/// A REGISTER of `user` sent by `peer`, answered as a phone does: the 401's challenge,
+/// then the same request with credentials (the challenge is stateless, so the CSeq is
+/// used once by the registrar). The responses to the second.
+fn register_authed(
+    peer: &Peer,
+    s: &Setup,
+    (user, password): (&str, &str),
+    cseq: u32,
+    text: &str,
+) -> Vec<String> {
+    let challenge = peer.exchange(&s.sip, text, Duration::from_secs(2));
+    assert_eq!(status(final_of(&challenge)), 401, "{challenge:?}");
+    let www = header(final_of(&challenge), "WWW-Authenticate");
+    let c = Challenge::parse(www[0]).expect("challenge parses");
+    let auth = answer_register(&c, user, password, cseq);
+    let with_auth = text.replacen(
+        "Content-Length: 0\r\n",
+        &format!("Authorization: {auth}\r\nContent-Length: 0\r\n"),
+        1,
+    );
+    peer.exchange(&s.sip, &with_auth, Duration::from_secs(2))
+}
+
 fn register_text(user: &str, cseq: u32, headers: &str) -> String {
     format!(
         "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
@@ -391,13 +414,19 @@ fn unregistered_aors_get_404_and_subscribers_reach_the_next_hop() {
 
 #[test]
 fn registrar_rules_on_the_wire() {
-    let s = start("[registrar]\nmax_contacts = 2\n");
-    let pbx = Peer::bind("127.0.0.2"); // trusted: no challenge, the rules alone
+    let s = start(&format!(
+        "[registrar]\nmax_contacts = 2\n{}",
+        subscriber("carol", "carol-pw")
+    ));
+    // Trusted, and still challenged: trust by address never covers REGISTER.
+    let pbx = Peer::bind("127.0.0.2");
     let ask = |cseq: u32, headers: &str| {
-        pbx.exchange(
-            &s.sip,
+        register_authed(
+            &pbx,
+            &s,
+            ("carol", "carol-pw"),
+            cseq,
             &register_text("carol", cseq, headers),
-            Duration::from_secs(2),
         )
     };
     let r = ask(1, "Contact: <sip:carol@192.0.2.1>;expires=30\r\n");
@@ -683,6 +712,35 @@ fn answer(request: &str, status: u16, reason: &str) -> String {
     out
 }
 
+/// A `[[subscriber]]` entry of the test domain.
+fn subscriber(user: &str, password: &str) -> String {
+    format!(
+        "\n[[subscriber]]\nuser = \"{user}\"\ndomain = \"{DOMAIN}\"\npassword = \"{password}\"\n"
+    )
+}
+
+/// DESIGN principle 10: a REGISTER for a subscriber's AoR from a trusted address and from
+/// a carrier's address is challenged like any other, and without credentials the
+/// subscriber's bindings stay as they were (before, both were answered 200 and the
+/// sender's Contact joined alice's bindings: her calls would have forked to it).
+#[test]
+fn trust_by_address_never_covers_register() {
+    let s = start("");
+    for source in ["127.0.0.2", "127.0.0.4"] {
+        let spoofer = Peer::bind(source);
+        let r = spoofer.exchange(
+            &s.sip,
+            &register_text("alice", 1, "Contact: <sip:alice@{addr}>\r\n"),
+            Duration::from_secs(2),
+        );
+        assert_eq!(status(final_of(&r)), 401, "{source}: {r:?}");
+        assert!(
+            contacts(&s.node, "alice").is_empty(),
+            "{source}: no binding added"
+        );
+    }
+}
+
 fn receive(peer: &Peer, wait: Duration) -> Option<String> {
     peer.sock.set_read_timeout(Some(wait)).expect("timeout");
     let mut buf = vec![0u8; 65536];
@@ -692,22 +750,19 @@ fn receive(peer: &Peer, wait: Duration) -> Option<String> {
 
 #[test]
 fn lower_q_bindings_are_tried_only_after_higher_ones_fail() {
-    let s = start("");
-    // Two phones of dave's, registered from trusted addresses (no challenge): the desk
-    // phone with q=1, the mobile with q=0.5.
+    let s = start(&subscriber("dave", "dave-pw"));
+    // Two phones of dave's: the desk phone with q=1, the mobile with q=0.5.
     let desk = Peer::bind("127.0.0.2");
     let mobile = Peer::bind("127.0.0.2");
     for (i, (phone, q)) in [(&desk, "1.0"), (&mobile, "0.5")].into_iter().enumerate() {
-        let r = phone.exchange(
-            &s.sip,
-            &register_text(
-                "dave",
-                i as u32 + 1,
-                &format!("Contact: <sip:dave@{{addr}}>;q={q}\r\nCall-ID: dave-{i}\r\n"),
-            )
-            .replacen("Call-ID: raw-dave@test\r\n", "", 1),
-            Duration::from_secs(2),
-        );
+        let text = register_text(
+            "dave",
+            i as u32 + 1,
+            &format!("Contact: <sip:dave@{{addr}}>;q={q}\r\nCall-ID: dave-{i}\r\n"),
+        )
+        .replacen("Call-ID: raw-dave@test\r\n", "", 1)
+        .replace("{addr}", &phone.addr().to_string());
+        let r = register_authed(phone, &s, ("dave", "dave-pw"), i as u32 + 1, &text);
         assert_eq!(status(final_of(&r)), 200, "{r:?}");
     }
     let caller = Peer::bind("127.0.0.2");

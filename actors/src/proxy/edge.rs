@@ -235,11 +235,12 @@ impl Proxy {
             );
         }
         let aor = self.edge.aor(&to);
-        if self.classify(msg, flow) == Peer::Unknown {
-            let user = to.user.unwrap_or_default();
-            if self.authenticate(msg, flow, now, Kind::Www, user).is_none() {
-                return;
-            }
+        // DESIGN principle 10: trust by address never covers REGISTER. A trusted peer or a
+        // carrier's address (UDP sources can be spoofed) would otherwise add its Contact to
+        // any subscriber's bindings, and that subscriber's calls would fork to it.
+        let user = to.user.unwrap_or_default();
+        if self.authenticate(msg, flow, now, Kind::Www, user).is_none() {
+            return;
         }
         let location = &self.edge.location;
         let rules = location.rules();
