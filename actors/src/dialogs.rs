@@ -36,7 +36,7 @@ use prometheus_client::registry::Registry;
 use ractor::ActorRef;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::transport::Dest;
 use actor::SupervisorMsg;
@@ -45,6 +45,9 @@ use collector::{Collector, CollectorMetrics, CollectorUrl};
 use profiles::{CallFacts, ClassRule, Joined, LimitDef, LimitReached, ProfileDef, Profiles};
 
 const SHARDS: usize = 16;
+
+/// Journal changes kept while the journal cannot be written, at most.
+const MAX_UNSAVED: usize = 1_000_000;
 
 /// Early dialogs (forks that answered with a tagged 1xx) kept per call.
 const MAX_EARLY_DIALOGS: usize = 16;
@@ -447,7 +450,8 @@ impl DialogMetrics {
 
 /// The tracked calls, the profiles, the CDR file.
 pub struct Dialogs {
-    settings: parking_lot::RwLock<DialogSettings>,
+    /// Read per INVITE without a lock; replaced whole on reload.
+    settings: arc_swap::ArcSwap<DialogSettings>,
     node: String,
     pub profiles: Profiles,
     shards: Vec<Mutex<Shard>>,
@@ -543,7 +547,7 @@ impl Dialogs {
                 settings.classes.clone(),
                 settings.limits.clone(),
             ),
-            settings: parking_lot::RwLock::new(settings),
+            settings: arc_swap::ArcSwap::from_pointee(settings),
             node: node.to_owned(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: std::hash::RandomState::new(),
@@ -648,25 +652,25 @@ impl Dialogs {
     pub fn set_settings(&self, s: DialogSettings) {
         self.profiles
             .set_rules(s.profiles.clone(), s.classes.clone(), s.limits.clone());
-        *self.settings.write() = s;
+        self.settings.store(Arc::new(s));
     }
 
     pub fn tracks(&self) -> bool {
-        self.settings.read().track
+        self.settings.load().track
     }
 
     pub fn lifetime(&self) -> Duration {
-        self.settings.read().lifetime
+        self.settings.load().lifetime
     }
 
     /// Session timer settings: what to insert, the smallest accepted.
     pub fn session_timers(&self) -> (Option<Duration>, Duration) {
-        let s = self.settings.read();
+        let s = self.settings.load();
         (s.session_expires, s.min_se)
     }
 
     pub fn rejects_unmatched(&self) -> bool {
-        self.settings.read().reject_unmatched
+        self.settings.load().reject_unmatched
     }
 
     fn shard(&self, call_id: &str) -> &Mutex<Shard> {
@@ -680,7 +684,7 @@ impl Dialogs {
         caller_dest: Dest,
         origin: Origin,
     ) -> Result<Arc<Call>, Refused> {
-        if self.count.load(Ordering::Relaxed) >= self.settings.read().max_dialogs {
+        if self.count.load(Ordering::Relaxed) >= self.settings.load().max_dialogs {
             return Err(Refused::Full);
         }
         let ruri = msg.request_uri().and_then(Result::ok);
@@ -724,7 +728,7 @@ impl Dialogs {
         let seq = msg.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
         let vars = self
             .settings
-            .read()
+            .load()
             .vars
             .iter()
             .filter_map(|r| Some((r.name.clone(), r.eval(msg, &origin)?)))
@@ -1019,7 +1023,7 @@ impl Dialogs {
             }
         }
         if let Err(e) = self.cdr.flush() {
-            warn!(error = %e, file = ?self.cdr.path(), "CDR file write failed; records kept for the next try");
+            warn!(error = %e, file = ?self.cdr.path(), "CDR file write failed; records kept for the next try within a bound");
         }
         if let Some(c) = &self.collector {
             c.persist();
@@ -1044,8 +1048,12 @@ impl Dialogs {
             })
             .collect();
         if let Err(e) = journal.write_batch(&records) {
-            warn!(error = %e, "dialog journal write failed; changes kept for the next try");
             let mut unsaved = self.unsaved.lock();
+            if changes.len() + unsaved.len() > MAX_UNSAVED {
+                error!(error = %e, changes = changes.len(), "dialog journal write failed; changes dropped (too many waiting)");
+                return;
+            }
+            warn!(error = %e, "dialog journal write failed; changes kept for the next try");
             let later = std::mem::take(&mut *unsaved);
             *unsaved = changes;
             unsaved.extend(later);
@@ -1137,11 +1145,13 @@ impl Dialogs {
 
     pub fn stats(&self) -> Stats {
         let (mut early, mut active) = (0, 0);
-        for c in self.all() {
-            match c.phase() {
-                Phase::Setup | Phase::Early => early += 1,
-                Phase::Confirmed => active += 1,
-                Phase::Ended => {}
+        for shard in &self.shards {
+            for c in shard.lock().values().flatten() {
+                match c.phase() {
+                    Phase::Setup | Phase::Early => early += 1,
+                    Phase::Confirmed => active += 1,
+                    Phase::Ended => {}
+                }
             }
         }
         Stats {

@@ -15,6 +15,10 @@ use serde::Serialize;
 /// Rotated files kept beside the current one (`cdr.jsonl.1` .. `cdr.jsonl.5`).
 pub const KEEP: usize = 5;
 
+/// Bytes of records kept in memory while the file cannot be written; past it they are
+/// dropped (and the failure logged) rather than growing without bound.
+pub const MAX_PENDING_BYTES: usize = 32 << 20;
+
 /// Who or what ended a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -170,14 +174,32 @@ impl CdrLog {
             out.size = 0;
         }
         let pending = std::mem::take(&mut out.pending);
-        let file = match &mut out.file {
-            Some(f) => f,
-            None => out.file.insert(open_append(path)?),
-        };
-        file.write_all(&pending)?;
-        file.flush()?;
-        out.size += pending.len() as u64;
-        Ok(())
+        let written = match &mut out.file {
+            Some(f) => Ok(f),
+            None => open_append(path).map(|f| out.file.insert(f)),
+        }
+        .and_then(|f| f.write_all(&pending).and_then(|()| f.flush()));
+        match written {
+            Ok(()) => {
+                out.size += pending.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Kept for the next try, within a bound; a partly written batch may be
+                // written again (at least once, and each record has its Id).
+                out.file = None;
+                if pending.len() + out.pending.len() <= MAX_PENDING_BYTES {
+                    let later = std::mem::replace(&mut out.pending, pending);
+                    out.pending.extend_from_slice(&later);
+                    Err(e)
+                } else {
+                    Err(std::io::Error::other(format!(
+                        "{e}; {} bytes of records dropped (over {MAX_PENDING_BYTES} waiting)",
+                        pending.len()
+                    )))
+                }
+            }
+        }
     }
 }
 

@@ -22,6 +22,9 @@ use tracing::{debug, info, warn};
 /// Records per POST.
 pub const BATCH: usize = 100;
 pub const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Records waiting for the collector at most; past it new ones are not queued (they are in
+/// the CDR file) and are counted, so a collector down for days cannot exhaust memory.
+pub const MAX_QUEUED: usize = 1_000_000;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// `http://host:port/path`, checked once.
@@ -63,6 +66,7 @@ impl CollectorUrl {
 pub struct CollectorMetrics {
     posted: Counter,
     failures: Counter,
+    dropped: Counter,
 }
 
 impl CollectorMetrics {
@@ -70,6 +74,7 @@ impl CollectorMetrics {
         let m = Self {
             posted: Counter::default(),
             failures: Counter::default(),
+            dropped: Counter::default(),
         };
         registry.register(
             "limes_cdrs_posted",
@@ -80,6 +85,11 @@ impl CollectorMetrics {
             "limes_cdr_post_failures",
             "POSTs to the CDR collector that failed (each is retried)",
             m.failures.clone(),
+        );
+        registry.register(
+            "limes_cdrs_not_queued",
+            "CDRs not queued for the collector because its queue was full (they are in the CDR file)",
+            m.dropped.clone(),
         );
         m
     }
@@ -119,8 +129,13 @@ impl Collector {
         })
     }
 
-    /// Hands over one record (no system call).
+    /// Hands over one record (no system call); counted and not queued when the queue is
+    /// full.
     pub fn push(&self, id: String, json: String) {
+        if self.queued() >= MAX_QUEUED {
+            self.metrics.dropped.inc();
+            return;
+        }
         self.incoming.lock().push((id, json));
     }
 
