@@ -17,7 +17,11 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use crate::groups::Groups;
 use crate::settings::Transport;
+
+/// Address group entries held at most (all groups).
+const MAX_ADDRESS_ENTRIES: usize = 1_000_000;
 
 /// Where an entry came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,7 +102,7 @@ impl Proto {
         }
     }
 
-    fn covers(self, t: Transport) -> bool {
+    pub(crate) fn covers(self, t: Transport) -> bool {
         matches!(
             (self, t),
             (Self::Any, _) | (Self::Udp, Transport::Udp) | (Self::Tcp, Transport::Tcp)
@@ -155,7 +159,6 @@ struct CompiledTrusted {
 #[derive(Default)]
 struct Peers {
     trusted: Vec<CompiledTrusted>,
-    addresses: Vec<AddressEntry>,
 }
 
 /// A table change that could not be made.
@@ -176,8 +179,10 @@ pub struct Tables {
     peers: ArcSwap<Peers>,
     /// Serialises peer-table writers (readers never wait).
     peer_writer: Mutex<()>,
-    journal: Option<Journal>,
+    journal: Option<Arc<Journal>>,
     max_subscribers: usize,
+    /// The address groups, each owned by its actor.
+    pub groups: Arc<Groups>,
 }
 
 impl std::fmt::Debug for Tables {
@@ -204,9 +209,10 @@ impl Tables {
     pub fn new(
         journal: Option<(Journal, BTreeMap<String, String>)>,
         max_subscribers: usize,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
         let mut subscribers = HashMap::new();
         let mut peers = Peers::default();
+        let mut addresses = Vec::new();
         let journal = journal.map(|(j, entries)| {
             for (key, value) in entries {
                 let restored = match key.split_once('/') {
@@ -220,23 +226,26 @@ impl Tables {
                             peers.trusted.push(c);
                         }
                     }),
-                    Some(("address", _)) => serde_json::from_str::<AddressEntry>(&value)
-                        .map(|a| peers.addresses.push(a)),
+                    Some(("address", _)) => {
+                        serde_json::from_str::<AddressEntry>(&value).map(|a| addresses.push(a))
+                    }
                     _ => Ok(()),
                 };
                 if let Err(e) = restored {
                     warn!(key = %key, error = %e, "unreadable table entry skipped");
                 }
             }
-            j
+            Arc::new(j)
         });
-        Self {
+        let groups = Groups::start(journal.clone(), addresses, MAX_ADDRESS_ENTRIES)?;
+        Ok(Self {
             subscribers: RwLock::new(subscribers),
             peers: ArcSwap::from_pointee(peers),
             peer_writer: Mutex::new(()),
             journal,
             max_subscribers,
-        }
+            groups,
+        })
     }
 
     // ---- subscribers ----
@@ -318,16 +327,14 @@ impl Tables {
 
     /// Classifies a request's source: address group first (a carrier), then trusted.
     pub fn classify(&self, ip: IpAddr, port: u16, transport: Transport, from: &str) -> Peer {
-        let peers = self.peers.load();
-        if let Some(a) = peers.addresses.iter().find(|a| {
-            a.net.contains(&ip) && (a.port == 0 || a.port == port) && a.proto.covers(transport)
-        }) {
+        if let Some(a) = self.groups.load().first(ip, port, transport) {
             return Peer::Carrier {
                 group: a.group,
                 tag: a.tag.clone(),
             };
         }
-        peers
+        self.peers
+            .load()
             .trusted
             .iter()
             .find(|t| {
@@ -350,12 +357,12 @@ impl Tables {
     }
 
     pub fn addresses(&self) -> Vec<AddressEntry> {
-        self.peers.load().addresses.clone()
+        self.groups.entries()
     }
 
     fn update_peers(
         &self,
-        change: impl FnOnce(&mut Vec<CompiledTrusted>, &mut Vec<AddressEntry>) -> Result<(), TableError>,
+        change: impl FnOnce(&mut Vec<CompiledTrusted>) -> Result<(), TableError>,
     ) -> Result<(), TableError> {
         let _w = self.peer_writer.lock();
         let old = self.peers.load();
@@ -367,9 +374,8 @@ impl Tables {
                 pattern: t.pattern.clone(),
             })
             .collect();
-        let mut addresses = old.addresses.clone();
-        change(&mut trusted, &mut addresses)?;
-        self.peers.store(Arc::new(Peers { trusted, addresses }));
+        change(&mut trusted)?;
+        self.peers.store(Arc::new(Peers { trusted }));
         Ok(())
     }
 
@@ -390,7 +396,7 @@ impl Tables {
     /// Adds a trusted peer (an entry for the same network and pattern is replaced).
     pub fn add_trusted(&self, t: TrustedPeer) -> Result<(), TableError> {
         let compiled = compile(t)?;
-        self.update_peers(|trusted, _| {
+        self.update_peers(|trusted| {
             let e = &compiled.entry;
             let key = trusted_key(e);
             trusted.retain(|o| trusted_key(&o.entry) != key);
@@ -405,7 +411,7 @@ impl Tables {
     /// Removes every trusted entry for `net`; the number removed.
     pub fn remove_trusted(&self, net: IpNet) -> Result<usize, TableError> {
         let mut removed = 0;
-        self.update_peers(|trusted, _| {
+        self.update_peers(|trusted| {
             for t in trusted.iter().filter(|t| t.entry.net == net) {
                 if t.entry.origin == Origin::Api {
                     self.journal_delete(format!("trusted/{}", trusted_key(&t.entry)))?;
@@ -422,37 +428,12 @@ impl Tables {
     }
 
     pub fn add_address(&self, a: AddressEntry) -> Result<(), TableError> {
-        self.update_peers(|_, addresses| {
-            let key = address_key(&a);
-            addresses.retain(|o| address_key(o) != key);
-            if a.origin == Origin::Api {
-                self.journal_put(format!("address/{key}"), to_json(&a))?;
-            }
-            addresses.push(a);
-            Ok(())
-        })
+        self.groups.add(a)
     }
 
     /// Removes the entries of `group` for `net`; the number removed.
     pub fn remove_address(&self, group: u32, net: IpNet) -> Result<usize, TableError> {
-        let mut removed = 0;
-        self.update_peers(|_, addresses| {
-            for a in addresses
-                .iter()
-                .filter(|a| a.group == group && a.net == net)
-            {
-                if a.origin == Origin::Api {
-                    self.journal_delete(format!("address/{}", address_key(a)))?;
-                }
-                removed += 1;
-            }
-            addresses.retain(|a| !(a.group == group && a.net == net));
-            Ok(())
-        })?;
-        if removed == 0 {
-            return Err(TableError::NotFound(format!("group {group} {net}")));
-        }
-        Ok(removed)
+        self.groups.remove(group, net)
     }
 
     /// Replaces the configuration file's peers.
@@ -465,13 +446,12 @@ impl Tables {
             .into_iter()
             .map(compile)
             .collect::<Result<Vec<_>, _>>()?;
-        self.update_peers(|trusted, addresses| {
+        self.update_peers(|trusted| {
             trusted.retain(|t| t.entry.origin != Origin::Config);
-            addresses.retain(|a| a.origin != Origin::Config);
             trusted.extend(compiled);
-            addresses.extend(address_list);
             Ok(())
-        })
+        })?;
+        self.groups.set_config(address_list)
     }
 
     /// Rewrites the journal as a snapshot when it has grown.
@@ -502,8 +482,8 @@ impl Tables {
                     &to_json(&t.entry),
                 )?;
             }
-            for a in peers.addresses.iter().filter(|a| a.origin == Origin::Api) {
-                emit(&format!("address/{}", address_key(a)), &to_json(a))?;
+            for (key, value) in self.groups.journaled() {
+                emit(&key, &value)?;
             }
             Ok(())
         });
@@ -539,7 +519,7 @@ impl prometheus_client::collector::Collector for TableCollector {
             (
                 "limes_address_entries",
                 "Address group entries",
-                peers.addresses.len(),
+                self.0.groups.load().groups().map(|g| g.entries.len()).sum(),
             ),
         ];
         for (name, help, n) in sizes {
@@ -570,11 +550,7 @@ fn trusted_key(t: &TrustedPeer) -> String {
     )
 }
 
-fn address_key(a: &AddressEntry) -> String {
-    format!("{}|{}|{}|{:?}", a.group, a.net, a.port, a.proto)
-}
-
-fn to_json<T: Serialize>(v: &T) -> String {
+pub(crate) fn to_json<T: Serialize>(v: &T) -> String {
     // Plain structs of strings and numbers: serialising cannot fail.
     serde_json::to_string(v).unwrap_or_else(|_| "null".into())
 }
@@ -595,7 +571,7 @@ mod tests {
 
     #[test]
     fn classification() {
-        let t = Tables::new(None, 10);
+        let t = Tables::new(None, 10).expect("starts");
         t.add_trusted(peer("10.0.0.0/8", Proto::Any, None))
             .expect("adds");
         t.add_trusted(peer("192.0.2.7/32", Proto::Tcp, Some("^sip:gw@")))
@@ -684,7 +660,7 @@ mod tests {
 
     #[test]
     fn config_entries_never_replace_api_ones_and_reload_as_a_set() {
-        let t = Tables::new(None, 10);
+        let t = Tables::new(None, 10).expect("starts");
         t.put_subscriber(Subscriber::with_password(
             "alice",
             "example.com",
@@ -714,7 +690,7 @@ mod tests {
 
     #[test]
     fn the_subscriber_table_is_bounded() {
-        let t = Tables::new(None, 2);
+        let t = Tables::new(None, 2).expect("starts");
         for u in ["a", "b"] {
             t.put_subscriber(Subscriber::with_password(u, "d", "p", Origin::Api))
                 .expect("fits");

@@ -41,7 +41,7 @@ fn proxy(next_hop: SocketAddr, runtime: &tokio::runtime::Runtime) -> (Arc<Proxy>
         ..AuthSettings::default()
     };
     let edge = Edge {
-        tables: Arc::new(Tables::new(None, 10)),
+        tables: Arc::new(Tables::new(None, 10).expect("starts")),
         auth: Arc::new(Auth::new(
             auth,
             AuthMetrics::register(&mut registry),

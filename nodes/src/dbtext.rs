@@ -502,7 +502,7 @@ pub fn import(
     }
     let (journal, loaded) = limes_cluster::Journal::open_map(state_dir, "tables")
         .with_context(|| format!("opening {}", state_dir.display()))?;
-    let store = Tables::new(Some((journal, loaded.entries)), usize::MAX);
+    let store = Tables::new(Some((journal, loaded.entries)), usize::MAX)?;
     for (name, table) in &tables {
         let Some(t) = table else { continue };
         match *name {

@@ -110,6 +110,11 @@ pub const METHODS: &[(&str, &str, Method)] = &[
         rpc_state::address_add,
     ),
     (
+        "permissions.allowSource",
+        "Whether a source is in an address group, and the entry: GROUP IP [PORT] [PROTO]",
+        rpc_state::allow_source,
+    ),
+    (
         "address.rm",
         "Remove an address group entry: GROUP CIDR",
         rpc_state::address_rm,

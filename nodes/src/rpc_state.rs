@@ -29,6 +29,31 @@ fn opt(params: &[Value], i: usize) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// A number parameter: a JSON number, or a string of digits (as `kamcmd` passes them).
+/// A bad one is refused with a message that names it.
+pub(crate) fn num<T: TryFrom<u64>>(
+    params: &[Value],
+    i: usize,
+    what: &str,
+) -> Result<Option<T>, RpcError> {
+    let Some(v) = params.get(i).filter(|v| !v.is_null()) else {
+        return Ok(None);
+    };
+    let n = match v {
+        Value::Number(n) => n.as_u64(),
+        Value::String(s) if s.is_empty() => return Ok(None),
+        Value::String(s) => s.parse::<u64>().ok(),
+        _ => None,
+    };
+    n.and_then(|n| T::try_from(n).ok())
+        .map(Some)
+        .ok_or_else(|| invalid(format!("{what}: {v} is not a number in range")))
+}
+
+fn required_num<T: TryFrom<u64>>(params: &[Value], i: usize, what: &str) -> Result<T, RpcError> {
+    num(params, i, what)?.ok_or_else(|| invalid(format!("{what} expected")))
+}
+
 fn table_error(e: TableError) -> RpcError {
     match e {
         TableError::NotFound(what) => RpcError::new(404, format!("not found: {what}")),
@@ -201,15 +226,9 @@ pub fn address_dump(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
 
 /// `address.add GROUP CIDR [PORT] [PROTO] [TAG]`.
 pub fn address_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let group: u32 = arg(params, 0, "GROUP")?
-        .parse()
-        .map_err(|_| invalid("GROUP: a number"))?;
+    let group: u32 = required_num(params, 0, "GROUP")?;
     let net = parse_net(arg(params, 1, "CIDR")?).map_err(invalid)?;
-    let port: u16 = opt(params, 2)
-        .map(str::parse)
-        .transpose()
-        .map_err(|_| invalid("PORT: a number"))?
-        .unwrap_or(0);
+    let port: u16 = num(params, 2, "PORT")?.unwrap_or(0);
     let proto = Proto::parse(opt(params, 3).unwrap_or("any")).map_err(invalid)?;
     node.proxy
         .edge()
@@ -227,9 +246,7 @@ pub fn address_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
 }
 
 pub fn address_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let group: u32 = arg(params, 0, "GROUP")?
-        .parse()
-        .map_err(|_| invalid("GROUP: a number"))?;
+    let group: u32 = required_num(params, 0, "GROUP")?;
     let net = parse_net(arg(params, 1, "CIDR")?).map_err(invalid)?;
     let n = node
         .proxy
@@ -238,6 +255,34 @@ pub fn address_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
         .remove_address(group, net)
         .map_err(table_error)?;
     Ok(json!({ "removed": n }))
+}
+
+/// `permissions.allowSource GROUP IP [PORT] [PROTO]`: whether that source is in the
+/// group, and the entry that admits it (as `allow_source_address` would see it).
+pub fn allow_source(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let group: u32 = required_num(params, 0, "GROUP")?;
+    let ip: IpAddr = arg(params, 1, "IP")?
+        .parse()
+        .map_err(|_| invalid("IP: an IP address"))?;
+    let port: u16 = num(params, 2, "PORT")?.unwrap_or(5060);
+    let transport = match opt(params, 3).unwrap_or("udp") {
+        t if t.eq_ignore_ascii_case("udp") => limes_actors::settings::Transport::Udp,
+        t if t.eq_ignore_ascii_case("tcp") => limes_actors::settings::Transport::Tcp,
+        other => return Err(invalid(format!("PROTO: {other:?} (udp or tcp)"))),
+    };
+    let groups = node.proxy.edge().tables.groups.load();
+    Ok(match groups.allow(group, ip, port, transport) {
+        Some(e) => json!({
+            "allowed": true,
+            "gid": e.group,
+            "ip": e.net.addr().to_string(),
+            "mask": e.net.prefix_len(),
+            "port": e.port,
+            "proto": e.proto,
+            "tag": e.tag,
+        }),
+        None => json!({ "allowed": false, "gid": group }),
+    })
 }
 
 fn q_json(q: Option<u16>) -> Value {

@@ -334,7 +334,7 @@ fn open_state(
     let tables = Arc::new(Tables::new(
         Some((tables_journal.0, tables_journal.1.entries)),
         cfg.max_subscribers,
-    ));
+    )?);
     tables.set_config_subscribers(cfg.tables.subscribers.clone())?;
     tables.set_config_peers(cfg.tables.trusted.clone(), cfg.tables.addresses.clone())?;
     let location = Location::open(
