@@ -227,6 +227,65 @@ fn derived(invite: &Message, method: Method, to: Option<&str>) -> Bytes {
     finish_with_body(out, None, b"")
 }
 
+/// The reason phrase RFC 3261 §21 (and its extensions) gives a status code; "Unknown"
+/// for a code none names.
+pub fn default_reason(status: u16) -> &'static str {
+    match status {
+        100 => "Trying",
+        180 => "Ringing",
+        183 => "Session Progress",
+        200 => "OK",
+        202 => "Accepted",
+        300 => "Multiple Choices",
+        301 => "Moved Permanently",
+        302 => "Moved Temporarily",
+        305 => "Use Proxy",
+        380 => "Alternative Service",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        402 => "Payment Required",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        407 => "Proxy Authentication Required",
+        408 => "Request Timeout",
+        410 => "Gone",
+        413 => "Request Entity Too Large",
+        414 => "Request-URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Unsupported URI Scheme",
+        420 => "Bad Extension",
+        421 => "Extension Required",
+        422 => "Session Interval Too Small",
+        423 => "Interval Too Brief",
+        430 => "Flow Failed",
+        480 => "Temporarily Unavailable",
+        481 => "Call/Transaction Does Not Exist",
+        482 => "Loop Detected",
+        483 => "Too Many Hops",
+        484 => "Address Incomplete",
+        485 => "Ambiguous",
+        486 => "Busy Here",
+        487 => "Request Terminated",
+        488 => "Not Acceptable Here",
+        491 => "Request Pending",
+        493 => "Undecipherable",
+        500 => "Server Internal Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Server Time-out",
+        505 => "Version Not Supported",
+        513 => "Message Too Large",
+        600 => "Busy Everywhere",
+        603 => "Decline",
+        604 => "Does Not Exist Anywhere",
+        606 => "Not Acceptable",
+        _ => "Unknown",
+    }
+}
+
 /// What a received request's top Via learns from the transport (RFC 3261 §18.2.1,
 /// RFC 3581 §4): `received` when the source address differs from sent-by, `rport`
 /// filled when the client asked for it.
@@ -255,6 +314,8 @@ pub struct Forward<'m> {
     contact: Option<&'m str>,
     extra: Vec<(&'m str, &'m str)>,
     remove: Vec<HeaderName>,
+    /// Names of other headers to remove (compared without case).
+    remove_named: Vec<&'m str>,
 }
 
 impl<'m> Forward<'m> {
@@ -275,6 +336,7 @@ impl<'m> Forward<'m> {
             contact: None,
             extra: Vec::new(),
             remove: Vec::new(),
+            remove_named: Vec::new(),
         }
     }
 
@@ -366,6 +428,13 @@ impl<'m> Forward<'m> {
         self
     }
 
+    /// Remove every header with this name, as written in the message or in another case
+    /// (for names without a variant: `P-Asserted-Identity`, `Diversion`, ...).
+    pub fn remove_named(mut self, name: &'m str) -> Self {
+        self.remove_named.push(name);
+        self
+    }
+
     pub fn finish(self) -> Bytes {
         let msg = self.msg;
         let buf = msg.as_bytes();
@@ -390,7 +459,14 @@ impl<'m> Forward<'m> {
         let route_lines = msg.count(HeaderName::Route);
         let mut route_line = 0;
         for h in msg.headers() {
-            if self.remove.contains(&h.name) {
+            if self.remove.contains(&h.name)
+                || (h.name == HeaderName::Other
+                    && !self.remove_named.is_empty()
+                    && self
+                        .remove_named
+                        .iter()
+                        .any(|n| buf[h.name_span.range()].eq_ignore_ascii_case(n.as_bytes())))
+            {
                 continue;
             }
             match h.name {

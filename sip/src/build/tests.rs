@@ -243,3 +243,39 @@ fn rfc3261_16_4_strict_router_edits() {
         (Some(500), Some("Server Internal Error"))
     );
 }
+
+#[test]
+fn headers_without_a_variant_are_removed_by_name_in_any_case() {
+    let req = parse(Bytes::from_static(
+        b"INVITE sip:b@example.com SIP/2.0\r\n\
+Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK1\r\n\
+To: <sip:b@example.com>\r\n\
+From: <sip:a@example.com>;tag=1\r\n\
+Call-ID: c1\r\n\
+CSeq: 1 INVITE\r\n\
+P-Asserted-Identity: <sip:+4930123@example.com>\r\n\
+p-asserted-identity: <tel:+4930123>\r\n\
+Privacy: id\r\n\
+Diversion: <sip:c@example.com>\r\n\
+Content-Length: 0\r\n\r\n",
+    ));
+    let out = parse(
+        Forward::new(&req)
+            .remove_named("P-Asserted-Identity")
+            .remove_named("diversion")
+            .add_header("P-Asserted-Identity", "<sip:+4940999@example.net>")
+            .finish(),
+    );
+    let pai: Vec<&str> = out
+        .headers()
+        .iter()
+        .filter(|h| {
+            out.text(h.name_span)
+                .eq_ignore_ascii_case("p-asserted-identity")
+        })
+        .map(|h| out.value(h))
+        .collect();
+    assert_eq!(pai, ["<sip:+4940999@example.net>"]);
+    assert_eq!(out.get_other("Diversion"), None);
+    assert_eq!(out.get_other("Privacy"), Some("id"), "other headers stay");
+}

@@ -693,7 +693,8 @@ impl<D: Copy> Context<D> {
                 ..
             }) => {
                 let status = select::upstream_status(status);
-                let Some(bytes) = self.local_response(status, reason_of(status)) else {
+                let Some(bytes) = self.local_response(status, crate::build::default_reason(status))
+                else {
                     return;
                 };
                 (bytes, status, true)
@@ -926,13 +927,4 @@ pub fn local_tag(id: u64) -> String {
         ));
     }
     tag
-}
-
-fn reason_of(status: u16) -> &'static str {
-    match status {
-        408 => "Request Timeout",
-        503 => "Service Unavailable",
-        487 => "Request Terminated",
-        _ => "Server Internal Error",
-    }
 }
