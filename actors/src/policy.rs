@@ -306,11 +306,48 @@ fn parse_action(text: &str, trunk_exists: &dyn Fn(&str) -> bool) -> Result<Actio
     }
 }
 
+/// The policy when the configuration has no `[[route]]`: the seeds' behaviour. A
+/// carrier's call reaches a registered user or gets 404 User Not Registered; a trusted
+/// peer's or an authenticated subscriber's reaches a registered user, else goes out
+/// through `out_trunk` (the `sip.next_hop` list), else gets 404.
+pub fn default_rules(out_trunk: Option<&str>) -> Vec<RuleDef> {
+    let rule = |name: &str, source: &str, registered: Option<bool>, action: &str| RuleDef {
+        name: name.into(),
+        priority: default_priority(),
+        source: source.into(),
+        method: Vec::new(),
+        user: None,
+        domain: None,
+        registered,
+        action: action.into(),
+        set_headers: BTreeMap::new(),
+        remove_headers: Vec::new(),
+        vars: BTreeMap::new(),
+    };
+    let out = out_trunk.map_or_else(
+        || "reply:404 User Not Registered".to_owned(),
+        |t| format!("trunk:{t}"),
+    );
+    vec![
+        rule("carrier-to-user", "carrier", Some(true), "location"),
+        rule(
+            "carrier-to-nobody",
+            "carrier",
+            None,
+            "reply:404 User Not Registered",
+        ),
+        rule("trusted-to-user", "trusted", Some(true), "location"),
+        rule("trusted-out", "trusted", None, &out),
+        rule("subscriber-to-user", "subscriber", Some(true), "location"),
+        rule("subscriber-out", "subscriber", None, &out),
+    ]
+}
+
 /// What the matcher knows about a request.
 pub struct Facts<'a> {
     pub method: &'a Method,
     pub user: &'a str,
-    /// The Request-URI host, lowercased.
+    /// The Request-URI host.
     pub domain: &'a str,
     /// The domain is one this node serves.
     pub local_domain: bool,
@@ -431,7 +468,7 @@ impl Policy {
             let domain_ok = match r.domain.as_deref() {
                 None => true,
                 Some("local") => facts.local_domain,
-                Some(d) => d == facts.domain,
+                Some(d) => d.eq_ignore_ascii_case(facts.domain),
             };
             if !(user_ok && domain_ok) {
                 return false;

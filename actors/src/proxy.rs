@@ -15,6 +15,7 @@ pub mod edge;
 mod entry;
 pub mod local;
 pub mod own;
+pub mod routing;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -41,6 +42,8 @@ use crate::flood::FloodGuard;
 use crate::metrics::{Metrics, TxCensus, TxLabels};
 use crate::settings::{FloodAction, ProxySettings, Transport};
 use crate::transport::{dest_of_uri, Dest, Flow, Inbound, Outbound, Sends};
+use crate::trunks::{Health, Trunk};
+use routing::{Edits, Failover};
 
 const SHARDS: usize = 64;
 
@@ -101,8 +104,13 @@ pub struct Route {
     /// Route values to pre-load (a binding's Path, §16.6 step 5).
     preload: Vec<String>,
     /// Serial forking (§16.6): targets of group 0 go first, group 1 when all of those
-    /// failed, and so on (a registered AoR's bindings grouped by q, highest first).
+    /// failed, and so on (a registered AoR's bindings grouped by q, highest first; a
+    /// trunk's destinations one by one).
     group: u16,
+    /// A branch that sends no response at all within this fails (a trunk's timer).
+    within: Option<std::time::Duration>,
+    /// The trunk destination it is: trunk, destination URI, health (counted per call).
+    trunk_dest: Option<(Arc<Trunk>, String, Arc<Health>)>,
 }
 
 impl Route {
@@ -113,6 +121,8 @@ impl Route {
             ruri: None,
             preload: Vec::new(),
             group: 0,
+            within: None,
+            trunk_dest: None,
         }
     }
 }
@@ -126,6 +136,8 @@ pub struct Fork {
     consume_credentials: bool,
     /// A Session-Expires value to insert (RFC 4028 §8.1).
     session_expires: Option<String>,
+    /// Header edits of the routing rule and the trunk.
+    edits: Edits,
 }
 
 pub struct Proxy {
@@ -287,7 +299,21 @@ impl Proxy {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         self.metrics.request(&method);
 
-        if let Some(f) = &self.flood {
+        // A trunk's sources have the trunk's calls-per-second limit instead of the
+        // per-address flood guard (one carrier interconnect is not a flood).
+        let initial_invite = method == Method::Invite && msg.to_tag().is_none();
+        let trunk = self.trunk_admits(&flow, initial_invite);
+        if trunk == Some(false) {
+            self.reply_stateless(
+                &msg,
+                &flow,
+                503,
+                "Service Unavailable: trunk call rate",
+                &[("Retry-After", "1")],
+            );
+            return;
+        }
+        if let Some(f) = self.flood.as_ref().filter(|_| trunk.is_none()) {
             if !f.allow(flow.remote.ip()) {
                 self.metrics.flood_limited.inc();
                 if f.action == FloodAction::Reply && method != Method::Ack {
@@ -427,6 +453,9 @@ impl Proxy {
         let new_ruri = routing.restored_ruri.map(str::to_owned);
         let mut consume_credentials = false;
         let mut origin = None;
+        let mut edits = Edits::new();
+        let mut failover = None;
+        let mut vars = None;
         let targets: Vec<Route> = match routing.decision {
             Decision::Refuse { status, reason } => {
                 return self.reply_local(&msg, &flow, now, status, reason, &[])
@@ -456,6 +485,9 @@ impl Proxy {
                 Some(initial) => {
                     consume_credentials = initial.authenticated;
                     origin = Some(initial.origin);
+                    edits = initial.edits;
+                    failover = initial.failover;
+                    vars = initial.vars;
                     initial.targets
                 }
                 None => return,
@@ -533,7 +565,12 @@ impl Proxy {
                 addr: flow.remote,
             };
             match self.dialogs.admit(&msg, caller, origin) {
-                Ok(call) => Some(call),
+                Ok(call) => {
+                    for (name, value) in vars.iter().flat_map(|v| v.iter()) {
+                        call.set_var(name, crate::dialogs::cdr::Var::Str(value.clone()));
+                    }
+                    Some(call)
+                }
                 Err(refused) => return self.refuse_call(&msg, &flow, now, &refused),
             }
         } else {
@@ -545,6 +582,7 @@ impl Proxy {
             new_ruri,
             consume_credentials,
             session_expires: insert_session_expires,
+            edits,
         };
         let mut groups: VecDeque<Vec<Route>> = VecDeque::new();
         for t in targets {
@@ -581,14 +619,27 @@ impl Proxy {
             waiter: None,
             dialog,
         };
+        let failover = failover.map(|trunk| Failover {
+            trunk,
+            current: first
+                .first()
+                .and_then(|r| r.trunk_dest.as_ref())
+                .map(|t| t.2.clone()),
+            last_status: 0,
+        });
         if !groups.is_empty() {
             entry.ctx.hold();
-            entry.later = Some(Box::new(Later { groups, fork }));
+            entry.later = Some(Box::new(Later {
+                groups,
+                fork,
+                failover,
+            }));
         }
-        for (dest, bytes) in copies {
-            let _ = entry
-                .ctx
-                .add_branch(now, dest, dest.transport.is_reliable(), bytes);
+        for (dest, bytes, within) in copies {
+            let _ =
+                entry
+                    .ctx
+                    .add_branch_within(now, dest, dest.transport.is_reliable(), bytes, within);
         }
         self.insert(sid, entry, now);
         self.metrics.request_latency(now.elapsed().as_secs_f64());
@@ -603,13 +654,14 @@ impl Proxy {
         routes: &[Route],
         sid: u64,
         first_index: usize,
-    ) -> Vec<(Dest, Bytes)> {
+    ) -> Vec<(Dest, Bytes, Option<std::time::Duration>)> {
         let Fork {
             flow,
             popped,
             new_ruri,
             consume_credentials,
             session_expires,
+            edits,
         } = fork;
         let (popped, consume_credentials) = (*popped, *consume_credentials);
         let method = msg.method().cloned().unwrap_or(Method::Options);
@@ -677,7 +729,21 @@ impl Proxy {
             if let (Some(strict), Some(old)) = (&route.strict, &old_ruri) {
                 fwd = fwd.request_uri(strict).append_route(old);
             }
-            copies.push((route.dest, fwd.finish()));
+            for e in edits {
+                for name in &e.remove {
+                    fwd = match limes_sip::HeaderName::from_bytes(name.as_bytes()) {
+                        limes_sip::HeaderName::Other => fwd.remove_named(name),
+                        known => fwd.remove(known),
+                    };
+                }
+                for (name, value) in &e.set {
+                    fwd = fwd.add_header(name, value);
+                }
+            }
+            if let Some((trunk, uri, health)) = &route.trunk_dest {
+                self.count_trunk_call(trunk, uri, health);
+            }
+            copies.push((route.dest, fwd.finish(), route.within));
         }
         copies
     }
@@ -688,6 +754,11 @@ impl Proxy {
         while let Some(event) = e.ctx.poll_event() {
             match event {
                 Event::Exhausted { .. } => self.next_group(e, now),
+                Event::BranchFailed { status, .. } => {
+                    if let Some(f) = e.later.as_mut().and_then(|l| l.failover.as_mut()) {
+                        f.last_status = status;
+                    }
+                }
                 Event::Upstream { status, local } => {
                     self.metrics.response_sent(status);
                     bump(if local {
@@ -727,16 +798,32 @@ impl Proxy {
     fn next_group(&self, e: &mut Entry, now: Instant) {
         let request = e.ctx.request().cloned();
         while let (Some(later), Some(msg)) = (e.later.as_mut(), request.as_ref()) {
+            // A trunk moves on only for its failover codes (never for 486 or a 6xx).
+            if later.failover.as_ref().is_some_and(|f| !self.fails_over(f)) {
+                break;
+            }
             let Some(group) = later.groups.pop_front() else {
                 break;
             };
+            if let Some(f) = later.failover.as_mut() {
+                f.current = group
+                    .first()
+                    .and_then(|r| r.trunk_dest.as_ref())
+                    .map(|t| t.2.clone());
+            }
             let first = e.ctx.next_branch();
             let copies = self.branch_copies(msg, &later.fork, &group, e.ctx.id(), first);
             let started = copies
                 .into_iter()
-                .filter(|(dest, bytes)| {
+                .filter(|(dest, bytes, within)| {
                     e.ctx
-                        .add_branch(now, *dest, dest.transport.is_reliable(), bytes.clone())
+                        .add_branch_within(
+                            now,
+                            *dest,
+                            dest.transport.is_reliable(),
+                            bytes.clone(),
+                            *within,
+                        )
                         .is_ok()
                 })
                 .count();

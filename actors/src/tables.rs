@@ -333,6 +333,17 @@ impl Tables {
                 tag: a.tag.clone(),
             };
         }
+        self.trusted_peer(ip, transport, from)
+            .map_or(Peer::Unknown, |tag| Peer::Trusted { tag })
+    }
+
+    /// The trusted entry that covers this source (its tag), if any.
+    pub fn trusted_peer(
+        &self,
+        ip: IpAddr,
+        transport: Transport,
+        from: &str,
+    ) -> Option<Option<Arc<str>>> {
         self.peers
             .load()
             .trusted
@@ -342,9 +353,7 @@ impl Tables {
                     && t.entry.proto.covers(transport)
                     && t.pattern.as_ref().is_none_or(|p| p.is_match(from))
             })
-            .map_or(Peer::Unknown, |t| Peer::Trusted {
-                tag: t.entry.tag.clone(),
-            })
+            .map(|t| t.entry.tag.clone())
     }
 
     pub fn trusted(&self) -> Vec<TrustedPeer> {

@@ -54,14 +54,40 @@ pub struct TrunkDef {
     /// as E.164 (`+CC...`) with this country code; empty: left as they are.
     #[serde(default)]
     pub e164_country: String,
-    /// The Request-URI host for calls to the trunk; empty: the destination's host.
+    /// The Request-URI host for calls to the trunk (`rewritehost`); empty: the
+    /// destination's address when `rewrite_host`, else the host as received.
     #[serde(default)]
     pub host: String,
+    #[serde(default = "yes")]
+    pub rewrite_host: bool,
     #[serde(default)]
     pub set_headers: BTreeMap<String, String>,
     /// e.g. `P-Asserted-Identity`, `Privacy`, `Diversion`.
     #[serde(default)]
     pub remove_headers: Vec<String>,
+}
+
+impl TrunkDef {
+    /// A trunk with every optional setting at its default.
+    pub fn new(name: &str, destinations: Vec<DestinationDef>) -> Self {
+        Self {
+            name: name.to_owned(),
+            group: 0,
+            destinations,
+            failover_on: default_failover(),
+            timeout_ms: default_timeout(),
+            ping_interval_s: default_ping(),
+            ping_failures: default_ping_failures(),
+            cps: 0,
+            strip: 0,
+            prefix: String::new(),
+            e164_country: String::new(),
+            host: String::new(),
+            rewrite_host: true,
+            set_headers: BTreeMap::new(),
+            remove_headers: Vec::new(),
+        }
+    }
 }
 
 /// One destination of a trunk.
@@ -92,6 +118,9 @@ fn default_ping_failures() -> u32 {
 }
 fn one() -> u16 {
     1
+}
+fn yes() -> bool {
+    true
 }
 
 /// A destination's state.
@@ -367,18 +396,31 @@ impl Trunk {
         format!("{}{stripped}", d.prefix)
     }
 
-    /// The Request-URI for a call to `user` through `dest`.
-    pub fn request_uri(&self, user: &str, dest: &Destination) -> String {
-        let host = if self.def.host.is_empty() {
+    /// The Request-URI for a call to `user` (of a Request-URI whose host and port were
+    /// `received_host`) through `dest`; `None` when it stays as received.
+    pub fn request_uri(
+        &self,
+        user: &str,
+        received_host: &str,
+        dest: &Destination,
+    ) -> Option<String> {
+        let d = &self.def;
+        let normalises = !d.e164_country.is_empty() || d.strip > 0 || !d.prefix.is_empty();
+        if !normalises && !d.rewrite_host && d.host.is_empty() {
+            return None;
+        }
+        let host = if !d.host.is_empty() {
+            d.host.as_str()
+        } else if d.rewrite_host {
             dest.hostport.as_str()
         } else {
-            self.def.host.as_str()
+            received_host
         };
         let transport = match dest.dest.transport {
             crate::settings::Transport::Tcp => ";transport=tcp",
             crate::settings::Transport::Udp => "",
         };
-        format!("sip:{}@{host}{transport}", self.normalise(user))
+        Some(format!("sip:{}@{host}{transport}", self.normalise(user)))
     }
 
     pub fn fails_over_on(&self, status: u16) -> bool {

@@ -12,11 +12,13 @@ use limes_actors::dialogs::{DialogMetrics, DialogSettings, Dialogs};
 use limes_actors::metrics::Metrics;
 use limes_actors::proxy::edge::Edge;
 use limes_actors::proxy::local::Local;
+use limes_actors::proxy::routing::RoutingMetrics;
 use limes_actors::proxy::Proxy;
 use limes_actors::registrar::{Location, LocationMetrics};
 use limes_actors::settings::{Listen, ProxySettings, Transport, TransportSettings};
 use limes_actors::tables::Tables;
 use limes_actors::transport::{Flow, Outbound, Target};
+use limes_actors::trunks::{DestinationDef, TrunkDef};
 use limes_cluster::NodeSecret;
 use prometheus_client::registry::Registry;
 
@@ -40,14 +42,14 @@ fn proxy(next_hop: SocketAddr, runtime: &tokio::runtime::Runtime) -> (Arc<Proxy>
         challenge_requests: false,
         ..AuthSettings::default()
     };
-    let edge = Edge {
-        tables: Arc::new(Tables::new(None, 10).expect("starts")),
-        auth: Arc::new(Auth::new(
+    let edge = Edge::new(
+        Arc::new(Tables::new(None, 10).expect("starts")),
+        Arc::new(Auth::new(
             auth,
             AuthMetrics::register(&mut registry),
             &secret,
         )),
-        location: Arc::new(
+        Arc::new(
             Location::open(
                 None,
                 Default::default(),
@@ -57,9 +59,24 @@ fn proxy(next_hop: SocketAddr, runtime: &tokio::runtime::Runtime) -> (Arc<Proxy>
             )
             .expect("location"),
         ),
-        domains: Default::default(),
-        use_domain: true.into(),
+        Vec::new(),
+        true,
+        RoutingMetrics::register(&mut registry),
+    );
+    let hop = DestinationDef {
+        uri: format!("sip:{next_hop}"),
+        priority: 0,
+        weight: 1,
     };
+    edge.set_routing(|s| {
+        s.config_trunks = vec![TrunkDef {
+            rewrite_host: false,
+            ping_interval_s: 0,
+            ..TrunkDef::new("default", vec![hop])
+        }];
+        s.config_rules = limes_actors::policy::default_rules(Some("default"));
+    })
+    .expect("routing");
     let settings = ProxySettings {
         next_hops: vec![Target::resolve(&format!("sip:{next_hop}")).expect("next hop")],
         ..ProxySettings::default()

@@ -10,13 +10,18 @@ use limes_actors::auth::AuthSettings;
 use limes_actors::dialogs::collector::CollectorUrl;
 use limes_actors::dialogs::profiles::{ClassRule, LimitDef, ProfileDef, ValueOf};
 use limes_actors::dialogs::{DialogSettings, VarRule};
+use limes_actors::policy::{self, Policy, RuleDef};
 use limes_actors::settings::{
     FloodAction, FloodSettings, Listen, ProxySettings, TransportSettings,
 };
 use limes_actors::tables::{AddressEntry, Origin, Proto, Subscriber, TrustedPeer};
 use limes_actors::transport::Target;
+use limes_actors::trunks::{DestinationDef, TrunkDef, Trunks};
 use limes_sip::digest::Algorithm;
 use serde::Deserialize;
+
+/// The trunk `sip.next_hop` makes.
+pub const DEFAULT_TRUNK: &str = "default";
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -38,6 +43,10 @@ pub struct Config {
     /// `[[address]]` entries (address groups).
     pub address: Vec<AddressConfig>,
     pub dialog: Dialog,
+    /// `[[trunk]]` entries: carriers' trunks.
+    pub trunk: Vec<TrunkDef>,
+    /// `[[route]]` rules; none: the default policy (see [`policy::default_rules`]).
+    pub route: Vec<RuleDef>,
 }
 
 /// `[dialog]`: tracking, profiles, limits, CDRs (`[[dialog.profile]]`, `[[dialog.class]]`,
@@ -555,6 +564,8 @@ pub struct Resolved {
     pub max_subscribers: usize,
     pub tables: TableSet,
     pub dialog: DialogSettings,
+    pub trunks: Vec<TrunkDef>,
+    pub routes: Vec<RuleDef>,
 }
 
 impl Config {
@@ -586,6 +597,16 @@ impl Config {
             .iter()
             .map(|u| Target::resolve(u).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<Vec<_>>>()?;
+        // The trunk of the next hops sends to the addresses they resolved to.
+        let next_hops_uris: Vec<String> = next_hops
+            .iter()
+            .map(|t| match t.dest.transport {
+                limes_actors::settings::Transport::Udp => format!("sip:{}", t.dest.addr),
+                limes_actors::settings::Transport::Tcp => {
+                    format!("sip:{};transport=tcp", t.dest.addr)
+                }
+            })
+            .collect();
         for t in &next_hops {
             if !listens.iter().any(|l| l.transport == t.dest.transport) {
                 bail!(
@@ -676,7 +697,49 @@ impl Config {
             max_subscribers: self.auth.max_subscribers.max(1),
             tables: self.tables()?,
             dialog: self.dialog_settings()?,
+            trunks: self.trunk_defs(&next_hops_uris)?,
+            routes: self.route_defs(),
         })
+    }
+
+    /// The trunks: the configured ones, and `sip.next_hop` as the trunk `default` (its
+    /// hops tried in the order given, the Request-URI kept, no pings). Checked with the
+    /// rules that name them.
+    fn trunk_defs(&self, next_hops: &[String]) -> anyhow::Result<Vec<TrunkDef>> {
+        let mut defs = self.trunk.clone();
+        if !next_hops.is_empty() {
+            if defs.iter().any(|t| t.name == DEFAULT_TRUNK) {
+                bail!("trunk {DEFAULT_TRUNK:?}: the name is taken by sip.next_hop");
+            }
+            let destinations = next_hops
+                .iter()
+                .enumerate()
+                .map(|(i, uri)| DestinationDef {
+                    uri: uri.clone(),
+                    priority: i as u16,
+                    weight: 1,
+                })
+                .collect();
+            defs.push(TrunkDef {
+                ping_interval_s: 0,
+                rewrite_host: false,
+                timeout_ms: self.timers.timer_c_s.saturating_mul(1000),
+                ..TrunkDef::new(DEFAULT_TRUNK, destinations)
+            });
+        }
+        let checked = Trunks::default()
+            .compile_set(defs.clone())
+            .map_err(anyhow::Error::msg)?;
+        Policy::compile(self.route_defs(), &|n| checked.contains_key(n))?;
+        Ok(defs)
+    }
+
+    fn route_defs(&self) -> Vec<RuleDef> {
+        if self.route.is_empty() {
+            policy::default_rules((!self.sip.next_hop.is_empty()).then_some(DEFAULT_TRUNK))
+        } else {
+            self.route.clone()
+        }
     }
 
     /// `[dialog]` checked: limits name declared profiles, names are unique, codes are

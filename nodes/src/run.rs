@@ -16,6 +16,7 @@ use limes_actors::flood::FloodGuard;
 use limes_actors::metrics::Metrics;
 use limes_actors::proxy::edge::{unix_now, Edge};
 use limes_actors::proxy::local::Local;
+use limes_actors::proxy::routing::{HealthChecks, RoutingMetrics};
 use limes_actors::proxy::Proxy;
 use limes_actors::registrar::{Location, LocationMetrics};
 use limes_actors::settings::Transport;
@@ -297,6 +298,11 @@ fn reload(proxy: &Proxy, source: &ReloadSource) -> anyhow::Result<serde_json::Va
     edge.use_domain
         .store(r.use_domain, std::sync::atomic::Ordering::Relaxed);
     edge.auth.set_settings(r.auth);
+    edge.set_routing(|s| {
+        s.config_trunks = r.trunks;
+        s.config_rules = r.routes;
+    })
+    .map_err(anyhow::Error::msg)?;
     proxy.set_next_hops(r.proxy.next_hops);
     proxy.dialogs.set_settings(r.dialog);
     info!(config = ?path, "configuration reloaded");
@@ -351,20 +357,27 @@ fn open_state(
         )
     })?;
     let auth = Auth::new(cfg.auth.clone(), AuthMetrics::register(registry), secret);
-    let edge = Edge {
-        tables: tables.clone(),
-        auth: Arc::new(auth),
-        location: Arc::new(location),
-        domains: parking_lot::RwLock::new(cfg.domains.clone()),
-        use_domain: cfg.use_domain.into(),
-    };
+    let edge = Edge::new(
+        tables.clone(),
+        Arc::new(auth),
+        Arc::new(location),
+        cfg.domains.clone(),
+        cfg.use_domain,
+        RoutingMetrics::register(registry),
+    );
+    edge.set_routing(|s| {
+        s.config_trunks = cfg.trunks.clone();
+        s.config_rules = cfg.routes.clone();
+    })
+    .map_err(anyhow::Error::msg)?;
     Tables::register_census(registry, tables);
     Ok(edge)
 }
 
 /// Journals and housekeeping of the state, off the message and timer paths: every second
 /// the location journal is flushed (and compacted when it has grown), blocked sources are
-/// reviewed; every ten seconds expired bindings are swept.
+/// reviewed, trunk destinations due a health check are pinged; every ten seconds expired
+/// bindings are swept.
 fn spawn_state_thread(
     proxy: Arc<Proxy>,
     stop: Arc<AtomicBool>,
@@ -373,9 +386,11 @@ fn spawn_state_thread(
         .name("state".into())
         .spawn(move || {
             let mut tick = 0u64;
+            let mut health = HealthChecks::new();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_secs(1));
                 tick += 1;
+                health.tick(&proxy, Instant::now());
                 let edge = proxy.edge();
                 edge.auth.housekeeping(Instant::now());
                 if tick.is_multiple_of(10) {

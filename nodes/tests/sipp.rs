@@ -120,17 +120,15 @@ fn rfc3261_16_7_parallel_fork_one_answers_other_is_cancelled() {
     let p = ports();
     let _answers = uas("call_uas.xml", p + 1, &[]);
     let _rings = uas("ring_uas.xml", p + 3, &[]);
-    let node = Node::start(
-        &[
-            "--listen",
-            &format!("udp:{}", addr(p)),
-            "--next-hop",
-            &format!("sip:{}", addr(p + 1)),
-            "--next-hop",
-            &format!("sip:{}", addr(p + 3)),
-        ],
-        p + 9,
-    );
+    let node = Node::start(&["--listen", &format!("udp:{}", addr(p))], p + 9);
+    // Two bindings of equal q: forked in parallel (§16.6).
+    for uas in [p + 1, p + 3] {
+        node.rpc(
+            "ul.add",
+            &["service", &format!("sip:service@{}", addr(uas))],
+        )
+        .expect("static contact");
+    }
     let proxy = addr(p);
     let out = uac(
         "call_uac.xml",

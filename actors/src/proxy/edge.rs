@@ -1,16 +1,15 @@
-//! What the edge decides for a request that starts something: REGISTER goes to the
-//! registrar (digest 401, bindings, 200 with the Contacts); other initial requests from
-//! sources that are neither carriers (address groups) nor trusted peers are challenged
-//! with 407 (a configured next hop counts as trusted); then a registered AoR is reached
-//! through its bindings (highest q first, equal q in parallel, a lower q only when every
-//! higher one failed; each through the flow or Path it registered with), an unregistered
-//! one through the next hops, except for requests that came from a carrier or a next hop
-//! (404 User Not Registered: never send a call back where it came from).
+//! The registrar and authentication side of the edge: REGISTER goes to the registrar
+//! (digest 401 for every source, bindings, 200 with the Contacts); digest authentication
+//! of other requests (a stateless 407) when the routing policy ([`super::routing`]) asks
+//! for it; the routes to a registered AoR's bindings (highest q first, equal q in
+//! parallel, a lower q only when every higher one failed; each through the flow or Path
+//! it registered with).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use arc_swap::ArcSwap;
 use limes_sip::addr::PushParams;
 use limes_sip::registrar::{ContactUpdate, Register};
 use limes_sip::uri::{Scheme, Uri};
@@ -18,13 +17,16 @@ use limes_sip::{HeaderName, Message};
 use parking_lot::RwLock;
 use tracing::{debug, error, warn};
 
+use super::routing::{Edits, RoutingMetrics};
 use super::{Proxy, Route};
 use crate::auth::{Attempt, Auth, Kind, Verdict};
 use crate::dialogs::Origin;
-use crate::registrar::{Location, LocationError, Meta, Push};
+use crate::policy::{Policy, RuleDef};
+use crate::registrar::{Contact, Location, LocationError, Meta, Push};
 use crate::settings::Transport;
 use crate::tables::{Peer, Tables};
 use crate::transport::{dest_of_uri, Dest, Flow};
+use crate::trunks::{Trunk, TrunkDef, Trunks};
 
 /// The registrar, authentication and tables the proxy consults.
 #[derive(Debug)]
@@ -36,6 +38,41 @@ pub struct Edge {
     pub domains: RwLock<Vec<String>>,
     /// AoRs are `user@domain` (true) or the user alone, as Kamailio's usrloc does by default.
     pub use_domain: AtomicBool,
+    /// The routing rules, replaced whole by a reload or `route.set`.
+    pub policy: ArcSwap<Policy>,
+    pub trunks: Arc<Trunks>,
+    pub routing: Arc<RoutingMetrics>,
+    /// Where the trunks and rules come from; changed only through [`Edge::set_routing`].
+    pub routing_sources: parking_lot::Mutex<RoutingSources>,
+}
+
+/// The trunks and rules of the configuration file and of the admin API; the API's win
+/// (a trunk by name, the rules as a whole).
+#[derive(Debug, Clone, Default)]
+pub struct RoutingSources {
+    pub config_trunks: Vec<TrunkDef>,
+    pub config_rules: Vec<RuleDef>,
+    pub api_trunks: std::collections::BTreeMap<String, TrunkDef>,
+    pub api_rules: Option<Vec<RuleDef>>,
+}
+
+impl RoutingSources {
+    pub fn trunks(&self) -> Vec<TrunkDef> {
+        let mut v: Vec<TrunkDef> = self
+            .config_trunks
+            .iter()
+            .filter(|t| !self.api_trunks.contains_key(&t.name))
+            .cloned()
+            .collect();
+        v.extend(self.api_trunks.values().cloned());
+        v
+    }
+
+    pub fn rules(&self) -> Vec<RuleDef> {
+        self.api_rules
+            .clone()
+            .unwrap_or_else(|| self.config_rules.clone())
+    }
 }
 
 /// The AoR of a URI: `user@host` (host lowercased, no port) or, without `use_domain`,
@@ -86,6 +123,50 @@ pub fn http_date(unix: u64) -> String {
 }
 
 impl Edge {
+    /// An edge with no trunks and the default rules of a node without next hops.
+    pub fn new(
+        tables: Arc<Tables>,
+        auth: Arc<Auth>,
+        location: Arc<Location>,
+        domains: Vec<String>,
+        use_domain: bool,
+        routing: Arc<RoutingMetrics>,
+    ) -> Self {
+        let rules = crate::policy::default_rules(None);
+        // The default rules name no trunk: they always compile.
+        let policy = Policy::compile(rules.clone(), &|_| false).unwrap_or_default();
+        Self {
+            tables,
+            auth,
+            location,
+            domains: RwLock::new(domains),
+            use_domain: use_domain.into(),
+            policy: ArcSwap::from_pointee(policy),
+            trunks: Arc::default(),
+            routing,
+            routing_sources: parking_lot::Mutex::new(RoutingSources {
+                config_rules: rules,
+                ..RoutingSources::default()
+            }),
+        }
+    }
+
+    /// Changes the trunks or rules: the new set is checked whole (every trunk valid, every
+    /// rule naming a trunk that exists) and installed for the next request; on an error
+    /// nothing changes and the message names the trunk or rule.
+    pub fn set_routing(&self, change: impl FnOnce(&mut RoutingSources)) -> Result<(), String> {
+        let mut sources = self.routing_sources.lock();
+        let mut next = sources.clone();
+        change(&mut next);
+        let set = self.trunks.compile_set(next.trunks())?;
+        let policy =
+            Policy::compile(next.rules(), &|n| set.contains_key(n)).map_err(|e| e.to_string())?;
+        self.trunks.install(set);
+        self.policy.store(Arc::new(policy));
+        *sources = next;
+        Ok(())
+    }
+
     pub fn aor(&self, uri: &Uri<'_>) -> String {
         aor_of(uri, self.use_domain.load(Ordering::Relaxed))
     }
@@ -99,14 +180,9 @@ impl Edge {
     }
 }
 
-/// The tag of a configured next hop classified as trusted, made once.
-static NEXT_HOP_TAG: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| "next hop".into());
-
-fn from_uri(msg: &Message) -> &str {
-    msg.from().and_then(Result::ok).map_or("", |f| f.uri)
-}
-
-fn user_of(v: Option<Result<limes_sip::addr::NameAddr<'_>, limes_sip::uri::UriError>>) -> String {
+pub(super) fn user_of(
+    v: Option<Result<limes_sip::addr::NameAddr<'_>, limes_sip::uri::UriError>>,
+) -> String {
     v.and_then(Result::ok)
         .and_then(|a| a.parse_uri().ok())
         .and_then(|u| u.user)
@@ -115,7 +191,7 @@ fn user_of(v: Option<Result<limes_sip::addr::NameAddr<'_>, limes_sip::uri::UriEr
 }
 
 /// The source a call is counted under: the peer's tag, else its class.
-fn source_of(peer: &Peer) -> String {
+fn source_label(peer: &Peer) -> String {
     match peer {
         Peer::Carrier { tag, .. } => tag.as_deref().unwrap_or("carrier").to_owned(),
         Peer::Trusted { tag } => tag.as_deref().unwrap_or("trusted").to_owned(),
@@ -129,21 +205,22 @@ pub(super) struct Initial {
     /// Credentials were checked (and are consumed: not forwarded).
     pub authenticated: bool,
     pub origin: Origin,
+    /// Header edits of the rule and the trunk.
+    pub edits: Edits,
+    /// The trunk whose destinations are tried one after another.
+    pub failover: Option<Arc<Trunk>>,
+    /// Dialog variables the rule sets.
+    pub vars: Option<Arc<Vec<(String, String)>>>,
 }
 
 impl Proxy {
     /// The source's class; a configured next hop (a gateway) counts as trusted.
     fn classify(&self, msg: &Message, flow: &Flow) -> Peer {
-        match self.edge.tables.classify(
-            flow.remote.ip(),
-            flow.remote.port(),
-            flow.transport,
-            from_uri(msg),
-        ) {
-            Peer::Unknown if self.is_next_hop(flow) => Peer::Trusted {
-                tag: Some(NEXT_HOP_TAG.clone()),
-            },
-            peer => peer,
+        let (groups, trusted) = self.source_of(msg, flow);
+        match (groups.into_iter().next(), trusted) {
+            (Some((group, tag)), _) => Peer::Carrier { group, tag },
+            (None, Some(tag)) => Peer::Trusted { tag },
+            (None, None) => Peer::Unknown,
         }
     }
 
@@ -151,14 +228,14 @@ impl Proxy {
     /// runs for it): the From user and the source's class.
     pub(super) fn routed_origin(&self, msg: &Message, flow: &Flow) -> Origin {
         Origin {
-            source: source_of(&self.classify(msg, flow)),
+            source: source_label(&self.classify(msg, flow)),
             caller: user_of(msg.from()),
             call_limit: None,
             attrs: Default::default(),
         }
     }
 
-    fn is_next_hop(&self, flow: &Flow) -> bool {
+    pub(super) fn is_next_hop(&self, flow: &Flow) -> bool {
         self.next_hops
             .load()
             .iter()
@@ -167,7 +244,7 @@ impl Proxy {
 
     /// Runs digest authentication for an untrusted request: the subscriber, or `None` when
     /// the request was answered (challenge, 403) or dropped (blocked source).
-    fn authenticate(
+    pub(super) fn authenticate(
         &self,
         msg: &Message,
         flow: &Flow,
@@ -344,92 +421,35 @@ impl Proxy {
         self.reply_stateless(msg, flow, status, reason, &extra);
     }
 
-    /// Targets for an initial request with no Route set: authentication first, then the
-    /// location service, then the next hops. `None` when the request was answered.
-    pub(super) fn initial_targets(
-        &self,
-        msg: &Message,
-        flow: &Flow,
-        now: Instant,
-    ) -> Option<Initial> {
-        let peer = self.classify(msg, flow);
-        let mut authenticated = false;
-        let mut origin = Origin {
-            source: source_of(&peer),
-            caller: user_of(msg.from()),
-            call_limit: None,
-            attrs: Default::default(),
-        };
-        if peer == Peer::Unknown && self.edge.auth.settings().challenge_requests {
-            let sub = self.authenticate(msg, flow, now, Kind::Proxy, &origin.caller)?;
-            origin.caller.clone_from(&sub.user);
-            origin.call_limit = sub.call_limit;
-            origin.attrs.clone_from(&sub.attrs);
-            authenticated = true;
-        }
-        let done = |targets| {
-            Some(Initial {
-                targets,
-                authenticated,
-                origin,
-            })
-        };
-        let ruri = msg.request_uri().and_then(Result::ok)?;
-        let ours = self.edge.serves(ruri.host, &self.local);
-        // With nobody registered (a pure proxy) the AoR is not even built.
-        if ours && !self.edge.location.is_empty() {
-            let contacts = self.edge.location.lookup(&self.edge.aor(&ruri), unix_now());
-            // Highest q first; each q value is a group tried after the one before has
-            // failed (serial forking), equal q values in parallel.
-            let mut group = 0u16;
-            let mut last_q = None;
-            let targets: Vec<Route> = contacts
-                .into_iter()
-                .filter_map(|c| {
-                    let q = c.q.unwrap_or(1000);
-                    if last_q.is_some_and(|l| l != q) {
-                        group += 1;
-                    }
-                    last_q = Some(q);
-                    let (dest, preload) = match c.meta.path.first() {
-                        Some(first) => (
-                            Uri::parse(first).ok().and_then(|u| dest_of_uri(&u))?,
-                            c.meta.path.clone(),
-                        ),
-                        None => (self.flow_dest(&c.meta, &c.contact)?, Vec::new()),
-                    };
-                    Some(Route {
-                        dest,
-                        strict: None,
-                        ruri: Some(c.contact),
-                        preload,
-                        group,
-                    })
+    /// The routes to an AoR's bindings: highest q first; each q value is a group tried
+    /// after the one before has failed (serial forking), equal q values in parallel; each
+    /// binding through the flow or Path it registered with.
+    pub(super) fn location_routes(&self, contacts: Vec<Contact>) -> Vec<Route> {
+        let mut group = 0u16;
+        let mut last_q = None;
+        contacts
+            .into_iter()
+            .filter_map(|c| {
+                let q = c.q.unwrap_or(1000);
+                if last_q.is_some_and(|l| l != q) {
+                    group += 1;
+                }
+                last_q = Some(q);
+                let (dest, preload) = match c.meta.path.first() {
+                    Some(first) => (
+                        Uri::parse(first).ok().and_then(|u| dest_of_uri(&u))?,
+                        c.meta.path.clone(),
+                    ),
+                    None => (self.flow_dest(&c.meta, &c.contact)?, Vec::new()),
+                };
+                Some(Route {
+                    ruri: Some(c.contact),
+                    preload,
+                    group,
+                    ..Route::to(dest)
                 })
-                .collect();
-            if !targets.is_empty() {
-                return done(targets);
-            }
-        }
-        if matches!(peer, Peer::Carrier { .. })
-            || self.is_next_hop(flow)
-            || self.next_hops.load().is_empty()
-        {
-            let reason = if ours {
-                "User Not Registered"
-            } else {
-                "Not Found"
-            };
-            self.reply_local(msg, flow, now, 404, reason, &[]);
-            return None;
-        }
-        let hops = self
-            .next_hops
-            .load()
-            .iter()
-            .map(|t| Route::to(t.dest))
-            .collect();
-        done(hops)
+            })
+            .collect()
     }
 
     /// Where a binding is reached: the flow its REGISTER came on (the connection, if it is

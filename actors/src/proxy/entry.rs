@@ -33,4 +33,6 @@ pub struct Entry {
 pub struct Later {
     pub groups: VecDeque<Vec<Route>>,
     pub fork: Fork,
+    /// A trunk's call: the next group only on the trunk's failover codes.
+    pub failover: Option<super::routing::Failover>,
 }

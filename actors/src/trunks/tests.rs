@@ -4,28 +4,19 @@
 use super::*;
 
 fn def(dests: &[(&str, u16, u16)]) -> TrunkDef {
+    let destinations = dests
+        .iter()
+        .map(|(uri, priority, weight)| DestinationDef {
+            uri: (*uri).into(),
+            priority: *priority,
+            weight: *weight,
+        })
+        .collect();
     TrunkDef {
-        name: "carrier".into(),
         group: 200,
-        destinations: dests
-            .iter()
-            .map(|(uri, priority, weight)| DestinationDef {
-                uri: (*uri).into(),
-                priority: *priority,
-                weight: *weight,
-            })
-            .collect(),
-        failover_on: default_failover(),
-        timeout_ms: default_timeout(),
         ping_interval_s: 0,
         ping_failures: 2,
-        cps: 0,
-        strip: 0,
-        prefix: String::new(),
-        e164_country: String::new(),
-        host: String::new(),
-        set_headers: BTreeMap::new(),
-        remove_headers: Vec::new(),
+        ..TrunkDef::new("carrier", destinations)
     }
 }
 
@@ -82,15 +73,27 @@ fn numbers_are_normalised_and_the_host_rewritten() {
     }
     let mut d = def(&[("sip:192.0.2.1:5070;transport=tcp", 0, 1)]);
     let t = Trunk::compile(d.clone(), None).expect("valid");
+    let uri = |t: &Trunk| t.request_uri("123", "example.com", &t.destinations[0]);
     assert_eq!(
-        t.request_uri("123", &t.destinations[0]),
-        "sip:123@192.0.2.1:5070;transport=tcp"
+        uri(&t).as_deref(),
+        Some("sip:123@192.0.2.1:5070;transport=tcp")
     );
     d.host = "carrier.example.net".into();
+    let t = Trunk::compile(d.clone(), None).expect("valid");
+    assert_eq!(
+        uri(&t).as_deref(),
+        Some("sip:123@carrier.example.net;transport=tcp")
+    );
+    // A plain next hop: the Request-URI goes as received unless a number changes.
+    d.host = String::new();
+    d.rewrite_host = false;
+    let t = Trunk::compile(d.clone(), None).expect("valid");
+    assert_eq!(uri(&t), None);
+    d.prefix = "0".into();
     let t = Trunk::compile(d, None).expect("valid");
     assert_eq!(
-        t.request_uri("123", &t.destinations[0]),
-        "sip:123@carrier.example.net;transport=tcp"
+        uri(&t).as_deref(),
+        Some("sip:0123@example.com;transport=tcp")
     );
 }
 

@@ -310,6 +310,20 @@ impl<D: Copy> Context<D> {
         reliable: bool,
         request: Bytes,
     ) -> Result<usize, BranchError> {
+        self.add_branch_within(now, dest, reliable, request, None)
+    }
+
+    /// As [`Context::add_branch`]; an INVITE branch that has sent no response at all
+    /// within `first_response` is abandoned as a 408, as Timer C would (a trunk's
+    /// failover timer). Its first provisional response gives it the full Timer C.
+    pub fn add_branch_within(
+        &mut self,
+        now: Instant,
+        dest: D,
+        reliable: bool,
+        request: Bytes,
+        first_response: Option<std::time::Duration>,
+    ) -> Result<usize, BranchError> {
         if self.answered || self.closed {
             return Err(BranchError::Closed);
         }
@@ -325,7 +339,8 @@ impl<D: Copy> Context<D> {
             dest,
             provisional: false,
             final_status: None,
-            timer_c: (self.kind == Kind::Invite).then(|| now + c.timer_c),
+            timer_c: (self.kind == Kind::Invite)
+                .then(|| now + first_response.map_or(c.timer_c, |f| f.min(c.timer_c))),
             cancel: None,
             cancel_pending: false,
             challenges: Vec::new(),

@@ -403,6 +403,45 @@ fn rfc3261_16_8_a_branch_that_never_answers_times_out_as_408() {
 }
 
 #[test]
+fn a_branch_silent_past_its_first_response_time_fails_as_408_and_a_provisional_gives_it_timer_c() {
+    let (mut sim, _) = Sim::with("INVITE");
+    sim.ctx.hold();
+    let start = |sim: &mut Sim| {
+        let i = sim.ctx.next_branch();
+        let via = format!("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKlm.{i}");
+        let bytes = Forward::new(&sim.request).push_via(&via).finish();
+        sim.forwarded.push(parse(bytes.clone()));
+        let dest = u8::try_from(i + 1).expect("few branches");
+        sim.ctx
+            .add_branch_within(sim.now, dest, false, bytes, Some(Duration::from_secs(2)))
+            .expect("branch starts");
+        sim.drain()
+    };
+    start(&mut sim);
+    let out = sim.advance(Duration::from_millis(1900));
+    assert!(
+        !out.events.iter().any(|e| e.starts_with("failed")),
+        "{out:?}"
+    );
+    let out = sim.advance(Duration::from_millis(200));
+    let ends: Vec<&String> = out
+        .events
+        .iter()
+        .filter(|e| !e.starts_with("retrans"))
+        .collect();
+    assert_eq!(ends, ["failed 0 408", "exhausted 408"]);
+    // The next destination answers 100 at once: the short timer no longer applies.
+    start(&mut sim);
+    sim.resp(1, 100);
+    let out = sim.advance(Duration::from_secs(10));
+    assert!(
+        !out.events.iter().any(|e| e.starts_with("failed")),
+        "{out:?}"
+    );
+    sim.resp(1, 200);
+}
+
+#[test]
 fn rfc3261_16_6_serial_forking_waits_for_the_caller_when_held() {
     let mut sim = Sim::invite(1);
     sim.ctx.hold();
