@@ -16,6 +16,7 @@ mod ctl;
 mod dbtext;
 mod rpc;
 mod rpc_dialog;
+mod rpc_routing;
 mod rpc_state;
 mod run;
 

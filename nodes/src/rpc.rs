@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use limes_actors::proxy::Proxy;
 
-use crate::{rpc_dialog, rpc_state};
+use crate::{rpc_dialog, rpc_routing, rpc_state};
 use serde_json::{json, Value};
 
 /// What the methods can see.
@@ -118,6 +118,36 @@ pub const METHODS: &[(&str, &str, Method)] = &[
         "address.rm",
         "Remove an address group entry: GROUP CIDR",
         rpc_state::address_rm,
+    ),
+    (
+        "trunk.list",
+        "Trunks, their destinations with state, calls, failovers and pings",
+        rpc_routing::trunk_list,
+    ),
+    (
+        "trunk.add",
+        "Add or replace a trunk: {name, group, destinations: [{uri, priority, weight}], ...}",
+        rpc_routing::trunk_add,
+    ),
+    (
+        "trunk.rm",
+        "Remove a trunk added over the API: NAME",
+        rpc_routing::trunk_rm,
+    ),
+    (
+        "trunk.set_state",
+        "Drain or restore a trunk destination: NAME URI active|drained",
+        rpc_routing::trunk_set_state,
+    ),
+    (
+        "route.list",
+        "The routing rules in evaluation order, and where they come from",
+        rpc_routing::route_list,
+    ),
+    (
+        "route.set",
+        "Replace the routing rules: [{name, source, method, user, registered, action, ...}]; [] restores the file's",
+        rpc_routing::route_set,
     ),
     (
         "ul.dump",

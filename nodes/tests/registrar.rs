@@ -839,3 +839,335 @@ fn next_hops_change_on_reload() {
         "{got}"
     );
 }
+
+/// The INVITE `peer` sends after answering the 407 of `text` as `user`.
+fn invite_authed(
+    peer: &Peer,
+    s: &Setup,
+    (user, password): (&str, &str),
+    text: &str,
+) -> Vec<String> {
+    let challenge = peer.exchange(&s.sip, text, Duration::from_secs(2));
+    assert_eq!(status(final_of(&challenge)), 407, "{challenge:?}");
+    let c = Challenge::parse(header(final_of(&challenge), "Proxy-Authenticate")[0])
+        .expect("challenge parses");
+    let uri = text.split(' ').nth(1).expect("request URI");
+    let creds = ClientCredentials {
+        username: user,
+        password: Some(password),
+        ha1: None,
+    };
+    let auth = authorize(&c, &creds, "INVITE", uri, "cn", 1, b"").expect("answerable");
+    let with_auth = text
+        .replacen("CSeq: 1 ", "CSeq: 2 ", 1)
+        .replacen("branch=z9hG4bK-", "branch=z9hG4bK-a-", 1)
+        .replacen(
+            "Content-Length: 0\r\n",
+            &format!("Proxy-Authorization: {auth}\r\nContent-Length: 0\r\n"),
+            1,
+        );
+    peer.exchange(&s.sip, &with_auth, Duration::from_millis(300))
+}
+
+/// Address groups, a carrier trunk and routing rules end to end: carrier A (group 200,
+/// 127.0.0.4) reaches registered users and gets 404 User not Registered for anyone else;
+/// carrier B (group 300, 127.0.0.5) is matched only by group 300's rule; a subscriber
+/// (127.0.0.3) is challenged, then its call to an unregistered national number goes out
+/// through the carrier's trunk as E.164 with the host rewritten and P-Asserted-Identity
+/// removed, failing over from a 503 to the second destination, never past a 486; an
+/// address added over JSON-RPC counts on the next INVITE and stops counting once removed.
+#[test]
+fn carriers_subscribers_and_a_trunk_by_the_routing_rules() {
+    let gw1 = Peer::bind("127.0.0.6");
+    let gw2 = Peer::bind("127.0.0.7");
+    let phone = Peer::bind("127.0.0.8");
+    let s = start(&format!(
+        r#"
+[[address]]
+group = 300
+cidr = "127.0.0.5/32"
+tag = "carrier-b"
+
+[[trunk]]
+name = "carrier"
+group = 200
+e164_country = "49"
+host = "carrier.example.net"
+remove_headers = ["P-Asserted-Identity"]
+ping_interval_s = 0
+destinations = [{{ uri = "sip:{}", priority = 1 }}, {{ uri = "sip:{}", priority = 2 }}]
+
+[[route]]
+name = "carrier-a-to-user"
+source = "group:200"
+registered = true
+action = "location"
+
+[[route]]
+name = "carrier-a-to-nobody"
+source = "group:200"
+action = "reply:404 User not Registered"
+
+[[route]]
+name = "carrier-b"
+source = "group:300"
+action = "reply:403 Carrier B calls nobody here"
+
+[[route]]
+name = "user"
+source = "subscriber"
+registered = true
+action = "location"
+
+[[route]]
+name = "out"
+source = "subscriber"
+action = "trunk:carrier"
+"#,
+        gw1.addr(),
+        gw2.addr()
+    ));
+    s.node
+        .rpc("ul.add", &["bob", &format!("sip:bob@{}", phone.addr())])
+        .expect("bob's phone");
+    let carrier_a = Peer::bind("127.0.0.4");
+    let carrier_b = Peer::bind("127.0.0.5");
+    let subscriber = Peer::bind("127.0.0.3");
+
+    // Carrier A -> registered bob: delivered to his phone, no challenge.
+    let r = carrier_a.exchange(
+        &s.sip,
+        &invite_text("carrier", &format!("sip:bob@{DOMAIN}"), 1, ""),
+        Duration::from_millis(300),
+    );
+    assert_eq!(status(&r[0]), 100, "{r:?}");
+    let got = receive(&phone, Duration::from_secs(2)).expect("bob's phone rings");
+    assert!(
+        got.starts_with(&format!("INVITE sip:bob@{}", phone.addr())),
+        "{got}"
+    );
+    phone
+        .sock
+        .send_to(answer(&got, 486, "Busy Here").as_bytes(), &s.sip)
+        .expect("bob is busy");
+    // Carrier A -> nobody: 404 with the seed's reason.
+    let r = Peer::bind("127.0.0.4").exchange(
+        &s.sip,
+        &invite_text("carrier", &format!("sip:nobody@{DOMAIN}"), 2, ""),
+        Duration::from_secs(2),
+    );
+    assert!(
+        final_of(&r).starts_with("SIP/2.0 404 User not Registered"),
+        "{r:?}"
+    );
+    // Carrier B -> registered bob: group 300's rule, not group 200's.
+    let r = carrier_b.exchange(
+        &s.sip,
+        &invite_text("carrier-b", &format!("sip:bob@{DOMAIN}"), 1, ""),
+        Duration::from_secs(2),
+    );
+    assert!(
+        final_of(&r).starts_with("SIP/2.0 403 Carrier B calls nobody here"),
+        "{r:?}"
+    );
+    let reached = std::iter::from_fn(|| receive(&phone, Duration::from_millis(300)))
+        .find(|m| m.contains("raw-invite-carrier-b"));
+    assert!(reached.is_none(), "bob's phone never sees carrier B's call");
+
+    // A subscriber's call to a national number: 407, then out through the trunk.
+    let call = |cseq_tag: &str| {
+        invite_text(
+            &format!("alice-{cseq_tag}"),
+            &format!("sip:030123456@{DOMAIN}"),
+            1,
+            "P-Asserted-Identity: <sip:alice@example.com>\r\n",
+        )
+        .replace(
+            &format!("alice-{cseq_tag}@{DOMAIN}>"),
+            &format!("alice@{DOMAIN}>"),
+        )
+    };
+    let r = invite_authed(&subscriber, &s, ("alice", "alice-pw"), &call("1"));
+    assert_eq!(status(&r[0]), 100, "{r:?}");
+    let first = receive(&gw1, Duration::from_secs(2)).expect("destination 1 gets the call");
+    assert!(
+        first.starts_with("INVITE sip:+4930123456@carrier.example.net SIP/2.0"),
+        "{first}"
+    );
+    assert!(header(&first, "P-Asserted-Identity").is_empty(), "{first}");
+    assert!(
+        header(&first, "Proxy-Authorization").is_empty(),
+        "credentials consumed"
+    );
+    let send = |peer: &Peer, text: String| {
+        peer.sock.send_to(text.as_bytes(), &s.sip).expect("sent");
+    };
+    // Destination 1 answers 503: the call goes on to destination 2, which answers.
+    send(&gw1, answer(&first, 503, "Service Unavailable"));
+    let second = receive(&gw2, Duration::from_secs(2)).expect("failover to destination 2");
+    assert!(
+        second.starts_with("INVITE sip:+4930123456@carrier.example.net"),
+        "{second}"
+    );
+    send(&gw2, answer(&second, 200, "OK"));
+    let mut last = String::new();
+    while let Some(m) = receive(&subscriber, Duration::from_secs(2)) {
+        if m.starts_with("SIP/2.0 200") {
+            last = m;
+            break;
+        }
+    }
+    assert!(
+        last.starts_with("SIP/2.0 200"),
+        "the caller gets destination 2's answer"
+    );
+    // A 486 is passed back as it is: no failover.
+    let r = invite_authed(&subscriber, &s, ("alice", "alice-pw"), &call("2"));
+    assert_eq!(status(&r[0]), 100, "{r:?}");
+    let busy = loop {
+        let m = receive(&gw1, Duration::from_secs(2)).expect("destination 1 gets call 2");
+        if m.starts_with("INVITE") {
+            break m;
+        }
+    };
+    send(&gw1, answer(&busy, 486, "Busy Here"));
+    let mut statuses = Vec::new();
+    while let Some(m) = receive(&subscriber, Duration::from_secs(1)) {
+        statuses.push(status(&m));
+    }
+    assert!(statuses.contains(&486), "{statuses:?}");
+    let stray = std::iter::from_fn(|| receive(&gw2, Duration::from_millis(500)))
+        .find(|m| m.starts_with("INVITE"));
+    assert!(stray.is_none(), "no failover on 486: {stray:?}");
+    assert_eq!(
+        s.node
+            .metric("limes_trunk_failovers_total{trunk=\"carrier\",reason=\"503\"}"),
+        1.0
+    );
+    let trunks = s.node.rpc("trunk.list", &[]).expect("trunk.list");
+    assert_eq!(trunks["trunks"][0]["destinations"][0]["failovers"], 1);
+    assert_eq!(trunks["trunks"][0]["destinations"][1]["calls"], 1);
+
+    // An address added over JSON-RPC is carrier B on the next INVITE; removed, it is not.
+    let newcomer = Peer::bind("127.0.0.9");
+    let try_call = |cseq: u32| {
+        newcomer.exchange(
+            &s.sip,
+            &invite_text("x", &format!("sip:bob@{DOMAIN}"), cseq, ""),
+            Duration::from_secs(2),
+        )
+    };
+    s.node
+        .rpc("address.add", &["300", "127.0.0.9", "0", "udp", "new"])
+        .expect("address.add");
+    assert_eq!(status(final_of(&try_call(1))), 403);
+    let allowed = s
+        .node
+        .rpc("permissions.allowSource", &["300", "127.0.0.9", "5060"])
+        .expect("allowSource");
+    assert_eq!(allowed["allowed"], true);
+    assert_eq!(allowed["tag"], "new");
+    s.node
+        .rpc("address.rm", &["300", "127.0.0.9"])
+        .expect("address.rm");
+    assert_eq!(status(final_of(&try_call(2))), 407, "a stranger again");
+    // A bad parameter is named.
+    let e = s
+        .node
+        .rpc("address.add", &["three hundred", "127.0.0.9"])
+        .expect_err("refused");
+    assert!(e.contains("GROUP"), "{e}");
+}
+
+/// A trunk destination that stops answering OPTIONS is skipped until it answers again,
+/// and `trunk.list` shows it; `trunk.set_state` drains one by hand.
+#[test]
+fn a_destination_that_stops_answering_pings_is_skipped_until_it_answers() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let gw1 = Peer::bind("127.0.0.6");
+    let gw2 = Peer::bind("127.0.0.7");
+    let s = start(&format!(
+        r#"
+[[trunk]]
+name = "carrier"
+ping_interval_s = 1
+ping_failures = 1
+destinations = [{{ uri = "sip:{}", priority = 1 }}, {{ uri = "sip:{}", priority = 2 }}]
+
+[[route]]
+name = "out"
+source = "trusted"
+action = "trunk:carrier"
+"#,
+        gw1.addr(),
+        gw2.addr()
+    ));
+    // gw2 answers every OPTIONS; gw1 only while `alive`.
+    let alive = Arc::new(AtomicBool::new(false));
+    let answer_pings = |peer: Peer, alive: Arc<AtomicBool>, invites: Arc<AtomicUsize>| {
+        std::thread::spawn(move || loop {
+            let Some(m) = receive(&peer, Duration::from_millis(200)) else {
+                continue;
+            };
+            if m.starts_with("OPTIONS") && alive.load(Ordering::Relaxed) {
+                let to = m
+                    .split("\r\n")
+                    .find_map(|l| l.strip_prefix("Via: SIP/2.0/UDP "))
+                    .and_then(|v| v.split(';').next())
+                    .expect("Via")
+                    .to_owned();
+                let _ = peer.sock.send_to(answer(&m, 200, "OK").as_bytes(), to);
+            }
+            if m.starts_with("INVITE") {
+                invites.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let (gw1_invites, gw2_invites) = (Arc::default(), Arc::<AtomicUsize>::default());
+    let gw2_addr = gw2.addr();
+    answer_pings(gw1, alive.clone(), Arc::clone(&gw1_invites));
+    answer_pings(gw2, Arc::new(AtomicBool::new(true)), gw2_invites.clone());
+    let state = |i: usize| {
+        s.node.rpc("trunk.list", &[]).expect("trunk.list")["trunks"][0]["destinations"][i]["state"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let wait_for = |i: usize, want: &str| {
+        let end = std::time::Instant::now() + Duration::from_secs(8);
+        while std::time::Instant::now() < end {
+            if state(i) == want {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        false
+    };
+    assert!(
+        wait_for(0, "down"),
+        "silent destination 1 is down: {}",
+        state(0)
+    );
+    assert_eq!(state(1), "active");
+    alive.store(true, Ordering::Relaxed);
+    assert!(wait_for(0, "active"), "answering again: {}", state(0));
+    let gw2_uri = format!("sip:{gw2_addr}");
+    s.node
+        .rpc("trunk.set_state", &["carrier", &gw2_uri, "drained"])
+        .expect("drains");
+    assert_eq!(state(1), "drained");
+    let e = s
+        .node
+        .rpc(
+            "trunk.set_state",
+            &["carrier", "sip:127.0.0.6:1", "drained"],
+        )
+        .expect_err("an unknown destination");
+    assert!(e.contains("sip:127.0.0.6:1"), "{e}");
+    assert!(
+        s.node
+            .metric("limes_trunk_pings_total{trunk=\"carrier\",result=\"dead\"}")
+            >= 1.0
+    );
+}

@@ -1,0 +1,145 @@
+//! JSON-RPC methods for trunks and routing rules: `trunk.list` (destinations with health
+//! and counters, as `dispatcher.list` shows them), `trunk.add`, `trunk.rm`,
+//! `trunk.set_state`, `route.list`, `route.set`. A change is checked whole and applies to
+//! the next request; a bad one is refused with a message that names the trunk or rule.
+
+use std::sync::atomic::Ordering;
+
+use limes_actors::policy::RuleDef;
+use limes_actors::trunks::{DestState, TrunkDef};
+use serde_json::{json, Value};
+
+use crate::rpc::{Node, RpcError};
+
+fn invalid(why: impl std::fmt::Display) -> RpcError {
+    RpcError::new(-32602, format!("Invalid params: {why}"))
+}
+
+/// Parameters given as one JSON object (or an array of them), or as a JSON text.
+fn object<T: serde::de::DeserializeOwned>(v: Option<&Value>, what: &str) -> Result<T, RpcError> {
+    let v = v.ok_or_else(|| invalid(format!("{what} expected")))?;
+    let parsed = match v {
+        Value::String(text) => serde_json::from_str(text),
+        other => serde_json::from_value(other.clone()),
+    };
+    parsed.map_err(|e| invalid(format!("{what}: {e}")))
+}
+
+pub fn trunk_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let trunks: Vec<Value> = node
+        .proxy
+        .edge()
+        .trunks
+        .all()
+        .iter()
+        .map(|t| {
+            let destinations: Vec<Value> = t
+                .destinations
+                .iter()
+                .map(|d| {
+                    let h = &d.health;
+                    json!({
+                        "uri": d.def.uri,
+                        "address": format!("{}:{}", d.dest.transport.as_str(), d.dest.addr),
+                        "priority": d.def.priority,
+                        "weight": d.def.weight,
+                        "state": h.state(),
+                        "calls": h.calls.load(Ordering::Relaxed),
+                        "failovers": h.failovers.load(Ordering::Relaxed),
+                        "ping_misses": h.misses.load(Ordering::Relaxed),
+                        "last_ping_status": h.last_ping_status.load(Ordering::Relaxed),
+                        "last_ping_ms": h.last_ping_ms.load(Ordering::Relaxed),
+                    })
+                })
+                .collect();
+            json!({
+                "name": t.def.name,
+                "group": t.def.group,
+                "calls": t.calls.load(Ordering::Relaxed),
+                "refused_cps": t.refused_cps.load(Ordering::Relaxed),
+                "definition": t.def,
+                "destinations": destinations,
+            })
+        })
+        .collect();
+    Ok(json!({ "trunks": trunks }))
+}
+
+/// `trunk.add {TRUNK}`: adds or replaces a trunk (the configuration file's of the same
+/// name is hidden while the API's exists).
+pub fn trunk_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let def: TrunkDef = object(params.first(), "TRUNK (a JSON object)")?;
+    let name = def.name.clone();
+    node.proxy
+        .edge()
+        .set_routing(|s| {
+            s.api_trunks.insert(def.name.clone(), def);
+        })
+        .map_err(invalid)?;
+    Ok(json!({ "added": name }))
+}
+
+/// `trunk.rm NAME`: removes a trunk added over the API (refused while a rule names it).
+pub fn trunk_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let name = params
+        .first()
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("NAME expected"))?;
+    let edge = node.proxy.edge();
+    if !edge.routing_sources.lock().api_trunks.contains_key(name) {
+        return Err(RpcError::new(
+            404,
+            format!("not found: {name} (only trunks added over the API can be removed)"),
+        ));
+    }
+    edge.set_routing(|s| {
+        s.api_trunks.remove(name);
+    })
+    .map_err(invalid)?;
+    Ok(json!({ "removed": name }))
+}
+
+/// `trunk.set_state NAME URI active|drained`.
+pub fn trunk_set_state(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let text = |i: usize, what: &str| {
+        params
+            .get(i)
+            .and_then(Value::as_str)
+            .ok_or_else(|| invalid(format!("{what} expected")))
+    };
+    let (name, uri) = (text(0, "NAME")?, text(1, "URI")?);
+    let state = DestState::parse(text(2, "STATE")?).map_err(invalid)?;
+    let trunk = node
+        .proxy
+        .edge()
+        .trunks
+        .get(name)
+        .ok_or_else(|| RpcError::new(404, format!("not found: trunk {name}")))?;
+    let dest = trunk
+        .destinations
+        .iter()
+        .find(|d| d.def.uri == uri)
+        .ok_or_else(|| RpcError::new(404, format!("not found: {uri} in trunk {name}")))?;
+    dest.health.set_state(state);
+    Ok(json!({ "trunk": name, "uri": uri, "state": state }))
+}
+
+pub fn route_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let edge = node.proxy.edge();
+    let from_api = edge.routing_sources.lock().api_rules.is_some();
+    let policy = edge.policy.load();
+    let rules: Vec<Value> = policy.rules().iter().map(|r| json!(r.def)).collect();
+    Ok(json!({ "source": if from_api { "api" } else { "config" }, "rules": rules }))
+}
+
+/// `route.set [RULES]`: replaces the rules (in evaluation order as `route.list` shows
+/// them); an empty list goes back to the configuration file's.
+pub fn route_set(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let rules: Vec<RuleDef> = object(params.first(), "RULES (a JSON array of rules)")?;
+    let n = rules.len();
+    node.proxy
+        .edge()
+        .set_routing(|s| s.api_rules = (!rules.is_empty()).then_some(rules))
+        .map_err(invalid)?;
+    Ok(json!({ "rules": n }))
+}
