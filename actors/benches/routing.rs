@@ -91,7 +91,10 @@ fn policy(c: &mut Criterion) {
     let groups: Vec<(u32, Option<Arc<str>>)> = Vec::new();
     for (label, user) in [
         ("policy, 1,000 rules, prefix match", "4945123456"),
-        ("policy, 1,000 rules, falls through to the last", "3312345678"),
+        (
+            "policy, 1,000 rules, falls through to the last",
+            "3312345678",
+        ),
     ] {
         c.bench_function(label, |b| {
             b.iter(|| {

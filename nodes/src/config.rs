@@ -851,6 +851,33 @@ mod tests {
     }
 
     #[test]
+    fn readme_trunk_and_route_example_resolves_and_bad_rules_are_named() {
+        let doc = include_str!("../../README.md");
+        let example: String = doc
+            .lines()
+            .skip_while(|l| *l != "### Trunks and routing rules")
+            .skip_while(|l| !l.starts_with("```toml"))
+            .skip(1)
+            .take_while(|l| !l.starts_with("```"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let c: Config = toml::from_str(&example).unwrap();
+        let r = c.resolve().unwrap();
+        assert_eq!(r.trunks.len(), 1);
+        assert_eq!(r.routes.len(), 5);
+        let mut bad = c.clone();
+        bad.route[4].action = "trunk:carrier-b".into();
+        let e = bad.resolve().unwrap_err().to_string();
+        assert!(e.contains("\"out\"") && e.contains("carrier-b"), "{e}");
+        // The next hops become the trunk the default rules send calls out through.
+        let mut hops = Config::default();
+        hops.sip.next_hop = vec!["sip:127.0.0.1:5080".into()];
+        let r = hops.resolve().unwrap();
+        assert_eq!(r.trunks[0].name, DEFAULT_TRUNK);
+        assert!(r.routes.iter().any(|x| x.action == "trunk:default"));
+    }
+
+    #[test]
     fn mistakes_are_reported() {
         assert!(
             toml::from_str::<Config>("[sip]\nlisen = []").is_err(),
