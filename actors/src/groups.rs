@@ -20,7 +20,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use limes_cluster::Journal;
-use ractor::{Actor, ActorRef};
+use ractor::ActorRef;
 
 use self::actor::{GroupMsg, GroupsSupervisor, SupervisorMsg};
 use self::trie::Trie;
@@ -201,29 +201,8 @@ impl Groups {
             journal,
             max_entries,
         });
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let args = shared.clone();
-        std::thread::Builder::new()
-            .name("groups".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    match Actor::spawn(None, GroupsSupervisor, args).await {
-                        Ok((supervisor, handle)) => {
-                            let _ = tx.send(Ok(supervisor));
-                            let _ = handle.await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(std::io::Error::other(e.to_string())));
-                        }
-                    }
-                });
-            })?;
-        let supervisor = rx
-            .recv()
-            .map_err(|_| std::io::Error::other("the groups thread ended at start"))??;
+        let (supervisor, _thread) =
+            crate::start_on_own_thread("groups", GroupsSupervisor, shared.clone())?;
         Ok(Arc::new(Self { shared, supervisor }))
     }
 

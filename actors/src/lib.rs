@@ -11,9 +11,10 @@
 //! - [`proxy`] drives `limes_sip::proxy`: it checks the [`flood`] guard, matches
 //!   retransmissions to their context, applies the sanity rules, asks
 //!   `limes_sip::proxy::route` where the request goes (for an initial request
-//!   [`proxy::edge`]: [`tables`] classify the source, [`auth`] challenges it statelessly,
-//!   REGISTER goes to the [`registrar`], the AoR's bindings or the next hops are the
-//!   targets), and puts a context with one branch per target into the sharded table
+//!   [`proxy::routing`]: the source classified by address [`groups`] and trusted
+//!   [`tables`], the [`policy`] rules evaluated, [`auth`] challenging a subscriber
+//!   statelessly, the AoR's bindings or a [`trunks`] destination after another as targets;
+//!   REGISTER goes to the [`registrar`]), and puts a context with one branch per target into the sharded table
 //!   (inserted only if no other thread did first); shards are locked only while deciding,
 //!   never while sending. [`proxy::own`] sends requests of the node's own.
 //! - [`transport::Outbound`] sends: straight on the UDP socket, or through a TCP
@@ -44,3 +45,40 @@ pub mod tcp;
 pub mod transport;
 pub mod trunks;
 pub mod udp;
+
+/// Starts `actor` on a thread of its own named `name` with a single-threaded runtime: its
+/// work runs there with no other worker to wake (a multi-threaded runtime spent ~4 futex
+/// calls and ~4 context switches per call handing dialog work around). The thread ends
+/// when the actor stops.
+pub fn start_on_own_thread<A>(
+    name: &str,
+    actor: A,
+    args: A::Arguments,
+) -> std::io::Result<(ractor::ActorRef<A::Msg>, std::thread::JoinHandle<()>)>
+where
+    A: ractor::Actor,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    let thread = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                match ractor::Actor::spawn(None, actor, args).await {
+                    Ok((started, handle)) => {
+                        let _ = tx.send(Ok(started));
+                        let _ = handle.await;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(std::io::Error::other(e.to_string())));
+                    }
+                }
+            });
+        })?;
+    let started = rx
+        .recv()
+        .map_err(|_| std::io::Error::other(format!("the {name} thread ended at start")))??;
+    Ok((started, thread))
+}

@@ -825,17 +825,21 @@ mod tests {
         assert!(r.proxy.next_hops.is_empty());
     }
 
-    #[test]
-    fn readme_configuration_block_parses_with_the_defaults() {
-        let doc = include_str!("../../README.md");
-        let example: String = doc
+    /// The first TOML block under `heading` in README.md.
+    fn readme_toml(heading: &str) -> String {
+        include_str!("../../README.md")
             .lines()
-            .skip_while(|l| *l != "## Configuration")
+            .skip_while(|l| *l != heading)
             .skip_while(|l| !l.starts_with("```toml"))
             .skip(1)
             .take_while(|l| !l.starts_with("```"))
             .collect::<Vec<_>>()
-            .join("\n");
+            .join("\n")
+    }
+
+    #[test]
+    fn readme_configuration_block_parses_with_the_defaults() {
+        let example = readme_toml("## Configuration");
         assert!(
             example.contains("[flood]"),
             "README.md has the configuration block"
@@ -852,15 +856,7 @@ mod tests {
 
     #[test]
     fn readme_trunk_and_route_example_resolves_and_bad_rules_are_named() {
-        let doc = include_str!("../../README.md");
-        let example: String = doc
-            .lines()
-            .skip_while(|l| *l != "### Trunks and routing rules")
-            .skip_while(|l| !l.starts_with("```toml"))
-            .skip(1)
-            .take_while(|l| !l.starts_with("```"))
-            .collect::<Vec<_>>()
-            .join("\n");
+        let example = readme_toml("### Trunks and routing rules");
         let c: Config = toml::from_str(&example).unwrap();
         let r = c.resolve().unwrap();
         assert_eq!(r.trunks.len(), 1);

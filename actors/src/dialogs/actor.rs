@@ -112,36 +112,12 @@ pub enum SupervisorMsg {
 pub struct DialogSupervisor;
 
 impl DialogSupervisor {
-    /// Starts the supervisor and its dialog actors on a thread of their own ("dialogs")
-    /// with a single-threaded runtime: a tick's starts, timers and stops run there with no
-    /// other worker to wake (a multi-threaded runtime spent ~4 futex calls and ~4 context
-    /// switches per call handing them around). The thread ends when the supervisor stops.
+    /// Starts the supervisor and its dialog actors on a thread of their own ("dialogs"):
+    /// a tick's starts, timers and stops run there ([`crate::start_on_own_thread`]).
     pub fn start_on_own_thread(
         args: SupervisorArgs,
     ) -> std::io::Result<(ActorRef<SupervisorMsg>, std::thread::JoinHandle<()>)> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()?;
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let thread = std::thread::Builder::new()
-            .name("dialogs".into())
-            .spawn(move || {
-                runtime.block_on(async move {
-                    match Actor::spawn(None, DialogSupervisor, args).await {
-                        Ok((supervisor, handle)) => {
-                            let _ = tx.send(Ok(supervisor));
-                            let _ = handle.await;
-                        }
-                        Err(e) => {
-                            let _ = tx.send(Err(std::io::Error::other(e.to_string())));
-                        }
-                    }
-                });
-            })?;
-        let supervisor = rx
-            .recv()
-            .map_err(|_| std::io::Error::other("the dialogs thread ended at start"))??;
-        Ok((supervisor, thread))
+        crate::start_on_own_thread("dialogs", DialogSupervisor, args)
     }
 }
 
