@@ -39,6 +39,7 @@ pub mod framing;
 pub mod fuzzing;
 pub mod header;
 pub mod limits;
+pub mod locate;
 pub mod message;
 pub mod method;
 pub mod params;
