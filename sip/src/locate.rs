@@ -16,7 +16,7 @@
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 
-use crate::uri::Uri;
+use crate::uri::{Scheme, Uri};
 
 /// A transport a located server is reached over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -124,6 +124,47 @@ pub const MAX_NAPTR: usize = 4;
 pub const MAX_SRV: usize = 8;
 pub const MAX_LOCATED: usize = 16;
 
+/// What a URI asks to be located: its host (or `maddr`), port and transport, in the
+/// form DNS sees them (no brackets, no root dot, lower case). Equal targets locate alike,
+/// so this is the key a cache of locations is kept by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Target {
+    pub host: String,
+    pub port: Option<u16>,
+    pub transport: Option<Proto>,
+}
+
+impl Target {
+    /// The target of a URI; a `sips:` URI or a `transport` parameter this machine does
+    /// not know (TLS, SCTP, WS) cannot be located.
+    pub fn of(uri: &Uri<'_>) -> Result<Self, Unresolved> {
+        if uri.scheme != Scheme::Sip {
+            return Err(Unresolved::NoTransport);
+        }
+        let transport = match uri.transport() {
+            Some(t) => Some(Proto::of_param(t).ok_or(Unresolved::NoTransport)?),
+            None => None,
+        };
+        let host = uri
+            .maddr()
+            .unwrap_or(uri.host)
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .trim_end_matches('.')
+            .to_ascii_lowercase();
+        Ok(Target {
+            host,
+            port: uri.port,
+            transport,
+        })
+    }
+
+    /// Whether the host is an IP address (located with no question).
+    pub fn is_numeric(&self) -> bool {
+        self.host.parse::<IpAddr>().is_ok()
+    }
+}
+
 /// One location in progress.
 #[derive(Debug)]
 pub struct Locator {
@@ -145,20 +186,12 @@ pub struct Locator {
 }
 
 impl Locator {
-    /// Starts locating `uri` over the transports in `supported` (in preference order);
-    /// `seed` drives the weighted choice among SRV records of equal priority.
-    pub fn new(uri: &Uri<'_>, supported: &[Proto], seed: u64) -> (Self, Step) {
-        let host = uri
-            .maddr()
-            .unwrap_or(uri.host)
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .trim_end_matches('.')
-            .to_ascii_lowercase();
-        let transport = uri.transport();
+    /// Starts locating `target` over the transports in `supported` (in preference
+    /// order); `seed` drives the weighted choice among SRV records of equal priority.
+    pub fn new(target: &Target, supported: &[Proto], seed: u64) -> (Self, Step) {
         let mut l = Locator {
-            host,
-            transport: transport.and_then(Proto::of_param),
+            host: target.host.clone(),
+            transport: target.transport,
             supported: supported.to_vec(),
             seed: seed | 1,
             srvs: VecDeque::new(),
@@ -168,15 +201,15 @@ impl Locator {
             failed: false,
             no_fallback: false,
         };
-        if transport.is_some() && l.transport.is_none_or(|t| !supported.contains(&t)) {
+        if target.transport.is_some_and(|t| !supported.contains(&t)) {
             return (l, Step::Done(Err(Unresolved::NoTransport)));
         }
         let proto = l.transport.unwrap_or(Proto::Udp);
         if let Ok(ip) = l.host.parse::<IpAddr>() {
-            let addr = SocketAddr::new(ip, uri.port.unwrap_or(5060));
+            let addr = SocketAddr::new(ip, target.port.unwrap_or(5060));
             return (l, Step::Done(Ok(vec![Located { proto, addr }])));
         }
-        let step = if let Some(port) = uri.port {
+        let step = if let Some(port) = target.port {
             l.no_fallback = true;
             l.hosts.push_back((proto, l.host.clone(), port));
             l.next()

@@ -52,8 +52,11 @@ impl Zone {
 
     /// Runs a location to its end: the questions asked and the outcome.
     fn locate(&self, uri: &str, supported: &[Proto], seed: u64) -> (Vec<Question>, Outcome) {
-        let uri = Uri::parse(uri).unwrap();
-        let (mut l, mut step) = Locator::new(&uri, supported, seed);
+        let target = match Target::of(&Uri::parse(uri).unwrap()) {
+            Ok(t) => t,
+            Err(e) => return (vec![], Err(e)),
+        };
+        let (mut l, mut step) = Locator::new(&target, supported, seed);
         let mut asked = Vec::new();
         loop {
             match step {
@@ -181,6 +184,10 @@ fn rfc_3263_location_table() {
          Err(Unresolved::NoRecords)),
         ("a transport this node does not speak",
          "sip:example.com;transport=tls", BOTH, vec![], Err(Unresolved::NoTransport)),
+        ("SIPS (TLS) is not spoken here",
+         "sips:example.com", BOTH, vec![], Err(Unresolved::NoTransport)),
+        ("a transport parameter for a transport not listened on",
+         "sip:example.com;transport=tcp", &[Udp], vec![], Err(Unresolved::NoTransport)),
         ("names are compared without case or the root's dot; maddr wins over the host",
          "sip:x@ignored.test;maddr=PLAIN.test.", BOTH,
          vec![n("plain.test"), s("_sip._udp.plain.test"), s("_sip._tcp.plain.test"), a("plain.test")],
