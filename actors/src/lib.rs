@@ -33,6 +33,7 @@
 
 pub mod auth;
 pub mod dialogs;
+pub mod dns;
 pub mod flood;
 pub mod groups;
 pub mod metrics;

@@ -14,6 +14,7 @@
 pub mod edge;
 mod entry;
 pub mod local;
+mod locate;
 pub mod own;
 pub mod routing;
 
@@ -21,11 +22,12 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Instant;
 
 use bytes::Bytes;
 use limes_sip::build::{Forward, Response, Source};
+use limes_sip::locate::Unresolved;
 use limes_sip::proxy::route::{self, Decision};
 use limes_sip::proxy::{Context, ContextConfig, Event, ReplyTo};
 use limes_sip::sanity::{self, Policy};
@@ -41,9 +43,10 @@ use crate::dialogs::{Dialogs, Phase, Refused};
 use crate::flood::FloodGuard;
 use crate::metrics::{Metrics, TxCensus, TxLabels};
 use crate::settings::{FloodAction, ProxySettings, Transport};
-use crate::transport::{dest_of_uri, Dest, Flow, Inbound, Outbound, Sends};
+use crate::transport::{Dest, Flow, Inbound, Outbound, Sends};
 use crate::trunks::{Health, Trunk};
-use routing::{Edits, Failover};
+use locate::Located;
+use routing::{Alternatives, Edits, Failover};
 
 const SHARDS: usize = 64;
 
@@ -141,6 +144,8 @@ pub struct Fork {
 }
 
 pub struct Proxy {
+    /// Itself, for work that finishes later (a request waiting for DNS).
+    me: Weak<Proxy>,
     /// Tracked calls, their profiles and CDRs.
     pub dialogs: Arc<Dialogs>,
     shards: Box<[Mutex<Shard>]>,
@@ -205,7 +210,8 @@ impl Proxy {
         edge: edge::Edge,
         dialogs: Arc<Dialogs>,
     ) -> Arc<Self> {
-        Arc::new(Self {
+        Arc::new_cyclic(|me| Self {
+            me: me.clone(),
             dialogs,
             next_hops: arc_swap::ArcSwap::from_pointee(settings.next_hops.clone()),
             shards: (0..SHARDS).map(|_| Mutex::new(Shard::default())).collect(),
@@ -332,6 +338,12 @@ impl Proxy {
             }
         }
 
+        self.on_admitted(msg, flow, now);
+    }
+
+    /// A request past the flood guard: matched, checked, dispatched.
+    fn on_admitted(&self, msg: Message, flow: Flow, now: Instant) {
+        let method = msg.method().cloned().unwrap_or(Method::Options);
         // Retransmissions and ACKs of existing server transactions (§17.2.3).
         // The key and its hash, computed once: a new transaction below uses them too.
         let key = TxKey::server(&msg).map(|k| (self.sid(&k), k));
@@ -461,25 +473,41 @@ impl Proxy {
                 return self.reply_local(&msg, &flow, now, status, reason, &[])
             }
             Decision::Register => return self.on_register(&msg, &flow, now),
-            Decision::Route { uri, strict } => match dest_of_uri(&uri) {
-                Some(dest) => vec![Route {
-                    strict: strict.then(|| uri.raw.to_owned()),
-                    ..Route::to(dest)
-                }],
-                None => {
-                    return self.reply_local(
-                        &msg,
-                        &flow,
-                        now,
-                        503,
-                        "Service Unavailable: next hop unresolvable",
-                        &[],
-                    )
+            Decision::Route { uri, strict } => match self.locate(&uri, &msg, &flow) {
+                Located::At(dests) => {
+                    if dests.len() > 1 {
+                        failover = Some(Alternatives::Records);
+                    }
+                    dests
+                        .into_iter()
+                        .enumerate()
+                        .map(|(n, dest)| Route {
+                            strict: strict.then(|| uri.raw.to_owned()),
+                            group: n as u16,
+                            ..Route::to(dest)
+                        })
+                        .collect()
                 }
+                Located::Waiting => return,
+                Located::Failed(why) => return self.unresolvable(&msg, &flow, now, why),
             },
-            Decision::RequestUri { uri } => match dest_of_uri(&uri) {
-                Some(dest) if !self.local.is_us_addr(dest.addr) => vec![Route::to(dest)],
-                _ => return self.reply_local(&msg, &flow, now, 404, "Not Found", &[]),
+            Decision::RequestUri { uri } => match self.locate(&uri, &msg, &flow) {
+                Located::At(dests) if !dests.iter().any(|d| self.local.is_us_addr(d.addr)) => {
+                    if dests.len() > 1 {
+                        failover = Some(Alternatives::Records);
+                    }
+                    dests
+                        .into_iter()
+                        .enumerate()
+                        .map(|(n, dest)| Route {
+                            group: n as u16,
+                            ..Route::to(dest)
+                        })
+                        .collect()
+                }
+                Located::Waiting => return,
+                Located::Failed(why) => return self.unresolvable(&msg, &flow, now, why),
+                Located::At(_) => return self.reply_local(&msg, &flow, now, 404, "Not Found", &[]),
             },
             Decision::Initial => match self.initial_targets(&msg, &flow, now) {
                 Some(initial) => {
@@ -619,8 +647,8 @@ impl Proxy {
             waiter: None,
             dialog,
         };
-        let failover = failover.map(|trunk| Failover {
-            trunk,
+        let failover = failover.map(|on| Failover {
+            on,
             current: first
                 .first()
                 .and_then(|r| r.trunk_dest.as_ref())
@@ -872,16 +900,18 @@ impl Proxy {
         // next hop is sent to as it is (its Route value stays).
         let routing = route::route(msg, &self.local, self.settings.record_route);
         let (next, popped) = match &routing.decision {
-            Decision::Route { uri, strict } => {
-                (dest_of_uri(uri), routing.popped - usize::from(*strict))
-            }
-            Decision::RequestUri { uri } => (dest_of_uri(uri), routing.popped),
-            _ => (None, 0),
+            Decision::Route { uri, strict } => (
+                self.locate(uri, msg, flow),
+                routing.popped - usize::from(*strict),
+            ),
+            Decision::RequestUri { uri } => (self.locate(uri, msg, flow), routing.popped),
+            _ => (Located::Failed(Unresolved::NoRecords), 0),
         };
-        let next = match self.back_over_flow(routing.flow, flow) {
-            Ok(Some(dest)) => Some(dest),
-            Ok(None) => next,
-            Err(()) => None,
+        let next = match (self.back_over_flow(routing.flow, flow), next) {
+            (Ok(Some(dest)), _) => Some(dest),
+            (Ok(None), Located::At(dests)) => dests.first().copied(),
+            (Ok(None), Located::Waiting) => return,
+            (Ok(None), Located::Failed(_)) | (Err(()), _) => None,
         };
         let Some(dest) = next.filter(|d| !self.local.is_us_addr(d.addr)) else {
             self.metrics.drop_reason("ack_not_routable");

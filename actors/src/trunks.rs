@@ -19,6 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::policy::HeaderEdits;
 use crate::transport::{dest_of_uri, Dest};
+use limes_sip::locate::{Proto, Target};
 
 /// A trunk as configured (`[[trunk]]`) or given to `trunk.add`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,11 +202,14 @@ impl Health {
     }
 }
 
-/// A destination, resolved.
+/// A destination, checked.
 #[derive(Debug)]
 pub struct Destination {
     pub def: DestinationDef,
-    pub dest: Dest,
+    /// What DNS locates for a host name (RFC 3263).
+    pub target: Target,
+    /// Where it is when its host is an IP address.
+    pub addr: Option<Dest>,
     /// `host[:port]` of its URI, for the Request-URI.
     pub hostport: String,
     pub health: Arc<Health>,
@@ -300,9 +304,9 @@ impl Trunk {
             .map(|d| {
                 let uri = limes_sip::uri::Uri::parse(&d.uri)
                     .map_err(|e| format!("trunk {name}: destination {:?}: {e}", d.uri))?;
-                let dest = dest_of_uri(&uri).ok_or_else(|| {
+                let target = Target::of(&uri).map_err(|_| {
                     format!(
-                        "trunk {name}: destination {:?}: an IP address host and UDP or TCP",
+                        "trunk {name}: destination {:?}: a sip: URI over UDP or TCP",
                         d.uri
                     )
                 })?;
@@ -318,7 +322,8 @@ impl Trunk {
                 }
                 Ok(Destination {
                     def: d.clone(),
-                    dest,
+                    addr: dest_of_uri(&uri),
+                    target,
                     hostport,
                     health,
                 })
@@ -416,9 +421,9 @@ impl Trunk {
         } else {
             received_host
         };
-        let transport = match dest.dest.transport {
-            crate::settings::Transport::Tcp => ";transport=tcp",
-            crate::settings::Transport::Udp => "",
+        let transport = match dest.target.transport {
+            Some(Proto::Tcp) => ";transport=tcp",
+            _ => "",
         };
         Some(format!("sip:{}@{host}{transport}", self.normalise(user)))
     }

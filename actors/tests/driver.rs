@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use limes_actors::auth::{Auth, AuthMetrics, AuthSettings};
 use limes_actors::dialogs::{DialogMetrics, DialogSettings, Dialogs};
+use limes_actors::dns::{Dns, DnsMetrics, DnsSettings};
 use limes_actors::metrics::Metrics;
 use limes_actors::proxy::edge::Edge;
 use limes_actors::proxy::local::Local;
@@ -62,6 +63,12 @@ fn proxy(next_hop: SocketAddr, runtime: &tokio::runtime::Runtime) -> (Arc<Proxy>
         Vec::new(),
         true,
         RoutingMetrics::register(&mut registry),
+        Arc::new(Dns::new(
+            DnsSettings::default(),
+            &[Transport::Udp],
+            runtime.handle().clone(),
+            DnsMetrics::register(&mut registry),
+        )),
     );
     let hop = DestinationDef {
         uri: format!("sip:{next_hop}"),

@@ -5,11 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use anyhow::{bail, Context};
+use anyhow::{anyhow, bail, Context};
 use limes_actors::auth::AuthSettings;
 use limes_actors::dialogs::collector::CollectorUrl;
 use limes_actors::dialogs::profiles::{ClassRule, LimitDef, ProfileDef, ValueOf};
 use limes_actors::dialogs::{DialogSettings, VarRule};
+use limes_actors::dns::DnsSettings;
 use limes_actors::policy::{self, Policy, RuleDef};
 use limes_actors::settings::{
     FloodAction, FloodSettings, Listen, ProxySettings, TransportSettings,
@@ -31,6 +32,7 @@ pub struct Config {
     pub timers: Timers,
     pub tcp: Tcp,
     pub flood: Flood,
+    pub dns: Dns,
     pub admin: Admin,
     pub shutdown: Shutdown,
     pub log: Log,
@@ -220,6 +222,54 @@ impl Default for Flood {
             evict_every_s: f.evict_every.as_secs(),
             max_sources: f.max_sources,
         }
+    }
+}
+
+/// `[dns]`: the name servers host names are located with (RFC 3263).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Dns {
+    pub servers: Vec<String>,
+    pub timeout_ms: u64,
+    pub attempts: usize,
+    pub negative_ttl_s: u64,
+    pub max_entries: usize,
+}
+
+impl Default for Dns {
+    fn default() -> Self {
+        let d = DnsSettings::default();
+        Self {
+            servers: Vec::new(),
+            timeout_ms: d.timeout.as_millis() as u64,
+            attempts: d.attempts,
+            negative_ttl_s: d.negative_ttl.as_secs(),
+            max_entries: d.max_entries,
+        }
+    }
+}
+
+impl Dns {
+    fn resolve(&self) -> anyhow::Result<DnsSettings> {
+        let servers = self
+            .servers
+            .iter()
+            .map(|s| {
+                s.parse::<std::net::SocketAddr>()
+                    .or_else(|_| s.parse::<std::net::IpAddr>().map(|ip| (ip, 53).into()))
+                    .map_err(|_| anyhow!("dns.servers: {s:?} is not an IP address[:port]"))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        if self.timeout_ms == 0 || self.attempts == 0 || self.max_entries == 0 {
+            bail!("dns: timeout_ms, attempts and max_entries must be above 0");
+        }
+        Ok(DnsSettings {
+            servers,
+            timeout: Duration::from_millis(self.timeout_ms),
+            attempts: self.attempts,
+            negative_ttl: Duration::from_secs(self.negative_ttl_s),
+            max_entries: self.max_entries,
+        })
     }
 }
 
@@ -552,6 +602,7 @@ pub struct Resolved {
     pub proxy: ProxySettings,
     pub transport: TransportSettings,
     pub flood: FloodSettings,
+    pub dns: DnsSettings,
     pub admin: std::net::SocketAddr,
     pub admin_token: Option<String>,
     pub drain: Duration,
@@ -685,6 +736,7 @@ impl Config {
             proxy,
             transport,
             flood,
+            dns: self.dns.resolve()?,
             admin,
             admin_token: (!self.admin.token.is_empty()).then(|| self.admin.token.clone()),
             drain: Duration::from_secs(self.shutdown.drain_s),

@@ -26,6 +26,7 @@ fn object<T: serde::de::DeserializeOwned>(v: Option<&Value>, what: &str) -> Resu
 }
 
 pub fn trunk_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let dns = &node.proxy.edge().dns;
     let trunks: Vec<Value> = node
         .proxy
         .edge()
@@ -38,9 +39,18 @@ pub fn trunk_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
                 .iter()
                 .map(|d| {
                     let h = &d.health;
+                    // A name's servers as DNS located them (none while not located).
+                    let located = match d.addr {
+                        Some(a) => vec![a],
+                        None => dns.peek(&d.target).map(|l| l.to_vec()).unwrap_or_default(),
+                    };
+                    let addresses: Vec<String> = located
+                        .iter()
+                        .map(|a| format!("{}:{}", a.transport.as_str(), a.addr))
+                        .collect();
                     json!({
                         "uri": d.def.uri,
-                        "address": format!("{}:{}", d.dest.transport.as_str(), d.dest.addr),
+                        "addresses": addresses,
                         "priority": d.def.priority,
                         "weight": d.def.weight,
                         "state": h.state(),

@@ -12,6 +12,7 @@ use limes_actors::auth::{Auth, AuthMetrics};
 use limes_actors::dialogs::actor::{DialogSupervisor, Ender, SupervisorArgs};
 use limes_actors::dialogs::cdr::EndedBy;
 use limes_actors::dialogs::{DialogMetrics, Dialogs};
+use limes_actors::dns::{Dns, DnsMetrics};
 use limes_actors::flood::FloodGuard;
 use limes_actors::metrics::Metrics;
 use limes_actors::proxy::edge::{unix_now, Edge};
@@ -357,6 +358,13 @@ fn open_state(
         )
     })?;
     let auth = Auth::new(cfg.auth.clone(), AuthMetrics::register(registry), secret);
+    let transports: Vec<Transport> = cfg.listens.iter().map(|l| l.transport).collect();
+    let dns = Dns::new(
+        cfg.dns.clone(),
+        &transports,
+        tokio::runtime::Handle::current(),
+        DnsMetrics::register(registry),
+    );
     let edge = Edge::new(
         tables.clone(),
         Arc::new(auth),
@@ -364,6 +372,7 @@ fn open_state(
         cfg.domains.clone(),
         cfg.use_domain,
         RoutingMetrics::register(registry),
+        Arc::new(dns),
     );
     edge.set_routing(|s| {
         s.config_trunks = cfg.trunks.clone();

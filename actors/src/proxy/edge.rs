@@ -21,12 +21,13 @@ use super::routing::{Edits, RoutingMetrics};
 use super::{Proxy, Route};
 use crate::auth::{Attempt, Auth, Kind, Verdict};
 use crate::dialogs::Origin;
+use crate::dns::Dns;
 use crate::policy::{Policy, RuleDef};
 use crate::registrar::{Contact, Location, LocationError, Meta, Push};
 use crate::settings::Transport;
 use crate::tables::{Peer, Tables};
 use crate::transport::{dest_of_uri, Dest, Flow};
-use crate::trunks::{Trunk, TrunkDef, Trunks};
+use crate::trunks::{TrunkDef, Trunks};
 
 /// The registrar, authentication and tables the proxy consults.
 #[derive(Debug)]
@@ -42,6 +43,8 @@ pub struct Edge {
     pub policy: ArcSwap<Policy>,
     pub trunks: Arc<Trunks>,
     pub routing: Arc<RoutingMetrics>,
+    /// Locates host names (trunk destinations, relay URIs, next hops in dialogs).
+    pub dns: Arc<Dns>,
     /// Where the trunks and rules come from; changed only through [`Edge::set_routing`].
     pub routing_sources: parking_lot::Mutex<RoutingSources>,
 }
@@ -131,6 +134,7 @@ impl Edge {
         domains: Vec<String>,
         use_domain: bool,
         routing: Arc<RoutingMetrics>,
+        dns: Arc<Dns>,
     ) -> Self {
         let rules = crate::policy::default_rules(None);
         // The default rules name no trunk: they always compile.
@@ -144,6 +148,7 @@ impl Edge {
             policy: ArcSwap::from_pointee(policy),
             trunks: Arc::default(),
             routing,
+            dns,
             routing_sources: parking_lot::Mutex::new(RoutingSources {
                 config_rules: rules,
                 ..RoutingSources::default()
@@ -208,7 +213,7 @@ pub(super) struct Initial {
     /// Header edits of the rule and the trunk.
     pub edits: Edits,
     /// The trunk whose destinations are tried one after another.
-    pub failover: Option<Arc<Trunk>>,
+    pub failover: Option<super::routing::Alternatives>,
     /// Dialog variables the rule sets.
     pub vars: Option<Arc<Vec<(String, String)>>>,
 }

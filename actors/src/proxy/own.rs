@@ -92,8 +92,13 @@ impl Proxy {
         done: SyncSender<Outcome>,
     ) -> Result<(), OriginateError> {
         let parsed = Uri::parse(uri).map_err(|_| OriginateError::BadUri(uri.to_owned()))?;
-        let dest =
-            dest_of_uri(&parsed).ok_or_else(|| OriginateError::Unreachable(uri.to_owned()))?;
+        // A host name must have been located already (the DNS cache is only read here).
+        let dest = dest_of_uri(&parsed)
+            .or_else(|| {
+                let target = limes_sip::locate::Target::of(&parsed).ok()?;
+                self.edge.dns.peek(&target)?.first().copied()
+            })
+            .ok_or_else(|| OriginateError::Unreachable(uri.to_owned()))?;
         self.start_own(&method, dest, timeout, done, |sid, out_addr, via| {
             let host = host_text(out_addr.ip());
             let from = format!(

@@ -18,12 +18,13 @@ use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
 use super::edge::{unix_now, user_of, Initial};
+use super::locate::Located;
 use super::own::Outcome;
 use super::{Proxy, Route};
 use crate::auth::Kind;
 use crate::dialogs::Origin;
 use crate::policy::{Action, Facts, HeaderEdits, SourceMatch};
-use crate::transport::{dest_of_uri, Flow};
+use crate::transport::Flow;
 use crate::trunks::{DestState, Health, Trunk};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -122,16 +123,24 @@ impl RoutingMetrics {
         m
     }
 
-    fn reject(&self, reason: &'static str) {
+    pub(crate) fn reject(&self, reason: &'static str) {
         self.rejections
             .get_or_create(&RejectLabels { reason })
             .inc();
     }
 }
 
-/// What a trunk call's entry remembers for failover.
+/// What decides whether a call moves on to its next targets.
+pub enum Alternatives {
+    /// A trunk's destinations: on the trunk's failover codes.
+    Trunk(Arc<Trunk>),
+    /// The servers DNS located for one next hop (RFC 3263 §4.3): on 503 or no answer.
+    Records,
+}
+
+/// What a call's entry remembers for failover.
 pub struct Failover {
-    pub trunk: Arc<Trunk>,
+    pub on: Alternatives,
     /// The destination being tried, and the status its branch failed with.
     pub current: Option<Arc<Health>>,
     pub last_status: u16,
@@ -311,12 +320,31 @@ impl Proxy {
                     }
                 }
                 Action::Relay(uri) => {
-                    let Some(dest) = Uri::parse(uri).ok().and_then(|u| dest_of_uri(&u)) else {
+                    let Ok(uri) = Uri::parse(uri) else {
                         routing.reject("relay_unresolvable");
                         self.reply_local(msg, flow, now, 503, "Service Unavailable", &[]);
                         return None;
                     };
-                    initial.targets = vec![Route::to(dest)];
+                    match self.locate(&uri, msg, flow) {
+                        Located::At(dests) => {
+                            if dests.len() > 1 {
+                                initial.failover = Some(Alternatives::Records);
+                            }
+                            initial.targets = dests
+                                .into_iter()
+                                .enumerate()
+                                .map(|(n, dest)| Route {
+                                    group: n as u16,
+                                    ..Route::to(dest)
+                                })
+                                .collect();
+                        }
+                        Located::Waiting => return None,
+                        Located::Failed(why) => {
+                            self.unresolvable(msg, flow, now, why);
+                            return None;
+                        }
+                    }
                 }
                 Action::Trunk(name) => {
                     let Some(trunk) = self.edge.trunks.get(name) else {
@@ -330,7 +358,7 @@ impl Proxy {
                         || trunk
                             .destinations
                             .iter()
-                            .any(|d| d.dest.addr == flow.remote);
+                            .any(|d| d.addr.is_some_and(|a| a.addr == flow.remote));
                     if from_trunk {
                         routing.reject("loop_to_trunk");
                         self.reply_local(msg, flow, now, 404, "User Not Registered", &[]);
@@ -354,21 +382,48 @@ impl Proxy {
                         );
                         return None;
                     }
-                    initial.targets = plan
-                        .into_iter()
-                        .enumerate()
-                        .map(|(n, d)| Route {
-                            ruri: trunk.request_uri(user, &host, d),
-                            group: n as u16,
-                            within: Some(trunk.timeout()),
-                            trunk_dest: Some((trunk.clone(), d.def.uri.clone(), d.health.clone())),
-                            ..Route::to(d.dest)
-                        })
-                        .collect();
+                    // Each destination's servers in turn; a name is located by DNS. The
+                    // call waits for DNS only when it has no server yet; a later
+                    // destination not yet located is skipped (and located for the next).
+                    let mut unresolved = None;
+                    for d in plan {
+                        let dests = match d.addr {
+                            Some(a) => smallvec::smallvec![a],
+                            None => {
+                                let wait = initial.targets.is_empty().then_some((msg, flow));
+                                match self.locate_target(&d.target, wait) {
+                                    Located::At(dests) => dests,
+                                    Located::Waiting if wait.is_some() => return None,
+                                    Located::Waiting => continue,
+                                    Located::Failed(why) => {
+                                        unresolved = Some(why);
+                                        continue;
+                                    }
+                                }
+                            }
+                        };
+                        for dest in dests {
+                            initial.targets.push(Route {
+                                ruri: trunk.request_uri(user, &host, d),
+                                group: initial.targets.len() as u16,
+                                within: Some(trunk.timeout()),
+                                trunk_dest: Some((
+                                    trunk.clone(),
+                                    d.def.uri.clone(),
+                                    d.health.clone(),
+                                )),
+                                ..Route::to(dest)
+                            });
+                        }
+                    }
+                    if let (true, Some(why)) = (initial.targets.is_empty(), unresolved) {
+                        self.unresolvable(msg, flow, now, why);
+                        return None;
+                    }
                     if !trunk.edits.is_empty() {
                         initial.edits.push(trunk.edits.clone());
                     }
-                    initial.failover = Some(trunk);
+                    initial.failover = Some(Alternatives::Trunk(trunk));
                 }
             }
             return Some(initial);
@@ -422,7 +477,11 @@ impl Proxy {
     /// Every branch so far failed: whether the call moves on to the trunk's next
     /// destination (the last failure is one of the trunk's failover codes).
     pub(super) fn fails_over(&self, f: &Failover) -> bool {
-        if !f.trunk.fails_over_on(f.last_status) {
+        let (moves_on, trunk) = match &f.on {
+            Alternatives::Trunk(t) => (t.fails_over_on(f.last_status), t.def.name.as_str()),
+            Alternatives::Records => (matches!(f.last_status, 408 | 503), "dns"),
+        };
+        if !moves_on {
             return false;
         }
         if let Some(h) = &f.current {
@@ -433,14 +492,21 @@ impl Proxy {
             .routing
             .failovers
             .get_or_create(&FailoverLabels {
-                trunk: f.trunk.def.name.clone(),
+                trunk: trunk.to_owned(),
                 reason: f.last_status.to_string(),
             })
             .inc();
-        debug!(trunk = %f.trunk.def.name, status = f.last_status, "failover to the next destination");
+        debug!(
+            trunk,
+            status = f.last_status,
+            "failover to the next destination"
+        );
         true
     }
 }
+
+/// How long before its records expire a trunk destination's name is located again.
+const DNS_AHEAD: Duration = Duration::from_secs(10);
 
 /// A ping on its way: the trunk, the destination's URI and health, the outcome to come.
 type Ping = (Arc<Trunk>, String, Arc<Health>, Receiver<Outcome>);
@@ -493,6 +559,10 @@ impl HealthChecks {
             false
         });
         for trunk in proxy.edge.trunks.all() {
+            // Names are located again before their records expire: calls never wait.
+            for d in trunk.destinations.iter().filter(|d| d.addr.is_none()) {
+                proxy.edge.dns.refresh(&d.target, DNS_AHEAD);
+            }
             if trunk.def.ping_interval_s == 0 {
                 continue;
             }

@@ -123,8 +123,12 @@ fn bad_trunks_are_named() {
     let cases: Vec<(TrunkDef, &str)> = vec![
         (def(&[]), "1 to 64 destinations"),
         (
-            def(&[("sip:carrier.example.net", 0, 1)]),
-            "an IP address host",
+            def(&[("sips:carrier.example.net", 0, 1)]),
+            "a sip: URI over UDP or TCP",
+        ),
+        (
+            def(&[("sip:carrier.example.net;transport=sctp", 0, 1)]),
+            "a sip: URI over UDP or TCP",
         ),
         (def(&[("sip:192.0.2.1", 0, 0)]), "weight 0"),
         (
@@ -160,6 +164,10 @@ fn bad_trunks_are_named() {
         let e = Trunk::compile(d, None).expect_err(want);
         assert!(e.contains(want), "{e}");
     }
+    let named = Trunk::compile(def(&[("sip:Carrier.Example.NET.", 0, 1)]), None)
+        .expect("a host name is located by DNS");
+    assert_eq!(named.destinations[0].addr, None);
+    assert_eq!(named.destinations[0].target.host, "carrier.example.net");
     let trunks = Trunks::default();
     let mut other = def(&[("sip:192.0.2.9", 0, 1)]);
     other.name = "other".into();
