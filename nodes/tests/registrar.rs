@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use limes_sip::digest::{authorize, Challenge, ClientCredentials};
-use support::{status, Node, Peer};
+use support::{answer, receive, status, Node, Peer};
 
 const DOMAIN: &str = "example.com";
 
@@ -690,28 +690,6 @@ fn a_phone_on_tcp_is_reached_over_its_own_connection() {
     assert!(invite.contains("Via: SIP/2.0/TCP"), "{invite}");
 }
 
-/// A response to `request` as a UAS writes it: Via, From, Call-ID and CSeq copied, a tag
-/// on To.
-fn answer(request: &str, status: u16, reason: &str) -> String {
-    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
-    for line in request.split("\r\n").skip(1) {
-        let name = line.split(':').next().unwrap_or_default().trim();
-        match name {
-            "Via" | "From" | "Call-ID" | "CSeq" | "Record-Route" => {
-                out.push_str(line);
-                out.push_str("\r\n");
-            }
-            "To" => {
-                out.push_str(line);
-                out.push_str(";tag=uas\r\n");
-            }
-            _ => {}
-        }
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out
-}
-
 /// A `[[subscriber]]` entry of the test domain.
 fn subscriber(user: &str, password: &str) -> String {
     format!(
@@ -739,13 +717,6 @@ fn trust_by_address_never_covers_register() {
             "{source}: no binding added"
         );
     }
-}
-
-fn receive(peer: &Peer, wait: Duration) -> Option<String> {
-    peer.sock.set_read_timeout(Some(wait)).expect("timeout");
-    let mut buf = vec![0u8; 65536];
-    let n = peer.sock.recv(&mut buf).ok()?;
-    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
 
 #[test]

@@ -311,3 +311,33 @@ pub fn status(response: &str) -> u16 {
         .and_then(|s| s.parse().ok())
         .unwrap_or(0)
 }
+
+/// A response to `request` as a UAS writes it: Via, From, Call-ID and CSeq copied, a tag
+/// on To.
+pub fn answer(request: &str, status: u16, reason: &str) -> String {
+    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+    for line in request.split("\r\n").skip(1) {
+        let name = line.split(':').next().unwrap_or_default().trim();
+        match name {
+            "Via" | "From" | "Call-ID" | "CSeq" | "Record-Route" => {
+                out.push_str(line);
+                out.push_str("\r\n");
+            }
+            "To" => {
+                out.push_str(line);
+                out.push_str(";tag=uas\r\n");
+            }
+            _ => {}
+        }
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out
+}
+
+/// The next message `peer` receives within `wait`.
+pub fn receive(peer: &Peer, wait: Duration) -> Option<String> {
+    peer.sock.set_read_timeout(Some(wait)).expect("timeout");
+    let mut buf = vec![0u8; 65536];
+    let n = peer.sock.recv(&mut buf).ok()?;
+    Some(String::from_utf8_lossy(&buf[..n]).into_owned())
+}
