@@ -120,6 +120,16 @@ pub enum Cached {
     Pending,
 }
 
+/// One cached location, for `dns.list`.
+#[derive(Debug, Clone)]
+pub struct CacheView {
+    pub target: Target,
+    /// `located`, `pending`, `no_records`, `server_failure`, `no_transport`.
+    pub state: &'static str,
+    pub servers: Vec<Dest>,
+    pub expires_in: Duration,
+}
+
 /// Called once a target's location is in (its entry is then cached).
 pub type Waiter = Box<dyn FnOnce() + Send>;
 
@@ -282,6 +292,56 @@ impl Dns {
         let me = self.clone();
         let target = target.clone();
         self.runtime.spawn(async move { me.resolve(target).await });
+    }
+
+    /// The cache as an operator sees it, by host.
+    pub fn entries(&self) -> Vec<CacheView> {
+        let now = Instant::now();
+        let mut v: Vec<CacheView> = self
+            .cache
+            .lock()
+            .iter()
+            .map(|(t, e)| {
+                let (state, servers, left) = match e {
+                    Entry::Ready { dests, until, .. } => ("located", dests.to_vec(), *until),
+                    Entry::Failed { why, until } => (
+                        match why {
+                            Unresolved::NoRecords => "no_records",
+                            Unresolved::ServerFailure => "server_failure",
+                            Unresolved::NoTransport => "no_transport",
+                        },
+                        Vec::new(),
+                        *until,
+                    ),
+                    Entry::Pending { .. } => ("pending", Vec::new(), now),
+                };
+                CacheView {
+                    target: t.clone(),
+                    state,
+                    servers,
+                    expires_in: left.saturating_duration_since(now),
+                }
+            })
+            .collect();
+        v.sort_by(|a, b| a.target.host.cmp(&b.target.host));
+        v
+    }
+
+    /// Forgets the locations of `host` (every host when `None`) and the resolver's
+    /// records (all of them), so the next message asks the name servers again; lookups
+    /// in progress finish. Returns how many locations were forgotten.
+    pub fn flush(&self, host: Option<&str>) -> usize {
+        if let Some(r) = &self.resolver {
+            r.clear_cache();
+        }
+        let mut cache = self.cache.lock();
+        let before = cache.len();
+        cache.retain(|t, e| {
+            matches!(e, Entry::Pending { .. })
+                || host.is_some_and(|h| !t.host.eq_ignore_ascii_case(h.trim_end_matches('.')))
+        });
+        self.metrics.entries.set(cache.len() as i64);
+        before - cache.len()
     }
 
     async fn resolve(self: Arc<Self>, target: Target) {

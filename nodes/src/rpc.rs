@@ -150,6 +150,16 @@ pub const METHODS: &[(&str, &str, Method)] = &[
         rpc_routing::route_set,
     ),
     (
+        "dns.list",
+        "The DNS cache: located targets with their servers in order, failures, seconds left",
+        rpc_routing::dns_list,
+    ),
+    (
+        "dns.flush",
+        "Forget cached DNS locations: [HOST]",
+        rpc_routing::dns_flush,
+    ),
+    (
         "ul.dump",
         "Every AoR and its contacts: [LIMIT]",
         rpc_state::ul_dump,

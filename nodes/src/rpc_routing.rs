@@ -153,3 +153,38 @@ pub fn route_set(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
         .map_err(invalid)?;
     Ok(json!({ "rules": n }))
 }
+
+/// `dns.list`: the DNS cache: each located target with its servers in the order tried,
+/// or why it failed, and seconds left.
+pub fn dns_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let entries: Vec<Value> = node
+        .proxy
+        .edge()
+        .dns
+        .entries()
+        .iter()
+        .map(|e| {
+            let servers: Vec<String> = e
+                .servers
+                .iter()
+                .map(|d| format!("{}:{}", d.transport.as_str(), d.addr))
+                .collect();
+            json!({
+                "host": e.target.host,
+                "port": e.target.port,
+                "transport": e.target.transport.map(|t| format!("{t:?}").to_lowercase()),
+                "state": e.state,
+                "servers": servers,
+                "expires_s": e.expires_in.as_secs(),
+            })
+        })
+        .collect();
+    Ok(json!({ "entries": entries }))
+}
+
+/// `dns.flush [HOST]`: forgets cached locations (of one host, or all).
+pub fn dns_flush(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
+    let host = params.first().and_then(Value::as_str);
+    let flushed = node.proxy.edge().dns.flush(host);
+    Ok(json!({ "flushed": flushed }))
+}

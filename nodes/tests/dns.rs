@@ -252,6 +252,14 @@ action = "trunk:carrier"
         "{list}"
     );
 
+    let cache = node.rpc("dns.list", &[]).expect("dns.list");
+    let carrier = cache["entries"]
+        .as_array()
+        .and_then(|v| v.iter().find(|e| e["host"] == "carrier.test"))
+        .unwrap_or_else(|| panic!("carrier.test cached: {cache}"));
+    assert_eq!(carrier["state"], "located", "{cache}");
+    assert_eq!(&carrier["servers"], addresses, "{cache}");
+
     // No records: 503 with its reason, counted.
     let last = &final_for(&pbx, &sip, &invite("9911", &sip, "dns-2"), "dns-2");
     assert_eq!(status(last), 503, "{last}");
@@ -275,6 +283,17 @@ action = "trunk:carrier"
         1.0
     );
     assert!(node.metric("limes_dns_lookups_total{kind=\"naptr\",result=\"failed\"}") >= 1.0);
+
+    // Forgotten (dns.flush), the trunk's name cannot be located again: 503.
+    let flushed = node.rpc("dns.flush", &["carrier.test"]).expect("dns.flush");
+    assert_eq!(flushed["flushed"], 1, "{flushed}");
+    let last = &final_for(&pbx, &sip, &invite("4930125", &sip, "dns-5"), "dns-5");
+    assert_eq!(status(last), 503, "{last}");
+    assert!(last.contains("DNS failure"), "{last}");
+    assert_eq!(
+        node.metric("limes_route_rejections_total{reason=\"dns_failure\"}"),
+        2.0
+    );
     assert!(node.metric("limes_dns_lookups_total{kind=\"srv\",result=\"ok\"}") >= 1.0);
     assert_eq!(
         node.metric("limes_trunk_failovers_total{trunk=\"carrier\",reason=\"503\"}"),

@@ -64,12 +64,19 @@ impl Node {
         )
     }
 
-    /// Runs `limes ARGS` as given and waits until the admin API at `admin` is ready.
+    /// Runs `limes ARGS` as given and waits until the admin API at `admin` is ready. The
+    /// node's log is shown when `LIMES_TEST_LOG` is set (to a log filter).
     pub fn spawn(args: &[&str], admin: &str) -> Node {
+        let log = std::env::var("LIMES_TEST_LOG").ok();
         let child = Command::new(env!("CARGO_BIN_EXE_limes"))
             .args(args)
+            .env("RUST_LOG", log.as_deref().unwrap_or("info"))
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if log.is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("limes starts");
         let node = Node {
