@@ -183,6 +183,10 @@ pub struct Tables {
     max_subscribers: usize,
     /// The address groups, each owned by its actor.
     pub groups: Arc<Groups>,
+    /// Trunks, rules and drained destinations made over the API, as journaled
+    /// (`trunk/NAME`, `routes/api`, `drain/TRUNK/URI`): restored at start, rewritten on
+    /// compaction.
+    routing: Mutex<BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for Tables {
@@ -213,6 +217,7 @@ impl Tables {
         let mut subscribers = HashMap::new();
         let mut peers = Peers::default();
         let mut addresses = Vec::new();
+        let mut routing = BTreeMap::new();
         let journal = journal.map(|(j, entries)| {
             for (key, value) in entries {
                 let restored = match key.split_once('/') {
@@ -228,6 +233,10 @@ impl Tables {
                     }),
                     Some(("address", _)) => {
                         serde_json::from_str::<AddressEntry>(&value).map(|a| addresses.push(a))
+                    }
+                    Some(("trunk" | "routes" | "drain", _)) => {
+                        routing.insert(key.clone(), value);
+                        Ok(())
                     }
                     _ => Ok(()),
                 };
@@ -245,7 +254,35 @@ impl Tables {
             journal,
             max_subscribers,
             groups,
+            routing: Mutex::new(routing),
         })
+    }
+
+    // ---- routing made over the API ----
+
+    /// The journaled trunks, rules and drains of the API (see `routing`), as JSON.
+    pub fn routing_entries(&self) -> BTreeMap<String, String> {
+        self.routing.lock().clone()
+    }
+
+    /// Journals an API trunk or rule set (`None`: removed); an unchanged value is not
+    /// written again.
+    pub fn keep_routing(&self, key: &str, value: Option<String>) -> Result<(), TableError> {
+        let mut routing = self.routing.lock();
+        if routing.get(key) == value.as_ref() {
+            return Ok(());
+        }
+        match value {
+            Some(v) => {
+                self.journal_put(key.to_owned(), v.clone())?;
+                routing.insert(key.to_owned(), v);
+            }
+            None => {
+                self.journal_delete(key.to_owned())?;
+                routing.remove(key);
+            }
+        }
+        Ok(())
     }
 
     // ---- subscribers ----
@@ -493,6 +530,9 @@ impl Tables {
             }
             for (key, value) in self.groups.journaled() {
                 emit(&key, &value)?;
+            }
+            for (key, value) in self.routing.lock().iter() {
+                emit(key, value)?;
             }
             Ok(())
         });

@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering;
 
 use limes_actors::policy::RuleDef;
+use limes_actors::proxy::edge::DestStateError;
 use limes_actors::trunks::{DestState, TrunkDef};
 use serde_json::{json, Value};
 
@@ -119,18 +120,13 @@ pub fn trunk_set_state(node: &Node, params: &[Value]) -> Result<Value, RpcError>
     };
     let (name, uri) = (text(0, "NAME")?, text(1, "URI")?);
     let state = DestState::parse(text(2, "STATE")?).map_err(invalid)?;
-    let trunk = node
-        .proxy
+    node.proxy
         .edge()
-        .trunks
-        .get(name)
-        .ok_or_else(|| RpcError::new(404, format!("not found: trunk {name}")))?;
-    let dest = trunk
-        .destinations
-        .iter()
-        .find(|d| d.def.uri == uri)
-        .ok_or_else(|| RpcError::new(404, format!("not found: {uri} in trunk {name}")))?;
-    dest.health.set_state(state);
+        .set_destination_state(name, uri, state)
+        .map_err(|e| match e {
+            DestStateError::NotFound(_) => RpcError::new(404, e.to_string()),
+            DestStateError::Journal(_) => RpcError::new(500, e.to_string()),
+        })?;
     Ok(json!({ "trunk": name, "uri": uri, "state": state }))
 }
 

@@ -379,6 +379,7 @@ fn open_state(
         s.config_rules = cfg.routes.clone();
     })
     .map_err(anyhow::Error::msg)?;
+    edge.restore_api_routing();
     Tables::register_census(registry, tables);
     Ok(edge)
 }

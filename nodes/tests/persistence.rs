@@ -130,6 +130,18 @@ fn bindings_and_table_changes_survive_kill_9() {
         .expect("added");
     node.rpc("subscriber.rm", &["user000999@bench.local"])
         .expect("removed");
+    // Trunks and rules made over the API too.
+    for name in ["lab", "tmp"] {
+        let def = format!(r#"{{"name":"{name}","destinations":[{{"uri":"sip:192.0.2.50"}}]}}"#);
+        node.rpc("trunk.add", &[&def]).expect("trunk added");
+    }
+    node.rpc("trunk.rm", &["tmp"]).expect("trunk removed");
+    node.rpc("trunk.set_state", &["lab", "sip:192.0.2.50", "drained"])
+        .expect("drained");
+    let rules = r#"[{"name":"lab-out","source":"trusted","user":"prefix:77","action":"trunk:lab"},
+                    {"name":"to-user","source":"any","registered":true,"action":"location"},
+                    {"name":"nobody","source":"any","action":"reply:404 Not Here"}]"#;
+    node.rpc("route.set", &[rules]).expect("rules set");
 
     // kill -9: no shutdown path runs.
     let _ = node.child.kill();
@@ -168,6 +180,21 @@ fn bindings_and_table_changes_survive_kill_9() {
         .expect("dump")
         .to_string()
         .contains("192.0.2.0/24"));
+    let trunks = node.rpc("trunk.list", &[]).expect("trunk.list");
+    let names: Vec<&str> = trunks["trunks"]
+        .as_array()
+        .expect("trunks")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        ["lab"],
+        "the API's trunk is back, the removed one is not"
+    );
+    let routes = node.rpc("route.list", &[]).expect("route.list");
+    assert_eq!(routes["source"], "api", "{routes}");
+    assert_eq!(routes["rules"][0]["name"], "lab-out", "{routes}");
 
     // A call reaches one of the restored bindings: the trusted PBX calls user000500,
     // whose phone (a sipp UAS on the registered socket) answers.
@@ -186,6 +213,17 @@ fn bindings_and_table_changes_survive_kill_9() {
     let last = r.last().map(String::as_str).unwrap_or("");
     assert_eq!(status(last), 200, "{r:?}");
     assert!(last.contains("To: <sip:user000500@bench.local>"), "{last}");
+    // The restored rules decide: nobody registered under 999 -> the API rule's reply.
+    let r = pbx.exchange(
+        &sip,
+        &invite
+            .replace("user000500", "nobody999")
+            .replace("after-restart", "after-restart-2"),
+        Duration::from_secs(3),
+    );
+    let last = r.last().map(String::as_str).unwrap_or("");
+    assert_eq!(status(last), 404, "{r:?}");
+    assert!(last.starts_with("SIP/2.0 404 Not Here"), "{last}");
 }
 
 #[test]

@@ -15,7 +15,7 @@ use limes_sip::registrar::{ContactUpdate, Register};
 use limes_sip::uri::{Scheme, Uri};
 use limes_sip::{HeaderName, Message};
 use parking_lot::RwLock;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::routing::{Edits, RoutingMetrics};
 use super::{Proxy, Route};
@@ -25,9 +25,9 @@ use crate::dns::Dns;
 use crate::policy::{Policy, RuleDef};
 use crate::registrar::{Contact, Location, LocationError, Meta, Push};
 use crate::settings::Transport;
-use crate::tables::{Peer, Tables};
+use crate::tables::{to_json, Peer, Tables};
 use crate::transport::{dest_of_uri, Dest, Flow};
-use crate::trunks::{TrunkDef, Trunks};
+use crate::trunks::{DestState, TrunkDef, Trunks};
 
 /// The registrar, authentication and tables the proxy consults.
 #[derive(Debug)]
@@ -48,6 +48,18 @@ pub struct Edge {
     /// Where the trunks and rules come from; changed only through [`Edge::set_routing`].
     pub routing_sources: parking_lot::Mutex<RoutingSources>,
 }
+
+/// Why a destination's state was not changed.
+#[derive(Debug, thiserror::Error)]
+pub enum DestStateError {
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Journal(#[from] crate::tables::TableError),
+}
+
+/// The journal key of the rules set over the API.
+const API_RULES_KEY: &str = "routes/api";
 
 /// The trunks and rules of the configuration file and of the admin API; the API's win
 /// (a trunk by name, the rules as a whole).
@@ -157,8 +169,9 @@ impl Edge {
     }
 
     /// Changes the trunks or rules: the new set is checked whole (every trunk valid, every
-    /// rule naming a trunk that exists) and installed for the next request; on an error
-    /// nothing changes and the message names the trunk or rule.
+    /// rule naming a trunk that exists), what the API changed is journaled, and the set is
+    /// installed for the next request; on an error nothing changes and the message names
+    /// the trunk or rule.
     pub fn set_routing(&self, change: impl FnOnce(&mut RoutingSources)) -> Result<(), String> {
         let mut sources = self.routing_sources.lock();
         let mut next = sources.clone();
@@ -166,9 +179,111 @@ impl Edge {
         let set = self.trunks.compile_set(next.trunks())?;
         let policy =
             Policy::compile(next.rules(), &|n| set.contains_key(n)).map_err(|e| e.to_string())?;
+        self.journal_api_routing(&sources, &next)
+            .map_err(|e| e.to_string())?;
         self.trunks.install(set);
         self.policy.store(Arc::new(policy));
         *sources = next;
+        Ok(())
+    }
+
+    /// Journals the API's trunks and rules that differ between `old` and `new`.
+    fn journal_api_routing(
+        &self,
+        old: &RoutingSources,
+        new: &RoutingSources,
+    ) -> Result<(), crate::tables::TableError> {
+        for (name, def) in &new.api_trunks {
+            if old.api_trunks.get(name) != Some(def) {
+                self.tables
+                    .keep_routing(&format!("trunk/{name}"), Some(to_json(def)))?;
+            }
+        }
+        for name in old.api_trunks.keys() {
+            if !new.api_trunks.contains_key(name) {
+                self.tables.keep_routing(&format!("trunk/{name}"), None)?;
+            }
+        }
+        if old.api_rules != new.api_rules {
+            let rules = new.api_rules.as_ref().map(to_json);
+            self.tables.keep_routing(API_RULES_KEY, rules)?;
+        }
+        Ok(())
+    }
+
+    /// Trunks and rules of the API restored from the journal, over the configuration's;
+    /// entries that no longer read or fit are named in the log and left out.
+    pub fn restore_api_routing(&self) {
+        let mut trunks = std::collections::BTreeMap::new();
+        let mut rules = None;
+        let entries = self.tables.routing_entries();
+        for (key, value) in &entries {
+            let read = if key.starts_with("drain/") {
+                continue;
+            } else if key == API_RULES_KEY {
+                serde_json::from_str::<Vec<RuleDef>>(value).map(|r| rules = Some(r))
+            } else {
+                serde_json::from_str::<TrunkDef>(value).map(|t| {
+                    trunks.insert(t.name.clone(), t);
+                })
+            };
+            if let Err(e) = read {
+                warn!(%key, error = %e, "unreadable journaled routing entry skipped");
+            }
+        }
+        let restored = (trunks.len(), rules.as_ref().map_or(0, Vec::len));
+        match self.set_routing(|s| {
+            s.api_trunks = trunks;
+            s.api_rules = rules;
+        }) {
+            Ok(()) if restored != (0, 0) => {
+                info!(
+                    trunks = restored.0,
+                    rules = restored.1,
+                    "API trunks and rules restored"
+                )
+            }
+            Ok(()) => {}
+            Err(e) => {
+                warn!(error = %e, "API trunks and rules from the journal do not fit the configuration; the configuration's apply")
+            }
+        }
+        for key in entries.keys() {
+            let Some((trunk, uri)) = key.strip_prefix("drain/").and_then(|k| k.split_once('/'))
+            else {
+                continue;
+            };
+            if self
+                .set_destination_state(trunk, uri, DestState::Drained)
+                .is_err()
+            {
+                // Its trunk or destination is gone: so is the drain.
+                let _ = self.tables.keep_routing(key, None);
+            }
+        }
+    }
+
+    /// Drains a trunk destination or puts it back (`trunk.set_state`); journaled, so a
+    /// drain outlives a restart.
+    pub fn set_destination_state(
+        &self,
+        trunk: &str,
+        uri: &str,
+        state: DestState,
+    ) -> Result<(), DestStateError> {
+        let t = self
+            .trunks
+            .get(trunk)
+            .ok_or_else(|| DestStateError::NotFound(format!("trunk {trunk}")))?;
+        let d = t
+            .destinations
+            .iter()
+            .find(|d| d.def.uri == uri)
+            .ok_or_else(|| DestStateError::NotFound(format!("{uri} in trunk {trunk}")))?;
+        let drained = (state == DestState::Drained).then(|| "drained".to_owned());
+        self.tables
+            .keep_routing(&format!("drain/{trunk}/{uri}"), drained)?;
+        d.health.set_state(state);
         Ok(())
     }
 
