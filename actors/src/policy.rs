@@ -101,6 +101,9 @@ pub enum Action {
     /// Authenticate the request (challenge without valid credentials), then go on with
     /// the next rules as a subscriber's request.
     Challenge,
+    /// Accept a REGISTER without a challenge: a PBX in an address group registering the
+    /// AoRs the rule names (its own users). Nothing else ever skips REGISTER's challenge.
+    Register,
 }
 
 /// Header edits a rule makes on the forwarded request.
@@ -204,6 +207,27 @@ impl Rule {
             },
         };
         let action = parse_action(&def.action, trunk_exists).map_err(err)?;
+        let for_register = methods.contains(&Method::Register);
+        if action == Action::Register {
+            if methods != [Method::Register] {
+                return Err(err("a register rule has method = [\"REGISTER\"]".into()));
+            }
+            if !matches!(source, SourceMatch::Group { .. }) {
+                return Err(err(
+                    "a register rule names its source: group:N or group:N:TAG".into(),
+                ));
+            }
+            if matches!(user, UserMatch::Any) || def.registered.is_some() {
+                return Err(err(
+                    "a register rule names the AoRs (user = exact:, prefix: or regex:) and no registered"
+                        .into(),
+                ));
+            }
+        } else if for_register {
+            return Err(err(
+                "REGISTER is authenticated by the registrar; only a register rule names it".into(),
+            ));
+        }
         if def.registered.is_some() && matches!(action, Action::Challenge) {
             return Err(err("a challenge rule cannot depend on registration".into()));
         }
@@ -274,6 +298,7 @@ fn parse_action(text: &str, trunk_exists: &dyn Fn(&str) -> bool) -> Result<Actio
     match (verb, arg) {
         ("location", "") => Ok(Action::Location),
         ("challenge", "") => Ok(Action::Challenge),
+        ("register", "") => Ok(Action::Register),
         ("trunk", name) if trunk_exists(name) => Ok(Action::Trunk(name.to_owned())),
         ("trunk", name) => Err(format!("trunk {name:?} is not defined")),
         ("relay", uri) => {
@@ -301,7 +326,7 @@ fn parse_action(text: &str, trunk_exists: &dyn Fn(&str) -> bool) -> Result<Actio
             Ok(Action::Reply { status, reason })
         }
         _ => Err(format!(
-            "action {text:?} (location, trunk:NAME, relay:URI, reply:CODE REASON, challenge)"
+            "action {text:?} (location, trunk:NAME, relay:URI, reply:CODE REASON, challenge, register)"
         )),
     }
 }
@@ -433,6 +458,24 @@ impl Policy {
     /// The rules in evaluation order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Whether any rule lets a REGISTER in without a challenge.
+    pub fn has_register_rules(&self) -> bool {
+        self.rules.iter().any(|r| r.action == Action::Register)
+    }
+
+    /// The register rule that lets this REGISTER in without a challenge (`facts.user`
+    /// and `facts.domain` are the To URI's), if any.
+    pub fn register_exempt(&self, facts: &Facts<'_>) -> Option<&Rule> {
+        let mut after = None;
+        while let Some((i, rule)) = self.evaluate(facts, after, &mut || false) {
+            if rule.action == Action::Register {
+                return Some(rule);
+            }
+            after = Some(i);
+        }
+        None
     }
 
     /// The first rule after `after` (an index from an earlier answer; `None`: from the

@@ -697,6 +697,62 @@ fn subscriber(user: &str, password: &str) -> String {
     )
 }
 
+/// The one way past REGISTER's challenge: a register rule naming an address group (and
+/// tag) and the AoRs, for a PBX registering its own users. Its users' REGISTERs are
+/// accepted unchallenged and counted under the rule; an AoR it was not given, or the same
+/// AoR from a carrier's address, is challenged and no binding is added.
+#[test]
+fn a_register_rule_lets_a_pbx_register_its_own_users() {
+    let s = start(
+        r#"
+[[address]]
+group = 400
+cidr = "127.0.0.9/32"
+tag = "pbx"
+
+[[route]]
+name = "pbx-users"
+source = "group:400:pbx"
+method = ["REGISTER"]
+user = "prefix:55"
+action = "register"
+"#,
+    );
+    let pbx = Peer::bind("127.0.0.9");
+    let r = pbx.exchange(
+        &s.sip,
+        &register_text("5501", 1, "Contact: <sip:5501@{addr}>\r\n"),
+        Duration::from_secs(2),
+    );
+    assert_eq!(status(final_of(&r)), 200, "{r:?}");
+    assert_eq!(contacts(&s.node, "5501").len(), 1);
+    assert_eq!(
+        s.node
+            .metric("limes_route_decisions_total{rule=\"pbx-users\",action=\"register\"}"),
+        1.0
+    );
+    let pbx = Peer::bind("127.0.0.9");
+    let r = pbx.exchange(
+        &s.sip,
+        &register_text("alice", 2, "Contact: <sip:alice@{addr}>\r\n"),
+        Duration::from_secs(2),
+    );
+    assert_eq!(
+        status(final_of(&r)),
+        401,
+        "an AoR the rule does not name: {r:?}"
+    );
+    let carrier = Peer::bind("127.0.0.4");
+    let r = carrier.exchange(
+        &s.sip,
+        &register_text("5502", 3, "Contact: <sip:5502@{addr}>\r\n"),
+        Duration::from_secs(2),
+    );
+    assert_eq!(status(final_of(&r)), 401, "another group: {r:?}");
+    assert!(contacts(&s.node, "alice").is_empty());
+    assert!(contacts(&s.node, "5502").is_empty());
+}
+
 /// DESIGN principle 10: a REGISTER for a subscriber's AoR from a trusted address and from
 /// a carrier's address is challenged like any other, and without credentials the
 /// subscriber's bindings stay as they were (before, both were answered 200 and the

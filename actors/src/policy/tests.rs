@@ -172,7 +172,7 @@ fn methods_domains_tags_priority_and_continuation() {
         "group:10:pbx",
         Some("regex:^pbx-"),
         None,
-        "reply:403 Use your own trunk",
+        "register",
     );
     register.method = vec!["REGISTER".into()];
     let mut local = rule("local-only", "any", None, None, "location");
@@ -347,4 +347,75 @@ fn bad_rules_are_named() {
     let mut bad_method = rule("m", "any", None, None, "location");
     bad_method.method = vec!["INV ITE".into()];
     assert!(Policy::compile(vec![bad_method], &trunks).is_err());
+}
+
+/// A REGISTER skips its challenge only by a register rule naming the source's address
+/// group and the AoRs; the rule is checked for both when written.
+#[test]
+fn register_rules_name_the_source_and_the_aors() {
+    let register = |name: &str, source: &str, user: Option<&str>, method: &str| RuleDef {
+        method: vec![method.into()],
+        ..rule(name, source, user, None, "register")
+    };
+    let refused = [
+        (
+            register("a", "trusted", Some("prefix:55"), "REGISTER"),
+            "names its source: group:N",
+        ),
+        (
+            register("b", "any", Some("prefix:55"), "REGISTER"),
+            "names its source: group:N",
+        ),
+        (
+            register("c", "group:400", None, "REGISTER"),
+            "names the AoRs",
+        ),
+        (
+            register("d", "group:400", Some("prefix:55"), "INVITE"),
+            "method = [\"REGISTER\"]",
+        ),
+        (
+            RuleDef {
+                method: vec!["REGISTER".into()],
+                ..rule("e", "group:400", None, None, "location")
+            },
+            "only a register rule names it",
+        ),
+    ];
+    for (def, want) in refused {
+        let name = def.name.clone();
+        let e = Policy::compile(vec![def], &trunks).expect_err(&name);
+        assert!(e.why.contains(want), "{name}: {e}");
+    }
+    let policy = Policy::compile(
+        vec![
+            rule("carrier-any", "group:400", None, None, "location"),
+            register("pbx-users", "group:400:pbx", Some("prefix:55"), "REGISTER"),
+        ],
+        &trunks,
+    )
+    .expect("compiles");
+    assert!(policy.has_register_rules());
+    let pbx: Groups = vec![(400, Some("pbx".into()))];
+    let other_tag: Groups = vec![(400, Some("lab".into()))];
+    let carrier: Groups = vec![(200, None)];
+    #[rustfmt::skip]
+    let table: [(&str, &Groups, bool); 4] = [
+        ("5501", &pbx, true),        // the PBX, one of its AoRs
+        ("alice", &pbx, false),      // the PBX, an AoR it was not given
+        ("5501", &other_tag, false), // group 400 but another entry's tag
+        ("5501", &carrier, false),   // another group
+    ];
+    for (user, groups, exempt) in table {
+        let f = facts(&Method::Register, user, groups);
+        assert_eq!(
+            policy.register_exempt(&f).is_some(),
+            exempt,
+            "{user} from {groups:?}"
+        );
+    }
+    assert!(
+        !seeds().has_register_rules(),
+        "without a register rule every REGISTER is challenged"
+    );
 }

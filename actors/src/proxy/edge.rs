@@ -22,7 +22,7 @@ use super::{Proxy, Route};
 use crate::auth::{Attempt, Auth, Kind, Verdict};
 use crate::dialogs::Origin;
 use crate::dns::Dns;
-use crate::policy::{Policy, RuleDef};
+use crate::policy::{Facts, Policy, RuleDef};
 use crate::registrar::{Contact, Location, LocationError, Meta, Push};
 use crate::settings::Transport;
 use crate::tables::{to_json, Peer, Tables};
@@ -435,8 +435,12 @@ impl Proxy {
         // DESIGN principle 10: trust by address never covers REGISTER. A trusted peer or a
         // carrier's address (UDP sources can be spoofed) would otherwise add its Contact to
         // any subscriber's bindings, and that subscriber's calls would fork to it.
+        // Only a register rule naming the source's address group and the AoR lets a
+        // REGISTER in unchallenged (a PBX registering its own users).
         let user = to.user.unwrap_or_default();
-        if self.authenticate(msg, flow, now, Kind::Www, user).is_none() {
+        if !self.register_exempt(msg, flow, user, to.host)
+            && self.authenticate(msg, flow, now, Kind::Www, user).is_none()
+        {
             return;
         }
         let location = &self.edge.location;
@@ -516,6 +520,34 @@ impl Proxy {
                 );
             }
         }
+    }
+
+    /// Whether a register rule lets this REGISTER (To user and host) in unchallenged;
+    /// the rule is counted in `limes_route_decisions_total`.
+    fn register_exempt(&self, msg: &Message, flow: &Flow, user: &str, host: &str) -> bool {
+        let policy = self.edge.policy.load();
+        if !policy.has_register_rules() {
+            return false;
+        }
+        let (groups, _) = self.source_of(msg, flow);
+        if groups.is_empty() {
+            return false;
+        }
+        let facts = Facts {
+            method: &limes_sip::Method::Register,
+            user,
+            domain: host,
+            local_domain: true,
+            groups: &groups,
+            trusted: false,
+            authenticated: false,
+        };
+        let Some(rule) = policy.register_exempt(&facts) else {
+            return false;
+        };
+        debug!(rule = %rule.def.name, remote = %flow.remote, %user, "REGISTER accepted by a register rule");
+        self.edge.routing.decided(&rule.def.name, "register");
+        true
     }
 
     fn count_registration(&self, result: &'static str) {

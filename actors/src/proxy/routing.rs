@@ -123,6 +123,15 @@ impl RoutingMetrics {
         m
     }
 
+    pub(crate) fn decided(&self, rule: &str, action: &'static str) {
+        self.decisions
+            .get_or_create(&RuleLabels {
+                rule: rule.to_owned(),
+                action,
+            })
+            .inc();
+    }
+
     pub(crate) fn reject(&self, reason: &'static str) {
         self.rejections
             .get_or_create(&RejectLabels { reason })
@@ -153,6 +162,7 @@ fn action_label(a: &Action) -> &'static str {
         Action::Relay(_) => "relay",
         Action::Reply { .. } => "reply",
         Action::Challenge => "challenge",
+        Action::Register => "register",
     }
 }
 
@@ -275,13 +285,7 @@ impl Proxy {
                 origin.attrs.clone_from(&sub.attrs);
                 authenticated = true;
             }
-            routing
-                .decisions
-                .get_or_create(&RuleLabels {
-                    rule: rule.def.name.clone(),
-                    action: action_label(&rule.action),
-                })
-                .inc();
+            routing.decided(&rule.def.name, action_label(&rule.action));
             let mut initial = Initial {
                 targets: Vec::new(),
                 authenticated,
@@ -294,7 +298,8 @@ impl Proxy {
                 initial.edits.push(rule.edits.clone());
             }
             match &rule.action {
-                Action::Challenge => {
+                // A register rule never matches here (the registrar takes REGISTER).
+                Action::Challenge | Action::Register => {
                     after = Some(i);
                     origin = initial.origin;
                     continue;
