@@ -17,6 +17,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use limes_sip::Method;
+use prometheus_client::metrics::counter::Counter;
 use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
@@ -106,6 +107,20 @@ pub enum Action {
     Register,
 }
 
+impl Action {
+    /// The action's kind, as metrics label it.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Action::Location => "location",
+            Action::Trunk(_) => "trunk",
+            Action::Relay(_) => "relay",
+            Action::Reply { .. } => "reply",
+            Action::Challenge => "challenge",
+            Action::Register => "register",
+        }
+    }
+}
+
 /// Header edits a rule makes on the forwarded request.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderEdits {
@@ -132,6 +147,9 @@ pub struct Rule {
     pub action: Action,
     pub edits: Arc<HeaderEdits>,
     pub vars: Arc<Vec<(String, String)>>,
+    /// Requests the rule decided: a handle on the node's metric when installed
+    /// ([`Policy::count_with`]), so counting costs one atomic add.
+    pub decided: Counter,
 }
 
 /// A rule set that cannot be used: the rule and what is wrong with it.
@@ -248,6 +266,7 @@ impl Rule {
                 remove: def.remove_headers.clone(),
             }),
             vars: Arc::new(def.vars.clone().into_iter().collect()),
+            decided: Counter::default(),
             def,
         })
     }
@@ -458,6 +477,13 @@ impl Policy {
     /// The rules in evaluation order.
     pub fn rules(&self) -> &[Rule] {
         &self.rules
+    }
+
+    /// Gives each rule the counter its decisions are counted in.
+    pub fn count_with(&mut self, counter: impl Fn(&Rule) -> Counter) {
+        for r in &mut self.rules {
+            r.decided = counter(r);
+        }
     }
 
     /// Whether any rule lets a REGISTER in without a challenge.

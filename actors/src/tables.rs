@@ -151,6 +151,27 @@ pub enum Peer {
     Unknown,
 }
 
+impl Peer {
+    /// The class of a source in these address groups (the first decides) and trusted
+    /// with this tag, or not.
+    pub fn of(group: Option<(u32, Option<Arc<str>>)>, trusted: Option<Option<Arc<str>>>) -> Self {
+        match (group, trusted) {
+            (Some((group, tag)), _) => Peer::Carrier { group, tag },
+            (None, Some(tag)) => Peer::Trusted { tag },
+            (None, None) => Peer::Unknown,
+        }
+    }
+
+    /// `carrier`, `trusted` or `subscriber`, as metrics label it.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Peer::Carrier { .. } => "carrier",
+            Peer::Trusted { .. } => "trusted",
+            Peer::Unknown => "subscriber",
+        }
+    }
+}
+
 struct CompiledTrusted {
     entry: TrustedPeer,
     pattern: Option<regex::Regex>,

@@ -150,7 +150,8 @@ impl Edge {
     ) -> Self {
         let rules = crate::policy::default_rules(None);
         // The default rules name no trunk: they always compile.
-        let policy = Policy::compile(rules.clone(), &|_| false).unwrap_or_default();
+        let mut policy = Policy::compile(rules.clone(), &|_| false).unwrap_or_default();
+        routing.count_decisions(&mut policy);
         Self {
             tables,
             auth,
@@ -177,8 +178,9 @@ impl Edge {
         let mut next = sources.clone();
         change(&mut next);
         let set = self.trunks.compile_set(next.trunks())?;
-        let policy =
+        let mut policy =
             Policy::compile(next.rules(), &|n| set.contains_key(n)).map_err(|e| e.to_string())?;
+        self.routing.count_decisions(&mut policy);
         self.journal_api_routing(&sources, &next)
             .map_err(|e| e.to_string())?;
         self.trunks.install(set);
@@ -311,7 +313,7 @@ pub(super) fn user_of(
 }
 
 /// The source a call is counted under: the peer's tag, else its class.
-fn source_label(peer: &Peer) -> String {
+pub(super) fn source_label(peer: &Peer) -> String {
     match peer {
         Peer::Carrier { tag, .. } => tag.as_deref().unwrap_or("carrier").to_owned(),
         Peer::Trusted { tag } => tag.as_deref().unwrap_or("trusted").to_owned(),
@@ -337,11 +339,7 @@ impl Proxy {
     /// The source's class; a configured next hop (a gateway) counts as trusted.
     fn classify(&self, msg: &Message, flow: &Flow) -> Peer {
         let (groups, trusted) = self.source_of(msg, flow);
-        match (groups.into_iter().next(), trusted) {
-            (Some((group, tag)), _) => Peer::Carrier { group, tag },
-            (None, Some(tag)) => Peer::Trusted { tag },
-            (None, None) => Peer::Unknown,
-        }
+        Peer::of(groups.into_iter().next(), trusted)
     }
 
     /// Who a dialog-creating INVITE routed by its Route set is from (no authentication
@@ -546,7 +544,7 @@ impl Proxy {
             return false;
         };
         debug!(rule = %rule.def.name, remote = %flow.remote, %user, "REGISTER accepted by a register rule");
-        self.edge.routing.decided(&rule.def.name, "register");
+        rule.decided.inc();
         true
     }
 

@@ -17,13 +17,14 @@ use prometheus_client::registry::Registry;
 use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
-use super::edge::{unix_now, user_of, Initial};
+use super::edge::{source_label, unix_now, user_of, Initial};
 use super::locate::Located;
 use super::own::Outcome;
 use super::{Proxy, Route};
 use crate::auth::Kind;
 use crate::dialogs::Origin;
 use crate::policy::{Action, Facts, HeaderEdits, SourceMatch};
+use crate::tables::Peer;
 use crate::transport::Flow;
 use crate::trunks::{DestState, Health, Trunk};
 
@@ -32,7 +33,24 @@ pub struct SourceLabels {
     /// `carrier`, `trusted` or `subscriber`.
     pub class: &'static str,
     /// The lowest address group the source is in; empty for the other classes.
-    pub group: String,
+    pub group: GroupLabel,
+}
+
+/// An address group number as a label value (empty for none): no text is made per
+/// request.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub struct GroupLabel(pub u32);
+
+impl prometheus_client::encoding::EncodeLabelValue for GroupLabel {
+    fn encode(
+        &self,
+        encoder: &mut prometheus_client::encoding::LabelValueEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        if self.0 == 0 {
+            return Ok(());
+        }
+        prometheus_client::encoding::EncodeLabelValue::encode(&self.0, encoder)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,13 +141,17 @@ impl RoutingMetrics {
         m
     }
 
-    pub(crate) fn decided(&self, rule: &str, action: &'static str) {
-        self.decisions
-            .get_or_create(&RuleLabels {
-                rule: rule.to_owned(),
-                action,
-            })
-            .inc();
+    /// Counters of the rules' decisions, from the metric family (attached once per rule
+    /// set, not looked up per request).
+    pub(crate) fn count_decisions(&self, policy: &mut crate::policy::Policy) {
+        policy.count_with(|r| {
+            self.decisions
+                .get_or_create(&RuleLabels {
+                    rule: r.def.name.clone(),
+                    action: r.action.label(),
+                })
+                .clone()
+        });
     }
 
     pub(crate) fn reject(&self, reason: &'static str) {
@@ -153,17 +175,6 @@ pub struct Failover {
     /// The destination being tried, and the status its branch failed with.
     pub current: Option<Arc<Health>>,
     pub last_status: u16,
-}
-
-fn action_label(a: &Action) -> &'static str {
-    match a {
-        Action::Location => "location",
-        Action::Trunk(_) => "trunk",
-        Action::Relay(_) => "relay",
-        Action::Reply { .. } => "reply",
-        Action::Challenge => "challenge",
-        Action::Register => "register",
-    }
 }
 
 /// The address groups a source is in, with the tag of the entry that admits it.
@@ -210,32 +221,20 @@ impl Proxy {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let (groups, trusted) = self.source_of(msg, flow);
         let routing = &self.edge.routing;
-        let (class, source) = match (groups.first(), &trusted) {
-            (Some((g, tag)), _) => (
-                "carrier",
-                (
-                    g.to_string(),
-                    tag.as_deref().unwrap_or("carrier").to_owned(),
-                ),
-            ),
-            (None, Some(tag)) => (
-                "trusted",
-                (
-                    String::new(),
-                    tag.as_deref().unwrap_or("trusted").to_owned(),
-                ),
-            ),
-            (None, None) => ("subscriber", (String::new(), "subscriber".to_owned())),
+        let peer = Peer::of(groups.first().cloned(), trusted.clone());
+        let group = match &peer {
+            Peer::Carrier { group, .. } => *group,
+            _ => 0,
         };
         routing
             .sources
             .get_or_create(&SourceLabels {
-                class,
-                group: source.0,
+                class: peer.class(),
+                group: GroupLabel(group),
             })
             .inc();
         let mut origin = Origin {
-            source: source.1,
+            source: source_label(&peer),
             caller: user_of(msg.from()),
             call_limit: None,
             attrs: Default::default(),
@@ -285,7 +284,7 @@ impl Proxy {
                 origin.attrs.clone_from(&sub.attrs);
                 authenticated = true;
             }
-            routing.decided(&rule.def.name, action_label(&rule.action));
+            rule.decided.inc();
             let mut initial = Initial {
                 targets: Vec::new(),
                 authenticated,
