@@ -87,7 +87,7 @@ fn policy(c: &mut Criterion) {
         )
     }));
     defs.push(rule("out".into(), "subscriber", None, "trunk:carrier"));
-    let p = Policy::compile(defs, &|n| n == "carrier").expect("compiles");
+    let p = Policy::compile(defs, &|n: &str| n == "carrier").expect("compiles");
     let groups: Vec<(u32, Option<Arc<str>>)> = Vec::new();
     for (label, user) in [
         ("policy, 1,000 rules, prefix match", "4945123456"),

@@ -160,13 +160,44 @@ pub struct RuleError {
     pub why: String,
 }
 
+/// What rules may name: trunks, and address groups by name. A function telling whether
+/// a trunk exists is one (with no group names).
+pub trait Names {
+    fn trunk(&self, name: &str) -> bool;
+    fn group(&self, _name: &str) -> Option<u32> {
+        None
+    }
+}
+
+impl<F: Fn(&str) -> bool> Names for F {
+    fn trunk(&self, name: &str) -> bool {
+        self(name)
+    }
+}
+
+/// Trunks by a function, and address group names from a table.
+pub struct Known<'a, F: Fn(&str) -> bool> {
+    pub trunks: F,
+    pub groups: &'a BTreeMap<String, u32>,
+}
+
+impl<F: Fn(&str) -> bool> Names for Known<'_, F> {
+    fn trunk(&self, name: &str) -> bool {
+        (self.trunks)(name)
+    }
+    fn group(&self, name: &str) -> Option<u32> {
+        self.groups.get(name).copied()
+    }
+}
+
 /// Rules at most, and the longest pattern.
 pub const MAX_RULES: usize = 100_000;
 const MAX_PATTERN: usize = 1024;
 
 impl Rule {
-    /// Checks a rule; `trunk_exists` tells whether a `trunk:` action names a trunk.
-    pub fn compile(def: RuleDef, trunk_exists: &dyn Fn(&str) -> bool) -> Result<Self, RuleError> {
+    /// Checks a rule; `names` knows the trunks a `trunk:` action may name and the named
+    /// address groups a `group:NAME` source may.
+    pub fn compile(def: RuleDef, names: &dyn Names) -> Result<Self, RuleError> {
         let err = |why: String| RuleError {
             rule: def.name.clone(),
             why,
@@ -189,8 +220,14 @@ impl Rule {
                     Some((id, tag)) => (id, Some(tag.to_owned())),
                     None => (rest, None),
                 };
-                let id = id.parse::<u32>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    err(format!("source {other:?}: the group is a number from 1"))
+                let id = match id.parse::<u32>() {
+                    Ok(n) => Some(n).filter(|n| *n > 0),
+                    Err(_) => names.group(id),
+                };
+                let id = id.ok_or_else(|| {
+                    err(format!(
+                        "source {other:?}: the group is a number from 1 or a defined group name"
+                    ))
                 })?;
                 SourceMatch::Group { id, tag }
             }
@@ -224,7 +261,7 @@ impl Rule {
                 }
             },
         };
-        let action = parse_action(&def.action, trunk_exists).map_err(err)?;
+        let action = parse_action(&def.action, names).map_err(err)?;
         let for_register = methods.contains(&Method::Register);
         if action == Action::Register {
             if methods != [Method::Register] {
@@ -312,13 +349,13 @@ pub(crate) fn check_header(name: &str, value: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn parse_action(text: &str, trunk_exists: &dyn Fn(&str) -> bool) -> Result<Action, String> {
+fn parse_action(text: &str, names: &dyn Names) -> Result<Action, String> {
     let (verb, arg) = text.split_once(':').unwrap_or((text, ""));
     match (verb, arg) {
         ("location", "") => Ok(Action::Location),
         ("challenge", "") => Ok(Action::Challenge),
         ("register", "") => Ok(Action::Register),
-        ("trunk", name) if trunk_exists(name) => Ok(Action::Trunk(name.to_owned())),
+        ("trunk", name) if names.trunk(name) => Ok(Action::Trunk(name.to_owned())),
         ("trunk", name) => Err(format!("trunk {name:?} is not defined")),
         ("relay", uri) => {
             let parsed =
@@ -432,26 +469,23 @@ pub struct Policy {
 
 impl Policy {
     /// Checks every rule; the first bad one is named and nothing is replaced.
-    pub fn compile(
-        defs: Vec<RuleDef>,
-        trunk_exists: &dyn Fn(&str) -> bool,
-    ) -> Result<Self, RuleError> {
+    pub fn compile(defs: Vec<RuleDef>, names: &dyn Names) -> Result<Self, RuleError> {
         if defs.len() > MAX_RULES {
             return Err(RuleError {
                 rule: String::new(),
                 why: format!("more than {MAX_RULES} rules"),
             });
         }
-        let mut names = std::collections::HashSet::new();
+        let mut seen = std::collections::HashSet::new();
         let mut rules = Vec::with_capacity(defs.len());
         for def in defs {
-            if !names.insert(def.name.clone()) {
+            if !seen.insert(def.name.clone()) {
                 return Err(RuleError {
                     rule: def.name,
                     why: "the name is used twice".into(),
                 });
             }
-            rules.push(Rule::compile(def, trunk_exists)?);
+            rules.push(Rule::compile(def, names)?);
         }
         // A stable sort keeps the written order among equals.
         rules.sort_by_key(|r| (r.def.priority, std::cmp::Reverse(r.specificity())));

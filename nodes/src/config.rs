@@ -2,6 +2,7 @@
 //! flags. `limes check-config FILE` validates one. Every key, its meaning and its default
 //! are in README.md, "Configuration"; a test parses that block so it cannot drift.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -11,7 +12,7 @@ use limes_actors::dialogs::collector::CollectorUrl;
 use limes_actors::dialogs::profiles::{ClassRule, LimitDef, ProfileDef, ValueOf};
 use limes_actors::dialogs::{DialogSettings, VarRule};
 use limes_actors::dns::DnsSettings;
-use limes_actors::policy::{self, Policy, RuleDef};
+use limes_actors::policy::{self, Known, Policy, RuleDef};
 use limes_actors::settings::{
     FloodAction, FloodSettings, Listen, ProxySettings, TransportSettings,
 };
@@ -44,6 +45,8 @@ pub struct Config {
     pub trusted: Vec<TrustedEntry>,
     /// `[[address]]` entries (address groups).
     pub address: Vec<AddressConfig>,
+    /// `[[address_group]]`: names of address groups, for rules' `group:NAME` sources.
+    pub address_group: Vec<GroupName>,
     pub dialog: Dialog,
     /// `[[trunk]]` entries: carriers' trunks.
     pub trunk: Vec<TrunkDef>,
@@ -410,6 +413,13 @@ pub struct AddressConfig {
     pub tag: String,
 }
 
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupName {
+    pub group: u32,
+    pub name: String,
+}
+
 /// The tables the configuration file defines.
 #[derive(Debug, Clone, Default)]
 pub struct TableSet {
@@ -617,6 +627,7 @@ pub struct Resolved {
     pub dialog: DialogSettings,
     pub trunks: Vec<TrunkDef>,
     pub routes: Vec<RuleDef>,
+    pub group_names: BTreeMap<String, u32>,
 }
 
 impl Config {
@@ -649,6 +660,7 @@ impl Config {
             .map(|u| Target::resolve(u).map_err(anyhow::Error::msg))
             .collect::<anyhow::Result<Vec<_>>>()?;
         // The trunk of the next hops sends to the addresses they resolved to.
+        let group_names = self.group_names()?;
         let next_hops_uris: Vec<String> = next_hops
             .iter()
             .map(|t| match t.dest.transport {
@@ -749,15 +761,46 @@ impl Config {
             max_subscribers: self.auth.max_subscribers.max(1),
             tables: self.tables()?,
             dialog: self.dialog_settings()?,
-            trunks: self.trunk_defs(&next_hops_uris)?,
+            trunks: self.trunk_defs(&next_hops_uris, &group_names)?,
             routes: self.route_defs(),
+            group_names,
         })
     }
 
     /// The trunks: the configured ones, and `sip.next_hop` as the trunk `default` (its
     /// hops tried in the order given, the Request-URI kept, no pings). Checked with the
     /// rules that name them.
-    fn trunk_defs(&self, next_hops: &[String]) -> anyhow::Result<Vec<TrunkDef>> {
+    /// The `[[address_group]]` names: each a group from 1, a name that is not a number,
+    /// neither given twice.
+    fn group_names(&self) -> anyhow::Result<BTreeMap<String, u32>> {
+        let mut names = BTreeMap::new();
+        let mut groups = std::collections::HashSet::new();
+        for g in &self.address_group {
+            let ok = g.group > 0
+                && !g.name.is_empty()
+                && g.name.parse::<u32>().is_err()
+                && g.name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                bail!(
+                    "address_group {} {:?}: a group from 1 and a name of letters, digits, - _ . (not a number)",
+                    g.group,
+                    g.name
+                );
+            }
+            if names.insert(g.name.clone(), g.group).is_some() || !groups.insert(g.group) {
+                bail!("address_group {} {:?}: named twice", g.group, g.name);
+            }
+        }
+        Ok(names)
+    }
+
+    fn trunk_defs(
+        &self,
+        next_hops: &[String],
+        group_names: &BTreeMap<String, u32>,
+    ) -> anyhow::Result<Vec<TrunkDef>> {
         let mut defs = self.trunk.clone();
         if !next_hops.is_empty() {
             if defs.iter().any(|t| t.name == DEFAULT_TRUNK) {
@@ -782,7 +825,11 @@ impl Config {
         let checked = Trunks::default()
             .compile_set(defs.clone())
             .map_err(anyhow::Error::msg)?;
-        Policy::compile(self.route_defs(), &|n| checked.contains_key(n))?;
+        let names = Known {
+            trunks: |n: &str| checked.contains_key(n),
+            groups: group_names,
+        };
+        Policy::compile(self.route_defs(), &names)?;
         Ok(defs)
     }
 
@@ -868,6 +915,36 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn address_group_names_are_checked() {
+        let with = |groups: &str| {
+            toml::from_str::<Config>(&format!(
+                "{groups}\n[[route]]\nname = \"r\"\nsource = \"group:carrier-a\"\naction = \"location\"\n"
+            ))
+            .expect("parses")
+            .resolve()
+        };
+        let ok = with("[[address_group]]\ngroup = 200\nname = \"carrier-a\"\n").expect("named");
+        assert_eq!(ok.group_names.get("carrier-a"), Some(&200));
+        let missing = with("").expect_err("no such name").to_string();
+        assert!(missing.contains("carrier-a"), "{missing}");
+        for (bad, why) in [
+            ("group = 200\nname = \"300\"", "not a number"),
+            ("group = 0\nname = \"carrier-a\"", "a group from 1"),
+        ] {
+            let e = with(&format!("[[address_group]]\n{bad}\n"))
+                .expect_err(bad)
+                .to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        let twice = with(
+            "[[address_group]]\ngroup = 200\nname = \"carrier-a\"\n[[address_group]]\ngroup = 201\nname = \"carrier-a\"\n",
+        )
+        .expect_err("twice")
+        .to_string();
+        assert!(twice.contains("named twice"), "{twice}");
+    }
 
     #[test]
     fn defaults_resolve() {

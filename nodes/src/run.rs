@@ -302,6 +302,7 @@ fn reload(proxy: &Proxy, source: &ReloadSource) -> anyhow::Result<serde_json::Va
     edge.set_routing(|s| {
         s.config_trunks = r.trunks;
         s.config_rules = r.routes;
+        s.group_names = r.group_names;
     })
     .map_err(anyhow::Error::msg)?;
     proxy.set_next_hops(r.proxy.next_hops);
@@ -377,6 +378,7 @@ fn open_state(
     edge.set_routing(|s| {
         s.config_trunks = cfg.trunks.clone();
         s.config_rules = cfg.routes.clone();
+        s.group_names = cfg.group_names.clone();
     })
     .map_err(anyhow::Error::msg)?;
     edge.restore_api_routing();

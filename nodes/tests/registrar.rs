@@ -915,6 +915,10 @@ group = 300
 cidr = "127.0.0.5/32"
 tag = "carrier-b"
 
+[[address_group]]
+group = 300
+name = "carrier-b"
+
 [[trunk]]
 name = "carrier"
 group = 200
@@ -937,7 +941,7 @@ action = "reply:404 User not Registered"
 
 [[route]]
 name = "carrier-b"
-source = "group:300"
+source = "group:carrier-b"        # group 300 by its name
 action = "reply:403 Carrier B calls nobody here"
 
 [[route]]

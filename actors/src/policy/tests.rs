@@ -419,3 +419,39 @@ fn register_rules_name_the_source_and_the_aors() {
         "without a register rule every REGISTER is challenged"
     );
 }
+
+/// Address groups by name: `group:NAME` and `group:NAME:TAG` are the group's number once
+/// compiled; a name nobody defined is refused by name.
+#[test]
+fn groups_by_name() {
+    let named: BTreeMap<String, u32> = [("carrier-a".to_owned(), 200)].into();
+    let names = Known {
+        trunks,
+        groups: &named,
+    };
+    let p = Policy::compile(
+        vec![
+            rule("tagged", "group:carrier-a:gw", None, None, "trunk:pstn"),
+            rule("by-name", "group:carrier-a", None, None, "location"),
+        ],
+        &names,
+    )
+    .expect("compiles");
+    let invite = Method::Invite;
+    let gw: Groups = vec![(200, Some("gw".into()))];
+    let plain: Groups = vec![(200, None)];
+    let other: Groups = vec![(300, None)];
+    let decide = |groups: &Groups| {
+        p.evaluate(&facts(&invite, "4930", groups), None, &mut || false)
+            .map(|(_, r)| r.def.name.clone())
+    };
+    assert_eq!(decide(&gw).as_deref(), Some("tagged"));
+    assert_eq!(decide(&plain).as_deref(), Some("by-name"));
+    assert_eq!(decide(&other), None);
+    let e = Policy::compile(
+        vec![rule("x", "group:carrier-z", None, None, "location")],
+        &names,
+    )
+    .expect_err("unknown name");
+    assert!(e.why.contains("a defined group name"), "{e}");
+}

@@ -22,7 +22,7 @@ use super::{Proxy, Route};
 use crate::auth::{Attempt, Auth, Kind, Verdict};
 use crate::dialogs::Origin;
 use crate::dns::Dns;
-use crate::policy::{Facts, Policy, RuleDef};
+use crate::policy::{Facts, Known, Policy, RuleDef};
 use crate::registrar::{Contact, Location, LocationError, Meta, Push};
 use crate::settings::Transport;
 use crate::tables::{to_json, Peer, Tables};
@@ -69,6 +69,8 @@ pub struct RoutingSources {
     pub config_rules: Vec<RuleDef>,
     pub api_trunks: std::collections::BTreeMap<String, TrunkDef>,
     pub api_rules: Option<Vec<RuleDef>>,
+    /// Address groups by name (`[[address_group]]`), for `group:NAME` sources.
+    pub group_names: std::collections::BTreeMap<String, u32>,
 }
 
 impl RoutingSources {
@@ -150,7 +152,7 @@ impl Edge {
     ) -> Self {
         let rules = crate::policy::default_rules(None);
         // The default rules name no trunk: they always compile.
-        let mut policy = Policy::compile(rules.clone(), &|_| false).unwrap_or_default();
+        let mut policy = Policy::compile(rules.clone(), &|_: &str| false).unwrap_or_default();
         routing.count_decisions(&mut policy);
         Self {
             tables,
@@ -178,8 +180,11 @@ impl Edge {
         let mut next = sources.clone();
         change(&mut next);
         let set = self.trunks.compile_set(next.trunks())?;
-        let mut policy =
-            Policy::compile(next.rules(), &|n| set.contains_key(n)).map_err(|e| e.to_string())?;
+        let names = Known {
+            trunks: |n: &str| set.contains_key(n),
+            groups: &next.group_names,
+        };
+        let mut policy = Policy::compile(next.rules(), &names).map_err(|e| e.to_string())?;
         self.routing.count_decisions(&mut policy);
         self.journal_api_routing(&sources, &next)
             .map_err(|e| e.to_string())?;
