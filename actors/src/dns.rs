@@ -409,12 +409,12 @@ impl Dns {
                     let dests = r.map(|found| {
                         found
                             .iter()
-                            .map(|l| Dest {
-                                transport: match l.proto {
+                            .map(|l| {
+                                let transport = match l.proto {
                                     Proto::Udp => Transport::Udp,
                                     Proto::Tcp => Transport::Tcp,
-                                },
-                                addr: l.addr,
+                                };
+                                Dest::new(transport, l.addr)
                             })
                             .collect()
                     });

@@ -114,6 +114,8 @@ pub struct Route {
     within: Option<std::time::Duration>,
     /// The trunk destination it is: trunk, destination URI, health (counted per call).
     trunk_dest: Option<(Arc<Trunk>, String, Arc<Health>)>,
+    /// The address Via and Record-Route name instead of the sending socket's.
+    advertise: Option<SocketAddr>,
 }
 
 impl Route {
@@ -126,6 +128,7 @@ impl Route {
             group: 0,
             within: None,
             trunk_dest: None,
+            advertise: None,
         }
     }
 }
@@ -430,10 +433,7 @@ impl Proxy {
         match back {
             Some(addr) if addr != from.remote => {
                 if self.out.has_tcp(addr) {
-                    Ok(Some(Dest {
-                        transport: Transport::Tcp,
-                        addr,
-                    }))
+                    Ok(Some(Dest::new(Transport::Tcp, addr)))
                 } else {
                     Err(())
                 }
@@ -591,6 +591,7 @@ impl Proxy {
             let caller = Dest {
                 transport: flow.transport,
                 addr: flow.remote,
+                local: Some(flow.local),
             };
             match self.dialogs.admit(&msg, caller, origin) {
                 Ok(call) => {
@@ -707,17 +708,19 @@ impl Proxy {
             let Some(out_addr) = self.out.local_for(&route.dest) else {
                 continue;
             };
+            // The address this side sees the node at (a NAT's public one, if advertised).
+            let shown = route.advertise.unwrap_or(out_addr);
             let branch = route::branch(loop_hash, sid, i);
-            let via = local::via(route.dest.transport, out_addr, &branch, false);
+            let via = local::via(route.dest.transport, shown, &branch, false);
             let record_route = self.settings.record_route && dialog_creating;
-            let two_sides = out_addr != flow.local || route.dest.transport != flow.transport;
+            let two_sides = shown != flow.local || route.dest.transport != flow.transport;
             // The entry facing the caller names its TCP connection (a single entry faces
             // both sides, so it carries the token too).
             let caller_flow = (flow.transport == Transport::Tcp).then_some(flow.remote);
             let rr_out = record_route.then(|| {
                 let token = if two_sides { None } else { caller_flow };
                 self.local
-                    .record_route(out_addr, route.dest.transport, call_id, token)
+                    .record_route(shown, route.dest.transport, call_id, token)
             });
             let rr_in = (record_route && two_sides).then(|| {
                 self.local
@@ -990,7 +993,7 @@ impl Proxy {
             return;
         };
         let transport = if tcp { Transport::Tcp } else { Transport::Udp };
-        let dest = Dest { transport, addr };
+        let dest = Dest::new(transport, addr);
         let _ = self.out.send(&dest, Forward::new(msg).pop_via().finish());
     }
 
@@ -1204,6 +1207,7 @@ fn reply_dest(msg: &Message, flow: &Flow) -> Dest {
         return Dest {
             transport: Transport::Tcp,
             addr: flow.remote,
+            local: Some(flow.local),
         };
     }
     let port = match msg.top_via().and_then(Result::ok) {
@@ -1211,8 +1215,10 @@ fn reply_dest(msg: &Message, flow: &Flow) -> Dest {
         Some(v) => v.port.unwrap_or(5060),
         None => flow.remote.port(),
     };
+    // Responses leave from the socket the request came in on.
     Dest {
         transport: Transport::Udp,
         addr: SocketAddr::new(flow.remote.ip(), port),
+        local: Some(flow.local),
     }
 }

@@ -28,6 +28,22 @@ pub struct Flow {
 pub struct Dest {
     pub transport: Transport,
     pub addr: SocketAddr,
+    /// The node's socket to send from (UDP) or to name in Via (TCP): the one a request
+    /// came in on, for its responses; the one a binding registered over; a trunk
+    /// destination's. `None`: the first of the address family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local: Option<SocketAddr>,
+}
+
+impl Dest {
+    /// A destination sent to from the first socket of its address family.
+    pub fn new(transport: Transport, addr: SocketAddr) -> Self {
+        Self {
+            transport,
+            addr,
+            local: None,
+        }
+    }
 }
 
 /// A configured next hop: its URI and the address it resolves to.
@@ -47,7 +63,7 @@ impl Target {
             let port = parsed.port.unwrap_or(5060);
             let host = parsed.host.trim_start_matches('[').trim_end_matches(']');
             let addr = (host, port).to_socket_addrs().ok()?.next()?;
-            Some(Dest { transport, addr })
+            Some(Dest::new(transport, addr))
         });
         dest.map(|dest| Target {
             uri: uri.to_owned(),
@@ -79,10 +95,10 @@ pub fn dest_of_uri(uri: &Uri<'_>) -> Option<Dest> {
         Some(m) => limes_sip::uri::host_ip(m)?,
         None => uri.host_ip()?,
     };
-    Some(Dest {
+    Some(Dest::new(
         transport,
-        addr: SocketAddr::new(ip, uri.port.unwrap_or(5060)),
-    })
+        SocketAddr::new(ip, uri.port.unwrap_or(5060)),
+    ))
 }
 
 /// Why a send failed.
@@ -161,23 +177,34 @@ impl Outbound {
     /// Record-Route.
     pub fn local_for(&self, dest: &Dest) -> Option<SocketAddr> {
         match dest.transport {
-            Transport::Udp => self.udp_socket(dest.addr).map(|(a, _)| *a),
-            Transport::Tcp => self
-                .tcp_listens
-                .iter()
-                .find(|a| a.is_ipv4() == dest.addr.is_ipv4())
-                .copied(),
+            Transport::Udp => self.udp_socket(dest).map(|(a, _)| *a),
+            Transport::Tcp => dest
+                .local
+                .filter(|l| self.tcp_listens.contains(l))
+                .or_else(|| {
+                    self.tcp_listens
+                        .iter()
+                        .find(|a| a.is_ipv4() == dest.addr.is_ipv4())
+                        .copied()
+                }),
         }
     }
 
-    fn udp_socket(&self, to: SocketAddr) -> Option<&(SocketAddr, UdpSocket)> {
-        self.udp.iter().find(|(a, _)| a.is_ipv4() == to.is_ipv4())
+    /// The UDP socket `dest` names, else the first of its address family.
+    fn udp_socket(&self, dest: &Dest) -> Option<&(SocketAddr, UdpSocket)> {
+        dest.local
+            .and_then(|l| self.udp.iter().find(|(a, _)| *a == l))
+            .or_else(|| {
+                self.udp
+                    .iter()
+                    .find(|(a, _)| a.is_ipv4() == dest.addr.is_ipv4())
+            })
     }
 
     pub fn send(self: &Arc<Self>, dest: &Dest, bytes: Bytes) -> Result<(), SendError> {
         let r = match dest.transport {
             Transport::Udp => {
-                let (_, sock) = self.udp_socket(dest.addr).ok_or(SendError::NoSocket)?;
+                let (_, sock) = self.udp_socket(dest).ok_or(SendError::NoSocket)?;
                 sock.send_to(&bytes, dest.addr)
                     .map(|_| ())
                     .map_err(|_| SendError::Io)
@@ -197,12 +224,13 @@ impl Outbound {
         let Some((first, _)) = sends.first() else {
             return;
         };
+        let socket = self.udp_socket(first);
         let batch = sends.len() >= 2
-            && sends.iter().all(|(d, _)| d.transport == Transport::Udp)
-            && sends
-                .iter()
-                .all(|(d, _)| d.addr.is_ipv4() == first.addr.is_ipv4());
-        let sent = match (batch, self.udp_socket(first.addr)) {
+            && sends.iter().all(|(d, _)| {
+                d.transport == Transport::Udp
+                    && self.udp_socket(d).map(|(a, _)| a) == socket.map(|(a, _)| a)
+            });
+        let sent = match (batch, socket) {
             (true, Some((_, sock))) => crate::udp::send_batch(sock, &sends),
             _ => 0,
         };

@@ -8,6 +8,7 @@
 //! and counters are atomics that survive a change of the rest of the set.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
@@ -18,6 +19,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 use crate::policy::HeaderEdits;
+use crate::settings::Listen;
 use crate::transport::{dest_of_uri, Dest};
 use limes_sip::locate::{Proto, Target};
 
@@ -103,6 +105,27 @@ pub struct DestinationDef {
     /// Share of calls among destinations of equal priority.
     #[serde(default = "one")]
     pub weight: u16,
+    /// The node's socket requests to it leave from (`udp:IP:PORT` or `tcp:IP:PORT`, one
+    /// of the node's listening sockets); absent: the first of the address family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub socket: Option<String>,
+    /// The address named in Via and Record-Route of requests to it instead of the
+    /// socket's (`IP[:PORT]`, a NAT's public side); the node answers to it as itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advertise: Option<String>,
+}
+
+impl DestinationDef {
+    /// A destination of priority 0 and weight 1, sent from the default socket.
+    pub fn new(uri: &str) -> Self {
+        Self {
+            uri: uri.to_owned(),
+            priority: 0,
+            weight: 1,
+            socket: None,
+            advertise: None,
+        }
+    }
 }
 
 fn default_failover() -> Vec<u16> {
@@ -208,8 +231,12 @@ pub struct Destination {
     pub def: DestinationDef,
     /// What DNS locates for a host name (RFC 3263).
     pub target: Target,
-    /// Where it is when its host is an IP address.
+    /// Where it is when its host is an IP address (sent from `socket`).
     pub addr: Option<Dest>,
+    /// The node's socket its requests leave from.
+    pub socket: Option<Listen>,
+    /// What Via and Record-Route say instead of the socket's address.
+    pub advertise: Option<SocketAddr>,
     /// `host[:port]` of its URI, for the Request-URI.
     pub hostport: String,
     pub health: Arc<Health>,
@@ -320,9 +347,42 @@ impl Trunk {
                 if d.weight == 0 {
                     return Err(format!("trunk {name}: destination {:?}: weight 0", d.uri));
                 }
+                let bad = |what: &str, e: String| {
+                    format!("trunk {name}: destination {:?}: {what}: {e}", d.uri)
+                };
+                let socket = d
+                    .socket
+                    .as_deref()
+                    .map(str::parse::<Listen>)
+                    .transpose()
+                    .map_err(|e| bad("socket", e))?;
+                let advertise = d
+                    .advertise
+                    .as_deref()
+                    .map(|a| {
+                        a.parse::<SocketAddr>().or_else(|_| {
+                            let port = socket.map_or(5060, |s| s.addr.port());
+                            a.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, port))
+                        })
+                    })
+                    .transpose()
+                    .map_err(|e| bad("advertise", e.to_string()))?;
+                let addr = dest_of_uri(&uri).map(|dest| Dest {
+                    local: socket
+                        .filter(|s| s.transport == dest.transport)
+                        .map(|s| s.addr),
+                    ..dest
+                });
+                if let (Some(s), Some(a)) = (socket, addr) {
+                    if s.transport != a.transport || s.addr.is_ipv4() != a.addr.is_ipv4() {
+                        return Err(bad("socket", format!("{} cannot reach {}", s, a.addr)));
+                    }
+                }
                 Ok(Destination {
                     def: d.clone(),
-                    addr: dest_of_uri(&uri),
+                    addr,
+                    socket,
+                    advertise,
                     target,
                     hostport,
                     health,
@@ -445,6 +505,11 @@ pub struct Trunks {
     by_group: ArcSwap<BTreeMap<u32, Arc<Trunk>>>,
     /// Serialises writers.
     writer: parking_lot::Mutex<()>,
+    /// The node's listening sockets, which a destination's `socket` must be one of
+    /// (unchecked while empty).
+    listens: parking_lot::RwLock<Vec<Listen>>,
+    /// Every destination's advertised address: the node is these too.
+    pub advertised: Arc<ArcSwap<Vec<SocketAddr>>>,
 }
 
 impl Trunks {
@@ -466,6 +531,11 @@ impl Trunks {
         !self.by_group.load().is_empty()
     }
 
+    /// The node's listening sockets, for checking destinations' `socket`.
+    pub fn set_listens(&self, listens: Vec<Listen>) {
+        *self.listens.write() = listens;
+    }
+
     /// Checks a whole set against the current one (health carried over by URI); nothing
     /// changes unless every trunk is valid.
     pub fn compile_set(&self, defs: Vec<TrunkDef>) -> Result<BTreeMap<String, Arc<Trunk>>, String> {
@@ -473,10 +543,22 @@ impl Trunks {
             return Err(format!("more than {MAX_TRUNKS} trunks"));
         }
         let old = self.set.load();
+        let listens = self.listens.read();
         let mut set = BTreeMap::new();
         for def in defs {
             let name = def.name.clone();
             let trunk = Trunk::compile(def, old.get(&name).map(|t| &**t))?;
+            for d in &trunk.destinations {
+                if let Some(s) = d
+                    .socket
+                    .filter(|s| !listens.is_empty() && !listens.contains(s))
+                {
+                    return Err(format!(
+                        "trunk {name}: destination {:?}: socket {s} is not one the node listens on",
+                        d.def.uri
+                    ));
+                }
+            }
             if set.insert(name.clone(), Arc::new(trunk)).is_some() {
                 return Err(format!("trunk {name}: defined twice"));
             }
@@ -501,8 +583,13 @@ impl Trunks {
             .filter(|t| t.def.group != 0)
             .map(|t| (t.def.group, t.clone()))
             .collect();
+        let advertised = set
+            .values()
+            .flat_map(|t| t.destinations.iter().filter_map(|d| d.advertise))
+            .collect();
         self.set.store(Arc::new(set));
         self.by_group.store(Arc::new(by_group));
+        self.advertised.store(Arc::new(advertised));
     }
 
     /// The definitions now in force.

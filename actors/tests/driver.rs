@@ -70,11 +70,7 @@ fn proxy(next_hop: SocketAddr, runtime: &tokio::runtime::Runtime) -> (Arc<Proxy>
             DnsMetrics::register(&mut registry),
         )),
     );
-    let hop = DestinationDef {
-        uri: format!("sip:{next_hop}"),
-        priority: 0,
-        weight: 1,
-    };
+    let hop = DestinationDef::new(&format!("sip:{next_hop}"));
     edge.set_routing(|s| {
         s.config_trunks = vec![TrunkDef {
             rewrite_host: false,

@@ -810,9 +810,8 @@ impl Config {
                 .iter()
                 .enumerate()
                 .map(|(i, uri)| DestinationDef {
-                    uri: uri.clone(),
                     priority: i as u16,
-                    weight: 1,
+                    ..DestinationDef::new(uri)
                 })
                 .collect();
             defs.push(TrunkDef {

@@ -68,7 +68,6 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     let secret = node_secret(&cfg)?;
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
-    let edge = open_state(&cfg, &secret, &mut registry)?;
 
     let mut udp_sockets = Vec::new();
     let mut tcp_listeners = Vec::new();
@@ -99,6 +98,7 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
             addr: t.local_addr()?,
         });
     }
+    let edge = open_state(&cfg, &listens, &secret, &mut registry)?;
     let sockets_for_send = udp_sockets
         .iter()
         .map(|s| s.try_clone())
@@ -116,7 +116,8 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
         metrics.clone(),
         tokio::runtime::Handle::current(),
     )?;
-    let local = Local::new(listens.clone(), cfg.proxy.aliases.clone(), &secret);
+    let local = Local::new(listens.clone(), cfg.proxy.aliases.clone(), &secret)
+        .with_advertised(edge.trunks.advertised.clone());
     let dialogs = Arc::new(
         Dialogs::open(
             cfg.dialog.clone(),
@@ -334,6 +335,7 @@ fn node_secret(cfg: &Resolved) -> anyhow::Result<NodeSecret> {
 /// Opens the state directory's journals and builds the registrar, tables and auth.
 fn open_state(
     cfg: &Resolved,
+    listens: &[limes_actors::settings::Listen],
     secret: &NodeSecret,
     registry: &mut Registry,
 ) -> anyhow::Result<Edge> {
@@ -359,7 +361,7 @@ fn open_state(
         )
     })?;
     let auth = Auth::new(cfg.auth.clone(), AuthMetrics::register(registry), secret);
-    let transports: Vec<Transport> = cfg.listens.iter().map(|l| l.transport).collect();
+    let transports: Vec<Transport> = listens.iter().map(|l| l.transport).collect();
     let dns = Dns::new(
         cfg.dns.clone(),
         &transports,
@@ -375,6 +377,7 @@ fn open_state(
         RoutingMetrics::register(registry),
         Arc::new(dns),
     );
+    edge.trunks.set_listens(listens.to_vec());
     edge.set_routing(|s| {
         s.config_trunks = cfg.trunks.clone();
         s.config_rules = cfg.routes.clone();

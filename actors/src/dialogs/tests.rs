@@ -60,10 +60,7 @@ fn bye_from_callee(call: &str, tag: &str) -> Message {
 }
 
 fn caller() -> Dest {
-    Dest {
-        transport: Transport::Udp,
-        addr: SocketAddr::from(([192, 0, 2, 1], 5060)),
-    }
+    Dest::new(Transport::Udp, SocketAddr::from(([192, 0, 2, 1], 5060)))
 }
 
 fn origin() -> Origin {

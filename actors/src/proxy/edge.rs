@@ -610,9 +610,11 @@ impl Proxy {
     /// Where a binding is reached: the flow its REGISTER came on (the connection, if it is
     /// still open; the source address for UDP, RFC 3581), else its Contact's address.
     fn flow_dest(&self, meta: &Meta, contact: &str) -> Option<Dest> {
+        // Back over the socket the binding registered on (a NAT keeps only that path).
         let via_flow = Dest {
             transport: meta.transport,
             addr: meta.received,
+            local: Some(meta.socket),
         };
         match meta.transport {
             Transport::Udp => Some(via_flow),

@@ -4,7 +4,9 @@
 
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use limes_cluster::NodeSecret;
 use limes_sip::proxy::route::Identity;
 use limes_sip::uri::Uri;
@@ -17,6 +19,8 @@ use crate::settings::{Listen, Transport};
 pub struct Local {
     listens: Vec<Listen>,
     aliases: Vec<String>,
+    /// Addresses trunk destinations are told the node is at (NAT), kept by the trunks.
+    advertised: Arc<ArcSwap<Vec<SocketAddr>>>,
     /// SipHash key derived from the node secret: the same across restarts and on every
     /// node of a cluster (DESIGN principle 9).
     key: [u8; 16],
@@ -30,8 +34,14 @@ impl Local {
         Self {
             listens,
             aliases,
+            advertised: Arc::default(),
             key,
         }
+    }
+
+    /// Recognises the addresses in `advertised` as this node's too.
+    pub fn with_advertised(self, advertised: Arc<ArcSwap<Vec<SocketAddr>>>) -> Self {
+        Self { advertised, ..self }
     }
 
     /// A keyed 64-bit hash (SipHash-1-3 keyed by the node secret), for identifiers a peer
@@ -62,6 +72,12 @@ impl Local {
             || (ip.is_none()
                 && self.aliases.iter().any(|a| a.eq_ignore_ascii_case(host))
                 && self.listens.iter().any(|l| l.addr.port() == port))
+            || ip.is_some_and(|ip| {
+                self.advertised
+                    .load()
+                    .iter()
+                    .any(|a| a.ip() == ip && a.port() == port)
+            })
     }
 
     /// Whether a destination address is one of this node's sockets.

@@ -25,7 +25,7 @@ use crate::auth::Kind;
 use crate::dialogs::Origin;
 use crate::policy::{Action, Facts, HeaderEdits, SourceMatch};
 use crate::tables::Peer;
-use crate::transport::Flow;
+use crate::transport::{Dest, Flow};
 use crate::trunks::{DestState, Health, Trunk};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -407,7 +407,18 @@ impl Proxy {
                             }
                         };
                         for dest in dests {
+                            // A located server is sent to from the destination's socket
+                            // when the transport DNS chose is the socket's.
+                            let local = d
+                                .socket
+                                .filter(|s| s.transport == dest.transport)
+                                .map(|s| s.addr);
+                            let dest = Dest {
+                                local: local.or(dest.local),
+                                ..dest
+                            };
                             initial.targets.push(Route {
+                                advertise: d.advertise,
                                 ruri: trunk.request_uri(user, &host, d),
                                 group: initial.targets.len() as u16,
                                 within: Some(trunk.timeout()),

@@ -7,9 +7,9 @@ fn def(dests: &[(&str, u16, u16)]) -> TrunkDef {
     let destinations = dests
         .iter()
         .map(|(uri, priority, weight)| DestinationDef {
-            uri: (*uri).into(),
             priority: *priority,
             weight: *weight,
+            ..DestinationDef::new(uri)
         })
         .collect();
     TrunkDef {
@@ -188,4 +188,56 @@ fn the_calls_per_second_limit() {
     let admitted = (0..20).filter(|_| t.admit()).count();
     assert_eq!(admitted, 5, "a burst of one second's worth");
     assert_eq!(t.refused_cps.load(Ordering::Relaxed), 15);
+}
+
+/// A destination's socket and advertised address: parsed, checked against the transport
+/// and the node's listening sockets, the advertised addresses kept for the node to
+/// recognise itself by.
+#[test]
+fn sockets_and_advertised_addresses() {
+    let with = |socket: Option<&str>, advertise: Option<&str>| {
+        let mut d = DestinationDef::new("sip:192.0.2.1");
+        d.socket = socket.map(Into::into);
+        d.advertise = advertise.map(Into::into);
+        TrunkDef::new("carrier", vec![d])
+    };
+    let t =
+        Trunk::compile(with(Some("udp:10.0.0.1:5070"), Some("203.0.113.1")), None).expect("valid");
+    let d = &t.destinations[0];
+    assert_eq!(
+        d.addr.and_then(|a| a.local),
+        Some("10.0.0.1:5070".parse().unwrap()),
+        "sent from the socket"
+    );
+    assert_eq!(
+        d.advertise,
+        Some("203.0.113.1:5070".parse().unwrap()),
+        "the socket's port when none is given"
+    );
+    for (socket, advertise, why) in [
+        (Some("tcp:10.0.0.1:5060"), None, "cannot reach"),
+        (Some("udp:[2001:db8::1]:5060"), None, "cannot reach"),
+        (Some("sctp:10.0.0.1:5060"), None, "socket"),
+        (None, Some("nat.example.net"), "advertise"),
+    ] {
+        let e = Trunk::compile(with(socket, advertise), None).expect_err(why);
+        assert!(e.contains(why), "{socket:?} {advertise:?}: {e}");
+    }
+    let trunks = Trunks::default();
+    trunks.set_listens(vec!["udp:10.0.0.1:5060".parse().unwrap()]);
+    let e = trunks
+        .compile_set(vec![with(Some("udp:10.0.0.1:5070"), None)])
+        .expect_err("not a listening socket");
+    assert!(e.contains("not one the node listens on"), "{e}");
+    let set = trunks
+        .compile_set(vec![with(
+            Some("udp:10.0.0.1:5060"),
+            Some("203.0.113.1:5099"),
+        )])
+        .expect("a listening socket");
+    trunks.install(set);
+    assert_eq!(
+        **trunks.advertised.load(),
+        vec!["203.0.113.1:5099".parse::<SocketAddr>().unwrap()]
+    );
 }
