@@ -21,6 +21,7 @@ use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use limes_cluster::Journal;
 use ractor::ActorRef;
+use tracing::warn;
 
 use self::actor::{GroupMsg, GroupsSupervisor, SupervisorMsg};
 use self::trie::Trie;
@@ -29,6 +30,8 @@ use crate::tables::{to_json, AddressEntry, Origin, TableError};
 
 /// How long a caller waits for a group actor's answer.
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Tries of a change whose actor failed under it.
+const CALL_ATTEMPTS: u32 = 3;
 
 /// One group as published: its entries and their tries.
 #[derive(Debug)]
@@ -211,18 +214,33 @@ impl Groups {
         self.shared.snapshot.load()
     }
 
-    /// Sends a change to `group`'s actor and waits for its answer.
+    /// Sends a change to `group`'s actor and waits for its answer. A change that went
+    /// down with a failing actor (its reply dropped unanswered) is sent again, to the
+    /// actor the supervisor starts in its place.
     fn call(
         &self,
         group: u32,
-        change: impl FnOnce(actor::Reply) -> GroupMsg,
+        change: impl Fn(actor::Reply) -> GroupMsg,
     ) -> Result<usize, TableError> {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.supervisor
-            .cast(SupervisorMsg::To(group, change(tx)))
-            .map_err(|_| TableError::Invalid("address groups stopped".into()))?;
-        rx.recv_timeout(CALL_TIMEOUT)
-            .map_err(|_| TableError::Invalid("address group did not answer".into()))?
+        use std::sync::mpsc::RecvTimeoutError;
+        for attempt in 1..=CALL_ATTEMPTS {
+            let (tx, rx) = std::sync::mpsc::sync_channel(1);
+            self.supervisor
+                .cast(SupervisorMsg::To(group, change(tx)))
+                .map_err(|_| TableError::Invalid("address groups stopped".into()))?;
+            match rx.recv_timeout(CALL_TIMEOUT) {
+                Ok(result) => return result,
+                Err(RecvTimeoutError::Disconnected) if attempt < CALL_ATTEMPTS => {
+                    warn!(
+                        group,
+                        attempt, "address group change lost with its actor; sent again"
+                    );
+                    std::thread::sleep(Duration::from_millis(20 * u64::from(attempt)));
+                }
+                Err(_) => break,
+            }
+        }
+        Err(TableError::Invalid("address group did not answer".into()))
     }
 
     /// Adds or replaces (same group, network, port, protocol) an entry; readers see it
@@ -231,7 +249,7 @@ impl Groups {
         if entry.group == 0 {
             return Err(TableError::Invalid("group: a number from 1".into()));
         }
-        self.call(entry.group, |r| GroupMsg::Add(entry, r))
+        self.call(entry.group, |r| GroupMsg::Add(entry.clone(), r))
             .map(|_| ())
     }
 

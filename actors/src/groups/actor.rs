@@ -25,6 +25,9 @@ pub enum GroupMsg {
     Remove(IpNet, Reply),
     /// Replace the configuration file's entries of this group.
     SetConfig(Vec<AddressEntry>, Reply),
+    /// Fail (the tests of supervision).
+    #[cfg(test)]
+    Fail,
 }
 
 pub struct AddressGroupActor;
@@ -54,6 +57,8 @@ impl GroupState {
                 self.publish();
                 (Ok(n), reply)
             }
+            #[cfg(test)]
+            GroupMsg::Fail => return,
         };
         let _ = reply.try_send(result);
     }
@@ -123,6 +128,10 @@ impl Actor for AddressGroupActor {
         msg: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
+        #[cfg(test)]
+        if matches!(msg, GroupMsg::Fail) {
+            return Err("a failure the test asked for".into());
+        }
         state.apply(msg);
         Ok(())
     }
@@ -267,6 +276,8 @@ impl Actor for GroupsSupervisor {
 fn reply_failed(change: GroupMsg) {
     let reply = match change {
         GroupMsg::Add(_, r) | GroupMsg::Remove(_, r) | GroupMsg::SetConfig(_, r) => r,
+        #[cfg(test)]
+        GroupMsg::Fail => return,
     };
     let _ = reply.try_send(Err(TableError::Invalid("address group unavailable".into())));
 }

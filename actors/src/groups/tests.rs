@@ -180,3 +180,39 @@ fn restored_entries_are_published_at_start() {
         .expect("adds");
     assert_eq!(groups.entries().len(), 2);
 }
+
+/// A group actor that fails is started again by the supervisor from its last published
+/// entries: readers never lose the group, and the next change applies on top of them.
+#[test]
+fn a_failed_group_actor_is_restarted_with_its_entries() {
+    let groups = Groups::start(None, Vec::new(), 100).expect("starts");
+    groups
+        .add(entry(300, "198.51.100.0/24", 0, Proto::Any, "before"))
+        .expect("adds");
+    groups
+        .supervisor
+        .cast(actor::SupervisorMsg::To(300, actor::GroupMsg::Fail))
+        .expect("delivered");
+    assert!(
+        groups
+            .load()
+            .allow(300, ip("198.51.100.9"), 5060, Transport::Udp)
+            .is_some(),
+        "the published snapshot outlives the actor"
+    );
+    // The change is queued behind the failure: it reaches the restarted actor.
+    groups
+        .add(entry(300, "203.0.113.0/24", 0, Proto::Any, "after"))
+        .expect("the restarted actor takes changes");
+    let tags: Vec<Option<Arc<str>>> = groups
+        .entries()
+        .iter()
+        .filter(|e| e.group == 300)
+        .map(|e| e.tag.clone())
+        .collect();
+    assert_eq!(tags.len(), 2, "both entries: {tags:?}");
+    assert!(groups
+        .load()
+        .allow(300, ip("203.0.113.1"), 5060, Transport::Udp)
+        .is_some());
+}
