@@ -168,6 +168,14 @@ impl DestState {
         }
     }
 
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Down => "down",
+            Self::Drained => "drained",
+        }
+    }
+
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
             "active" => Ok(Self::Active),
@@ -595,6 +603,54 @@ impl Trunks {
     /// The definitions now in force.
     pub fn defs(&self) -> Vec<TrunkDef> {
         self.set.load().values().map(|t| t.def.clone()).collect()
+    }
+}
+
+/// The state of every trunk destination, read when Prometheus scrapes: one series per
+/// destination and state, 1 for the state it is in (`limes_trunk_destination_state`).
+#[derive(Debug)]
+struct TrunkCollector(Arc<Trunks>);
+
+impl prometheus_client::collector::Collector for TrunkCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::family::Family;
+        use prometheus_client::metrics::gauge::Gauge;
+        type Labels = Vec<(&'static str, String)>;
+        let states: Family<Labels, Gauge> = Family::default();
+        for t in self.0.all() {
+            for d in &t.destinations {
+                let now = d.health.state();
+                for state in [DestState::Active, DestState::Down, DestState::Drained] {
+                    let labels = vec![
+                        ("trunk", t.def.name.clone()),
+                        ("destination", d.def.uri.clone()),
+                        ("state", state.as_str().to_owned()),
+                    ];
+                    states.get_or_create(&labels).set(i64::from(now == state));
+                }
+            }
+        }
+        let family = encoder.encode_descriptor(
+            "limes_trunk_destination_state",
+            "Trunk destinations by state: 1 for the state each is in",
+            None,
+            states.metric_type(),
+        )?;
+        states.encode(family)
+    }
+}
+
+impl Trunks {
+    /// Registers the destination-state gauges.
+    pub fn register_census(
+        registry: &mut prometheus_client::registry::Registry,
+        trunks: Arc<Trunks>,
+    ) {
+        registry.register_collector(Box::new(TrunkCollector(trunks)));
     }
 }
 

@@ -23,6 +23,7 @@ use limes_actors::registrar::{Location, LocationMetrics};
 use limes_actors::settings::Transport;
 use limes_actors::tables::Tables;
 use limes_actors::transport::{Inbound, Outbound};
+use limes_actors::trunks::Trunks;
 use limes_actors::{tcp, udp};
 use limes_cluster::{Journal, NodeSecret, SecretSource};
 use prometheus_client::registry::Registry;
@@ -386,6 +387,7 @@ fn open_state(
     .map_err(anyhow::Error::msg)?;
     edge.restore_api_routing();
     Tables::register_census(registry, tables);
+    Trunks::register_census(registry, edge.trunks.clone());
     Ok(edge)
 }
 

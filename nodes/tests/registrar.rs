@@ -1156,7 +1156,7 @@ action = "trunk:carrier"
         })
     };
     let (gw1_invites, gw2_invites) = (Arc::default(), Arc::<AtomicUsize>::default());
-    let gw2_addr = gw2.addr();
+    let (gw1_addr, gw2_addr) = (gw1.addr(), gw2.addr());
     answer_pings(gw1, alive.clone(), Arc::clone(&gw1_invites));
     answer_pings(gw2, Arc::new(AtomicBool::new(true)), gw2_invites.clone());
     let state = |i: usize| {
@@ -1181,6 +1181,14 @@ action = "trunk:carrier"
         state(0)
     );
     assert_eq!(state(1), "active");
+    let gauge = |uri: &str, state: &str| {
+        s.node.metric(&format!(
+            "limes_trunk_destination_state{{trunk=\"carrier\",destination=\"{uri}\",state=\"{state}\"}}"
+        ))
+    };
+    let gw1_uri = format!("sip:{gw1_addr}");
+    assert_eq!(gauge(&gw1_uri, "down"), 1.0);
+    assert_eq!(gauge(&gw1_uri, "active"), 0.0);
     alive.store(true, Ordering::Relaxed);
     assert!(wait_for(0, "active"), "answering again: {}", state(0));
     let gw2_uri = format!("sip:{gw2_addr}");
