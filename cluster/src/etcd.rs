@@ -1,0 +1,616 @@
+//! The etcd backend of the shared store: what several nodes share, kept in etcd under the
+//! [`crate::keys`] schema.
+//!
+//! Three tasks on the caller's tokio runtime, each with its own connection, so a slow
+//! one never holds up another, and none ever on a thread that receives SIP:
+//! - the **writer** takes writes from a bounded queue ([`EtcdStore::put`] and
+//!   [`EtcdStore::delete`] never wait: a full queue is refused and counted), sends what
+//!   has gathered as one transaction (the last write of a key wins) and retries until it
+//!   is applied;
+//! - the **watcher** reads every key once, then follows the changes from the next
+//!   revision; after a lost connection it resumes after the last revision it saw, and
+//!   after a compaction (that revision is gone) it reads everything again
+//!   ([`crate::index::Index::reset`] says what changed meanwhile);
+//! - the **member** task holds the node's membership key on a lease it keeps alive; a
+//!   node that stops keeping it is gone when the lease ends.
+//!
+//! etcd-client keeps sending to a dead endpoint, so each task holds one endpoint at a
+//! time and moves to the next on any error. Every operation has a deadline.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use etcd_client::{
+    Client, ConnectOptions, EventType, GetOptions, PutOptions, Txn, TxnOp, WatchOptions,
+};
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::index::{Change, Index};
+use crate::keys;
+
+/// Where etcd is and how this node appears in it.
+#[derive(Debug, Clone)]
+pub struct EtcdSettings {
+    /// `http://host:port` of each member.
+    pub endpoints: Vec<String>,
+    /// This node's name: its membership key.
+    pub node: String,
+    /// What the membership key says of the node (JSON: addresses).
+    pub member: serde_json::Value,
+    /// The membership lease; a node silent this long is gone.
+    pub lease_ttl: Duration,
+    /// Writes waiting at most.
+    pub queue: usize,
+    /// One operation's deadline.
+    pub timeout: Duration,
+}
+
+impl EtcdSettings {
+    pub fn new(endpoints: Vec<String>, node: &str, member: serde_json::Value) -> Self {
+        Self {
+            endpoints,
+            node: node.to_owned(),
+            member,
+            lease_ttl: Duration::from_secs(10),
+            queue: 100_000,
+            timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Why a write was not taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    #[error("the etcd write queue is full")]
+    QueueFull,
+    #[error("the etcd store is stopped")]
+    Stopped,
+}
+
+enum Write {
+    Put(String, String),
+    Delete(String),
+}
+
+/// A node in the cluster, as its membership key says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Member {
+    pub name: String,
+    pub info: serde_json::Value,
+}
+
+/// The store's state, for `cluster.status` and metrics.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Status {
+    /// The newest revision this node has seen.
+    pub revision: i64,
+    /// Writes waiting to be sent.
+    pub queued: u64,
+    /// Writes refused on a full queue since start.
+    pub refused: u64,
+    /// Writes applied since start.
+    pub written: u64,
+    /// No etcd member answers (writes wait, the last known state serves).
+    pub degraded: bool,
+    pub last_error: Option<String>,
+    /// The endpoint each task uses now.
+    pub endpoints: BTreeMap<&'static str, String>,
+}
+
+/// What the node is told when a table entry changes in the store.
+pub type OnTables = Box<dyn Fn(&[Change]) + Send + Sync>;
+
+struct Shared {
+    settings: EtcdSettings,
+    tables: Mutex<Index>,
+    members: Mutex<Index>,
+    status: Mutex<Status>,
+    queued: AtomicU64,
+    refused: AtomicU64,
+    written: AtomicU64,
+    on_tables: OnceLock<OnTables>,
+    stopped: AtomicBool,
+    /// Set once the first full read is in.
+    loaded: tokio::sync::Notify,
+    is_loaded: AtomicBool,
+}
+
+impl Shared {
+    fn failed(&self, task: &'static str, e: &str) {
+        let mut s = self.status.lock();
+        s.degraded = true;
+        s.last_error = Some(format!("{task}: {e}"));
+    }
+
+    fn ok(&self) {
+        self.status.lock().degraded = false;
+    }
+
+    fn using(&self, task: &'static str, endpoint: &str) {
+        self.status
+            .lock()
+            .endpoints
+            .insert(task, endpoint.to_owned());
+    }
+
+    fn tables_changed(&self, changes: &[Change]) {
+        if let (false, Some(f)) = (changes.is_empty(), self.on_tables.get()) {
+            f(changes);
+        }
+    }
+}
+
+/// A connection to one endpoint at a time, moving on after a failure.
+struct Endpoints {
+    shared: Arc<Shared>,
+    task: &'static str,
+    next: usize,
+    client: Option<Client>,
+    failures: u32,
+}
+
+impl Endpoints {
+    fn new(shared: Arc<Shared>, task: &'static str, first: usize) -> Self {
+        Self {
+            shared,
+            task,
+            next: first,
+            client: None,
+            failures: 0,
+        }
+    }
+
+    /// A connected client, trying the endpoints in turn.
+    async fn client(&mut self) -> Client {
+        loop {
+            if let Some(c) = &self.client {
+                return c.clone();
+            }
+            let eps = &self.shared.settings.endpoints;
+            let ep = eps[self.next % eps.len()].clone();
+            let opts = ConnectOptions::new()
+                .with_connect_timeout(self.shared.settings.timeout)
+                .with_timeout(self.shared.settings.timeout)
+                .with_keep_alive(Duration::from_secs(2), self.shared.settings.timeout);
+            match Client::connect([ep.as_str()], Some(opts)).await {
+                Ok(c) => {
+                    self.shared.using(self.task, &ep);
+                    self.client = Some(c);
+                }
+                Err(e) => self.failed(&e.to_string()).await,
+            }
+        }
+    }
+
+    /// The last operation failed: the next endpoint, after a pause that grows.
+    async fn failed(&mut self, e: &str) {
+        self.shared.failed(self.task, e);
+        warn!(task = self.task, error = %e, "etcd operation failed; trying the next member");
+        self.client = None;
+        self.next += 1;
+        self.failures += 1;
+        let pause = Duration::from_millis(50 << self.failures.min(5)).min(Duration::from_secs(2));
+        tokio::time::sleep(pause).await;
+    }
+
+    fn succeeded(&mut self) {
+        if self.failures > 0 {
+            self.shared.ok();
+        }
+        self.failures = 0;
+    }
+}
+
+/// The etcd store of one node.
+pub struct EtcdStore {
+    tx: mpsc::Sender<Write>,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.shared.settings.endpoints)
+            .finish()
+    }
+}
+
+/// Writes sent in one transaction at most.
+const BATCH: usize = 64;
+
+impl EtcdStore {
+    /// Starts the tasks on `runtime`; `on_tables` hears of every table change made in the
+    /// store (by any node, this one included) once the first read is in.
+    pub fn start(
+        settings: EtcdSettings,
+        runtime: &tokio::runtime::Handle,
+        on_tables: OnTables,
+    ) -> Result<Arc<Self>, String> {
+        if settings.endpoints.is_empty() {
+            return Err("no etcd endpoint".into());
+        }
+        let (tx, rx) = mpsc::channel(settings.queue.max(1));
+        let shared = Arc::new(Shared {
+            settings,
+            tables: Mutex::default(),
+            members: Mutex::default(),
+            status: Mutex::default(),
+            queued: AtomicU64::new(0),
+            refused: AtomicU64::new(0),
+            written: AtomicU64::new(0),
+            on_tables: OnceLock::new(),
+            stopped: AtomicBool::new(false),
+            loaded: tokio::sync::Notify::new(),
+            is_loaded: AtomicBool::new(false),
+        });
+        let _ = shared.on_tables.set(on_tables);
+        let n = shared.settings.endpoints.len();
+        runtime.spawn(writer(Endpoints::new(shared.clone(), "writer", 0), rx));
+        runtime.spawn(watcher(Endpoints::new(shared.clone(), "watcher", 1 % n)));
+        runtime.spawn(membership(Endpoints::new(shared.clone(), "member", 2 % n)));
+        Ok(Arc::new(Self { tx, shared }))
+    }
+
+    /// Waits (at most `bound`) until the first full read is in; whether it is.
+    pub async fn loaded(&self, bound: Duration) -> bool {
+        if self.shared.is_loaded.load(Ordering::Acquire) {
+            return true;
+        }
+        let _ = tokio::time::timeout(bound, self.shared.loaded.notified()).await;
+        self.shared.is_loaded.load(Ordering::Acquire)
+    }
+
+    /// Queues a table entry's new value (`key` as the tables journal names it).
+    pub fn put_table(&self, key: &str, value: &str) -> Result<(), WriteError> {
+        self.send(Write::Put(keys::table(key), value.to_owned()))
+    }
+
+    /// Queues a table entry's removal.
+    pub fn delete_table(&self, key: &str) -> Result<(), WriteError> {
+        self.send(Write::Delete(keys::table(key)))
+    }
+
+    fn send(&self, w: Write) -> Result<(), WriteError> {
+        match self.tx.try_send(w) {
+            Ok(()) => {
+                self.shared.queued.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.shared.refused.fetch_add(1, Ordering::Relaxed);
+                Err(WriteError::QueueFull)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => Err(WriteError::Stopped),
+        }
+    }
+
+    /// The table entries as the store has them now (journal keys).
+    pub fn tables(&self) -> Vec<(String, String)> {
+        self.shared
+            .tables
+            .lock()
+            .iter()
+            .filter_map(|(k, v)| Some((keys::table_key(k)?.to_owned(), v.to_owned())))
+            .collect()
+    }
+
+    /// The nodes whose membership lease is alive.
+    pub fn members(&self) -> Vec<Member> {
+        self.shared
+            .members
+            .lock()
+            .iter()
+            .filter_map(|(k, v)| {
+                Some(Member {
+                    name: keys::member_name(k)?.to_owned(),
+                    info: serde_json::from_str(v).ok()?,
+                })
+            })
+            .collect()
+    }
+
+    pub fn status(&self) -> Status {
+        let mut s = self.shared.status.lock().clone();
+        s.revision = self
+            .shared
+            .tables
+            .lock()
+            .revision()
+            .max(self.shared.members.lock().revision());
+        s.queued = self.shared.queued.load(Ordering::Relaxed);
+        s.refused = self.shared.refused.load(Ordering::Relaxed);
+        s.written = self.shared.written.load(Ordering::Relaxed);
+        s
+    }
+
+    /// Stops the tasks and removes the membership key, so the others see the node leave
+    /// at once (bounded: with etcd unreachable the lease ends it later).
+    pub async fn leave(&self) {
+        self.shared.stopped.store(true, Ordering::Relaxed);
+        let bound = self.shared.settings.timeout * 3;
+        let _ = tokio::time::timeout(bound, self.remove_membership()).await;
+    }
+
+    async fn remove_membership(&self) {
+        let key = keys::member(&self.shared.settings.node);
+        let mut ep = Endpoints::new(self.shared.clone(), "leave", 0);
+        for _ in 0..self.shared.settings.endpoints.len() * 2 {
+            let mut c = ep.client().await;
+            match tokio::time::timeout(self.shared.settings.timeout, c.delete(key.as_str(), None))
+                .await
+            {
+                Ok(Ok(_)) => return,
+                Ok(Err(e)) => ep.failed(&e.to_string()).await,
+                Err(_) => ep.failed("timed out").await,
+            }
+        }
+    }
+}
+
+/// Sends queued writes, a batch per transaction, until each is applied.
+async fn writer(mut ep: Endpoints, mut rx: mpsc::Receiver<Write>) {
+    let shared = ep.shared.clone();
+    let mut batch = Vec::with_capacity(BATCH);
+    while rx.recv_many(&mut batch, BATCH).await > 0 {
+        // The last write of a key wins (etcd refuses a key twice in one transaction).
+        let mut last: BTreeMap<String, Option<String>> = BTreeMap::new();
+        for w in batch.drain(..) {
+            match w {
+                Write::Put(k, v) => last.insert(k, Some(v)),
+                Write::Delete(k) => last.insert(k, None),
+            };
+        }
+        let n = last.len() as u64;
+        let ops: Vec<TxnOp> = last
+            .iter()
+            .map(|(k, v)| match v {
+                Some(v) => TxnOp::put(k.as_str(), v.as_str(), None),
+                None => TxnOp::delete(k.as_str(), None),
+            })
+            .collect();
+        loop {
+            let mut c = ep.client().await;
+            let txn = Txn::new().and_then(ops.clone());
+            match tokio::time::timeout(shared.settings.timeout, c.txn(txn)).await {
+                Ok(Ok(_)) => {
+                    ep.succeeded();
+                    break;
+                }
+                Ok(Err(e)) => ep.failed(&e.to_string()).await,
+                Err(_) => ep.failed("timed out").await,
+            }
+        }
+        shared.queued.fetch_sub(
+            n.min(shared.queued.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        shared.written.fetch_add(n, Ordering::Relaxed);
+        debug!(writes = n, "etcd batch applied");
+    }
+}
+
+/// Reads everything, then follows the changes; resumes after a lost connection and reads
+/// everything again after a compaction.
+async fn watcher(mut ep: Endpoints) {
+    let shared = ep.shared.clone();
+    let mut reload = true;
+    loop {
+        if shared.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut c = ep.client().await;
+        if reload {
+            let read = tokio::time::timeout(
+                shared.settings.timeout,
+                c.get(keys::ROOT, Some(GetOptions::new().with_prefix())),
+            )
+            .await;
+            let resp = match read {
+                Ok(Ok(r)) => r,
+                Ok(Err(e)) => {
+                    ep.failed(&e.to_string()).await;
+                    continue;
+                }
+                Err(_) => {
+                    ep.failed("timed out").await;
+                    continue;
+                }
+            };
+            let revision = resp.header().map_or(0, |h| h.revision());
+            let (mut tables, mut members) = (Vec::new(), Vec::new());
+            for kv in resp.kvs() {
+                let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else {
+                    continue;
+                };
+                let entry = (k.to_owned(), v.to_owned(), kv.mod_revision());
+                if k.starts_with(keys::MEMBERS) {
+                    members.push(entry);
+                } else if k.starts_with(keys::TABLES) {
+                    tables.push(entry);
+                }
+            }
+            shared.members.lock().reset(members, revision);
+            let changes = shared.tables.lock().reset(tables, revision);
+            shared.tables_changed(&changes);
+            reload = false;
+            if !shared.is_loaded.swap(true, Ordering::AcqRel) {
+                shared.loaded.notify_waiters();
+                info!(revision, "cluster state read from etcd");
+            }
+        }
+        let from = shared
+            .tables
+            .lock()
+            .revision()
+            .max(shared.members.lock().revision())
+            + 1;
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from)
+            .with_progress_notify();
+        let mut stream =
+            match tokio::time::timeout(shared.settings.timeout, c.watch(keys::ROOT, Some(opts)))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    ep.failed(&e.to_string()).await;
+                    continue;
+                }
+                Err(_) => {
+                    ep.failed("timed out").await;
+                    continue;
+                }
+            };
+        ep.succeeded();
+        loop {
+            // A progress notification comes at least every ten minutes; silence for
+            // longer than a few keep-alives means the connection is gone.
+            let msg = match tokio::time::timeout(Duration::from_secs(600), stream.message()).await {
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => {
+                    ep.failed("watch stream ended").await;
+                    break;
+                }
+                Ok(Err(e)) => {
+                    ep.failed(&e.to_string()).await;
+                    break;
+                }
+                Err(_) => {
+                    ep.failed("watch silent").await;
+                    break;
+                }
+            };
+            if msg.canceled() || msg.compact_revision() > 0 {
+                warn!(
+                    compacted = msg.compact_revision(),
+                    reason = msg.cancel_reason(),
+                    "etcd watch cancelled; reading everything again"
+                );
+                reload = true;
+                break;
+            }
+            let mut changes = Vec::new();
+            for ev in msg.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let (Ok(k), rev) = (kv.key_str(), kv.mod_revision()) else {
+                    continue;
+                };
+                let index = if k.starts_with(keys::MEMBERS) {
+                    &shared.members
+                } else if k.starts_with(keys::TABLES) {
+                    &shared.tables
+                } else {
+                    continue;
+                };
+                let change = match ev.event_type() {
+                    EventType::Put => match kv.value_str() {
+                        Ok(v) => index.lock().apply(k, v, rev),
+                        Err(_) => None,
+                    },
+                    EventType::Delete => index.lock().delete(k, rev),
+                };
+                if let (Some(c), true) = (change, k.starts_with(keys::TABLES)) {
+                    changes.push(c);
+                }
+            }
+            shared.tables_changed(&changes);
+        }
+    }
+}
+
+/// Holds the node's membership key on a lease kept alive at a third of its time to live;
+/// a lost lease is granted again and the key written again.
+async fn membership(mut ep: Endpoints) {
+    let shared = ep.shared.clone();
+    let ttl = shared.settings.lease_ttl.as_secs().max(2) as i64;
+    let key = keys::member(&shared.settings.node);
+    let since = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    loop {
+        if shared.stopped.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut c = ep.client().await;
+        let lease =
+            match tokio::time::timeout(shared.settings.timeout, c.lease_grant(ttl, None)).await {
+                Ok(Ok(l)) => l.id(),
+                Ok(Err(e)) => {
+                    ep.failed(&e.to_string()).await;
+                    continue;
+                }
+                Err(_) => {
+                    ep.failed("timed out").await;
+                    continue;
+                }
+            };
+        let mut info = shared.settings.member.clone();
+        if let Some(o) = info.as_object_mut() {
+            o.insert("since".into(), since.into());
+            o.insert("lease_ttl_s".into(), ttl.into());
+        }
+        let put = c.put(
+            key.as_str(),
+            info.to_string(),
+            Some(PutOptions::new().with_lease(lease)),
+        );
+        match tokio::time::timeout(shared.settings.timeout, put).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                ep.failed(&e.to_string()).await;
+                continue;
+            }
+            Err(_) => {
+                ep.failed("timed out").await;
+                continue;
+            }
+        }
+        let (mut keeper, mut answers) = match c.lease_keep_alive(lease).await {
+            Ok(k) => k,
+            Err(e) => {
+                ep.failed(&e.to_string()).await;
+                continue;
+            }
+        };
+        ep.succeeded();
+        info!(node = %shared.settings.node, lease, "cluster membership held");
+        let every = Duration::from_secs((ttl / 3).max(1) as u64);
+        loop {
+            if shared.stopped.load(Ordering::Relaxed) {
+                return;
+            }
+            tokio::time::sleep(every).await;
+            let started = Instant::now();
+            let alive = async {
+                keeper.keep_alive().await?;
+                answers.message().await
+            };
+            match tokio::time::timeout(shared.settings.timeout, alive).await {
+                Ok(Ok(Some(a))) if a.ttl() > 0 => {
+                    debug!(
+                        lease,
+                        rtt_ms = started.elapsed().as_millis() as u64,
+                        "lease kept"
+                    );
+                }
+                Ok(Ok(_)) => {
+                    ep.failed("the lease expired").await;
+                    break;
+                }
+                Ok(Err(e)) => {
+                    ep.failed(&e.to_string()).await;
+                    break;
+                }
+                Err(_) => {
+                    ep.failed("lease keep-alive timed out").await;
+                    break;
+                }
+            }
+        }
+    }
+}

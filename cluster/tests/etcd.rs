@@ -1,0 +1,151 @@
+//! The etcd backend against a real 3-member etcd (Debian's etcd-server) on loopback: two
+//! nodes see each other's membership and table changes; a member killed under the writer
+//! does not lose a write; a node that stops keeping its lease leaves the member list.
+
+mod etcd_cluster;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use etcd_cluster::EtcdCluster;
+use limes_cluster::etcd::{EtcdSettings, EtcdStore};
+use limes_cluster::index::Change;
+use parking_lot::Mutex;
+
+fn base_port() -> u16 {
+    24_000 + (std::process::id() % 500) as u16 * 10
+}
+
+/// A node's store, and the table changes it was told of.
+fn node(
+    name: &str,
+    endpoints: &[String],
+    runtime: &tokio::runtime::Runtime,
+) -> (Arc<EtcdStore>, Arc<Mutex<Vec<Change>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    let mut settings = EtcdSettings::new(
+        endpoints.to_vec(),
+        name,
+        serde_json::json!({ "sip": format!("udp:127.0.0.1:5060/{name}") }),
+    );
+    settings.lease_ttl = Duration::from_secs(3);
+    settings.timeout = Duration::from_millis(700);
+    let store = EtcdStore::start(
+        settings,
+        runtime.handle(),
+        Box::new(move |c: &[Change]| sink.lock().extend_from_slice(c)),
+    )
+    .expect("starts");
+    (store, seen)
+}
+
+fn eventually(bound: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + bound;
+    while Instant::now() < end {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    ok()
+}
+
+fn names(store: &EtcdStore) -> Vec<String> {
+    store.members().into_iter().map(|m| m.name).collect()
+}
+
+#[test]
+fn two_nodes_share_members_and_tables_through_three_etcd_members() {
+    let mut etcd = EtcdCluster::start(3, base_port());
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (a, _) = node("edge-a", &etcd.clients, &runtime);
+    let (b, seen_b) = node("edge-b", &etcd.clients, &runtime);
+    assert!(
+        runtime.block_on(b.loaded(Duration::from_secs(5))),
+        "b read the store"
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || names(&a) == ["edge-a", "edge-b"]
+            && names(&b) == ["edge-a", "edge-b"]),
+        "each lists both: {:?} {:?}",
+        names(&a),
+        names(&b)
+    );
+    let info = &a.members()[1].info;
+    assert_eq!(info["sip"], "udp:127.0.0.1:5060/edge-b", "{info}");
+    assert_eq!(info["lease_ttl_s"], 3);
+
+    // A change made on a reaches b (well within a second).
+    let started = Instant::now();
+    a.put_table("subscriber/alice@example.com", r#"{"user":"alice"}"#)
+        .expect("queued");
+    let put = Change::Put {
+        key: "/limes/v1/tables/subscriber/alice@example.com".into(),
+        value: r#"{"user":"alice"}"#.into(),
+    };
+    assert!(eventually(Duration::from_secs(1), || seen_b
+        .lock()
+        .contains(&put)));
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(
+        b.tables(),
+        vec![(
+            "subscriber/alice@example.com".to_owned(),
+            r#"{"user":"alice"}"#.to_owned()
+        )]
+    );
+
+    // The member a's writer talks to dies: the write goes through another.
+    let writer_endpoint = a.status().endpoints["writer"].clone();
+    let dead = etcd
+        .clients
+        .iter()
+        .position(|c| *c == writer_endpoint)
+        .expect("known");
+    etcd.kill(dead);
+    a.delete_table("subscriber/alice@example.com")
+        .expect("queued");
+    let gone = Change::Delete {
+        key: "/limes/v1/tables/subscriber/alice@example.com".into(),
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || seen_b.lock().contains(&gone)),
+        "the delete arrives through the remaining members: {:?}",
+        a.status()
+    );
+    assert!(b.tables().is_empty());
+    assert_eq!(a.status().queued, 0);
+    assert_ne!(a.status().endpoints["writer"], writer_endpoint);
+
+    // b stops keeping its lease (its tasks die with their runtime): after the lease's
+    // time to live a lists only itself.
+    let other = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (c, _) = node("edge-c", &etcd.clients, &other);
+    assert!(eventually(Duration::from_secs(5), || names(&a)
+        .contains(&"edge-c".to_owned())));
+    drop(c);
+    drop(other);
+    assert!(
+        eventually(Duration::from_secs(8), || !names(&a)
+            .contains(&"edge-c".to_owned())),
+        "c's lease ended: {:?}",
+        names(&a)
+    );
+    // b leaves on purpose: at once.
+    runtime.block_on(b.leave());
+    assert!(
+        eventually(Duration::from_secs(2), || names(&a) == ["edge-a"]),
+        "{:?}",
+        names(&a)
+    );
+}
