@@ -521,6 +521,64 @@ impl Tables {
         self.groups.set_config(address_list)
     }
 
+    /// A table change made through another node (the cluster store's), applied and
+    /// journaled here as an API change is. `key` as the journal names it; routing keys
+    /// (trunks, rules, drains) are the edge's to apply.
+    pub fn apply_shared(&self, key: &str, value: Option<&str>) -> Result<(), TableError> {
+        fn read<T: serde::de::DeserializeOwned>(v: &str) -> Result<T, TableError> {
+            serde_json::from_str(v).map_err(|e| TableError::Invalid(e.to_string()))
+        }
+        let not_found_is_done = |r: Result<usize, TableError>| match r {
+            Ok(_) | Err(TableError::NotFound(_)) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let (kind, rest) = key
+            .split_once('/')
+            .ok_or_else(|| TableError::Invalid(format!("key {key:?}")))?;
+        let net_of = |text: &str| {
+            text.parse::<IpNet>()
+                .map_err(|e| TableError::Invalid(format!("key {key:?}: {e}")))
+        };
+        match (kind, value) {
+            ("subscriber", Some(v)) => self.put_subscriber(Subscriber {
+                origin: Origin::Api,
+                ..read(v)?
+            }),
+            ("subscriber", None) => match self.remove_subscriber(rest) {
+                Ok(_) | Err(TableError::NotFound(_)) => Ok(()),
+                Err(e) => Err(e),
+            },
+            ("trusted", Some(v)) => self.add_trusted(TrustedPeer {
+                origin: Origin::Api,
+                ..read(v)?
+            }),
+            ("trusted", None) => {
+                let net = net_of(rest.split('|').next().unwrap_or_default())?;
+                not_found_is_done(self.remove_trusted(net))
+            }
+            ("address", Some(v)) => self.add_address(AddressEntry {
+                origin: Origin::Api,
+                ..read(v)?
+            }),
+            ("address", None) => {
+                let mut parts = rest.split('|');
+                let group = parts.next().and_then(|g| g.parse::<u32>().ok());
+                let net = net_of(parts.next().unwrap_or_default())?;
+                let group = group.ok_or_else(|| TableError::Invalid(format!("key {key:?}")))?;
+                not_found_is_done(self.remove_address(group, net))
+            }
+            _ => Err(TableError::Invalid(format!("key {key:?}: not a table"))),
+        }
+    }
+
+    /// Every change this node's API (or import) makes to its tables, as journaled, from
+    /// now on (a cluster shares them).
+    pub fn observe(&self, observer: limes_cluster::journal::Observer) {
+        if let Some(j) = &self.journal {
+            j.observe(observer);
+        }
+    }
+
     /// Rewrites the journal as a snapshot when it has grown.
     pub fn compact_if_needed(&self) {
         let Some(j) = &self.journal else { return };

@@ -264,12 +264,19 @@ impl EtcdStore {
         self.shared.is_loaded.load(Ordering::Acquire)
     }
 
-    /// Queues a table entry's new value (`key` as the tables journal names it).
+    /// Queues a table entry's new value (`key` as the tables journal names it). A value
+    /// the store holds already is not sent again: a change that came from the store and
+    /// was applied here does not go back to it.
     pub fn put_table(&self, key: &str, value: &str) -> Result<(), WriteError> {
-        self.send(Write::Put(keys::table(key), value.to_owned()))
+        let key = keys::table(key);
+        if self.shared.tables.lock().get(&key) == Some(value) {
+            return Ok(());
+        }
+        self.send(Write::Put(key, value.to_owned()))
     }
 
-    /// Queues a table entry's removal.
+    /// Queues a table entry's removal (one the store no longer has comes back as no
+    /// event at all).
     pub fn delete_table(&self, key: &str) -> Result<(), WriteError> {
         self.send(Write::Delete(keys::table(key)))
     }

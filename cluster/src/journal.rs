@@ -52,7 +52,12 @@ pub struct Journal {
     compacting: Mutex<()>,
     /// Bytes of the last snapshot written.
     snapshot_bytes: Mutex<u64>,
+    /// Told of every change once it is written (a cluster shares them).
+    observer: std::sync::OnceLock<Observer>,
 }
+
+/// What a journal's owner is told of each change written ([`Journal::observe`]).
+pub type Observer = Box<dyn Fn(Record<'_>) + Send + Sync>;
 
 impl std::fmt::Debug for Journal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -158,6 +163,7 @@ impl Journal {
             }),
             compacting: Mutex::new(()),
             snapshot_bytes: Mutex::new(snapshot_bytes),
+            observer: std::sync::OnceLock::new(),
         };
         Ok((journal, skipped))
     }
@@ -165,7 +171,23 @@ impl Journal {
     /// Records `key` = `value` (a JSON text). One write to the log; durable against a
     /// crash of the process once it returns.
     pub fn put(&self, key: &str, value: &str) -> io::Result<()> {
-        self.append(&put_line(key, value))
+        self.append(&put_line(key, value))?;
+        self.tell(&[Record::Put(key, value)]);
+        Ok(())
+    }
+
+    /// From now on `observer` is told of every change written (once set, for good;
+    /// compaction rewrites nothing it has not been told).
+    pub fn observe(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
+    }
+
+    fn tell(&self, records: &[Record<'_>]) {
+        if let Some(o) = self.observer.get() {
+            for r in records {
+                o(*r);
+            }
+        }
     }
 
     pub fn delete(&self, key: &str) -> io::Result<()> {
@@ -184,7 +206,9 @@ impl Journal {
         if text.is_empty() {
             return Ok(());
         }
-        self.append(&text)
+        self.append(&text)?;
+        self.tell(records);
+        Ok(())
     }
 
     fn append(&self, line: &str) -> io::Result<()> {

@@ -7,7 +7,7 @@ mod etcd_cluster;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use etcd_cluster::EtcdCluster;
+use etcd_cluster::{eventually, EtcdCluster};
 use limes_cluster::etcd::{EtcdSettings, EtcdStore};
 use limes_cluster::index::Change;
 use parking_lot::Mutex;
@@ -38,17 +38,6 @@ fn node(
     )
     .expect("starts");
     (store, seen)
-}
-
-fn eventually(bound: Duration, mut ok: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + bound;
-    while Instant::now() < end {
-        if ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    ok()
 }
 
 fn names(store: &EtcdStore) -> Vec<String> {

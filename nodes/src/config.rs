@@ -19,6 +19,7 @@ use limes_actors::settings::{
 use limes_actors::tables::{AddressEntry, Origin, Proto, Subscriber, TrustedPeer};
 use limes_actors::transport::Target;
 use limes_actors::trunks::{DestinationDef, TrunkDef, Trunks};
+use limes_cluster::etcd::EtcdSettings;
 use limes_sip::digest::Algorithm;
 use serde::Deserialize;
 
@@ -34,6 +35,7 @@ pub struct Config {
     pub tcp: Tcp,
     pub flood: Flood,
     pub dns: Dns,
+    pub cluster: Cluster,
     pub admin: Admin,
     pub shutdown: Shutdown,
     pub log: Log,
@@ -225,6 +227,50 @@ impl Default for Flood {
             evict_every_s: f.evict_every.as_secs(),
             max_sources: f.max_sources,
         }
+    }
+}
+
+/// `[cluster]`: the etcd members nodes share state through; none: this node alone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Cluster {
+    pub etcd: Vec<String>,
+    pub lease_ttl_s: u64,
+    pub queue: usize,
+    pub timeout_ms: u64,
+}
+
+impl Default for Cluster {
+    fn default() -> Self {
+        let d = EtcdSettings::new(Vec::new(), "", serde_json::Value::Null);
+        Self {
+            etcd: Vec::new(),
+            lease_ttl_s: d.lease_ttl.as_secs(),
+            queue: d.queue,
+            timeout_ms: d.timeout.as_millis() as u64,
+        }
+    }
+}
+
+impl Cluster {
+    /// The etcd settings of node `name`, or `None` for a node alone.
+    fn resolve(&self, name: &str) -> anyhow::Result<Option<EtcdSettings>> {
+        if self.etcd.is_empty() {
+            return Ok(None);
+        }
+        for url in &self.etcd {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() < 10 {
+                bail!("cluster.etcd: {url:?} is not an http:// or https:// URL");
+            }
+        }
+        if self.lease_ttl_s < 2 || self.queue == 0 || self.timeout_ms == 0 {
+            bail!("cluster: lease_ttl_s from 2, queue and timeout_ms above 0");
+        }
+        let mut s = EtcdSettings::new(self.etcd.clone(), name, serde_json::Value::Null);
+        s.lease_ttl = Duration::from_secs(self.lease_ttl_s);
+        s.queue = self.queue;
+        s.timeout = Duration::from_millis(self.timeout_ms);
+        Ok(Some(s))
     }
 }
 
@@ -483,6 +529,10 @@ impl SubscriberEntry {
 /// reload).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
+    /// The node's name (`node.name`).
+    pub node_name: Option<String>,
+    /// etcd client URLs (`cluster.etcd`).
+    pub etcd: Vec<String>,
     pub listen: Vec<String>,
     pub admin: Option<String>,
     pub next_hop: Vec<String>,
@@ -493,6 +543,18 @@ pub struct Overrides {
 
 impl Overrides {
     pub fn apply(&self, cfg: &mut Config) {
+        if let Some(n) = &self.node_name {
+            cfg.node.name = n.clone();
+        }
+        if !self.etcd.is_empty() {
+            cfg.cluster.etcd = self
+                .etcd
+                .iter()
+                .flat_map(|e| e.split(','))
+                .map(|e| e.trim().to_owned())
+                .filter(|e| !e.is_empty())
+                .collect();
+        }
         if !self.listen.is_empty() {
             cfg.sip.listen = self.listen.clone();
         }
@@ -613,6 +675,8 @@ pub struct Resolved {
     pub transport: TransportSettings,
     pub flood: FloodSettings,
     pub dns: DnsSettings,
+    /// Where the cluster's shared state is; `None`: this node alone.
+    pub cluster: Option<EtcdSettings>,
     pub admin: std::net::SocketAddr,
     pub admin_token: Option<String>,
     pub drain: Duration,
@@ -749,6 +813,7 @@ impl Config {
             transport,
             flood,
             dns: self.dns.resolve()?,
+            cluster: self.cluster.resolve(&self.node.name)?,
             admin,
             admin_token: (!self.admin.token.is_empty()).then(|| self.admin.token.clone()),
             drain: Duration::from_secs(self.shutdown.drain_s),

@@ -11,6 +11,7 @@
 #![deny(rust_2018_idioms)]
 
 mod admin;
+mod cluster;
 mod config;
 mod ctl;
 mod dbtext;
@@ -58,6 +59,13 @@ enum Command {
         /// A trusted peer CIDR, added to the configuration file's (repeatable).
         #[arg(long)]
         trusted: Vec<String>,
+        /// This node's name in logs and in the cluster (replaces node.name).
+        #[arg(long = "node-name", env = "LIMES_NODE_NAME")]
+        node_name: Option<String>,
+        /// etcd client URLs, comma separated or repeated (replaces cluster.etcd): the
+        /// nodes share their state through them.
+        #[arg(long, env = "LIMES_ETCD", value_delimiter = ',')]
+        etcd: Vec<String>,
     },
     /// Check a configuration file and print what it resolves to.
     CheckConfig { file: PathBuf },
@@ -116,8 +124,12 @@ fn main() -> ExitCode {
             next_hop,
             state_dir,
             trusted,
+            node_name,
+            etcd,
         } => {
             let overrides = config::Overrides {
+                node_name,
+                etcd,
                 listen,
                 admin,
                 next_hop,

@@ -19,6 +19,8 @@ pub struct Node {
     pub listens: Vec<String>,
     pub state_dir: String,
     pub reload: Arc<crate::run::Reload>,
+    /// The cluster store; `None`: this node alone.
+    pub cluster: Option<Arc<limes_cluster::etcd::EtcdStore>>,
 }
 
 /// A JSON-RPC error: code and message.
@@ -148,6 +150,16 @@ pub const METHODS: &[(&str, &str, Method)] = &[
         "route.set",
         "Replace the routing rules: [{name, source, method, user, registered, action, ...}]; [] restores the file's",
         rpc_routing::route_set,
+    ),
+    (
+        "cluster.members",
+        "The nodes of the cluster: addresses, how long each has been a member",
+        crate::cluster::members,
+    ),
+    (
+        "cluster.status",
+        "The shared store: backend, revision, write queue, last error",
+        crate::cluster::status,
     ),
     (
         "dns.list",

@@ -186,6 +186,15 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
         Arc::new(move || reload(&proxy, &source))
     };
 
+    let sip_addresses: Vec<String> = listens.iter().map(ToString::to_string).collect();
+    let cluster = match cfg.cluster.clone() {
+        Some(settings) => Some(
+            crate::cluster::join(settings, &proxy, &sip_addresses, &cfg.admin.to_string())
+                .await
+                .context("joining the cluster")?,
+        ),
+        None => None,
+    };
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -195,9 +204,10 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
             proxy: proxy.clone(),
             started: Instant::now(),
             started_unix,
-            listens: listens.iter().map(ToString::to_string).collect(),
+            listens: sip_addresses,
             state_dir: cfg.state_dir.display().to_string(),
             reload: reload.clone(),
+            cluster: cluster.clone(),
         },
         registry,
         ready: AtomicBool::new(false),
@@ -240,6 +250,10 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
             pending = proxy.pending(),
             "drain bound reached, stopping with transactions pending"
         );
+    }
+    if let Some(c) = &cluster {
+        // The others see this node leave now rather than when its lease ends.
+        c.leave().await;
     }
     stop.store(true, Ordering::Relaxed);
     supervisor.stop(None);

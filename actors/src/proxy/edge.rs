@@ -270,6 +270,46 @@ impl Edge {
         }
     }
 
+    /// A change made through another node (the cluster store's): routing keys (trunks,
+    /// rules, drains) change the routing, the others the tables; journaled here too.
+    pub fn apply_shared(&self, key: &str, value: Option<&str>) -> Result<(), String> {
+        let read_err = |e: serde_json::Error| format!("{key}: {e}");
+        if let Some(name) = key.strip_prefix("trunk/") {
+            let def = value
+                .map(serde_json::from_str::<TrunkDef>)
+                .transpose()
+                .map_err(read_err)?;
+            return self.set_routing(|s| match def {
+                Some(d) => {
+                    s.api_trunks.insert(name.to_owned(), d);
+                }
+                None => {
+                    s.api_trunks.remove(name);
+                }
+            });
+        }
+        if key == API_RULES_KEY {
+            let rules = value
+                .map(serde_json::from_str::<Vec<RuleDef>>)
+                .transpose()
+                .map_err(read_err)?;
+            return self.set_routing(|s| s.api_rules = rules);
+        }
+        if let Some((trunk, uri)) = key.strip_prefix("drain/").and_then(|k| k.split_once('/')) {
+            let state = if value.is_some() {
+                DestState::Drained
+            } else {
+                DestState::Active
+            };
+            return self
+                .set_destination_state(trunk, uri, state)
+                .map_err(|e| e.to_string());
+        }
+        self.tables
+            .apply_shared(key, value)
+            .map_err(|e| e.to_string())
+    }
+
     /// Drains a trunk destination or puts it back (`trunk.set_state`); journaled, so a
     /// drain outlives a restart.
     pub fn set_destination_state(

@@ -182,3 +182,28 @@ proptest! {
         prop_assert_eq!(loaded.entries, model);
     }
 }
+
+#[test]
+fn the_observer_hears_every_change_written_and_nothing_else() {
+    let dir = temp_dir("observer");
+    let (j, _) = Journal::open_map(&dir, "tables").unwrap();
+    j.put("before", "0").unwrap();
+    let heard = std::sync::Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    j.observe(Box::new(move |r| {
+        sink.lock().push(match r {
+            Record::Put(k, v) => format!("put {k}={v}"),
+            Record::Delete(k) => format!("delete {k}"),
+        })
+    }));
+    j.put("a", "1").unwrap();
+    j.write_batch(&[Record::Put("b", "2"), Record::Delete("a")])
+        .unwrap();
+    j.delete("b").unwrap();
+    j.compact(|emit| emit("kept", "3")).unwrap();
+    assert_eq!(
+        *heard.lock(),
+        ["put a=1", "put b=2", "delete a", "delete b"],
+        "changes once each, in order; not what was there before, nor a compaction"
+    );
+}

@@ -107,6 +107,18 @@ impl Drop for EtcdCluster {
     }
 }
 
+/// Whether `ok` holds within `bound` (asked every 20 ms).
+pub fn eventually(bound: Duration, mut ok: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + bound;
+    while Instant::now() < end {
+        if ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ok()
+}
+
 /// A plain HTTP GET on loopback; the body.
 fn http_get(url: &str) -> Option<String> {
     use std::io::{Read, Write};

@@ -1,0 +1,129 @@
+//! A node in a cluster: its membership and its tables shared through etcd
+//! ([`limes_cluster::etcd`]). Every change this node's API makes to its tables (as the
+//! tables journal records it) is queued to the store; every change the store reports is
+//! applied here on a thread of its own ("cluster-apply": applying may wait on an address
+//! group's actor, never on a tokio worker) and journaled, so the node restarts with it
+//! even if etcd is away then. `cluster.members` and `cluster.status` show the rest.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use limes_actors::proxy::Proxy;
+use limes_cluster::etcd::{EtcdSettings, EtcdStore};
+use limes_cluster::index::Change;
+use limes_cluster::journal::Record;
+use limes_cluster::keys;
+use serde_json::{json, Value};
+use tracing::{info, warn};
+
+use crate::rpc::{Node, RpcError};
+
+/// Batches of changes waiting to be applied, at most.
+const APPLY_QUEUE: usize = 10_000;
+
+/// Joins the cluster: membership, the tables read from the store (waited for a few
+/// seconds: a node should not answer with tables it is about to learn), and both
+/// directions of table changes.
+pub async fn join(
+    mut settings: EtcdSettings,
+    proxy: &Arc<Proxy>,
+    sip: &[String],
+    admin: &str,
+) -> anyhow::Result<Arc<EtcdStore>> {
+    settings.member = json!({ "name": settings.node, "sip": sip, "admin": admin });
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Change>>(APPLY_QUEUE);
+    let applier = proxy.clone();
+    std::thread::Builder::new()
+        .name("cluster-apply".into())
+        .spawn(move || {
+            for batch in rx {
+                for change in batch {
+                    apply(&applier, &change);
+                }
+            }
+        })
+        .context("starting the cluster-apply thread")?;
+    let on_tables = Box::new(move |changes: &[Change]| {
+        if tx.try_send(changes.to_vec()).is_err() {
+            warn!(
+                changes = changes.len(),
+                "cluster changes not applied: the apply queue is full"
+            );
+        }
+    });
+    let store = EtcdStore::start(settings, &tokio::runtime::Handle::current(), on_tables)
+        .map_err(anyhow::Error::msg)?;
+    let outgoing = store.clone();
+    proxy.edge().tables.observe(Box::new(move |r| {
+        let queued = match r {
+            Record::Put(k, v) => outgoing.put_table(k, v),
+            Record::Delete(k) => outgoing.delete_table(k),
+        };
+        if let Err(e) = queued {
+            warn!(error = %e, "a table change was not shared with the cluster");
+        }
+    }));
+    if store.loaded(Duration::from_secs(5)).await {
+        info!(members = store.members().len(), "joined the cluster");
+    } else {
+        warn!("etcd did not answer: running on the tables this node has; they follow once it does");
+    }
+    Ok(store)
+}
+
+fn apply(proxy: &Proxy, change: &Change) {
+    let (key, value) = match change {
+        Change::Put { key, value } => (key, Some(value.as_str())),
+        Change::Delete { key } => (key, None),
+    };
+    let Some(table_key) = keys::table_key(key) else {
+        return;
+    };
+    if let Err(e) = proxy.edge().apply_shared(table_key, value) {
+        warn!(key = %table_key, error = %e, "a change from the cluster was not applied");
+    }
+}
+
+fn store(node: &Node) -> Result<&EtcdStore, RpcError> {
+    node.cluster
+        .as_deref()
+        .ok_or_else(|| RpcError::new(404, "not in a cluster (no cluster.etcd)"))
+}
+
+/// `cluster.members`: every node whose membership lease is alive, with its addresses
+/// and how long it has been a member.
+pub fn members(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let members: Vec<Value> = store(node)?
+        .members()
+        .into_iter()
+        .map(|m| {
+            let since = m.info["since"].as_u64().unwrap_or(now);
+            json!({
+                "name": m.name,
+                "sip": m.info["sip"],
+                "admin": m.info["admin"],
+                "member_for_s": now.saturating_sub(since),
+                "lease_ttl_s": m.info["lease_ttl_s"],
+                "self": m.name == node.name,
+            })
+        })
+        .collect();
+    Ok(json!({ "members": members }))
+}
+
+/// `cluster.status`: the backend, the revision seen, the write queue, the last error.
+pub fn status(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+    match node.cluster.as_deref() {
+        None => Ok(json!({ "backend": "embedded", "node": node.name })),
+        Some(s) => Ok(json!({
+            "backend": "etcd",
+            "node": node.name,
+            "members": s.members().len(),
+            "status": s.status(),
+        })),
+    }
+}

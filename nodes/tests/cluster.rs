@@ -1,0 +1,162 @@
+//! Three nodes and a real 3-member etcd on loopback: each node lists all three members; a
+//! subscriber added on node 3 registers (sipp, digest) on node 1 within a second; a node
+//! killed with SIGKILL leaves the member list when its lease ends.
+
+#[path = "../../cluster/tests/etcd_cluster/mod.rs"]
+mod etcd_cluster;
+mod support;
+
+use std::time::{Duration, Instant};
+
+use etcd_cluster::{eventually, EtcdCluster};
+use support::Node;
+
+fn member_names(node: &Node) -> Vec<String> {
+    node.rpc("cluster.members", &[])
+        .ok()
+        .and_then(|v| {
+            v["members"].as_array().map(|m| {
+                m.iter()
+                    .filter_map(|x| x["name"].as_str().map(str::to_owned))
+                    .collect()
+            })
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn three_nodes_share_members_and_subscribers() {
+    let etcd = EtcdCluster::start(3, 26_000 + (std::process::id() % 400) as u16 * 10);
+    let config = std::env::temp_dir().join(format!("limes-cluster-{}.toml", std::process::id()));
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nalgorithms = [\"MD5\"]\n\n[cluster]\netcd = {:?}\nlease_ttl_s = 2\n",
+            etcd.clients
+        ),
+    )
+    .expect("config");
+    let config = config.display().to_string();
+    let ports: Vec<u16> = (0..3).map(|_| support::ports()).collect();
+    let mut nodes: Vec<Node> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            Node::start(
+                &[
+                    "--config",
+                    &config,
+                    "--node-name",
+                    &format!("edge-{}", i + 1),
+                    "--listen",
+                    &format!("udp:127.0.0.1:{port}"),
+                ],
+                port + 9,
+            )
+        })
+        .collect();
+    let all = ["edge-1", "edge-2", "edge-3"];
+    for n in &nodes {
+        assert!(
+            eventually(Duration::from_secs(10), || member_names(n) == all),
+            "{:?}",
+            member_names(n)
+        );
+    }
+    let status = nodes[0].rpc("cluster.status", &[]).expect("status");
+    assert_eq!(status["backend"], "etcd", "{status}");
+
+    // A subscriber added through node 3 is known to node 1 within a second ...
+    let started = Instant::now();
+    nodes[2]
+        .rpc("subscriber.add", &["carol@example.com", "carol-pw"])
+        .expect("added on node 3");
+    assert!(
+        eventually(Duration::from_secs(1), || nodes[0]
+            .rpc("subscriber.show", &["carol@example.com"])
+            .is_ok()),
+        "node 1 knows carol"
+    );
+    let took = started.elapsed();
+    // ... and registers there with her password (sipp answers the digest challenge).
+    let phone = support::ports();
+    support::uac(
+        "reg_uac.xml",
+        &format!("127.0.0.1:{}", ports[0]),
+        phone,
+        &[
+            "-s",
+            "carol",
+            "-au",
+            "carol",
+            "-ap",
+            "carol-pw",
+            "-key",
+            "domain",
+            "example.com",
+            "-key",
+            "expires",
+            "600",
+            "-m",
+            "1",
+        ],
+    );
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    nodes[0]
+        .rpc("subscriber.rm", &["carol@example.com"])
+        .expect("removed on node 1");
+    assert!(
+        eventually(Duration::from_secs(1), || nodes[2]
+            .rpc("subscriber.show", &["carol@example.com"])
+            .is_err()),
+        "and removed through node 1, gone from node 3"
+    );
+
+    // The other tables too: a trusted peer from node 2, an address group entry from
+    // node 1, a trunk from node 3, each seen by another node.
+    nodes[1]
+        .rpc("trusted.add", &["192.0.2.0/24", "any", "", "partner"])
+        .expect("trusted on node 2");
+    nodes[0]
+        .rpc(
+            "address.add",
+            &["200", "198.51.100.0/24", "0", "any", "carrier"],
+        )
+        .expect("address on node 1");
+    nodes[2]
+        .rpc(
+            "trunk.add",
+            &[r#"{"name":"lab","destinations":[{"uri":"sip:192.0.2.50"}]}"#],
+        )
+        .expect("trunk on node 3");
+    assert!(eventually(Duration::from_secs(1), || nodes[2]
+        .rpc("permissions.trustedDump", &[])
+        .is_ok_and(|d| d.to_string().contains("192.0.2.0/24"))));
+    assert!(eventually(Duration::from_secs(1), || nodes[2]
+        .rpc("permissions.allowSource", &["200", "198.51.100.7"])
+        .is_ok_and(|r| r.to_string().contains("carrier"))));
+    assert!(eventually(Duration::from_secs(1), || nodes[0]
+        .rpc("trunk.list", &[])
+        .is_ok_and(|t| t["trunks"][0]["name"] == "lab")));
+
+    // Node 2 dies without a word: when its two-second lease ends, it is gone.
+    let _ = nodes[1].child.kill();
+    let _ = nodes[1].child.wait();
+    for i in [0, 2] {
+        assert!(
+            eventually(Duration::from_secs(8), || member_names(&nodes[i])
+                == ["edge-1", "edge-3"]),
+            "{:?}",
+            member_names(&nodes[i])
+        );
+    }
+    // Node 3 stops (SIGTERM): it leaves at once.
+    assert!(nodes[2].terminate(Duration::from_secs(10)).is_some());
+    assert!(
+        eventually(Duration::from_secs(2), || member_names(&nodes[0])
+            == ["edge-1"]),
+        "{:?}",
+        member_names(&nodes[0])
+    );
+    nodes.clear();
+}
