@@ -94,6 +94,10 @@ pub struct Status {
     pub refused: u64,
     /// Writes applied since start.
     pub written: u64,
+    /// etcd operations that failed since start (each then tried on the next member).
+    pub failures: u64,
+    /// Seconds since the watch last heard from etcd.
+    pub watch_age_s: u64,
     /// No etcd member answers (writes wait, the last known state serves).
     pub degraded: bool,
     pub last_error: Option<String>,
@@ -114,6 +118,8 @@ struct Shared {
     written: AtomicU64,
     on_tables: OnceLock<OnTables>,
     stopped: AtomicBool,
+    /// When the watch last heard from etcd.
+    heard: Mutex<Instant>,
     /// Set once the first full read is in.
     loaded: tokio::sync::Notify,
     is_loaded: AtomicBool,
@@ -123,6 +129,7 @@ impl Shared {
     fn failed(&self, task: &'static str, e: &str) {
         let mut s = self.status.lock();
         s.degraded = true;
+        s.failures += 1;
         s.last_error = Some(format!("{task}: {e}"));
     }
 
@@ -244,6 +251,7 @@ impl EtcdStore {
             written: AtomicU64::new(0),
             on_tables: OnceLock::new(),
             stopped: AtomicBool::new(false),
+            heard: Mutex::new(Instant::now()),
             loaded: tokio::sync::Notify::new(),
             is_loaded: AtomicBool::new(false),
         });
@@ -331,6 +339,7 @@ impl EtcdStore {
         s.queued = self.shared.queued.load(Ordering::Relaxed);
         s.refused = self.shared.refused.load(Ordering::Relaxed);
         s.written = self.shared.written.load(Ordering::Relaxed);
+        s.watch_age_s = self.shared.heard.lock().elapsed().as_secs();
         s
     }
 
@@ -440,6 +449,7 @@ async fn watcher(mut ep: Endpoints) {
                     tables.push(entry);
                 }
             }
+            *shared.heard.lock() = Instant::now();
             shared.members.lock().reset(members, revision);
             let changes = shared.tables.lock().reset(tables, revision);
             shared.tables_changed(&changes);
@@ -492,6 +502,7 @@ async fn watcher(mut ep: Endpoints) {
                     break;
                 }
             };
+            *shared.heard.lock() = Instant::now();
             if msg.canceled() || msg.compact_revision() > 0 {
                 warn!(
                     compacted = msg.compact_revision(),

@@ -64,9 +64,20 @@ async fn live() -> HttpResponse {
     HttpResponse::Ok().body("live\n")
 }
 
+/// Ready unless starting or draining. A node whose etcd does not answer is still ready
+/// (calls and registrations go on with what it has) and says so: `ready, degraded`.
 async fn ready(state: web::Data<AdminState>) -> HttpResponse {
     if state.ready.load(Ordering::Relaxed) && !state.node.proxy.is_draining() {
-        HttpResponse::Ok().body("ready\n")
+        let degraded = state
+            .node
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.status().degraded);
+        HttpResponse::Ok().body(if degraded {
+            "ready, degraded: the cluster store does not answer\n"
+        } else {
+            "ready\n"
+        })
     } else {
         HttpResponse::ServiceUnavailable().body("not ready\n")
     }

@@ -85,6 +85,83 @@ fn apply(proxy: &Proxy, change: &Change) {
     }
 }
 
+/// The store's figures, read when Prometheus scrapes.
+#[derive(Debug)]
+struct ClusterCollector(Arc<EtcdStore>);
+
+impl prometheus_client::collector::Collector for ClusterCollector {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let s = self.0.status();
+        let gauges = [
+            (
+                "limes_cluster_members",
+                "Nodes whose membership lease is alive",
+                self.0.members().len() as i64,
+            ),
+            (
+                "limes_cluster_write_queue",
+                "Table changes waiting to be written to etcd",
+                s.queued as i64,
+            ),
+            (
+                "limes_cluster_degraded",
+                "1 while etcd does not answer (the node goes on with what it has)",
+                i64::from(s.degraded),
+            ),
+            (
+                "limes_cluster_revision",
+                "The newest etcd revision this node has seen",
+                s.revision,
+            ),
+            (
+                "limes_cluster_watch_age_seconds",
+                "Seconds since the watch last heard from etcd (an event or a progress notice)",
+                s.watch_age_s as i64,
+            ),
+        ];
+        for (name, help, v) in gauges {
+            let g = ConstGauge::new(v);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let counters = [
+            (
+                "limes_cluster_writes",
+                "Table changes written to etcd",
+                s.written,
+            ),
+            (
+                "limes_cluster_writes_refused",
+                "Table changes refused on a full write queue",
+                s.refused,
+            ),
+            (
+                "limes_cluster_failures",
+                "etcd operations that failed (each then tried on the next member)",
+                s.failures,
+            ),
+        ];
+        for (name, help, v) in counters {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Registers the cluster metrics.
+pub fn register_metrics(
+    registry: &mut prometheus_client::registry::Registry,
+    store: Arc<EtcdStore>,
+) {
+    registry.register_collector(Box::new(ClusterCollector(store)));
+}
+
 fn store(node: &Node) -> Result<&EtcdStore, RpcError> {
     node.cluster
         .as_deref()

@@ -195,6 +195,9 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
         ),
         None => None,
     };
+    if let Some(c) = &cluster {
+        crate::cluster::register_metrics(&mut registry, c.clone());
+    }
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

@@ -11,6 +11,33 @@ use std::time::{Duration, Instant};
 use etcd_cluster::{eventually, EtcdCluster};
 use support::Node;
 
+/// A phone (sipp) registers `user` (password `USER-pw`) through the node on `port`,
+/// answering its digest challenge; panics unless it gets its 200.
+fn register(port: u16, user: &str) {
+    let password = format!("{user}-pw");
+    support::uac(
+        "reg_uac.xml",
+        &format!("127.0.0.1:{port}"),
+        support::ports(),
+        &[
+            "-s",
+            user,
+            "-au",
+            user,
+            "-ap",
+            &password,
+            "-key",
+            "domain",
+            "example.com",
+            "-key",
+            "expires",
+            "600",
+            "-m",
+            "1",
+        ],
+    );
+}
+
 fn member_names(node: &Node) -> Vec<String> {
     node.rpc("cluster.members", &[])
         .ok()
@@ -26,7 +53,7 @@ fn member_names(node: &Node) -> Vec<String> {
 
 #[test]
 fn three_nodes_share_members_and_subscribers() {
-    let etcd = EtcdCluster::start(3, 26_000 + (std::process::id() % 400) as u16 * 10);
+    let mut etcd = EtcdCluster::start(3, 26_000 + (std::process::id() % 400) as u16 * 10);
     let config = std::env::temp_dir().join(format!("limes-cluster-{}.toml", std::process::id()));
     std::fs::write(
         &config,
@@ -79,28 +106,7 @@ fn three_nodes_share_members_and_subscribers() {
     );
     let took = started.elapsed();
     // ... and registers there with her password (sipp answers the digest challenge).
-    let phone = support::ports();
-    support::uac(
-        "reg_uac.xml",
-        &format!("127.0.0.1:{}", ports[0]),
-        phone,
-        &[
-            "-s",
-            "carol",
-            "-au",
-            "carol",
-            "-ap",
-            "carol-pw",
-            "-key",
-            "domain",
-            "example.com",
-            "-key",
-            "expires",
-            "600",
-            "-m",
-            "1",
-        ],
-    );
+    register(ports[0], "carol");
     assert!(took < Duration::from_secs(1), "{took:?}");
     nodes[0]
         .rpc("subscriber.rm", &["carol@example.com"])
@@ -138,6 +144,51 @@ fn three_nodes_share_members_and_subscribers() {
     assert!(eventually(Duration::from_secs(1), || nodes[0]
         .rpc("trunk.list", &[])
         .is_ok_and(|t| t["trunks"][0]["name"] == "lab")));
+
+    // Every etcd member stops: the nodes go on (ready, but degraded), a subscriber
+    // known before registers, a change made meanwhile waits and reaches the other nodes
+    // once etcd is back.
+    nodes[0]
+        .rpc("subscriber.add", &["dave@example.com", "dave-pw"])
+        .expect("added");
+    assert!(eventually(Duration::from_secs(1), || nodes[2]
+        .rpc("subscriber.show", &["dave@example.com"])
+        .is_ok()));
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    let ready = |n: &Node| {
+        support::http(&n.admin, "GET", "/health/ready", "").map(|(s, b)| (s, b.trim().to_owned()))
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || nodes[0]
+            .metric("limes_cluster_degraded")
+            == 1.0),
+        "degraded: {:?}",
+        nodes[0].rpc("cluster.status", &[])
+    );
+    let (code, body) = ready(&nodes[0]).expect("answers");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("degraded"), "{body}");
+    register(ports[0], "dave");
+    nodes[0]
+        .rpc("subscriber.add", &["erin@example.com", "erin-pw"])
+        .expect("added while etcd is away");
+    assert!(nodes[0].metric("limes_cluster_write_queue") >= 1.0);
+    for i in 0..3 {
+        etcd.restart(i);
+    }
+    assert!(
+        eventually(Duration::from_secs(20), || nodes[2]
+            .rpc("subscriber.show", &["erin@example.com"])
+            .is_ok()),
+        "erin reaches node 3 once etcd is back: {:?}",
+        nodes[0].rpc("cluster.status", &[])
+    );
+    assert!(eventually(Duration::from_secs(10), || nodes[0]
+        .metric("limes_cluster_degraded")
+        == 0.0));
+    assert_eq!(nodes[0].metric("limes_cluster_write_queue"), 0.0);
 
     // Node 2 dies without a word: when its two-second lease ends, it is gone.
     let _ = nodes[1].child.kill();

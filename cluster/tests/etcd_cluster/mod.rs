@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 pub struct EtcdCluster {
     members: Vec<Option<Child>>,
+    /// Each member's command line, to start it again.
+    args: Vec<Vec<String>>,
     pub clients: Vec<String>,
     dir: PathBuf,
 }
@@ -24,44 +26,43 @@ impl EtcdCluster {
             .collect();
         let initial: Vec<String> = (0..n).map(|i| format!("m{i}={}", peer(i))).collect();
         let initial = initial.join(",");
-        let members = (0..n)
+        let args: Vec<Vec<String>> = (0..n)
             .map(|i| {
                 let data = dir.join(format!("m{i}"));
                 std::fs::create_dir_all(&data).expect("etcd data dir");
-                let child = Command::new("etcd")
-                    .args([
-                        "--name",
-                        &format!("m{i}"),
-                        "--data-dir",
-                        &data.display().to_string(),
-                        "--listen-client-urls",
-                        &clients[i],
-                        "--advertise-client-urls",
-                        &clients[i],
-                        "--listen-peer-urls",
-                        &peer(i),
-                        "--initial-advertise-peer-urls",
-                        &peer(i),
-                        "--initial-cluster",
-                        &initial,
-                        "--initial-cluster-state",
-                        "new",
-                        "--initial-cluster-token",
-                        &format!("limes-test-{base}"),
-                        "--heartbeat-interval",
-                        "50",
-                        "--election-timeout",
-                        "500",
-                    ])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .expect("etcd runs (Debian package etcd-server)");
-                Some(child)
+                [
+                    "--name",
+                    &format!("m{i}"),
+                    "--data-dir",
+                    &data.display().to_string(),
+                    "--listen-client-urls",
+                    &clients[i],
+                    "--advertise-client-urls",
+                    &clients[i],
+                    "--listen-peer-urls",
+                    &peer(i),
+                    "--initial-advertise-peer-urls",
+                    &peer(i),
+                    "--initial-cluster",
+                    &initial,
+                    "--initial-cluster-state",
+                    "new",
+                    "--initial-cluster-token",
+                    &format!("limes-test-{base}"),
+                    "--heartbeat-interval",
+                    "50",
+                    "--election-timeout",
+                    "500",
+                ]
+                .iter()
+                .map(|a| a.to_string())
+                .collect()
             })
             .collect();
+        let members = args.iter().map(|a| Some(spawn(a))).collect();
         let cluster = EtcdCluster {
             members,
+            args,
             clients,
             dir,
         };
@@ -89,6 +90,13 @@ impl EtcdCluster {
         false
     }
 
+    /// Starts member `i` again on its data (after [`EtcdCluster::kill`]).
+    pub fn restart(&mut self, i: usize) {
+        if self.members[i].is_none() {
+            self.members[i] = Some(spawn(&self.args[i]));
+        }
+    }
+
     /// Kills member `i` (SIGKILL).
     pub fn kill(&mut self, i: usize) {
         if let Some(mut c) = self.members[i].take() {
@@ -105,6 +113,15 @@ impl Drop for EtcdCluster {
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+fn spawn(args: &[String]) -> Child {
+    Command::new("etcd")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("etcd runs (Debian package etcd-server)")
 }
 
 /// Whether `ok` holds within `bound` (asked every 20 ms).
