@@ -52,6 +52,10 @@ pub struct Meta {
     /// When the binding was last written, Unix seconds.
     #[serde(default)]
     pub updated: u64,
+    /// The node of a cluster the REGISTER came through (its flow lives there); `None`
+    /// on a node alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,6 +81,21 @@ struct Stored<'a> {
     call_id: Cow<'a, str>,
     cseq: u32,
     meta: Cow<'a, Meta>,
+}
+
+impl Stored<'_> {
+    /// The AoR and the binding, owned.
+    fn into_binding(self) -> (String, Contact) {
+        let binding = Binding {
+            contact: self.contact.into_owned(),
+            q: self.q,
+            expires_at: self.expires_at,
+            call_id: self.call_id.into_owned(),
+            cseq: self.cseq,
+            meta: self.meta.into_owned(),
+        };
+        (self.aor.into_owned(), binding)
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -133,6 +152,8 @@ pub struct Location {
     aors: AtomicI64,
     contacts: AtomicI64,
     pub metrics: Arc<LocationMetrics>,
+    /// This node's name in a cluster (bindings say which node their flow lives on).
+    node: std::sync::OnceLock<String>,
 }
 
 impl std::fmt::Debug for Location {
@@ -186,19 +207,13 @@ impl Location {
                 let (journal, _) = Journal::open(dir, "location", |record| match record {
                     Record::Put(_, value) => match serde_json::from_str::<Stored<'_>>(value) {
                         Ok(s) => {
+                            let (aor, binding) = s.into_binding();
                             // Most AoRs hold one binding: room for one, not four.
-                            let list = shards[shard_index(&s.aor)]
-                                .entry(s.aor.into_owned())
+                            let list = shards[shard_index(&aor)]
+                                .entry(aor)
                                 .or_insert_with(|| Vec::with_capacity(1));
-                            list.retain(|b| b.contact != s.contact);
-                            list.push(Binding {
-                                contact: s.contact.into_owned(),
-                                q: s.q,
-                                expires_at: s.expires_at,
-                                call_id: s.call_id.into_owned(),
-                                cseq: s.cseq,
-                                meta: s.meta.into_owned(),
-                            });
+                            list.retain(|b| b.contact != binding.contact);
+                            list.push(binding);
                         }
                         Err(_) => unreadable += 1,
                     },
@@ -230,6 +245,7 @@ impl Location {
             aors: AtomicI64::new(0),
             contacts: AtomicI64::new(0),
             metrics,
+            node: std::sync::OnceLock::new(),
         };
         location.recount();
         if location.journal.is_some() {
@@ -459,6 +475,38 @@ impl Location {
             self.recount();
         }
         dropped
+    }
+
+    /// Marks this node's bindings with its cluster name from now on.
+    pub fn set_node_name(&self, name: &str) {
+        let _ = self.node.set(name.to_owned());
+    }
+
+    /// This node's cluster name, if it is in a cluster.
+    pub fn node_name(&self) -> Option<String> {
+        self.node.get().cloned()
+    }
+
+    /// A binding written or removed through another node of the cluster (`key` and
+    /// `value` as the location journal writes them), applied and journaled here.
+    pub fn apply_shared(&self, key: &str, value: Option<&str>) -> Result<(), String> {
+        let Some(value) = value else {
+            let (aor, contact) = key.split_once(' ').ok_or_else(|| format!("key {key:?}"))?;
+            return self
+                .remove(aor, Some(contact))
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        };
+        let s: Stored<'_> = serde_json::from_str(value).map_err(|e| e.to_string())?;
+        let (aor, binding) = s.into_binding();
+        self.add(&aor, binding).map_err(|e| e.to_string())
+    }
+
+    /// Every binding change written from now on (a cluster shares them).
+    pub fn observe(&self, observer: limes_cluster::journal::Observer) {
+        if let Some(j) = &self.journal {
+            j.observe(observer);
+        }
     }
 
     /// Compacts the journal when it has grown past twice its snapshot; flushes it to disk.

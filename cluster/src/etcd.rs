@@ -105,18 +105,20 @@ pub struct Status {
     pub endpoints: BTreeMap<&'static str, String>,
 }
 
-/// What the node is told when a table entry changes in the store.
-pub type OnTables = Box<dyn Fn(&[Change]) + Send + Sync>;
+/// What the node is told when a table entry or a binding changes in the store (full
+/// store keys: [`keys::table_key`] and [`keys::location_key`] tell them apart).
+pub type OnChanges = Box<dyn Fn(&[Change]) + Send + Sync>;
 
 struct Shared {
     settings: EtcdSettings,
     tables: Mutex<Index>,
+    location: Mutex<Index>,
     members: Mutex<Index>,
     status: Mutex<Status>,
     queued: AtomicU64,
     refused: AtomicU64,
     written: AtomicU64,
-    on_tables: OnceLock<OnTables>,
+    on_changes: OnceLock<OnChanges>,
     stopped: AtomicBool,
     /// When the watch last heard from etcd.
     heard: Mutex<Instant>,
@@ -144,10 +146,32 @@ impl Shared {
             .insert(task, endpoint.to_owned());
     }
 
-    fn tables_changed(&self, changes: &[Change]) {
-        if let (false, Some(f)) = (changes.is_empty(), self.on_tables.get()) {
+    fn changed(&self, changes: &[Change]) {
+        if let (false, Some(f)) = (changes.is_empty(), self.on_changes.get()) {
             f(changes);
         }
+    }
+
+    /// The index a store key belongs in (`None`: not one this node follows).
+    fn index_of(&self, key: &str) -> Option<&Mutex<Index>> {
+        if key.starts_with(keys::MEMBERS) {
+            Some(&self.members)
+        } else if key.starts_with(keys::TABLES) {
+            Some(&self.tables)
+        } else if key.starts_with(keys::LOCATION) {
+            Some(&self.location)
+        } else {
+            None
+        }
+    }
+
+    /// The newest revision any index has seen.
+    fn revision(&self) -> i64 {
+        [&self.tables, &self.location, &self.members]
+            .iter()
+            .map(|i| i.lock().revision())
+            .max()
+            .unwrap_or(0)
     }
 }
 
@@ -230,12 +254,12 @@ impl std::fmt::Debug for EtcdStore {
 const BATCH: usize = 64;
 
 impl EtcdStore {
-    /// Starts the tasks on `runtime`; `on_tables` hears of every table change made in the
-    /// store (by any node, this one included) once the first read is in.
+    /// Starts the tasks on `runtime`; `on_changes` hears of every table and binding change
+    /// made in the store (by any node, this one included) once the first read is in.
     pub fn start(
         settings: EtcdSettings,
         runtime: &tokio::runtime::Handle,
-        on_tables: OnTables,
+        on_changes: OnChanges,
     ) -> Result<Arc<Self>, String> {
         if settings.endpoints.is_empty() {
             return Err("no etcd endpoint".into());
@@ -244,18 +268,19 @@ impl EtcdStore {
         let shared = Arc::new(Shared {
             settings,
             tables: Mutex::default(),
+            location: Mutex::default(),
             members: Mutex::default(),
             status: Mutex::default(),
             queued: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             written: AtomicU64::new(0),
-            on_tables: OnceLock::new(),
+            on_changes: OnceLock::new(),
             stopped: AtomicBool::new(false),
             heard: Mutex::new(Instant::now()),
             loaded: tokio::sync::Notify::new(),
             is_loaded: AtomicBool::new(false),
         });
-        let _ = shared.on_tables.set(on_tables);
+        let _ = shared.on_changes.set(on_changes);
         let n = shared.settings.endpoints.len();
         runtime.spawn(writer(Endpoints::new(shared.clone(), "writer", 0), rx));
         runtime.spawn(watcher(Endpoints::new(shared.clone(), "watcher", 1 % n)));
@@ -287,6 +312,21 @@ impl EtcdStore {
     /// event at all).
     pub fn delete_table(&self, key: &str) -> Result<(), WriteError> {
         self.send(Write::Delete(keys::table(key)))
+    }
+
+    /// Queues a binding's new value (`key` as the location journal names it), unless the
+    /// store holds it already.
+    pub fn put_location(&self, key: &str, value: &str) -> Result<(), WriteError> {
+        let key = keys::location(key);
+        if self.shared.location.lock().get(&key) == Some(value) {
+            return Ok(());
+        }
+        self.send(Write::Put(key, value.to_owned()))
+    }
+
+    /// Queues a binding's removal.
+    pub fn delete_location(&self, key: &str) -> Result<(), WriteError> {
+        self.send(Write::Delete(keys::location(key)))
     }
 
     fn send(&self, w: Write) -> Result<(), WriteError> {
@@ -330,12 +370,7 @@ impl EtcdStore {
 
     pub fn status(&self) -> Status {
         let mut s = self.shared.status.lock().clone();
-        s.revision = self
-            .shared
-            .tables
-            .lock()
-            .revision()
-            .max(self.shared.members.lock().revision());
+        s.revision = self.shared.revision();
         s.queued = self.shared.queued.load(Ordering::Relaxed);
         s.refused = self.shared.refused.load(Ordering::Relaxed);
         s.written = self.shared.written.load(Ordering::Relaxed);
@@ -437,7 +472,7 @@ async fn watcher(mut ep: Endpoints) {
                 }
             };
             let revision = resp.header().map_or(0, |h| h.revision());
-            let (mut tables, mut members) = (Vec::new(), Vec::new());
+            let (mut tables, mut location, mut members) = (Vec::new(), Vec::new(), Vec::new());
             for kv in resp.kvs() {
                 let (Ok(k), Ok(v)) = (kv.key_str(), kv.value_str()) else {
                     continue;
@@ -447,24 +482,22 @@ async fn watcher(mut ep: Endpoints) {
                     members.push(entry);
                 } else if k.starts_with(keys::TABLES) {
                     tables.push(entry);
+                } else if k.starts_with(keys::LOCATION) {
+                    location.push(entry);
                 }
             }
             *shared.heard.lock() = Instant::now();
             shared.members.lock().reset(members, revision);
-            let changes = shared.tables.lock().reset(tables, revision);
-            shared.tables_changed(&changes);
+            let mut changes = shared.tables.lock().reset(tables, revision);
+            changes.extend(shared.location.lock().reset(location, revision));
+            shared.changed(&changes);
             reload = false;
             if !shared.is_loaded.swap(true, Ordering::AcqRel) {
                 shared.loaded.notify_waiters();
                 info!(revision, "cluster state read from etcd");
             }
         }
-        let from = shared
-            .tables
-            .lock()
-            .revision()
-            .max(shared.members.lock().revision())
-            + 1;
+        let from = shared.revision() + 1;
         let opts = WatchOptions::new()
             .with_prefix()
             .with_start_revision(from)
@@ -518,11 +551,7 @@ async fn watcher(mut ep: Endpoints) {
                 let (Ok(k), rev) = (kv.key_str(), kv.mod_revision()) else {
                     continue;
                 };
-                let index = if k.starts_with(keys::MEMBERS) {
-                    &shared.members
-                } else if k.starts_with(keys::TABLES) {
-                    &shared.tables
-                } else {
+                let Some(index) = shared.index_of(k) else {
                     continue;
                 };
                 let change = match ev.event_type() {
@@ -532,11 +561,11 @@ async fn watcher(mut ep: Endpoints) {
                     },
                     EventType::Delete => index.lock().delete(k, rev),
                 };
-                if let (Some(c), true) = (change, k.starts_with(keys::TABLES)) {
+                if let (Some(c), false) = (change, k.starts_with(keys::MEMBERS)) {
                     changes.push(c);
                 }
             }
-            shared.tables_changed(&changes);
+            shared.changed(&changes);
         }
     }
 }

@@ -5,7 +5,9 @@
 //! - `member/NAME`: a node, held by its lease (JSON: name, addresses, load);
 //! - `tables/KEY`: a table entry changed at run time, `KEY` as the tables journal names
 //!   it (`subscriber/ID`, `trusted/ID`, `address/ID`, `trunk/NAME`, `routes/api`,
-//!   `drain/TRUNK/URI`).
+//!   `drain/TRUNK/URI`);
+//! - `location/AOR CONTACT`: a binding, as the location journal names and writes it (the
+//!   node its flow lives on inside).
 
 /// The prefix of every key of this schema version.
 pub const ROOT: &str = "/limes/v1/";
@@ -13,6 +15,19 @@ pub const ROOT: &str = "/limes/v1/";
 pub const MEMBERS: &str = "/limes/v1/member/";
 /// Tables changed at run time.
 pub const TABLES: &str = "/limes/v1/tables/";
+
+/// Registrations.
+pub const LOCATION: &str = "/limes/v1/location/";
+
+/// The store key of a location journal key.
+pub fn location(journal_key: &str) -> String {
+    format!("{LOCATION}{journal_key}")
+}
+
+/// The location journal key of a store key, if it is one.
+pub fn location_key(store_key: &str) -> Option<&str> {
+    store_key.strip_prefix(LOCATION).filter(|k| !k.is_empty())
+}
 
 /// The membership key of node `name`.
 pub fn member(name: &str) -> String {
@@ -56,6 +71,12 @@ mod tests {
         );
         assert_eq!(table_key(TABLES), None);
         assert_eq!(member_name(&table("member/x")), None);
+        assert_eq!(
+            location_key(&location("alice sip:alice@192.0.2.1")),
+            Some("alice sip:alice@192.0.2.1")
+        );
+        assert_eq!(location_key(&table("x")), None);
         assert!(member("a").starts_with(ROOT) && table("a").starts_with(ROOT));
+        assert!(location("a").starts_with(ROOT));
     }
 }

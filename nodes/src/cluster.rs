@@ -1,9 +1,10 @@
-//! A node in a cluster: its membership and its tables shared through etcd
-//! ([`limes_cluster::etcd`]). Every change this node's API makes to its tables (as the
-//! tables journal records it) is queued to the store; every change the store reports is
-//! applied here on a thread of its own ("cluster-apply": applying may wait on an address
-//! group's actor, never on a tokio worker) and journaled, so the node restarts with it
-//! even if etcd is away then. `cluster.members` and `cluster.status` show the rest.
+//! A node in a cluster: its membership, its tables and its registrations shared through
+//! etcd ([`limes_cluster::etcd`]). Every change this node makes to its tables or its
+//! bindings (as its journals record them) is queued to the store; every change the store
+//! reports is applied here on a thread of its own ("cluster-apply": applying may wait on
+//! an address group's actor, never on a tokio worker) and journaled, so the node restarts
+//! with it even if etcd is away then. A binding says which node its REGISTER came
+//! through. `cluster.members` and `cluster.status` show the rest.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -32,6 +33,7 @@ pub async fn join(
     admin: &str,
 ) -> anyhow::Result<Arc<EtcdStore>> {
     settings.member = json!({ "name": settings.node, "sip": sip, "admin": admin });
+    let name = settings.node.clone();
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Change>>(APPLY_QUEUE);
     let applier = proxy.clone();
     std::thread::Builder::new()
@@ -54,14 +56,26 @@ pub async fn join(
     });
     let store = EtcdStore::start(settings, &tokio::runtime::Handle::current(), on_tables)
         .map_err(anyhow::Error::msg)?;
+    let edge = proxy.edge();
+    edge.location.set_node_name(&name);
     let outgoing = store.clone();
-    proxy.edge().tables.observe(Box::new(move |r| {
+    edge.tables.observe(Box::new(move |r| {
         let queued = match r {
             Record::Put(k, v) => outgoing.put_table(k, v),
             Record::Delete(k) => outgoing.delete_table(k),
         };
         if let Err(e) = queued {
             warn!(error = %e, "a table change was not shared with the cluster");
+        }
+    }));
+    let outgoing = store.clone();
+    edge.location.observe(Box::new(move |r| {
+        let queued = match r {
+            Record::Put(k, v) => outgoing.put_location(k, v),
+            Record::Delete(k) => outgoing.delete_location(k),
+        };
+        if let Err(e) = queued {
+            warn!(error = %e, "a binding was not shared with the cluster");
         }
     }));
     if store.loaded(Duration::from_secs(5)).await {
@@ -77,11 +91,15 @@ fn apply(proxy: &Proxy, change: &Change) {
         Change::Put { key, value } => (key, Some(value.as_str())),
         Change::Delete { key } => (key, None),
     };
-    let Some(table_key) = keys::table_key(key) else {
+    let applied = if let Some(k) = keys::table_key(key) {
+        proxy.edge().apply_shared(k, value)
+    } else if let Some(k) = keys::location_key(key) {
+        proxy.edge().location.apply_shared(k, value)
+    } else {
         return;
     };
-    if let Err(e) = proxy.edge().apply_shared(table_key, value) {
-        warn!(key = %table_key, error = %e, "a change from the cluster was not applied");
+    if let Err(e) = applied {
+        warn!(%key, error = %e, "a change from the cluster was not applied");
     }
 }
 

@@ -447,6 +447,7 @@ pub fn bindings(
                         reg_id: int(&r, "reg_id").and_then(|v| u32::try_from(v).ok()),
                         push: None,
                         updated: unix_time(&r, "last_modified").map_or(now, |t| t.max(0) as u64),
+                        node: None,
                     },
                 },
             )))

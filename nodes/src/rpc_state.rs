@@ -305,6 +305,7 @@ fn contact_json(c: &Contact, now: u64) -> Value {
         "Received": format!("sip:{}", m.received),
         "Path": m.path.join(","),
         "Socket": format!("{}:{}", m.transport.as_str(), m.socket),
+        "Node": m.node,
         "Methods": m.methods,
         "Instance": m.instance,
         "Reg-Id": m.reg_id,
@@ -430,6 +431,7 @@ pub fn ul_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
             reg_id: None,
             push: None,
             updated: now,
+            node: node.proxy.edge().location.node_name(),
         },
     };
     node.proxy

@@ -9,16 +9,17 @@ mod support;
 use std::time::{Duration, Instant};
 
 use etcd_cluster::{eventually, EtcdCluster};
-use support::Node;
+use support::{Node, Peer};
 
 /// A phone (sipp) registers `user` (password `USER-pw`) through the node on `port`,
-/// answering its digest challenge; panics unless it gets its 200.
-fn register(port: u16, user: &str) {
+/// answering its digest challenge; panics unless it gets its 200. The phone's port.
+fn register(port: u16, user: &str) -> u16 {
     let password = format!("{user}-pw");
+    let phone = support::ports();
     support::uac(
         "reg_uac.xml",
         &format!("127.0.0.1:{port}"),
-        support::ports(),
+        phone,
         &[
             "-s",
             user,
@@ -36,6 +37,7 @@ fn register(port: u16, user: &str) {
             "1",
         ],
     );
+    phone
 }
 
 fn member_names(node: &Node) -> Vec<String> {
@@ -58,7 +60,7 @@ fn three_nodes_share_members_and_subscribers() {
     std::fs::write(
         &config,
         format!(
-            "[auth]\nalgorithms = [\"MD5\"]\n\n[cluster]\netcd = {:?}\nlease_ttl_s = 2\n",
+            "[auth]\nalgorithms = [\"MD5\"]\n\n[[trusted]]\ncidr = \"127.0.0.2/32\"\n\n[cluster]\netcd = {:?}\nlease_ttl_s = 2\n",
             etcd.clients
         ),
     )
@@ -106,8 +108,37 @@ fn three_nodes_share_members_and_subscribers() {
     );
     let took = started.elapsed();
     // ... and registers there with her password (sipp answers the digest challenge).
-    register(ports[0], "carol");
+    let phone = register(ports[0], "carol");
     assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // Her binding is every node's: ul.lookup on node 3 names node 1 as its node, and a
+    // call through node 2 reaches her phone (UDP, no NAT: sent to it directly).
+    assert!(
+        eventually(Duration::from_secs(1), || nodes[2]
+            .rpc("ul.lookup", &["carol"])
+            .is_ok_and(|v| v.to_string().contains("edge-1"))),
+        "node 3: {:?}; node 1: {:?}",
+        nodes[2].rpc("ul.lookup", &["carol"]),
+        nodes[0].rpc("ul.lookup", &["carol"])
+    );
+    let _carol = support::uas("call_uas.xml", phone, &[]);
+    let caller = Peer::bind("127.0.0.2");
+    let invite = "INVITE sip:carol@example.com SIP/2.0\r\n\
+                  Via: SIP/2.0/UDP {addr};branch=z9hG4bK-cluster-1;rport\r\n\
+                  Max-Forwards: 70\r\n\
+                  From: <sip:pbx@example.com>;tag=c1\r\n\
+                  To: <sip:carol@example.com>\r\n\
+                  Call-ID: cluster-call-1@test\r\n\
+                  CSeq: 1 INVITE\r\n\
+                  Contact: <sip:pbx@{addr}>\r\n\
+                  Content-Length: 0\r\n\r\n";
+    let r = caller.exchange(
+        &format!("127.0.0.1:{}", ports[1]),
+        invite,
+        Duration::from_secs(5),
+    );
+    let last = r.last().map(String::as_str).unwrap_or_default();
+    assert_eq!(support::status(last), 200, "{r:?}");
     nodes[0]
         .rpc("subscriber.rm", &["carol@example.com"])
         .expect("removed on node 1");

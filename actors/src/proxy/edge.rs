@@ -500,6 +500,7 @@ impl Proxy {
             .collect();
         let allow = msg.get_all(HeaderName::Allow).collect::<Vec<_>>().join(",");
         let user_agent = msg.user_agent().unwrap_or_default().to_owned();
+        let node = location.node_name();
         let meta = |u: &ContactUpdate<'_>| {
             let params = limes_sip::params::Params::new(u.params);
             let push = Uri::parse(u.uri).ok().and_then(|uri| {
@@ -522,6 +523,7 @@ impl Proxy {
                 reg_id: params.get("reg-id").flatten().and_then(|v| v.parse().ok()),
                 push,
                 updated: unix,
+                node: node.clone(),
             }
         };
         match location.register(&aor, &req, unix, meta) {

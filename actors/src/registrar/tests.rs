@@ -35,6 +35,7 @@ fn meta(_: &ContactUpdate<'_>) -> Meta {
         reg_id: None,
         push: None,
         updated: 0,
+        node: None,
     }
 }
 
