@@ -3,8 +3,8 @@
 //!
 //! Three tasks on the caller's tokio runtime, each with its own connection, so a slow
 //! one never holds up another, and none ever on a thread that receives SIP:
-//! - the **writer** takes writes from a bounded queue ([`EtcdStore::put`] and
-//!   [`EtcdStore::delete`] never wait: a full queue is refused and counted), sends what
+//! - the **writer** takes writes from a bounded queue ([`EtcdStore::put_table`] and
+//!   the other writes never wait: a full queue is refused and counted), sends what
 //!   has gathered as one transaction (the last write of a key wins) and retries until it
 //!   is applied;
 //! - the **watcher** reads every key once, then follows the changes from the next
