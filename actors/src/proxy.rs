@@ -468,6 +468,7 @@ impl Proxy {
         let mut edits = Edits::new();
         let mut failover = None;
         let mut vars = None;
+        let mut from_peer = false;
         let targets: Vec<Route> = match routing.decision {
             Decision::Refuse { status, reason } => {
                 return self.reply_local(&msg, &flow, now, status, reason, &[])
@@ -509,6 +510,25 @@ impl Proxy {
                 Located::Failed(why) => return self.unresolvable(&msg, &flow, now, why),
                 Located::At(_) => return self.reply_local(&msg, &flow, now, 404, "Not Found", &[]),
             },
+            // Another node of the cluster sends a call for a binding whose flow is here.
+            Decision::Initial if self.is_from_peer(&flow) => {
+                let Some(route) = msg
+                    .request_uri()
+                    .and_then(Result::ok)
+                    .and_then(|u| self.owned_binding_route(&u))
+                else {
+                    return self.reply_local(
+                        &msg,
+                        &flow,
+                        now,
+                        404,
+                        "Not Found: no such binding here",
+                        &[],
+                    );
+                };
+                from_peer = true;
+                vec![route]
+            }
             Decision::Initial => match self.initial_targets(&msg, &flow, now) {
                 Some(initial) => {
                     consume_credentials = initial.authenticated;
@@ -568,43 +588,45 @@ impl Proxy {
         };
         // A dialog-creating INVITE joins its profiles (limits checked) before it is relayed.
         let mut insert_session_expires = None;
-        let dialog = if method == Method::Invite && !in_dialog && self.dialogs.tracks() {
-            // RFC 4028 §8.1: a Session-Expires below the node's minimum gets 422; an
-            // INVITE without one gets the configured interval.
-            let (insert, min_se) = self.dialogs.session_timers();
-            match crate::dialogs::session_expires(&msg) {
-                Some(se) if u64::from(se) < min_se.as_secs() => {
-                    let min = min_se.as_secs().to_string();
-                    return self.reply_local(
-                        &msg,
-                        &flow,
-                        now,
-                        422,
-                        "Session Interval Too Small",
-                        &[("Min-SE", &min)],
-                    );
-                }
-                Some(_) => {}
-                None => insert_session_expires = insert.map(|d| d.as_secs().to_string()),
-            }
-            let origin = origin.unwrap_or_else(|| self.routed_origin(&msg, &flow));
-            let caller = Dest {
-                transport: flow.transport,
-                addr: flow.remote,
-                local: Some(flow.local),
-            };
-            match self.dialogs.admit(&msg, caller, origin) {
-                Ok(call) => {
-                    for (name, value) in vars.iter().flat_map(|v| v.iter()) {
-                        call.set_var(name, crate::dialogs::cdr::Var::Str(value.clone()));
+        // A call another node of the cluster sent on is tracked there, not again here.
+        let dialog =
+            if method == Method::Invite && !in_dialog && !from_peer && self.dialogs.tracks() {
+                // RFC 4028 §8.1: a Session-Expires below the node's minimum gets 422; an
+                // INVITE without one gets the configured interval.
+                let (insert, min_se) = self.dialogs.session_timers();
+                match crate::dialogs::session_expires(&msg) {
+                    Some(se) if u64::from(se) < min_se.as_secs() => {
+                        let min = min_se.as_secs().to_string();
+                        return self.reply_local(
+                            &msg,
+                            &flow,
+                            now,
+                            422,
+                            "Session Interval Too Small",
+                            &[("Min-SE", &min)],
+                        );
                     }
-                    Some(call)
+                    Some(_) => {}
+                    None => insert_session_expires = insert.map(|d| d.as_secs().to_string()),
                 }
-                Err(refused) => return self.refuse_call(&msg, &flow, now, &refused),
-            }
-        } else {
-            None
-        };
+                let origin = origin.unwrap_or_else(|| self.routed_origin(&msg, &flow));
+                let caller = Dest {
+                    transport: flow.transport,
+                    addr: flow.remote,
+                    local: Some(flow.local),
+                };
+                match self.dialogs.admit(&msg, caller, origin) {
+                    Ok(call) => {
+                        for (name, value) in vars.iter().flat_map(|v| v.iter()) {
+                            call.set_var(name, crate::dialogs::cdr::Var::Str(value.clone()));
+                        }
+                        Some(call)
+                    }
+                    Err(refused) => return self.refuse_call(&msg, &flow, now, &refused),
+                }
+            } else {
+                None
+            };
         let fork = Fork {
             flow,
             popped,

@@ -122,6 +122,8 @@ struct Shared {
     stopped: AtomicBool,
     /// When the watch last heard from etcd.
     heard: Mutex<Instant>,
+    /// Woken when the member list changes.
+    members_changed: tokio::sync::Notify,
     /// Set once the first full read is in.
     loaded: tokio::sync::Notify,
     is_loaded: AtomicBool,
@@ -277,6 +279,7 @@ impl EtcdStore {
             on_changes: OnceLock::new(),
             stopped: AtomicBool::new(false),
             heard: Mutex::new(Instant::now()),
+            members_changed: tokio::sync::Notify::new(),
             loaded: tokio::sync::Notify::new(),
             is_loaded: AtomicBool::new(false),
         });
@@ -351,6 +354,12 @@ impl EtcdStore {
             .iter()
             .filter_map(|(k, v)| Some((keys::table_key(k)?.to_owned(), v.to_owned())))
             .collect()
+    }
+
+    /// Returns when the member list has changed since the last call (at once the first
+    /// time after a change).
+    pub async fn members_changed(&self) {
+        self.shared.members_changed.notified().await;
     }
 
     /// The nodes whose membership lease is alive.
@@ -488,6 +497,7 @@ async fn watcher(mut ep: Endpoints) {
             }
             *shared.heard.lock() = Instant::now();
             shared.members.lock().reset(members, revision);
+            shared.members_changed.notify_one();
             let mut changes = shared.tables.lock().reset(tables, revision);
             changes.extend(shared.location.lock().reset(location, revision));
             shared.changed(&changes);
@@ -561,8 +571,10 @@ async fn watcher(mut ep: Endpoints) {
                     },
                     EventType::Delete => index.lock().delete(k, rev),
                 };
-                if let (Some(c), false) = (change, k.starts_with(keys::MEMBERS)) {
-                    changes.push(c);
+                match (change, k.starts_with(keys::MEMBERS)) {
+                    (Some(c), false) => changes.push(c),
+                    (Some(_), true) => shared.members_changed.notify_one(),
+                    (None, _) => {}
                 }
             }
             shared.changed(&changes);

@@ -10,7 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
+use limes_actors::proxy::edge::ClusterPeer;
 use limes_actors::proxy::Proxy;
+use limes_actors::settings::Listen;
 use limes_cluster::etcd::{EtcdSettings, EtcdStore};
 use limes_cluster::index::Change;
 use limes_cluster::journal::Record;
@@ -78,12 +80,42 @@ pub async fn join(
             warn!(error = %e, "a binding was not shared with the cluster");
         }
     }));
+    tokio::spawn(follow_peers(store.clone(), proxy.clone(), name.clone()));
     if store.loaded(Duration::from_secs(5)).await {
         info!(members = store.members().len(), "joined the cluster");
     } else {
         warn!("etcd did not answer: running on the tables this node has; they follow once it does");
     }
     Ok(store)
+}
+
+/// Keeps the edge's list of the other nodes (name and SIP sockets) as the membership
+/// says, on each change: calls for bindings whose flow another node holds go to it.
+async fn follow_peers(store: Arc<EtcdStore>, proxy: Arc<Proxy>, me: String) {
+    loop {
+        store.members_changed().await;
+        let peers: Vec<ClusterPeer> = store
+            .members()
+            .into_iter()
+            .filter(|m| m.name != me)
+            .map(|m| ClusterPeer {
+                sip: m.info["sip"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|l| l.as_str()?.parse::<Listen>().ok())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+                name: m.name,
+            })
+            .collect();
+        let edge = proxy.edge();
+        if **edge.peers.load() != peers {
+            info!(peers = ?peers.iter().map(|p| &p.name).collect::<Vec<_>>(), "cluster peers");
+            edge.peers.store(Arc::new(peers));
+        }
+    }
 }
 
 fn apply(proxy: &Proxy, change: &Change) {

@@ -139,6 +139,64 @@ fn three_nodes_share_members_and_subscribers() {
     );
     let last = r.last().map(String::as_str).unwrap_or_default();
     assert_eq!(support::status(last), 200, "{r:?}");
+
+    // Behind a NAT: frank's Contact is a private address; only node 1 (which his
+    // REGISTER came through) can reach him, at the NAT's address. A call through node 2
+    // goes through node 1.
+    nodes[0]
+        .rpc("subscriber.add", &["frank@example.com", "frank-pw"])
+        .expect("added");
+    let frank = Peer::bind("127.0.0.8");
+    let node1 = format!("127.0.0.1:{}", ports[0]);
+    let frank_register = "REGISTER sip:example.com SIP/2.0\r\n\
+                    Via: SIP/2.0/UDP {addr};branch=z9hG4bK-frank-1;rport\r\n\
+                    Max-Forwards: 70\r\n\
+                    From: <sip:frank@example.com>;tag=f1\r\n\
+                    To: <sip:frank@example.com>\r\n\
+                    Call-ID: frank-reg@test\r\n\
+                    CSeq: 1 REGISTER\r\n\
+                    Contact: <sip:frank@10.255.0.1:5999>\r\n\
+                    Expires: 600\r\n\
+                    Content-Length: 0\r\n\r\n";
+    let r = support::register_authed(
+        &frank,
+        &node1,
+        "example.com",
+        ("frank", "frank-pw"),
+        1,
+        frank_register,
+    );
+    assert_eq!(support::status(support::final_of(&r)), 200, "{r:?}");
+    assert!(eventually(Duration::from_secs(1), || nodes[1]
+        .rpc("ul.lookup", &["frank"])
+        .is_ok_and(|v| v.to_string().contains("edge-1"))));
+    let to_frank = invite
+        .replace("carol", "frank")
+        .replace("cluster-call-1", "cluster-call-2")
+        .replace("z9hG4bK-cluster-1", "z9hG4bK-cluster-2")
+        .replace("{addr}", &caller.addr().to_string());
+    caller
+        .sock
+        .send_to(to_frank.as_bytes(), format!("127.0.0.1:{}", ports[1]))
+        .expect("sends");
+    let got = support::receive(&frank, Duration::from_secs(3)).expect("the INVITE reaches frank");
+    assert!(got.starts_with("INVITE sip:frank@10.255.0.1:5999"), "{got}");
+    let vias = support::header(&got, "Via");
+    assert!(
+        vias[0].contains(&node1) && vias[1].contains(&format!(":{}", ports[1])),
+        "through node 2, then node 1 ({ports:?}): {vias:?}"
+    );
+    frank
+        .sock
+        .send_to(support::answer(&got, 200, "OK").as_bytes(), &node1)
+        .expect("sends");
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut answered = false;
+    while !answered && Instant::now() < end {
+        answered = support::receive(&caller, Duration::from_millis(300))
+            .is_some_and(|m| m.starts_with("SIP/2.0 200") && m.contains("cluster-call-2"));
+    }
+    assert!(answered, "frank's 200 reaches the caller");
     nodes[0]
         .rpc("subscriber.rm", &["carol@example.com"])
         .expect("removed on node 1");

@@ -7,7 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use limes_sip::digest::{authorize, Challenge, ClientCredentials};
-use support::{answer, receive, status, Node, Peer};
+use support::{
+    answer, answer_register, final_of, header, receive, register_authed, status, Node, Peer,
+};
 
 const DOMAIN: &str = "example.com";
 
@@ -95,25 +97,6 @@ fn sipp_args<'a>(user: &'a str, password: &'a str, extra: &[&'a str]) -> Vec<&'a
     v
 }
 
-/// The Authorization value answering a REGISTER challenge as `user` (`nc`: the count).
-fn answer_register(c: &Challenge<'_>, user: &str, password: &str, nc: u32) -> String {
-    let creds = ClientCredentials {
-        username: user,
-        password: Some(password),
-        ha1: None,
-    };
-    authorize(
-        c,
-        &creds,
-        "REGISTER",
-        &format!("sip:{DOMAIN}"),
-        "cn",
-        nc,
-        b"",
-    )
-    .expect("the challenge is answerable")
-}
-
 /// One sipp registration run (`scenario`) of `user` from `port`.
 fn sipp_register(s: &Setup, scenario: &str, port: u16, user: &str, password: &str, expires: &str) {
     let args = sipp_args(user, password, &["-key", "expires", expires]);
@@ -125,29 +108,6 @@ fn contacts(node: &Node, aor: &str) -> Vec<serde_json::Value> {
         Ok(v) => v["Contacts"].as_array().cloned().unwrap_or_default(),
         Err(_) => Vec::new(),
     }
-}
-
-/// A REGISTER of `user` sent by `peer`, answered as a phone does: the 401's challenge,
-/// then the same request with credentials (the challenge is stateless, so the CSeq is
-/// used once by the registrar). The responses to the second.
-fn register_authed(
-    peer: &Peer,
-    s: &Setup,
-    (user, password): (&str, &str),
-    cseq: u32,
-    text: &str,
-) -> Vec<String> {
-    let challenge = peer.exchange(&s.sip, text, Duration::from_secs(2));
-    assert_eq!(status(final_of(&challenge)), 401, "{challenge:?}");
-    let www = header(final_of(&challenge), "WWW-Authenticate");
-    let c = Challenge::parse(www[0]).expect("challenge parses");
-    let auth = answer_register(&c, user, password, cseq);
-    let with_auth = text.replacen(
-        "Content-Length: 0\r\n",
-        &format!("Authorization: {auth}\r\nContent-Length: 0\r\n"),
-        1,
-    );
-    peer.exchange(&s.sip, &with_auth, Duration::from_secs(2))
 }
 
 fn register_text(user: &str, cseq: u32, headers: &str) -> String {
@@ -177,19 +137,6 @@ fn invite_text(from_user: &str, to: &str, cseq: u32, headers: &str) -> String {
          {headers}\
          Content-Length: 0\r\n\r\n"
     )
-}
-
-fn header<'a>(response: &'a str, name: &str) -> Vec<&'a str> {
-    response
-        .split("\r\n")
-        .filter_map(|l| l.split_once(':'))
-        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.trim())
-        .collect()
-}
-
-fn final_of(responses: &[String]) -> &str {
-    responses.last().map(String::as_str).unwrap_or("")
 }
 
 #[test]
@@ -280,7 +227,7 @@ fn unknown_user_and_wrong_password_get_403_and_repeated_failures_block_the_sourc
         }
         let www = header(final_of(&challenge), "WWW-Authenticate");
         let c = Challenge::parse(www[0]).expect("challenge parses");
-        let auth = answer_register(&c, "bob", "nope", 1);
+        let auth = answer_register(&c, ("bob", "nope"), DOMAIN, 1);
         let answer = attacker.exchange(
             &s.sip,
             &register_text(
@@ -423,7 +370,8 @@ fn registrar_rules_on_the_wire() {
     let ask = |cseq: u32, headers: &str| {
         register_authed(
             &pbx,
-            &s,
+            &s.sip,
+            DOMAIN,
             ("carol", "carol-pw"),
             cseq,
             &register_text("carol", cseq, headers),
@@ -598,7 +546,7 @@ fn sha256_digest_registration() {
     for (i, offer) in offered.iter().enumerate() {
         let c = Challenge::parse(offer).expect("parses");
         // Both challenges carry the same nonce: the second answer counts on (nc 2).
-        let auth = answer_register(&c, "alice", "alice-pw", 1 + i as u32);
+        let auth = answer_register(&c, ("alice", "alice-pw"), DOMAIN, 1 + i as u32);
         let cseq = 2 + i as u32;
         let headers = format!("Authorization: {auth}\r\nContact: <sip:alice@{{addr}}>\r\n");
         let r = phone.exchange(
@@ -663,7 +611,7 @@ fn a_phone_on_tcp_is_reached_over_its_own_connection() {
     let challenge = read(&mut phone);
     assert_eq!(status(&challenge), 401, "{challenge}");
     let c = Challenge::parse(header(&challenge, "WWW-Authenticate")[0]).expect("parses");
-    let auth = answer_register(&c, "bob", "bob-pw", 1);
+    let auth = answer_register(&c, ("bob", "bob-pw"), DOMAIN, 1);
     phone
         .write_all(register(2, &format!("Authorization: {auth}\r\n")).as_bytes())
         .expect("sends");
@@ -789,7 +737,14 @@ fn lower_q_bindings_are_tried_only_after_higher_ones_fail() {
         )
         .replacen("Call-ID: raw-dave@test\r\n", "", 1)
         .replace("{addr}", &phone.addr().to_string());
-        let r = register_authed(phone, &s, ("dave", "dave-pw"), i as u32 + 1, &text);
+        let r = register_authed(
+            phone,
+            &s.sip,
+            DOMAIN,
+            ("dave", "dave-pw"),
+            i as u32 + 1,
+            &text,
+        );
         assert_eq!(status(final_of(&r)), 200, "{r:?}");
     }
     let caller = Peer::bind("127.0.0.2");

@@ -8,7 +8,7 @@ mod support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::{answer, status, Node, Peer};
+use support::{answer, header, status, Node, Peer};
 
 /// The next message to `peer` that starts with `start`, and where it came from.
 fn next_from(peer: &Peer, start: &str) -> (String, SocketAddr) {
@@ -26,13 +26,6 @@ fn next_from(peer: &Peer, start: &str) -> (String, SocketAddr) {
         }
     }
     panic!("nothing starting with {start:?}");
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
-    msg.split("\r\n")
-        .filter_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
-        .collect()
 }
 
 #[test]

@@ -348,3 +348,67 @@ pub fn receive(peer: &Peer, wait: Duration) -> Option<String> {
     let n = peer.sock.recv(&mut buf).ok()?;
     Some(String::from_utf8_lossy(&buf[..n]).into_owned())
 }
+
+/// The values of header `name` in `msg` (any case of the name), in order.
+pub fn header<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.split("\r\n")
+        .filter_map(|l| l.split_once(':'))
+        .filter(|(n, _)| n.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
+        .collect()
+}
+
+/// The last of a list of responses (the final one), or "".
+pub fn final_of(responses: &[String]) -> &str {
+    responses.last().map(String::as_str).unwrap_or("")
+}
+
+/// The Authorization value answering a REGISTER challenge for `domain` as `user`
+/// (`nc`: the count).
+pub fn answer_register(
+    c: &limes_sip::digest::Challenge<'_>,
+    (user, password): (&str, &str),
+    domain: &str,
+    nc: u32,
+) -> String {
+    let creds = limes_sip::digest::ClientCredentials {
+        username: user,
+        password: Some(password),
+        ha1: None,
+    };
+    limes_sip::digest::authorize(
+        c,
+        &creds,
+        "REGISTER",
+        &format!("sip:{domain}"),
+        "cn",
+        nc,
+        b"",
+    )
+    .expect("the challenge is answerable")
+}
+
+/// A REGISTER (`text`, for `domain`) of `user` sent by `peer` to `to`, answered as a
+/// phone does: the 401's challenge, then the same request with credentials (the
+/// challenge is stateless, so the CSeq is used once by the registrar). The responses to
+/// the second.
+pub fn register_authed(
+    peer: &Peer,
+    to: &str,
+    domain: &str,
+    credentials: (&str, &str),
+    cseq: u32,
+    text: &str,
+) -> Vec<String> {
+    let challenge = peer.exchange(to, text, Duration::from_secs(2));
+    assert_eq!(status(final_of(&challenge)), 401, "{challenge:?}");
+    let www = header(final_of(&challenge), "WWW-Authenticate");
+    let c = limes_sip::digest::Challenge::parse(www[0]).expect("challenge parses");
+    let auth = answer_register(&c, credentials, domain, cseq);
+    let with_auth = text.replacen(
+        "Content-Length: 0\r\n",
+        &format!("Authorization: {auth}\r\nContent-Length: 0\r\n"),
+        1,
+    );
+    peer.exchange(to, &with_auth, Duration::from_secs(2))
+}

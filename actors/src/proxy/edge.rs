@@ -5,6 +5,7 @@
 //! parallel, a lower q only when every higher one failed; each through the flow or Path
 //! it registered with).
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -45,8 +46,30 @@ pub struct Edge {
     pub routing: Arc<RoutingMetrics>,
     /// Locates host names (trunk destinations, relay URIs, next hops in dialogs).
     pub dns: Arc<Dns>,
+    /// The other nodes of the cluster and where each takes SIP (empty: a node alone).
+    pub peers: ArcSwap<Vec<ClusterPeer>>,
     /// Where the trunks and rules come from; changed only through [`Edge::set_routing`].
     pub routing_sources: parking_lot::Mutex<RoutingSources>,
+}
+
+/// Another node of the cluster: its name and the sockets it takes SIP on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterPeer {
+    pub name: String,
+    pub sip: Vec<crate::settings::Listen>,
+}
+
+impl ClusterPeer {
+    /// Where this node sends a request for the peer: its first socket of `transport`
+    /// (UDP preferred) in the family of `like`.
+    fn dest(&self, like: SocketAddr) -> Option<Dest> {
+        [Transport::Udp, Transport::Tcp].iter().find_map(|t| {
+            self.sip
+                .iter()
+                .find(|l| l.transport == *t && l.addr.is_ipv4() == like.is_ipv4())
+                .map(|l| Dest::new(l.transport, l.addr))
+        })
+    }
 }
 
 /// Why a destination's state was not changed.
@@ -164,6 +187,7 @@ impl Edge {
             trunks: Arc::default(),
             routing,
             dns,
+            peers: ArcSwap::default(),
             routing_sources: parking_lot::Mutex::new(RoutingSources {
                 config_rules: rules,
                 ..RoutingSources::default()
@@ -624,6 +648,8 @@ impl Proxy {
     pub(super) fn location_routes(&self, contacts: Vec<Contact>) -> Vec<Route> {
         let mut group = 0u16;
         let mut last_q = None;
+        let me = self.edge.location.node_name();
+        let peers = self.edge.peers.load();
         contacts
             .into_iter()
             .filter_map(|c| {
@@ -632,12 +658,23 @@ impl Proxy {
                     group += 1;
                 }
                 last_q = Some(q);
-                let (dest, preload) = match c.meta.path.first() {
-                    Some(first) => (
+                let owner = c
+                    .meta
+                    .node
+                    .as_deref()
+                    .filter(|n| me.as_deref() != Some(*n))
+                    .and_then(|n| peers.iter().find(|p| p.name == n));
+                let (dest, preload) = match (c.meta.path.first(), owner) {
+                    (Some(first), _) => (
                         Uri::parse(first).ok().and_then(|u| dest_of_uri(&u))?,
                         c.meta.path.clone(),
                     ),
-                    None => (self.flow_dest(&c.meta, &c.contact)?, Vec::new()),
+                    // Registered through another node, over a flow only it holds (TCP,
+                    // or a NAT that lets only its address through): through that node.
+                    (None, Some(peer)) if needs_owner(&c) => {
+                        (peer.dest(c.meta.received)?, Vec::new())
+                    }
+                    (None, _) => (self.flow_dest(&c.meta, &c.contact)?, Vec::new()),
                 };
                 Some(Route {
                     ruri: Some(c.contact),
@@ -647,6 +684,37 @@ impl Proxy {
                 })
             })
             .collect()
+    }
+
+    /// The source is another node of the cluster (it sends requests for the bindings
+    /// this node holds the flows of).
+    pub(super) fn is_from_peer(&self, flow: &Flow) -> bool {
+        let peers = self.edge.peers.load();
+        // A peer sends UDP from its listening socket; TCP from a port of the kernel's.
+        !peers.is_empty()
+            && peers.iter().any(|p| {
+                p.sip.iter().any(|l| match flow.transport {
+                    Transport::Udp => l.addr == flow.remote,
+                    Transport::Tcp => l.addr.ip() == flow.remote.ip(),
+                })
+            })
+    }
+
+    /// A request another node sent for a binding this node holds the flow of: the
+    /// binding's flow, found by the Request-URI (its Contact); `None` when this node has
+    /// no such binding of its own.
+    pub(super) fn owned_binding_route(&self, ruri: &Uri<'_>) -> Option<Route> {
+        let location = &self.edge.location;
+        let me = location.node_name();
+        let found = location.lookup(&self.edge.aor(ruri), unix_now());
+        let c = found.into_iter().find(|c| {
+            c.meta.node == me && limes_sip::registrar::same_contact(&c.contact, ruri.raw)
+        })?;
+        let dest = self.flow_dest(&c.meta, &c.contact)?;
+        Some(Route {
+            ruri: Some(c.contact),
+            ..Route::to(dest)
+        })
     }
 
     /// Where a binding is reached: the flow its REGISTER came on (the connection, if it is
@@ -664,6 +732,16 @@ impl Proxy {
             Transport::Tcp => Uri::parse(contact).ok().and_then(|u| dest_of_uri(&u)),
         }
     }
+}
+
+/// Whether only the node a binding registered through can reach it: a TCP flow, or a UDP
+/// source address other than its Contact's (a NAT).
+fn needs_owner(c: &Contact) -> bool {
+    c.meta.transport == Transport::Tcp
+        || Uri::parse(&c.contact)
+            .ok()
+            .and_then(|u| dest_of_uri(&u))
+            .is_none_or(|d| d.addr != c.meta.received)
 }
 
 #[cfg(test)]
