@@ -459,17 +459,34 @@ impl Location {
     }
 
     /// Drops bindings expired at `now` from memory (the journal forgets them at the next
-    /// compaction, and on load); the number dropped.
+    /// compaction, and on load); the number dropped. In a cluster the bindings of this
+    /// node are also deleted through the journal, so the store forgets them too.
     pub fn expire(&self, now: u64) -> usize {
+        let shared = self.journal.as_ref().filter(|j| j.is_observed());
+        let me = self.node_name();
         let mut dropped = 0;
+        let mut deleted = Vec::new();
         for s in self.shards.iter() {
             let mut s = s.write();
-            s.retain(|_, list| {
+            s.retain(|aor, list| {
                 let before = list.len();
-                list.retain(|b| b.expires_at > now);
+                list.retain(|b| {
+                    let live = b.expires_at > now;
+                    if !live && shared.is_some() && b.meta.node == me {
+                        deleted.push(journal_key(aor, &b.contact));
+                    }
+                    live
+                });
                 dropped += before - list.len();
                 !list.is_empty()
             });
+        }
+        if let Some(j) = shared {
+            let records: Vec<Record<'_>> = deleted.iter().map(|k| Record::Delete(k)).collect();
+            if let Err(e) = j.write_batch(&records) {
+                self.metrics.journal_errors.inc();
+                warn!(error = %e, "expired bindings not journaled");
+            }
         }
         if dropped > 0 {
             self.recount();

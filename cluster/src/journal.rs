@@ -182,6 +182,11 @@ impl Journal {
         let _ = self.observer.set(observer);
     }
 
+    /// Whether an observer is told of the changes (a cluster shares them).
+    pub fn is_observed(&self) -> bool {
+        self.observer.get().is_some()
+    }
+
     fn tell(&self, records: &[Record<'_>]) {
         if let Some(o) = self.observer.get() {
             for r in records {

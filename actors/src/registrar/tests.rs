@@ -24,6 +24,10 @@ fn register(user: &str, call_id: &str, cseq: u32, contact: &str) -> Message {
 }
 
 fn meta(_: &ContactUpdate<'_>) -> Meta {
+    base_meta()
+}
+
+fn base_meta() -> Meta {
     Meta {
         received: "192.0.2.4:5060".parse().expect("addr"),
         transport: Transport::Udp,
@@ -174,4 +178,56 @@ fn the_table_is_bounded_and_expiry_sweeps() {
     assert_eq!(metrics.aors.get(), 1);
     loc.register("c@example.com", &req, 1070, meta)
         .expect("room again after the sweep");
+}
+
+/// In a cluster a node's expired bindings are deleted through its journal (the store
+/// forgets them); another node's binding it follows is not its to delete, and a node
+/// alone writes nothing on expiry.
+#[test]
+fn in_a_cluster_expired_bindings_of_this_node_are_deleted_through_the_journal() {
+    let d = dir("expire-shared");
+    let (loc, _) = open(&d, 1000);
+    apply(
+        &loc,
+        "alice",
+        "c1",
+        1,
+        "<sip:alice@192.0.2.4>;expires=60",
+        1000,
+    );
+    assert_eq!(loc.expire(2000), 1, "alone: dropped");
+    loc.set_node_name("edge-1");
+    let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let sink = heard.clone();
+    loc.observe(Box::new(move |r| {
+        if let Record::Delete(k) = r {
+            sink.lock().push(k.to_owned());
+        }
+    }));
+    let own = |_: &ContactUpdate<'_>| Meta {
+        node: Some("edge-1".into()),
+        ..base_meta()
+    };
+    let msg = register("bob", "c2", 1, "<sip:bob@192.0.2.4>;expires=60");
+    let req = Register::read(&msg, &loc.rules()).expect("reads");
+    loc.register("bob@example.com", &req, 2000, own)
+        .expect("applies");
+    let other = Binding {
+        contact: "sip:carol@192.0.2.9".into(),
+        q: None,
+        expires_at: 2060,
+        call_id: "c3".into(),
+        cseq: 1,
+        meta: Meta {
+            node: Some("edge-2".into()),
+            ..base_meta()
+        },
+    };
+    loc.add("carol@example.com", other).expect("follows");
+    assert_eq!(loc.expire(3000), 2);
+    assert_eq!(
+        *heard.lock(),
+        ["bob@example.com sip:bob@192.0.2.4"],
+        "only this node's binding"
+    );
 }
