@@ -96,6 +96,14 @@ fn bump(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Whether a request is handled for the first time, or again after waiting (for DNS):
+/// what it was counted under the first time is not counted again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    First,
+    Again,
+}
+
 /// Where the next hop of a request is, and how the request must change to get there.
 pub struct Route {
     dest: Dest,
@@ -341,11 +349,11 @@ impl Proxy {
             }
         }
 
-        self.on_admitted(msg, flow, now);
+        self.on_admitted(msg, flow, now, Pass::First);
     }
 
     /// A request past the flood guard: matched, checked, dispatched.
-    fn on_admitted(&self, msg: Message, flow: Flow, now: Instant) {
+    fn on_admitted(&self, msg: Message, flow: Flow, now: Instant, pass: Pass) {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         // Retransmissions and ACKs of existing server transactions (§17.2.3).
         // The key and its hash, computed once: a new transaction below uses them too.
@@ -422,7 +430,7 @@ impl Proxy {
                     ],
                 );
             }
-            _ => self.on_new_request(msg, key, flow, now),
+            _ => self.on_new_request(msg, key, flow, now, pass),
         }
     }
 
@@ -443,7 +451,14 @@ impl Proxy {
     }
 
     /// `key`: the server transaction's key and its hash ([`Proxy::sid`]).
-    fn on_new_request(&self, msg: Message, key: Option<(u64, TxKey)>, flow: Flow, now: Instant) {
+    fn on_new_request(
+        &self,
+        msg: Message,
+        key: Option<(u64, TxKey)>,
+        flow: Flow,
+        now: Instant,
+        pass: Pass,
+    ) {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let in_dialog = msg.to_tag().is_some();
         if self.is_draining() && method == Method::Invite && !in_dialog {
@@ -529,7 +544,7 @@ impl Proxy {
                 from_peer = true;
                 vec![route]
             }
-            Decision::Initial => match self.initial_targets(&msg, &flow, now) {
+            Decision::Initial => match self.initial_targets(&msg, &flow, now, pass) {
                 Some(initial) => {
                     consume_credentials = initial.authenticated;
                     origin = Some(initial.origin);

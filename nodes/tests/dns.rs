@@ -234,6 +234,16 @@ action = "trunk:carrier"
     let final_ok =
         next_of(&pbx, "SIP/2.0 200", Duration::from_secs(3)).expect("the 200 reaches the caller");
 
+    // The INVITE waited for DNS and was handled again: counted once.
+    assert_eq!(
+        node.metric("limes_route_decisions_total{rule=\"out\",action=\"trunk\"}"),
+        1.0
+    );
+    assert_eq!(
+        node.metric("limes_requests_by_source_total{class=\"trusted\",group=\"\"}"),
+        1.0
+    );
+
     // ACK and BYE go to the Contact, a host name, through the node.
     send(&pbx, &in_dialog("ACK", &final_ok, 1));
     let got = next_of(&callee, "ACK", Duration::from_secs(3)).expect("ACK delivered to ua.test");

@@ -13,7 +13,7 @@ use limes_sip::Message;
 use smallvec::{smallvec, SmallVec};
 use tracing::trace;
 
-use super::Proxy;
+use super::{Pass, Proxy};
 use crate::dns::Cached;
 use crate::transport::{dest_of_uri, Dest, Flow};
 
@@ -72,7 +72,7 @@ impl Proxy {
     /// (it was counted once).
     fn handle_again(&self, data: Bytes, flow: Flow) {
         if let Ok(msg) = Message::parse(data, &self.settings.limits) {
-            self.on_admitted(msg, flow, Instant::now());
+            self.on_admitted(msg, flow, Instant::now(), Pass::Again);
         }
     }
 

@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::edge::{source_label, unix_now, user_of, Initial};
 use super::locate::Located;
 use super::own::Outcome;
-use super::{Proxy, Route};
+use super::{Pass, Proxy, Route};
 use crate::auth::Kind;
 use crate::dialogs::Origin;
 use crate::policy::{Action, Facts, HeaderEdits, SourceMatch};
@@ -217,7 +217,9 @@ impl Proxy {
         msg: &Message,
         flow: &Flow,
         now: Instant,
+        pass: Pass,
     ) -> Option<Initial> {
+        let first = pass == Pass::First;
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let (groups, trusted) = self.source_of(msg, flow);
         let routing = &self.edge.routing;
@@ -226,13 +228,15 @@ impl Proxy {
             Peer::Carrier { group, .. } => *group,
             _ => 0,
         };
-        routing
-            .sources
-            .get_or_create(&SourceLabels {
-                class: peer.class(),
-                group: GroupLabel(group),
-            })
-            .inc();
+        if first {
+            routing
+                .sources
+                .get_or_create(&SourceLabels {
+                    class: peer.class(),
+                    group: GroupLabel(group),
+                })
+                .inc();
+        }
         let mut origin = Origin {
             source: source_label(&peer),
             caller: user_of(msg.from()),
@@ -284,7 +288,9 @@ impl Proxy {
                 origin.attrs.clone_from(&sub.attrs);
                 authenticated = true;
             }
-            rule.decided.inc();
+            if first {
+                rule.decided.inc();
+            }
             let mut initial = Initial {
                 targets: Vec::new(),
                 authenticated,
