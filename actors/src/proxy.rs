@@ -46,7 +46,7 @@ use crate::settings::{FloodAction, ProxySettings, Transport};
 use crate::transport::{Dest, Flow, Inbound, Outbound, Sends};
 use crate::trunks::{Health, Trunk};
 use locate::Located;
-use routing::{Alternatives, Edits, Failover};
+use routing::{Edits, Failover};
 
 const SHARDS: usize = 64;
 
@@ -491,35 +491,18 @@ impl Proxy {
             Decision::Register => return self.on_register(&msg, &flow, now),
             Decision::Route { uri, strict } => match self.locate(&uri, &msg, &flow) {
                 Located::At(dests) => {
-                    if dests.len() > 1 {
-                        failover = Some(Alternatives::Records);
-                    }
-                    dests
-                        .into_iter()
-                        .enumerate()
-                        .map(|(n, dest)| Route {
-                            strict: strict.then(|| uri.raw.to_owned()),
-                            group: n as u16,
-                            ..Route::to(dest)
-                        })
-                        .collect()
+                    let (routes, records) = locate::one_by_one(dests, strict.then_some(uri.raw));
+                    failover = records;
+                    routes
                 }
                 Located::Waiting => return,
                 Located::Failed(why) => return self.unresolvable(&msg, &flow, now, why),
             },
             Decision::RequestUri { uri } => match self.locate(&uri, &msg, &flow) {
                 Located::At(dests) if !dests.iter().any(|d| self.local.is_us_addr(d.addr)) => {
-                    if dests.len() > 1 {
-                        failover = Some(Alternatives::Records);
-                    }
-                    dests
-                        .into_iter()
-                        .enumerate()
-                        .map(|(n, dest)| Route {
-                            group: n as u16,
-                            ..Route::to(dest)
-                        })
-                        .collect()
+                    let (routes, records) = locate::one_by_one(dests, None);
+                    failover = records;
+                    routes
                 }
                 Located::Waiting => return,
                 Located::Failed(why) => return self.unresolvable(&msg, &flow, now, why),

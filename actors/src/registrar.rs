@@ -472,7 +472,7 @@ impl Location {
                 let before = list.len();
                 list.retain(|b| {
                     let live = b.expires_at > now;
-                    if !live && shared.is_some() && b.meta.node == me {
+                    if !live && shared.is_some() && b.meta.node.as_deref() == me {
                         deleted.push(journal_key(aor, &b.contact));
                     }
                     live
@@ -500,8 +500,8 @@ impl Location {
     }
 
     /// This node's cluster name, if it is in a cluster.
-    pub fn node_name(&self) -> Option<String> {
-        self.node.get().cloned()
+    pub fn node_name(&self) -> Option<&str> {
+        self.node.get().map(String::as_str)
     }
 
     /// A binding written or removed through another node of the cluster (`key` and

@@ -230,6 +230,25 @@ impl Endpoints {
         tokio::time::sleep(pause).await;
     }
 
+    /// One operation within the deadline; after an error or silence the endpoint is left
+    /// ([`Endpoints::failed`]) and `None` returned.
+    async fn attempt<T>(
+        &mut self,
+        op: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Option<T> {
+        match tokio::time::timeout(self.shared.settings.timeout, op).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => {
+                self.failed(&e.to_string()).await;
+                None
+            }
+            Err(_) => {
+                self.failed("timed out").await;
+                None
+            }
+        }
+    }
+
     fn succeeded(&mut self) {
         if self.failures > 0 {
             self.shared.ok();
@@ -304,11 +323,7 @@ impl EtcdStore {
     /// the store holds already is not sent again: a change that came from the store and
     /// was applied here does not go back to it.
     pub fn put_table(&self, key: &str, value: &str) -> Result<(), WriteError> {
-        let key = keys::table(key);
-        if self.shared.tables.lock().get(&key) == Some(value) {
-            return Ok(());
-        }
-        self.send(Write::Put(key, value.to_owned()))
+        self.put_unless_held(&self.shared.tables, keys::table(key), value)
     }
 
     /// Queues a table entry's removal (one the store no longer has comes back as no
@@ -320,8 +335,17 @@ impl EtcdStore {
     /// Queues a binding's new value (`key` as the location journal names it), unless the
     /// store holds it already.
     pub fn put_location(&self, key: &str, value: &str) -> Result<(), WriteError> {
-        let key = keys::location(key);
-        if self.shared.location.lock().get(&key) == Some(value) {
+        self.put_unless_held(&self.shared.location, keys::location(key), value)
+    }
+
+    /// Queues `key` = `value` unless `index` (what the store holds) has it already.
+    fn put_unless_held(
+        &self,
+        index: &Mutex<Index>,
+        key: String,
+        value: &str,
+    ) -> Result<(), WriteError> {
+        if index.lock().get(&key) == Some(value) {
             return Ok(());
         }
         self.send(Write::Put(key, value.to_owned()))
@@ -400,12 +424,8 @@ impl EtcdStore {
         let mut ep = Endpoints::new(self.shared.clone(), "leave", 0);
         for _ in 0..self.shared.settings.endpoints.len() * 2 {
             let mut c = ep.client().await;
-            match tokio::time::timeout(self.shared.settings.timeout, c.delete(key.as_str(), None))
-                .await
-            {
-                Ok(Ok(_)) => return,
-                Ok(Err(e)) => ep.failed(&e.to_string()).await,
-                Err(_) => ep.failed("timed out").await,
+            if ep.attempt(c.delete(key.as_str(), None)).await.is_some() {
+                return;
             }
         }
     }
@@ -435,13 +455,9 @@ async fn writer(mut ep: Endpoints, mut rx: mpsc::Receiver<Write>) {
         loop {
             let mut c = ep.client().await;
             let txn = Txn::new().and_then(ops.clone());
-            match tokio::time::timeout(shared.settings.timeout, c.txn(txn)).await {
-                Ok(Ok(_)) => {
-                    ep.succeeded();
-                    break;
-                }
-                Ok(Err(e)) => ep.failed(&e.to_string()).await,
-                Err(_) => ep.failed("timed out").await,
+            if ep.attempt(c.txn(txn)).await.is_some() {
+                ep.succeeded();
+                break;
             }
         }
         shared.queued.fetch_sub(
@@ -464,21 +480,9 @@ async fn watcher(mut ep: Endpoints) {
         }
         let mut c = ep.client().await;
         if reload {
-            let read = tokio::time::timeout(
-                shared.settings.timeout,
-                c.get(keys::ROOT, Some(GetOptions::new().with_prefix())),
-            )
-            .await;
-            let resp = match read {
-                Ok(Ok(r)) => r,
-                Ok(Err(e)) => {
-                    ep.failed(&e.to_string()).await;
-                    continue;
-                }
-                Err(_) => {
-                    ep.failed("timed out").await;
-                    continue;
-                }
+            let read = c.get(keys::ROOT, Some(GetOptions::new().with_prefix()));
+            let Some(resp) = ep.attempt(read).await else {
+                continue;
             };
             let revision = resp.header().map_or(0, |h| h.revision());
             let (mut tables, mut location, mut members) = (Vec::new(), Vec::new(), Vec::new());
@@ -512,20 +516,9 @@ async fn watcher(mut ep: Endpoints) {
             .with_prefix()
             .with_start_revision(from)
             .with_progress_notify();
-        let mut stream =
-            match tokio::time::timeout(shared.settings.timeout, c.watch(keys::ROOT, Some(opts)))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    ep.failed(&e.to_string()).await;
-                    continue;
-                }
-                Err(_) => {
-                    ep.failed("timed out").await;
-                    continue;
-                }
-            };
+        let Some(mut stream) = ep.attempt(c.watch(keys::ROOT, Some(opts))).await else {
+            continue;
+        };
         ep.succeeded();
         loop {
             // A progress notification comes at least every ten minutes; silence for
@@ -596,18 +589,9 @@ async fn membership(mut ep: Endpoints) {
             return;
         }
         let mut c = ep.client().await;
-        let lease =
-            match tokio::time::timeout(shared.settings.timeout, c.lease_grant(ttl, None)).await {
-                Ok(Ok(l)) => l.id(),
-                Ok(Err(e)) => {
-                    ep.failed(&e.to_string()).await;
-                    continue;
-                }
-                Err(_) => {
-                    ep.failed("timed out").await;
-                    continue;
-                }
-            };
+        let Some(lease) = ep.attempt(c.lease_grant(ttl, None)).await.map(|l| l.id()) else {
+            continue;
+        };
         let mut info = shared.settings.member.clone();
         if let Some(o) = info.as_object_mut() {
             o.insert("since".into(), since.into());
@@ -618,23 +602,11 @@ async fn membership(mut ep: Endpoints) {
             info.to_string(),
             Some(PutOptions::new().with_lease(lease)),
         );
-        match tokio::time::timeout(shared.settings.timeout, put).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                ep.failed(&e.to_string()).await;
-                continue;
-            }
-            Err(_) => {
-                ep.failed("timed out").await;
-                continue;
-            }
+        if ep.attempt(put).await.is_none() {
+            continue;
         }
-        let (mut keeper, mut answers) = match c.lease_keep_alive(lease).await {
-            Ok(k) => k,
-            Err(e) => {
-                ep.failed(&e.to_string()).await;
-                continue;
-            }
+        let Some((mut keeper, mut answers)) = ep.attempt(c.lease_keep_alive(lease)).await else {
+            continue;
         };
         ep.succeeded();
         info!(node = %shared.settings.node, lease, "cluster membership held");

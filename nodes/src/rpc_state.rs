@@ -431,7 +431,7 @@ pub fn ul_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
             reg_id: None,
             push: None,
             updated: now,
-            node: node.proxy.edge().location.node_name(),
+            node: node.proxy.edge().location.node_name().map(str::to_owned),
         },
     };
     node.proxy

@@ -524,7 +524,7 @@ impl Proxy {
             .collect();
         let allow = msg.get_all(HeaderName::Allow).collect::<Vec<_>>().join(",");
         let user_agent = msg.user_agent().unwrap_or_default().to_owned();
-        let node = location.node_name();
+        let node = location.node_name().map(str::to_owned);
         let meta = |u: &ContactUpdate<'_>| {
             let params = limes_sip::params::Params::new(u.params);
             let push = Uri::parse(u.uri).ok().and_then(|uri| {
@@ -662,7 +662,7 @@ impl Proxy {
                     .meta
                     .node
                     .as_deref()
-                    .filter(|n| me.as_deref() != Some(*n))
+                    .filter(|n| me != Some(*n))
                     .and_then(|n| peers.iter().find(|p| p.name == n));
                 let (dest, preload) = match (c.meta.path.first(), owner) {
                     (Some(first), _) => (
@@ -708,7 +708,7 @@ impl Proxy {
         let me = location.node_name();
         let found = location.lookup(&self.edge.aor(ruri), unix_now());
         let c = found.into_iter().find(|c| {
-            c.meta.node == me && limes_sip::registrar::same_contact(&c.contact, ruri.raw)
+            c.meta.node.as_deref() == me && limes_sip::registrar::same_contact(&c.contact, ruri.raw)
         })?;
         let dest = self.flow_dest(&c.meta, &c.contact)?;
         Some(Route {

@@ -13,9 +13,30 @@ use limes_sip::Message;
 use smallvec::{smallvec, SmallVec};
 use tracing::trace;
 
-use super::{Pass, Proxy};
+use super::routing::Alternatives;
+use super::{Pass, Proxy, Route};
 use crate::dns::Cached;
 use crate::transport::{dest_of_uri, Dest, Flow};
+
+/// The servers DNS located for one next hop, tried one after another (each its own
+/// serial group), and what moves the request on between them (RFC 3263 §4.3); `strict`:
+/// the next hop is a strict router, whose URI becomes the Request-URI.
+pub(super) fn one_by_one(
+    dests: SmallVec<[Dest; 2]>,
+    strict: Option<&str>,
+) -> (Vec<Route>, Option<Alternatives>) {
+    let failover = (dests.len() > 1).then_some(Alternatives::Records);
+    let routes = dests
+        .into_iter()
+        .enumerate()
+        .map(|(n, dest)| Route {
+            strict: strict.map(str::to_owned),
+            group: n as u16,
+            ..Route::to(dest)
+        })
+        .collect();
+    (routes, failover)
+}
 
 /// Where a target leads.
 pub(super) enum Located {

@@ -337,17 +337,8 @@ impl Proxy {
                     };
                     match self.locate(&uri, msg, flow) {
                         Located::At(dests) => {
-                            if dests.len() > 1 {
-                                initial.failover = Some(Alternatives::Records);
-                            }
-                            initial.targets = dests
-                                .into_iter()
-                                .enumerate()
-                                .map(|(n, dest)| Route {
-                                    group: n as u16,
-                                    ..Route::to(dest)
-                                })
-                                .collect();
+                            (initial.targets, initial.failover) =
+                                super::locate::one_by_one(dests, None);
                         }
                         Located::Waiting => return None,
                         Located::Failed(why) => {
