@@ -1175,13 +1175,26 @@ impl Proxy {
         reason: &str,
         extra: &[(&str, &str)],
     ) {
+        let (dest, bytes) = self.stateless_response(msg, flow, status, reason, extra);
+        let _ = self.out.send(&dest, bytes);
+    }
+
+    /// A response of this node's own to `msg` and where it goes, counted as sent.
+    fn stateless_response(
+        &self,
+        msg: &Message,
+        flow: &Flow,
+        status: u16,
+        reason: &str,
+        extra: &[(&str, &str)],
+    ) -> (Dest, Bytes) {
         let tag = self.local.local_tag(msg);
         let mut r = Response::to(msg, status, reason, Some(&tag));
         for (n, v) in extra {
             r = r.header(n, v);
         }
         self.count_local(status);
-        let _ = self.out.send(&reply_dest(msg, flow), r.finish());
+        (reply_dest(msg, flow), r.finish())
     }
 
     fn count_local(&self, status: u16) {

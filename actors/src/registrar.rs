@@ -10,7 +10,8 @@ use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
-use limes_cluster::{Journal, Record};
+use limes_cluster::store::Confirm;
+use limes_cluster::{ClusterStore, Journal, Record, Written};
 use limes_sip::registrar::{self, Binding, ContactUpdate, Outcome, Refusal, Register, Rules};
 use parking_lot::RwLock;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -81,6 +82,12 @@ struct Stored<'a> {
     call_id: Cow<'a, str>,
     cseq: u32,
     meta: Cow<'a, Meta>,
+}
+
+/// A stored binding's expiry, read alone.
+#[derive(Deserialize)]
+struct Expiry {
+    expires_at: u64,
 }
 
 impl Stored<'_> {
@@ -154,6 +161,8 @@ pub struct Location {
     pub metrics: Arc<LocationMetrics>,
     /// This node's name in a cluster (bindings say which node their flow lives on).
     node: std::sync::OnceLock<String>,
+    /// Where binding changes are shared (none: the node alone).
+    store: std::sync::OnceLock<Arc<dyn ClusterStore>>,
 }
 
 impl std::fmt::Debug for Location {
@@ -246,6 +255,7 @@ impl Location {
             contacts: AtomicI64::new(0),
             metrics,
             node: std::sync::OnceLock::new(),
+            store: std::sync::OnceLock::new(),
         };
         location.recount();
         if location.journal.is_some() {
@@ -519,10 +529,33 @@ impl Location {
         self.add(&aor, binding).map_err(|e| e.to_string())
     }
 
-    /// Every binding change written from now on (a cluster shares them).
-    pub fn observe(&self, observer: limes_cluster::journal::Observer) {
+    /// From now on every binding change, once journaled, goes to `store` too (each
+    /// binding on a lease of its expiry), and [`Location::when_shared`] waits for it.
+    pub fn share(&self, store: Arc<dyn ClusterStore>) {
         if let Some(j) = &self.journal {
-            j.observe(observer);
+            let to = store.clone();
+            j.observe(Box::new(move |r| {
+                let handed = match r {
+                    Record::Put(k, v) => {
+                        let until = serde_json::from_str::<Expiry>(v).map_or(0, |e| e.expires_at);
+                        to.put_location(k, v, until)
+                    }
+                    Record::Delete(k) => to.delete_location(k),
+                };
+                if let Err(e) = handed {
+                    warn!(error = %e, "a binding was not shared with the cluster");
+                }
+            }));
+        }
+        let _ = self.store.set(store);
+    }
+
+    /// Calls `done` once the binding changes made so far are where every node of the
+    /// cluster reads them (at once for a node alone: its journal has them).
+    pub fn when_shared(&self, done: Confirm) {
+        match self.store.get() {
+            Some(s) => s.confirm(done),
+            None => done(Written::Shared),
         }
     }
 

@@ -571,11 +571,19 @@ impl Tables {
         }
     }
 
-    /// Every change this node's API (or import) makes to its tables, as journaled, from
-    /// now on (a cluster shares them).
-    pub fn observe(&self, observer: limes_cluster::journal::Observer) {
+    /// From now on every change this node's API (or import) makes to its tables goes,
+    /// once journaled, to `store` too.
+    pub fn share(&self, store: Arc<dyn limes_cluster::ClusterStore>) {
         if let Some(j) = &self.journal {
-            j.observe(observer);
+            j.observe(Box::new(move |r| {
+                let handed = match r {
+                    limes_cluster::Record::Put(k, v) => store.put_table(k, v),
+                    limes_cluster::Record::Delete(k) => store.delete_table(k),
+                };
+                if let Err(e) = handed {
+                    warn!(error = %e, "a table change was not shared with the cluster");
+                }
+            }));
         }
     }
 

@@ -17,7 +17,7 @@
 //! etcd-client keeps sending to a dead endpoint, so each task holds one endpoint at a
 //! time and moves to the next on any error. Every operation has a deadline.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -31,6 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::index::{Change, Index};
 use crate::keys;
+use crate::store::{ClusterStore, Confirm, Member, Status, WriteError, Written};
 
 /// Where etcd is and how this node appears in it.
 #[derive(Debug, Clone)]
@@ -45,8 +46,11 @@ pub struct EtcdSettings {
     pub lease_ttl: Duration,
     /// Writes waiting at most.
     pub queue: usize,
-    /// One operation's deadline.
+    /// One operation's deadline, and how long a confirmation waits for the store.
     pub timeout: Duration,
+    /// Bindings share leases by the step of time their expiry falls in: one lease per
+    /// step of expiries, ending a step after the last of them.
+    pub binding_lease_step: Duration,
 }
 
 impl EtcdSettings {
@@ -58,51 +62,24 @@ impl EtcdSettings {
             lease_ttl: Duration::from_secs(10),
             queue: 100_000,
             timeout: Duration::from_secs(2),
+            binding_lease_step: Duration::from_secs(30),
         }
     }
 }
 
-/// Why a write was not taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum WriteError {
-    #[error("the etcd write queue is full")]
-    QueueFull,
-    #[error("the etcd store is stopped")]
-    Stopped,
+/// A write waiting in the queue; `seq` numbers them in queue order.
+struct Write {
+    seq: u64,
+    key: String,
+    /// `None`: delete; else the value and, for a binding, the Unix second it may go.
+    value: Option<(String, Option<u64>)>,
 }
 
-enum Write {
-    Put(String, String),
-    Delete(String),
-}
-
-/// A node in the cluster, as its membership key says.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Member {
-    pub name: String,
-    pub info: serde_json::Value,
-}
-
-/// The store's state, for `cluster.status` and metrics.
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct Status {
-    /// The newest revision this node has seen.
-    pub revision: i64,
-    /// Writes waiting to be sent.
-    pub queued: u64,
-    /// Writes refused on a full queue since start.
-    pub refused: u64,
-    /// Writes applied since start.
-    pub written: u64,
-    /// etcd operations that failed since start (each then tried on the next member).
-    pub failures: u64,
-    /// Seconds since the watch last heard from etcd.
-    pub watch_age_s: u64,
-    /// No etcd member answers (writes wait, the last known state serves).
-    pub degraded: bool,
-    pub last_error: Option<String>,
-    /// The endpoint each task uses now.
-    pub endpoints: BTreeMap<&'static str, String>,
+/// A confirmation waiting for the writes up to `seq`.
+struct Waiting {
+    seq: u64,
+    deadline: Instant,
+    done: Confirm,
 }
 
 /// What the node is told when a table entry or a binding changes in the store (full
@@ -118,6 +95,15 @@ struct Shared {
     queued: AtomicU64,
     refused: AtomicU64,
     written: AtomicU64,
+    /// The sequence number of the last write queued; taken with the queue's order.
+    last_queued: Mutex<u64>,
+    /// Every write up to this sequence number is in etcd.
+    applied: AtomicU64,
+    /// Confirmations waiting for writes, oldest first.
+    waiting: Mutex<VecDeque<Waiting>>,
+    confirmed_locally: AtomicU64,
+    /// The writer's last attempt failed: confirmations are not held.
+    stuck: AtomicBool,
     on_changes: OnceLock<OnChanges>,
     stopped: AtomicBool,
     /// When the watch last heard from etcd.
@@ -139,6 +125,40 @@ impl Shared {
 
     fn ok(&self) {
         self.status.lock().degraded = false;
+    }
+
+    /// The writer cannot reach etcd: nothing waits for it until it can.
+    fn stall(&self) {
+        self.stuck.store(true, Ordering::Release);
+        self.release(|_| true, Written::Local);
+    }
+
+    /// Every write up to `seq` is applied.
+    fn confirm_upto(&self, seq: u64) {
+        self.applied.fetch_max(seq, Ordering::AcqRel);
+        self.release(|w| w.seq <= seq, Written::Shared);
+    }
+
+    /// Calls the confirmations `which` picks (outside the lock) with `how`.
+    fn release(&self, which: impl Fn(&Waiting) -> bool, how: Written) {
+        let ready: Vec<Confirm> = {
+            let mut waiting = self.waiting.lock();
+            if waiting.is_empty() {
+                return;
+            }
+            let (ready, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut *waiting)
+                .into_iter()
+                .partition(|w| which(w));
+            *waiting = keep;
+            ready.into_iter().map(|w| w.done).collect()
+        };
+        if how == Written::Local {
+            self.confirmed_locally
+                .fetch_add(ready.len() as u64, Ordering::Relaxed);
+        }
+        for done in ready {
+            done(how);
+        }
     }
 
     fn using(&self, task: &'static str, endpoint: &str) {
@@ -295,6 +315,11 @@ impl EtcdStore {
             queued: AtomicU64::new(0),
             refused: AtomicU64::new(0),
             written: AtomicU64::new(0),
+            last_queued: Mutex::new(0),
+            applied: AtomicU64::new(0),
+            waiting: Mutex::default(),
+            confirmed_locally: AtomicU64::new(0),
+            stuck: AtomicBool::new(false),
             on_changes: OnceLock::new(),
             stopped: AtomicBool::new(false),
             heard: Mutex::new(Instant::now()),
@@ -305,6 +330,7 @@ impl EtcdStore {
         let _ = shared.on_changes.set(on_changes);
         let n = shared.settings.endpoints.len();
         runtime.spawn(writer(Endpoints::new(shared.clone(), "writer", 0), rx));
+        runtime.spawn(confirm_late(shared.clone()));
         runtime.spawn(watcher(Endpoints::new(shared.clone(), "watcher", 1 % n)));
         runtime.spawn(membership(Endpoints::new(shared.clone(), "member", 2 % n)));
         Ok(Arc::new(Self { tx, shared }))
@@ -319,46 +345,28 @@ impl EtcdStore {
         self.shared.is_loaded.load(Ordering::Acquire)
     }
 
-    /// Queues a table entry's new value (`key` as the tables journal names it). A value
-    /// the store holds already is not sent again: a change that came from the store and
-    /// was applied here does not go back to it.
-    pub fn put_table(&self, key: &str, value: &str) -> Result<(), WriteError> {
-        self.put_unless_held(&self.shared.tables, keys::table(key), value)
-    }
-
-    /// Queues a table entry's removal (one the store no longer has comes back as no
-    /// event at all).
-    pub fn delete_table(&self, key: &str) -> Result<(), WriteError> {
-        self.send(Write::Delete(keys::table(key)))
-    }
-
-    /// Queues a binding's new value (`key` as the location journal names it), unless the
-    /// store holds it already.
-    pub fn put_location(&self, key: &str, value: &str) -> Result<(), WriteError> {
-        self.put_unless_held(&self.shared.location, keys::location(key), value)
-    }
-
-    /// Queues `key` = `value` unless `index` (what the store holds) has it already.
+    /// Queues `key` = `value` unless `index` (what the store holds) has it already: a
+    /// change that came from the store and was applied here does not go back to it.
     fn put_unless_held(
         &self,
         index: &Mutex<Index>,
         key: String,
         value: &str,
+        until: Option<u64>,
     ) -> Result<(), WriteError> {
         if index.lock().get(&key) == Some(value) {
             return Ok(());
         }
-        self.send(Write::Put(key, value.to_owned()))
+        self.send(key, Some((value.to_owned(), until)))
     }
 
-    /// Queues a binding's removal.
-    pub fn delete_location(&self, key: &str) -> Result<(), WriteError> {
-        self.send(Write::Delete(keys::location(key)))
-    }
-
-    fn send(&self, w: Write) -> Result<(), WriteError> {
-        match self.tx.try_send(w) {
+    fn send(&self, key: String, value: Option<(String, Option<u64>)>) -> Result<(), WriteError> {
+        // Numbered under the lock, so the numbers follow the queue's order.
+        let mut last = self.shared.last_queued.lock();
+        let seq = *last + 1;
+        match self.tx.try_send(Write { seq, key, value }) {
             Ok(()) => {
+                *last = seq;
                 self.shared.queued.fetch_add(1, Ordering::Relaxed);
                 Ok(())
             }
@@ -386,31 +394,6 @@ impl EtcdStore {
         self.shared.members_changed.notified().await;
     }
 
-    /// The nodes whose membership lease is alive.
-    pub fn members(&self) -> Vec<Member> {
-        self.shared
-            .members
-            .lock()
-            .iter()
-            .filter_map(|(k, v)| {
-                Some(Member {
-                    name: keys::member_name(k)?.to_owned(),
-                    info: serde_json::from_str(v).ok()?,
-                })
-            })
-            .collect()
-    }
-
-    pub fn status(&self) -> Status {
-        let mut s = self.shared.status.lock().clone();
-        s.revision = self.shared.revision();
-        s.queued = self.shared.queued.load(Ordering::Relaxed);
-        s.refused = self.shared.refused.load(Ordering::Relaxed);
-        s.written = self.shared.written.load(Ordering::Relaxed);
-        s.watch_age_s = self.shared.heard.lock().elapsed().as_secs();
-        s
-    }
-
     /// Stops the tasks and removes the membership key, so the others see the node leave
     /// at once (bounded: with etcd unreachable the lease ends it later).
     pub async fn leave(&self) {
@@ -431,41 +414,179 @@ impl EtcdStore {
     }
 }
 
-/// Sends queued writes, a batch per transaction, until each is applied.
+impl ClusterStore for EtcdStore {
+    fn backend(&self) -> &'static str {
+        "etcd"
+    }
+
+    fn put_table(&self, key: &str, value: &str) -> Result<(), WriteError> {
+        self.put_unless_held(&self.shared.tables, keys::table(key), value, None)
+    }
+
+    /// A table entry the store no longer has comes back as no event at all.
+    fn delete_table(&self, key: &str) -> Result<(), WriteError> {
+        self.send(keys::table(key), None)
+    }
+
+    /// On a lease that ends within two `binding_lease_step`s after `until`, so that the
+    /// binding of a node that died goes when it expires.
+    fn put_location(&self, key: &str, value: &str, until: u64) -> Result<(), WriteError> {
+        self.put_unless_held(
+            &self.shared.location,
+            keys::location(key),
+            value,
+            Some(until),
+        )
+    }
+
+    fn delete_location(&self, key: &str) -> Result<(), WriteError> {
+        self.send(keys::location(key), None)
+    }
+
+    /// Held until the writer has applied every write queued before it, at most
+    /// `cluster.timeout_ms`; answered [`Written::Local`] at once while the writer cannot
+    /// reach etcd.
+    fn confirm(&self, done: Confirm) {
+        let shared = &self.shared;
+        if !shared.stuck.load(Ordering::Acquire) {
+            let upto = *shared.last_queued.lock();
+            let mut waiting = shared.waiting.lock();
+            if shared.applied.load(Ordering::Acquire) >= upto {
+                drop(waiting);
+                return done(Written::Shared);
+            }
+            if waiting.len() < shared.settings.queue {
+                waiting.push_back(Waiting {
+                    seq: upto,
+                    deadline: Instant::now() + shared.settings.timeout,
+                    done,
+                });
+                return;
+            }
+        }
+        shared.confirmed_locally.fetch_add(1, Ordering::Relaxed);
+        done(Written::Local);
+    }
+
+    /// The nodes whose membership lease is alive.
+    fn members(&self) -> Vec<Member> {
+        self.shared
+            .members
+            .lock()
+            .iter()
+            .filter_map(|(k, v)| {
+                Some(Member {
+                    name: keys::member_name(k)?.to_owned(),
+                    info: serde_json::from_str(v).ok()?,
+                })
+            })
+            .collect()
+    }
+
+    fn status(&self) -> Status {
+        let mut s = self.shared.status.lock().clone();
+        s.confirming = self.shared.waiting.lock().len() as u64;
+        s.confirmed_locally = self.shared.confirmed_locally.load(Ordering::Relaxed);
+        s.revision = self.shared.revision();
+        s.queued = self.shared.queued.load(Ordering::Relaxed);
+        s.refused = self.shared.refused.load(Ordering::Relaxed);
+        s.written = self.shared.written.load(Ordering::Relaxed);
+        s.watch_age_s = self.shared.heard.lock().elapsed().as_secs();
+        s
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Sends queued writes, a batch per transaction, until each is applied; then confirms
+/// what waited for them.
 async fn writer(mut ep: Endpoints, mut rx: mpsc::Receiver<Write>) {
     let shared = ep.shared.clone();
     let mut batch = Vec::with_capacity(BATCH);
+    // The lease of each step of expiries (`binding_lease_step`).
+    let mut leases: BTreeMap<u64, i64> = BTreeMap::new();
     while rx.recv_many(&mut batch, BATCH).await > 0 {
         // The last write of a key wins (etcd refuses a key twice in one transaction).
-        let mut last: BTreeMap<String, Option<String>> = BTreeMap::new();
+        let mut last = BTreeMap::new();
+        let mut upto = 0;
         for w in batch.drain(..) {
-            match w {
-                Write::Put(k, v) => last.insert(k, Some(v)),
-                Write::Delete(k) => last.insert(k, None),
-            };
+            upto = upto.max(w.seq);
+            last.insert(w.key, w.value);
         }
         let n = last.len() as u64;
-        let ops: Vec<TxnOp> = last
-            .iter()
-            .map(|(k, v)| match v {
-                Some(v) => TxnOp::put(k.as_str(), v.as_str(), None),
-                None => TxnOp::delete(k.as_str(), None),
-            })
-            .collect();
         loop {
             let mut c = ep.client().await;
-            let txn = Txn::new().and_then(ops.clone());
-            if ep.attempt(c.txn(txn)).await.is_some() {
-                ep.succeeded();
-                break;
+            if let Some(ops) = operations(&mut ep, &mut c, &last, &mut leases).await {
+                if ep.attempt(c.txn(Txn::new().and_then(ops))).await.is_some() {
+                    ep.succeeded();
+                    break;
+                }
             }
+            // The failure may have been a lease etcd no longer has.
+            leases.clear();
+            shared.stall();
         }
+        shared.stuck.store(false, Ordering::Release);
         shared.queued.fetch_sub(
             n.min(shared.queued.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
         shared.written.fetch_add(n, Ordering::Relaxed);
+        shared.confirm_upto(upto);
         debug!(writes = n, "etcd batch applied");
+    }
+}
+
+/// The transaction's operations; a binding's put on the lease of its step (granted
+/// when the step has none yet). `None`: a grant failed.
+async fn operations(
+    ep: &mut Endpoints,
+    c: &mut Client,
+    writes: &BTreeMap<String, Option<(String, Option<u64>)>>,
+    leases: &mut BTreeMap<u64, i64>,
+) -> Option<Vec<TxnOp>> {
+    let now = unix_now();
+    let every = ep.shared.settings.binding_lease_step.as_secs().max(1);
+    leases.retain(|step, _| *step > now);
+    let mut ops = Vec::with_capacity(writes.len());
+    for (k, v) in writes {
+        let op = match v {
+            None => TxnOp::delete(k.as_str(), None),
+            Some((v, None)) => TxnOp::put(k.as_str(), v.as_str(), None),
+            Some((v, Some(until))) => {
+                let step = (*until).max(now).div_ceil(every) * every;
+                let lease = match leases.get(&step) {
+                    Some(l) => *l,
+                    None => {
+                        let ttl = (step + every - now) as i64;
+                        let l = ep.attempt(c.lease_grant(ttl, None)).await?.id();
+                        leases.insert(step, l);
+                        l
+                    }
+                };
+                TxnOp::put(
+                    k.as_str(),
+                    v.as_str(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )
+            }
+        };
+        ops.push(op);
+    }
+    Some(ops)
+}
+
+/// Answers, from the local journal alone, confirmations whose deadline passed.
+async fn confirm_late(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while !shared.stopped.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let now = Instant::now();
+        shared.release(|w| w.deadline <= now, Written::Local);
     }
 }
 

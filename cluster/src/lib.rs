@@ -12,6 +12,8 @@
 //!   events with no I/O.
 //! - [`etcd::EtcdStore`]: the etcd backend: membership on a lease, a bounded write queue,
 //!   a watch that resumes or reloads, each on the next member when one fails.
+//! - [`store::ClusterStore`]: the one interface to what nodes share, with two backends:
+//!   [`store::Embedded`] (the node alone, its journals) and [`etcd::EtcdStore`].
 //! - [`secret::NodeSecret`]: the node secret, configured or generated once into the state
 //!   directory, from which every key a peer's echo is checked with is derived.
 #![forbid(unsafe_code)]
@@ -22,6 +24,8 @@ pub mod index;
 pub mod journal;
 pub mod keys;
 pub mod secret;
+pub mod store;
 
 pub use journal::{Journal, Loaded, Record};
 pub use secret::{NodeSecret, SecretSource};
+pub use store::{ClusterStore, Embedded, Written};

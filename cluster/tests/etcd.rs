@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use etcd_cluster::{eventually, EtcdCluster};
 use limes_cluster::etcd::{EtcdSettings, EtcdStore};
 use limes_cluster::index::Change;
+use limes_cluster::{ClusterStore, Written};
 use parking_lot::Mutex;
 
 fn base_port() -> u16 {
@@ -31,6 +32,7 @@ fn node(
     );
     settings.lease_ttl = Duration::from_secs(3);
     settings.timeout = Duration::from_millis(700);
+    settings.binding_lease_step = Duration::from_secs(2);
     let store = EtcdStore::start(
         settings,
         runtime.handle(),
@@ -137,4 +139,90 @@ fn two_nodes_share_members_and_tables_through_three_etcd_members() {
         "{:?}",
         names(&a)
     );
+}
+
+/// What a REGISTER's 200 waits for: a confirmation comes once the binding is in etcd
+/// (another node has it then); a binding goes with its lease when no node deletes it (its
+/// node died); with no member answering, confirmations come at the deadline from the
+/// local journal alone and the write follows when etcd is back.
+#[test]
+fn bindings_are_confirmed_once_in_etcd_and_go_with_their_lease() {
+    let mut etcd = EtcdCluster::start(3, base_port() + 5_000);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (a, _) = node("edge-a", &etcd.clients, &runtime);
+    let (b, seen_b) = node("edge-b", &etcd.clients, &runtime);
+    assert!(runtime.block_on(b.loaded(Duration::from_secs(5))));
+    let confirm = |s: &EtcdStore| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        s.confirm(Box::new(move |w| {
+            tx.send((w, Instant::now())).expect("sent")
+        }));
+        rx
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let key = "/limes/v1/location/alice@example.com sip:alice@192.0.2.1";
+    let put = Change::Put {
+        key: key.into(),
+        value: "{}".into(),
+    };
+    a.put_location("alice@example.com sip:alice@192.0.2.1", "{}", now + 1)
+        .expect("queued");
+    let (how, _) = confirm(&a)
+        .recv_timeout(Duration::from_secs(2))
+        .expect("confirmed");
+    assert_eq!(how, Written::Shared);
+    // Confirmed means in etcd: b's watch has it (or is about to).
+    assert!(eventually(Duration::from_millis(500), || seen_b
+        .lock()
+        .contains(&put)));
+    // Nothing left to wait for: at once.
+    assert!(matches!(confirm(&a).try_recv(), Ok((Written::Shared, _))));
+    // Nobody deletes it: its lease does, within two steps of its expiry.
+    let gone = Change::Delete { key: key.into() };
+    assert!(
+        eventually(Duration::from_secs(8), || seen_b.lock().contains(&gone)),
+        "the lease ended the binding"
+    );
+
+    // No member answers: a confirmation comes from the journal alone at the deadline
+    // (700 ms here), later ones at once; the write arrives once etcd is back.
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    a.put_location("bob@example.com sip:bob@192.0.2.2", "{}", now + 600)
+        .expect("queued");
+    let asked = Instant::now();
+    let (how, at) = confirm(&a)
+        .recv_timeout(Duration::from_secs(3))
+        .expect("answered");
+    assert_eq!(how, Written::Local);
+    assert!(at - asked < Duration::from_millis(1500), "{:?}", at - asked);
+    assert!(eventually(Duration::from_secs(3), || matches!(
+        confirm(&a).try_recv(),
+        Ok((Written::Local, _))
+    )));
+    assert!(a.status().confirmed_locally >= 2, "{:?}", a.status());
+    for i in 0..3 {
+        etcd.restart(i);
+    }
+    let bob = Change::Put {
+        key: "/limes/v1/location/bob@example.com sip:bob@192.0.2.2".into(),
+        value: "{}".into(),
+    };
+    assert!(
+        eventually(Duration::from_secs(15), || seen_b.lock().contains(&bob)),
+        "bob's binding follows: {:?}",
+        a.status()
+    );
+    assert!(eventually(Duration::from_secs(5), || matches!(
+        confirm(&a).try_recv(),
+        Ok((Written::Shared, _))
+    )));
 }

@@ -68,11 +68,7 @@ async fn live() -> HttpResponse {
 /// (calls and registrations go on with what it has) and says so: `ready, degraded`.
 async fn ready(state: web::Data<AdminState>) -> HttpResponse {
     if state.ready.load(Ordering::Relaxed) && !state.node.proxy.is_draining() {
-        let degraded = state
-            .node
-            .cluster
-            .as_ref()
-            .is_some_and(|c| c.status().degraded);
+        let degraded = state.node.cluster.status().degraded;
         HttpResponse::Ok().body(if degraded {
             "ready, degraded: the cluster store does not answer\n"
         } else {

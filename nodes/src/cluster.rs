@@ -15,8 +15,8 @@ use limes_actors::proxy::Proxy;
 use limes_actors::settings::Listen;
 use limes_cluster::etcd::{EtcdSettings, EtcdStore};
 use limes_cluster::index::Change;
-use limes_cluster::journal::Record;
 use limes_cluster::keys;
+use limes_cluster::ClusterStore;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
@@ -60,26 +60,8 @@ pub async fn join(
         .map_err(anyhow::Error::msg)?;
     let edge = proxy.edge();
     edge.location.set_node_name(&name);
-    let outgoing = store.clone();
-    edge.tables.observe(Box::new(move |r| {
-        let queued = match r {
-            Record::Put(k, v) => outgoing.put_table(k, v),
-            Record::Delete(k) => outgoing.delete_table(k),
-        };
-        if let Err(e) = queued {
-            warn!(error = %e, "a table change was not shared with the cluster");
-        }
-    }));
-    let outgoing = store.clone();
-    edge.location.observe(Box::new(move |r| {
-        let queued = match r {
-            Record::Put(k, v) => outgoing.put_location(k, v),
-            Record::Delete(k) => outgoing.delete_location(k),
-        };
-        if let Err(e) = queued {
-            warn!(error = %e, "a binding was not shared with the cluster");
-        }
-    }));
+    edge.tables.share(store.clone());
+    edge.location.share(store.clone());
     tokio::spawn(follow_peers(store.clone(), proxy.clone(), name.clone()));
     if store.loaded(Duration::from_secs(5)).await {
         info!(members = store.members().len(), "joined the cluster");
@@ -137,7 +119,7 @@ fn apply(proxy: &Proxy, change: &Change) {
 
 /// The store's figures, read when Prometheus scrapes.
 #[derive(Debug)]
-struct ClusterCollector(Arc<EtcdStore>);
+struct ClusterCollector(Arc<dyn ClusterStore>);
 
 impl prometheus_client::collector::Collector for ClusterCollector {
     fn encode(
@@ -163,6 +145,11 @@ impl prometheus_client::collector::Collector for ClusterCollector {
                 "limes_cluster_degraded",
                 "1 while etcd does not answer (the node goes on with what it has)",
                 i64::from(s.degraded),
+            ),
+            (
+                "limes_cluster_confirming",
+                "REGISTERs whose 200 waits for the store to have their bindings",
+                s.confirming as i64,
             ),
             (
                 "limes_cluster_revision",
@@ -191,6 +178,11 @@ impl prometheus_client::collector::Collector for ClusterCollector {
                 s.refused,
             ),
             (
+                "limes_cluster_confirmed_locally",
+                "REGISTERs answered from the local journal alone: the store did not answer in time",
+                s.confirmed_locally,
+            ),
+            (
                 "limes_cluster_failures",
                 "etcd operations that failed (each then tried on the next member)",
                 s.failures,
@@ -204,18 +196,12 @@ impl prometheus_client::collector::Collector for ClusterCollector {
     }
 }
 
-/// Registers the cluster metrics.
+/// Registers the cluster metrics (a node alone has them too: one member, never degraded).
 pub fn register_metrics(
     registry: &mut prometheus_client::registry::Registry,
-    store: Arc<EtcdStore>,
+    store: Arc<dyn ClusterStore>,
 ) {
     registry.register_collector(Box::new(ClusterCollector(store)));
-}
-
-fn store(node: &Node) -> Result<&EtcdStore, RpcError> {
-    node.cluster
-        .as_deref()
-        .ok_or_else(|| RpcError::new(404, "not in a cluster (no cluster.etcd)"))
 }
 
 /// `cluster.members`: every node whose membership lease is alive, with its addresses
@@ -224,7 +210,8 @@ pub fn members(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let members: Vec<Value> = store(node)?
+    let members: Vec<Value> = node
+        .cluster
         .members()
         .into_iter()
         .map(|m| {
@@ -244,13 +231,11 @@ pub fn members(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
 
 /// `cluster.status`: the backend, the revision seen, the write queue, the last error.
 pub fn status(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
-    match node.cluster.as_deref() {
-        None => Ok(json!({ "backend": "embedded", "node": node.name })),
-        Some(s) => Ok(json!({
-            "backend": "etcd",
-            "node": node.name,
-            "members": s.members().len(),
-            "status": s.status(),
-        })),
-    }
+    let s = &node.cluster;
+    Ok(json!({
+        "backend": s.backend(),
+        "node": node.name,
+        "members": s.members().len(),
+        "status": s.status(),
+    }))
 }

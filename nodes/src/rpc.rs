@@ -19,8 +19,8 @@ pub struct Node {
     pub listens: Vec<String>,
     pub state_dir: String,
     pub reload: Arc<crate::run::Reload>,
-    /// The cluster store; `None`: this node alone.
-    pub cluster: Option<Arc<limes_cluster::etcd::EtcdStore>>,
+    /// Where the node's shared state goes: etcd, or the node alone (embedded).
+    pub cluster: Arc<dyn limes_cluster::ClusterStore>,
 }
 
 /// A JSON-RPC error: code and message.

@@ -187,7 +187,7 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     };
 
     let sip_addresses: Vec<String> = listens.iter().map(ToString::to_string).collect();
-    let cluster = match cfg.cluster.clone() {
+    let etcd = match cfg.cluster.clone() {
         Some(settings) => Some(
             crate::cluster::join(settings, &proxy, &sip_addresses, &cfg.admin.to_string())
                 .await
@@ -195,9 +195,14 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
         ),
         None => None,
     };
-    if let Some(c) = &cluster {
-        crate::cluster::register_metrics(&mut registry, c.clone());
-    }
+    let cluster: Arc<dyn limes_cluster::ClusterStore> = match &etcd {
+        Some(e) => e.clone(),
+        None => Arc::new(limes_cluster::Embedded::new(
+            &cfg.name,
+            serde_json::json!({ "sip": sip_addresses, "admin": cfg.admin.to_string() }),
+        )),
+    };
+    crate::cluster::register_metrics(&mut registry, cluster.clone());
     let started_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -254,7 +259,7 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
             "drain bound reached, stopping with transactions pending"
         );
     }
-    if let Some(c) = &cluster {
+    if let Some(c) = &etcd {
         // The others see this node leave now rather than when its lease ends.
         c.leave().await;
     }

@@ -300,3 +300,26 @@ fn three_nodes_share_members_and_subscribers() {
     );
     nodes.clear();
 }
+
+/// A node with no etcd is a cluster of one on the embedded store: `cluster.members`
+/// lists it, `cluster.status` says so, and the cluster metrics are there from the start.
+#[test]
+fn a_node_alone_is_a_cluster_of_one_on_the_embedded_store() {
+    let port = support::ports();
+    let node = Node::start(
+        &[
+            "--node-name",
+            "alone",
+            "--listen",
+            &format!("udp:127.0.0.1:{port}"),
+        ],
+        port + 9,
+    );
+    assert_eq!(member_names(&node), ["alone"]);
+    let status = node.rpc("cluster.status", &[]).expect("status");
+    assert_eq!(status["backend"], "embedded", "{status}");
+    assert_eq!(status["status"]["degraded"], false, "{status}");
+    assert_eq!(node.metric("limes_cluster_members"), 1.0);
+    let (_, scrape) = support::http(&node.admin, "GET", "/metrics", "").expect("scrape");
+    assert!(scrape.contains("\nlimes_cluster_degraded 0\n"), "{scrape}");
+}

@@ -560,7 +560,13 @@ impl Proxy {
                     extra.push(("Path", &path));
                 }
                 extra.push(("Date", &date));
-                self.reply_stateless(msg, flow, 200, "OK", &extra);
+                // In a cluster the 200 waits until every node can read the binding
+                // (bounded by the store's deadline); this thread does not.
+                let (dest, ok) = self.stateless_response(msg, flow, 200, "OK", &extra);
+                let out = self.out.clone();
+                location.when_shared(Box::new(move |_| {
+                    let _ = out.send(&dest, ok);
+                }));
             }
             Err(LocationError::Refused(r)) => {
                 self.refuse_register(msg, flow, r.status, r.reason, r.min_expires)

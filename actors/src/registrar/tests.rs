@@ -2,6 +2,7 @@ use bytes::Bytes;
 use limes_sip::{Limits, Message};
 
 use super::*;
+use limes_cluster::store::{Member, Status, WriteError};
 
 fn dir(tag: &str) -> std::path::PathBuf {
     let d = std::env::temp_dir().join(format!("limes-location-{tag}-{}", std::process::id()));
@@ -197,13 +198,8 @@ fn in_a_cluster_expired_bindings_of_this_node_are_deleted_through_the_journal() 
     );
     assert_eq!(loc.expire(2000), 1, "alone: dropped");
     loc.set_node_name("edge-1");
-    let heard = Arc::new(parking_lot::Mutex::new(Vec::new()));
-    let sink = heard.clone();
-    loc.observe(Box::new(move |r| {
-        if let Record::Delete(k) = r {
-            sink.lock().push(k.to_owned());
-        }
-    }));
+    let store = Arc::new(Recorder::default());
+    loc.share(store.clone());
     let own = |_: &ContactUpdate<'_>| Meta {
         node: Some("edge-1".into()),
         ..base_meta()
@@ -226,8 +222,81 @@ fn in_a_cluster_expired_bindings_of_this_node_are_deleted_through_the_journal() 
     loc.add("carol@example.com", other).expect("follows");
     assert_eq!(loc.expire(3000), 2);
     assert_eq!(
-        *heard.lock(),
+        *store.deleted.lock(),
         ["bob@example.com sip:bob@192.0.2.4"],
         "only this node's binding"
     );
+    assert_eq!(
+        *store.put.lock(),
+        [
+            ("bob@example.com sip:bob@192.0.2.4".to_owned(), 2060),
+            // Handed back too: the etcd store sends nothing it holds already.
+            ("carol@example.com sip:carol@192.0.2.9".to_owned(), 2060)
+        ],
+        "shared on a lease of its expiry"
+    );
+}
+
+/// A cluster store that keeps what it is handed and holds confirmations until told.
+#[derive(Default)]
+struct Recorder {
+    put: parking_lot::Mutex<Vec<(String, u64)>>,
+    deleted: parking_lot::Mutex<Vec<String>>,
+    held: parking_lot::Mutex<Vec<limes_cluster::store::Confirm>>,
+}
+
+impl std::fmt::Debug for Recorder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Recorder")
+    }
+}
+
+impl ClusterStore for Recorder {
+    fn backend(&self) -> &'static str {
+        "test"
+    }
+    fn put_table(&self, _: &str, _: &str) -> Result<(), WriteError> {
+        Ok(())
+    }
+    fn delete_table(&self, _: &str) -> Result<(), WriteError> {
+        Ok(())
+    }
+    fn put_location(&self, key: &str, _: &str, until: u64) -> Result<(), WriteError> {
+        self.put.lock().push((key.to_owned(), until));
+        Ok(())
+    }
+    fn delete_location(&self, key: &str) -> Result<(), WriteError> {
+        self.deleted.lock().push(key.to_owned());
+        Ok(())
+    }
+    fn confirm(&self, done: limes_cluster::store::Confirm) {
+        self.held.lock().push(done);
+    }
+    fn members(&self) -> Vec<Member> {
+        Vec::new()
+    }
+    fn status(&self) -> Status {
+        Status::default()
+    }
+}
+
+/// A REGISTER's answer waits for the store's confirmation when the node shares its
+/// bindings; a node alone answers at once.
+#[test]
+fn the_answer_waits_for_the_store_in_a_cluster_only() {
+    let d = dir("when-shared");
+    let (loc, _) = open(&d, 1000);
+    let answered = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let a = answered.clone();
+    loc.when_shared(Box::new(move |w| a.lock().push(w)));
+    assert_eq!(*answered.lock(), [Written::Shared], "alone: at once");
+    let store = Arc::new(Recorder::default());
+    loc.share(store.clone());
+    let a = answered.clone();
+    loc.when_shared(Box::new(move |w| a.lock().push(w)));
+    assert_eq!(answered.lock().len(), 1, "held by the store");
+    for done in store.held.lock().drain(..) {
+        done(Written::Local);
+    }
+    assert_eq!(*answered.lock(), [Written::Shared, Written::Local]);
 }
