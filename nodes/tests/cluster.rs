@@ -40,6 +40,40 @@ fn register(port: u16, user: &str) -> u16 {
     phone
 }
 
+/// Three nodes `edge-1` .. `edge-3` on UDP loopback ports, each with `config` and the
+/// `[cluster]` section for `etcd` (2-second leases); the nodes and their SIP ports.
+fn start_nodes(etcd: &EtcdCluster, name: &str, config: &str) -> (Vec<Node>, Vec<u16>) {
+    let path = std::env::temp_dir().join(format!("{name}-{}.toml", std::process::id()));
+    std::fs::write(
+        &path,
+        format!(
+            "{config}\n[cluster]\netcd = {:?}\nlease_ttl_s = 2\ntimeout_ms = 1000\n",
+            etcd.clients
+        ),
+    )
+    .expect("config");
+    let path = path.display().to_string();
+    let ports: Vec<u16> = (0..3).map(|_| support::ports()).collect();
+    let nodes = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            Node::start(
+                &[
+                    "--config",
+                    &path,
+                    "--node-name",
+                    &format!("edge-{}", i + 1),
+                    "--listen",
+                    &format!("udp:127.0.0.1:{port}"),
+                ],
+                port + 9,
+            )
+        })
+        .collect();
+    (nodes, ports)
+}
+
 fn member_names(node: &Node) -> Vec<String> {
     node.rpc("cluster.members", &[])
         .ok()
@@ -56,34 +90,11 @@ fn member_names(node: &Node) -> Vec<String> {
 #[test]
 fn three_nodes_share_members_and_subscribers() {
     let mut etcd = EtcdCluster::start(3, 26_000 + (std::process::id() % 400) as u16 * 10);
-    let config = std::env::temp_dir().join(format!("limes-cluster-{}.toml", std::process::id()));
-    std::fs::write(
-        &config,
-        format!(
-            "[auth]\nalgorithms = [\"MD5\"]\n\n[[trusted]]\ncidr = \"127.0.0.2/32\"\n\n[cluster]\netcd = {:?}\nlease_ttl_s = 2\n",
-            etcd.clients
-        ),
-    )
-    .expect("config");
-    let config = config.display().to_string();
-    let ports: Vec<u16> = (0..3).map(|_| support::ports()).collect();
-    let mut nodes: Vec<Node> = ports
-        .iter()
-        .enumerate()
-        .map(|(i, port)| {
-            Node::start(
-                &[
-                    "--config",
-                    &config,
-                    "--node-name",
-                    &format!("edge-{}", i + 1),
-                    "--listen",
-                    &format!("udp:127.0.0.1:{port}"),
-                ],
-                port + 9,
-            )
-        })
-        .collect();
+    let (mut nodes, ports) = start_nodes(
+        &etcd,
+        "limes-cluster",
+        "[auth]\nalgorithms = [\"MD5\"]\n\n[[trusted]]\ncidr = \"127.0.0.2/32\"\n",
+    );
     let all = ["edge-1", "edge-2", "edge-3"];
     for n in &nodes {
         assert!(
@@ -322,4 +333,154 @@ fn a_node_alone_is_a_cluster_of_one_on_the_embedded_store() {
     assert_eq!(node.metric("limes_cluster_members"), 1.0);
     let (_, scrape) = support::http(&node.admin, "GET", "/metrics", "").expect("scrape");
     assert!(scrape.contains("\nlimes_cluster_degraded 0\n"), "{scrape}");
+}
+
+/// `[[subscriber]]` entries `PREFIX000001` .. `PREFIX{n}` in `domain`, password
+/// `pw` + the number (the users file of limes-load says the same).
+fn subscribers(prefix: &str, n: usize, domain: &str) -> String {
+    (1..=n)
+        .map(|i| {
+            format!(
+                "[[subscriber]]\nuser = \"{prefix}{i:06}\"\ndomain = \"{domain}\"\npassword = \"pw{i:06}\"\n\n"
+            )
+        })
+        .collect()
+}
+
+/// `user` (password `pw`) registers `contact` through the node at `to` from `phone`,
+/// answering the digest challenge; whether a 200 came back (no panic: the node may be
+/// dead).
+fn try_register(phone: &Peer, to: &str, (user, pw): (&str, &str), contact: &str) -> bool {
+    let register = format!(
+        "REGISTER sip:example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP {{addr}};branch=z9hG4bK-{user};rport\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:{user}@example.com>;tag=r-{user}\r\n\
+         To: <sip:{user}@example.com>\r\n\
+         Call-ID: reg-{user}@test\r\n\
+         CSeq: 1 REGISTER\r\n\
+         Contact: <{contact}>\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    let challenge = phone.exchange(to, &register, Duration::from_secs(2));
+    let www = support::header(support::final_of(&challenge), "WWW-Authenticate");
+    let Some(c) = www
+        .first()
+        .and_then(|w| limes_sip::digest::Challenge::parse(w).ok())
+    else {
+        return false;
+    };
+    let auth = support::answer_register(&c, (user, pw), "example.com", 1);
+    let with_auth = register
+        .replace("branch=z9hG4bK-", "branch=z9hG4bK-a-")
+        .replacen(
+            "Content-Length: 0\r\n",
+            &format!("Authorization: {auth}\r\nContent-Length: 0\r\n"),
+            1,
+        );
+    let r = phone.exchange(to, &with_auth, Duration::from_secs(2));
+    support::status(support::final_of(&r)) == 200
+}
+
+/// Every `AoR Contact` a node's location holds.
+fn bindings(node: &Node) -> std::collections::BTreeSet<String> {
+    let dump = node.rpc("ul.dump", &[]).expect("ul.dump");
+    let mut all = std::collections::BTreeSet::new();
+    for a in dump["Domains"][0]["Domain"]["AoRs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        for c in a["Info"]["Contacts"].as_array().into_iter().flatten() {
+            all.insert(format!(
+                "{} {}",
+                a["Info"]["AoR"].as_str().unwrap_or_default(),
+                c["Contact"]["Address"].as_str().unwrap_or_default()
+            ));
+        }
+    }
+    all
+}
+
+/// kill -9 a node during a registration load (four phones registering users one after
+/// another through node 3, the kill from another thread at a moment of its own): every
+/// binding node 3 answered 200 is known to nodes 1 and 2, because the 200 waits until
+/// etcd has it.
+#[test]
+fn a_node_killed_under_registration_load_leaves_every_binding_it_answered() {
+    let etcd = EtcdCluster::start(3, 26_000 + (std::process::id() % 400) as u16 * 10 + 4_000);
+    let users = 4_000;
+    let (mut nodes, ports) = start_nodes(
+        &etcd,
+        "limes-cluster-kill",
+        &format!(
+            "[auth]\nalgorithms = [\"MD5\"]\n\n{}",
+            subscribers("u", users, "example.com")
+        ),
+    );
+    assert!(eventually(Duration::from_secs(10), || member_names(
+        &nodes[0]
+    )
+    .len()
+        == 3));
+    let node3 = format!("127.0.0.1:{}", ports[2]);
+    let pid = nodes[2].pid().to_string();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1_500));
+        std::process::Command::new("kill")
+            .args(["-9", &pid])
+            .status()
+            .expect("kill runs")
+    });
+    let answered: Vec<String> = std::thread::scope(|s| {
+        let phones: Vec<_> = (0..4)
+            .map(|t| {
+                let node3 = &node3;
+                s.spawn(move || {
+                    let phone = Peer::bind("127.0.0.1");
+                    let mut ok = Vec::new();
+                    for i in (1 + t..=users).step_by(4) {
+                        let (user, pw) = (format!("u{i:06}"), format!("pw{i:06}"));
+                        let contact = format!("sip:{user}@192.0.2.1:5060");
+                        if !try_register(&phone, node3, (&user, &pw), &contact) {
+                            break;
+                        }
+                        ok.push(format!("{user} {contact}"));
+                    }
+                    ok
+                })
+            })
+            .collect();
+        phones
+            .into_iter()
+            .flat_map(|p| p.join().expect("phone"))
+            .collect()
+    });
+    assert!(killer.join().expect("killer").success());
+    let _ = nodes[2].child.wait();
+    assert!(
+        answered.len() >= 50 && answered.len() < users,
+        "node 3 answered {} before it died",
+        answered.len()
+    );
+    for n in &nodes[..2] {
+        let missing = || {
+            let known = bindings(n);
+            answered
+                .iter()
+                .filter(|b| !known.contains(*b))
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert!(
+            eventually(Duration::from_secs(3), || missing().is_empty()),
+            "answered 200 by node 3 but unknown to {}: {} of {}, first {:?}; it knows {:?}",
+            n.admin,
+            missing().len(),
+            answered.len(),
+            missing().first(),
+            bindings(n).iter().take(3).collect::<Vec<_>>()
+        );
+    }
 }
