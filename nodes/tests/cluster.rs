@@ -484,3 +484,232 @@ fn a_node_killed_under_registration_load_leaves_every_binding_it_answered() {
         );
     }
 }
+
+/// A process killed when dropped.
+struct Running(Option<std::process::Child>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.0.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// `limes-load ARGS --json`, started (the binary beside `limes`; built when missing).
+fn limes_load(args: &[&str]) -> Running {
+    use std::process::{Command, Stdio};
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_limes")).with_file_name("limes-load");
+    if !bin.exists() {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-q", "-p", "limes-loadtest", "--bin", "limes-load"]);
+        if !cfg!(debug_assertions) {
+            build.arg("--release");
+        }
+        assert!(build.status().expect("cargo runs").success());
+    }
+    Running(Some(
+        Command::new(bin)
+            .args(args)
+            .arg("--json")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("limes-load starts"),
+    ))
+}
+
+/// A limes-load run's JSON report, once it ends.
+fn report(mut run: Running) -> serde_json::Value {
+    let child = run.0.take().expect("running");
+    let out = child.wait_with_output().expect("limes-load ends");
+    let text = String::from_utf8_lossy(&out.stdout);
+    serde_json::from_str(text.lines().last().unwrap_or_default())
+        .unwrap_or_else(|e| panic!("no report ({e}): {text}"))
+}
+
+/// The `AoR Contact` of every binding etcd holds (its JSON gateway, keys only).
+fn etcd_bindings(endpoint: &str) -> Option<std::collections::BTreeSet<String>> {
+    use base64::Engine;
+    use std::io::{Read, Write};
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let body = serde_json::json!({
+        "key": b64.encode("/limes/v1/location/"),
+        "range_end": b64.encode("/limes/v1/location0"),
+        "keys_only": true,
+    })
+    .to_string();
+    let host = endpoint.strip_prefix("http://")?;
+    let mut s = std::net::TcpStream::connect(host).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "POST /v3/kv/range HTTP/1.0\r\nHost: {host}\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .ok()?;
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).ok()?;
+    let v: serde_json::Value = serde_json::from_str(raw.split_once("\r\n\r\n")?.1).ok()?;
+    Some(
+        v["kvs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|kv| b64.decode(kv["key"].as_str()?).ok())
+            .filter_map(|k| {
+                Some(
+                    String::from_utf8(k)
+                        .ok()?
+                        .strip_prefix("/limes/v1/location/")?
+                        .to_owned(),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Two minutes of registrations (limes-load, 20 a second through node 3) and calls (20
+/// a second through node 2 to a user whose binding was made on node 1); one etcd member killed
+/// for 30 s, later every member stopped for 30 s. No call and no registration fails;
+/// while etcd is away registrations are answered from the journal; once it is back every
+/// binding answered 200 is in etcd and on every node.
+#[test]
+fn two_minutes_of_load_through_a_lost_member_and_a_full_etcd_outage() {
+    const USERS: usize = 300;
+    let mut etcd = EtcdCluster::start(3, 26_000 + (std::process::id() % 400) as u16 * 10 + 8_000);
+    let (nodes, ports) = start_nodes(
+        &etcd,
+        "limes-cluster-load",
+        &format!(
+            "[auth]\nalgorithms = [\"MD5\"]\n\n[flood]\nenabled = false\n\n\
+             [[trusted]]\ncidr = \"127.0.0.1/32\"\n\n{}",
+            subscribers("user", USERS, "bench.local")
+        ),
+    );
+    assert!(eventually(Duration::from_secs(10), || member_names(
+        &nodes[0]
+    )
+    .len()
+        == 3));
+    let uas_port = support::ports();
+    let _uas = limes_load(&[
+        "uas",
+        "--listen",
+        &format!("127.0.0.1:{uas_port}"),
+        "--threads",
+        "1",
+    ]);
+    // The callee's binding, made on node 1 (its address is the limes-load UAS, so
+    // node 2 sends calls to it directly).
+    nodes[0]
+        .rpc(
+            "ul.add",
+            &[
+                "callee",
+                &format!("sip:callee@127.0.0.1:{uas_port}"),
+                "3600",
+            ],
+        )
+        .expect("ul.add");
+    let users = std::env::temp_dir().join(format!("limes-cluster-users-{}", std::process::id()));
+    let text: String = (1..=USERS)
+        .map(|i| format!("user{i:06},pw{i:06},bench.local\n"))
+        .collect();
+    std::fs::write(&users, text).expect("users file");
+    // Two minutes unless LIMES_CLUSTER_LOAD_S says otherwise (the outages scale with it).
+    let total: u64 = std::env::var("LIMES_CLUSTER_LOAD_S")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let seconds = &total.to_string();
+    let registrations = limes_load(&[
+        "register",
+        "--registrar",
+        &format!("127.0.0.1:{}", ports[2]),
+        "--users",
+        &users.display().to_string(),
+        "--rate",
+        "20",
+        "--duration",
+        seconds,
+        "--threads",
+        "1",
+        "--max-fail-pct",
+        "0",
+    ]);
+    let calls = limes_load(&[
+        "uac",
+        "--target",
+        "sip:callee@example.com",
+        "--proxy",
+        &format!("127.0.0.1:{}", ports[1]),
+        "--rate",
+        "20",
+        "--duration",
+        seconds,
+        "--call-length",
+        "1000",
+        "--threads",
+        "1",
+        "--max-fail-pct",
+        "0",
+    ]);
+    let started = Instant::now();
+    // At eighths of the run: one member away from 1/8 to 3/8, every member from 4/8
+    // to 6/8 (15 s to 45 s, and 60 s to 90 s of two minutes).
+    let at = |eighths: u64| {
+        let when = Duration::from_secs(total) * eighths as u32 / 8;
+        if let Some(wait) = when.checked_sub(started.elapsed()) {
+            std::thread::sleep(wait);
+        }
+    };
+    at(1);
+    etcd.kill(0);
+    at(3);
+    etcd.restart(0);
+    at(4);
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    assert!(
+        eventually(Duration::from_secs(10), || nodes[2]
+            .metric("limes_cluster_degraded")
+            == 1.0),
+        "node 3 says degraded"
+    );
+    at(6);
+    for i in 0..3 {
+        etcd.restart(i);
+    }
+    let (registrations, calls) = (report(registrations), report(calls));
+    for (what, r) in [("registrations", &registrations), ("calls", &calls)] {
+        assert_eq!(r["failed"], 0, "{what}: {r}");
+        assert!(
+            r["attempted"].as_u64().unwrap_or(0) >= total * 19,
+            "{what}: {r}"
+        );
+        assert_eq!(r["completed"], r["attempted"], "{what}: {r}");
+    }
+    assert!(
+        nodes[2].metric("limes_cluster_confirmed_locally_total") > 0.0,
+        "registrations were answered from the journal while etcd was away"
+    );
+    // Every binding answered 200 is in etcd and on every node.
+    let in_etcd = || etcd_bindings(&etcd.clients[0]).unwrap_or_default();
+    assert!(
+        eventually(Duration::from_secs(20), || {
+            let e = in_etcd();
+            e.len() > USERS && nodes.iter().all(|n| bindings(n) == e)
+        }),
+        "etcd holds {} bindings; the nodes {:?}",
+        in_etcd().len(),
+        nodes.iter().map(|n| bindings(n).len()).collect::<Vec<_>>()
+    );
+    let e = in_etcd();
+    for i in 1..=USERS {
+        let user = format!("user{i:06} ");
+        assert!(e.iter().any(|b| b.starts_with(&user)), "{user}");
+    }
+}
