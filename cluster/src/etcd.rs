@@ -40,7 +40,8 @@ pub struct EtcdSettings {
     pub endpoints: Vec<String>,
     /// This node's name: its membership key.
     pub node: String,
-    /// What the membership key says of the node (JSON: addresses).
+    /// What the membership key says of the node (JSON: addresses); `null`: not a member
+    /// (a tool that only writes, such as an import).
     pub member: serde_json::Value,
     /// The membership lease; a node silent this long is gone.
     pub lease_ttl: Duration,
@@ -332,7 +333,9 @@ impl EtcdStore {
         runtime.spawn(writer(Endpoints::new(shared.clone(), "writer", 0), rx));
         runtime.spawn(confirm_late(shared.clone()));
         runtime.spawn(watcher(Endpoints::new(shared.clone(), "watcher", 1 % n)));
-        runtime.spawn(membership(Endpoints::new(shared.clone(), "member", 2 % n)));
+        if !shared.settings.member.is_null() {
+            runtime.spawn(membership(Endpoints::new(shared.clone(), "member", 2 % n)));
+        }
         Ok(Arc::new(Self { tx, shared }))
     }
 
@@ -398,6 +401,9 @@ impl EtcdStore {
     /// at once (bounded: with etcd unreachable the lease ends it later).
     pub async fn leave(&self) {
         self.shared.stopped.store(true, Ordering::Relaxed);
+        if self.shared.settings.member.is_null() {
+            return;
+        }
         let bound = self.shared.settings.timeout * 3;
         let _ = tokio::time::timeout(bound, self.remove_membership()).await;
     }

@@ -254,7 +254,7 @@ impl Default for Cluster {
 
 impl Cluster {
     /// The etcd settings of node `name`, or `None` for a node alone.
-    fn resolve(&self, name: &str) -> anyhow::Result<Option<EtcdSettings>> {
+    pub fn resolve(&self, name: &str) -> anyhow::Result<Option<EtcdSettings>> {
         if self.etcd.is_empty() {
             return Ok(None);
         }

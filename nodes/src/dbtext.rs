@@ -1,6 +1,7 @@
 //! `limes import dbtext DIR`: reads Kamailio's db_text tables (`subscriber`, `trusted`,
 //! `address`, `location`) and stores them in the state directory, so an existing
-//! installation moves over unchanged.
+//! installation moves over unchanged; or, for a cluster, in etcd, from where every
+//! running node takes them.
 //!
 //! The format, as Kamailio's db_text module reads it: the first line is the schema,
 //! fields separated by spaces, each `name(type[,null|,auto])` with type `int`, `string`
@@ -221,6 +222,9 @@ pub struct Report {
     pub location_expired: usize,
     /// Rows skipped, with why.
     pub skipped: Vec<String>,
+    /// Entries written to etcd (an import into a cluster).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub etcd_writes: Option<u64>,
 }
 
 const SUBSCRIBER_CORE: &[&str] = &["id", "username", "domain", "password", "ha1", "ha1b"];
@@ -479,14 +483,64 @@ fn read_table(dir: &Path, name: &str, report: &mut Report) -> anyhow::Result<Opt
     Ok(Some(table))
 }
 
-/// Imports every table found in `dir` into the journals of `state_dir`. The node must
-/// not be running on that state directory (it holds its lock).
+/// Imports into a cluster: every table found in `dir` goes to etcd (through journals in
+/// a scratch directory, handed over as a node's are), and this returns once etcd has it
+/// all; the running nodes take it from there within a second. No node needs stopping.
+pub fn import_shared(
+    dir: &Path,
+    mut settings: limes_cluster::etcd::EtcdSettings,
+    use_domain: bool,
+    max_expires: u32,
+    now: u64,
+) -> anyhow::Result<Report> {
+    use limes_cluster::{ClusterStore, Written};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    // Not a member: an import only writes.
+    settings.member = serde_json::Value::Null;
+    let wait = settings.timeout * 2;
+    let store = limes_cluster::etcd::EtcdStore::start(settings, runtime.handle(), Box::new(|_| {}))
+        .map_err(anyhow::Error::msg)?;
+    let scratch = std::env::temp_dir().join(format!("limes-import-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let shared: std::sync::Arc<dyn ClusterStore> = store.clone();
+    let imported = import(dir, &scratch, use_domain, max_expires, now, Some(shared));
+    let _ = std::fs::remove_dir_all(&scratch);
+    let mut report = imported?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (tx, rx) = std::sync::mpsc::channel();
+        store.confirm(Box::new(move |w| {
+            let _ = tx.send(w);
+        }));
+        if rx.recv_timeout(wait) == Ok(Written::Shared) {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "etcd did not take the import within a minute: {}",
+                store.status().last_error.unwrap_or_default()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    report.etcd_writes = Some(store.status().written);
+    runtime.block_on(store.leave());
+    Ok(report)
+}
+
+/// Imports every table found in `dir` into the journals of `state_dir`, and into `share`
+/// as they are journaled. The node must not be running on that state directory (it holds
+/// its lock).
 pub fn import(
     dir: &Path,
     state_dir: &Path,
     use_domain: bool,
     max_expires: u32,
     now: u64,
+    share: Option<std::sync::Arc<dyn limes_cluster::ClusterStore>>,
 ) -> anyhow::Result<Report> {
     let mut report = Report::default();
     let tables = [
@@ -504,6 +558,9 @@ pub fn import(
     let (journal, loaded) = limes_cluster::Journal::open_map(state_dir, "tables")
         .with_context(|| format!("opening {}", state_dir.display()))?;
     let store = Tables::new(Some((journal, loaded.entries)), usize::MAX)?;
+    if let Some(s) = &share {
+        store.share(s.clone());
+    }
     for (name, table) in &tables {
         let Some(t) = table else { continue };
         match *name {
@@ -533,6 +590,9 @@ pub fn import(
                     now,
                     std::sync::Arc::default(),
                 )?;
+                if let Some(s) = &share {
+                    location.share(s.clone());
+                }
                 for (aor, b) in bindings(t, use_domain, now, max_expires, &mut report) {
                     location.add(&aor, b)?;
                     report.location += 1;

@@ -4,8 +4,8 @@
 //!   [--state-dir DIR]` runs a node (with no arguments: UDP and TCP on 127.0.0.1:5060,
 //!   admin API on 127.0.0.1:8080).
 //! - `limes check-config FILE` validates a configuration file.
-//! - `limes import dbtext DIR [--config FILE] [--state-dir DIR]` imports Kamailio db_text
-//!   tables into the state directory.
+//! - `limes import dbtext DIR [--config FILE] [--state-dir DIR | --etcd URL,...]` imports
+//!   Kamailio db_text tables into the state directory, or into etcd for a running cluster.
 //! - `limes ctl [--admin ADDR] [--json] METHOD [ARG...]` calls a JSON-RPC method.
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
@@ -69,7 +69,8 @@ enum Command {
     },
     /// Check a configuration file and print what it resolves to.
     CheckConfig { file: PathBuf },
-    /// Imports tables from another system into the state directory (node stopped).
+    /// Imports tables from another system into the state directory (node stopped), or
+    /// into etcd for a running cluster.
     Import {
         #[command(subcommand)]
         what: Import,
@@ -97,8 +98,13 @@ enum Import {
         dir: PathBuf,
         #[arg(long)]
         config: Option<PathBuf>,
+        /// The node's state directory (node stopped); not with etcd.
         #[arg(long = "state-dir")]
         state_dir: Option<PathBuf>,
+        /// etcd client URLs (or cluster.etcd in the file): the tables go to etcd and
+        /// every running node takes them.
+        #[arg(long, env = "LIMES_ETCD", value_delimiter = ',')]
+        etcd: Vec<String>,
     },
 }
 
@@ -169,6 +175,7 @@ fn main() -> ExitCode {
                     dir,
                     config,
                     state_dir,
+                    etcd,
                 },
         } => {
             let mut cfg = match config::Config::load_or_default(config.as_deref()) {
@@ -178,15 +185,27 @@ fn main() -> ExitCode {
             if let Some(d) = state_dir {
                 cfg.node.state_dir = d;
             }
-            let result = run::lock_state_dir(&cfg.node.state_dir).and_then(|_lock| {
-                dbtext::import(
-                    &dir,
-                    &cfg.node.state_dir,
-                    cfg.registrar.use_domain,
-                    cfg.registrar.max_expires_s,
-                    limes_actors::proxy::edge::unix_now(),
-                )
-            });
+            config::Overrides {
+                etcd,
+                ..Default::default()
+            }
+            .apply(&mut cfg);
+            let now = limes_actors::proxy::edge::unix_now();
+            let (use_domain, max_expires) = (cfg.registrar.use_domain, cfg.registrar.max_expires_s);
+            let result = match cfg.cluster.resolve(&cfg.node.name) {
+                Ok(Some(etcd)) => dbtext::import_shared(&dir, etcd, use_domain, max_expires, now),
+                Ok(None) => run::lock_state_dir(&cfg.node.state_dir).and_then(|_lock| {
+                    dbtext::import(
+                        &dir,
+                        &cfg.node.state_dir,
+                        use_domain,
+                        max_expires,
+                        now,
+                        None,
+                    )
+                }),
+                Err(e) => Err(e),
+            };
             match result {
                 Ok(report) => {
                     println!(

@@ -245,6 +245,48 @@ fn three_nodes_share_members_and_subscribers() {
         .rpc("trunk.list", &[])
         .is_ok_and(|t| t["trunks"][0]["name"] == "lab")));
 
+    // `limes import dbtext --etcd` while the nodes run: every node has the imported
+    // subscriber and binding within a second of the import's end, and the import never
+    // was a member.
+    let tables = std::env::temp_dir().join(format!("limes-cluster-dbtext-{}", std::process::id()));
+    std::fs::create_dir_all(&tables).expect("dir");
+    std::fs::write(
+        tables.join("subscriber"),
+        "id(int,auto) username(string) domain(string) password(string) \n1:gina:example.com:gina-pw\n",
+    )
+    .expect("subscriber table");
+    std::fs::write(
+        tables.join("location"),
+        "id(int,auto) username(string) domain(string,null) contact(string) expires(int) q(double) callid(string) cseq(int) user_agent(string) \n\
+         1:gina::sip\\:gina@192.0.2.77\\:5060:-1:0:gina-call:1:desk\n",
+    )
+    .expect("location table");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_limes"))
+        .args(["import", "dbtext", &tables.display().to_string(), "--etcd"])
+        .arg(etcd.clients.join(","))
+        .output()
+        .expect("limes import runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report");
+    assert_eq!(report["subscribers"], 1, "{report}");
+    assert_eq!(report["location"], 1, "{report}");
+    assert!(report["etcd_writes"].as_u64() >= Some(2), "{report}");
+    for n in &nodes {
+        assert!(
+            eventually(Duration::from_secs(1), || n
+                .rpc("subscriber.show", &["gina@example.com"])
+                .is_ok()
+                && n.rpc("ul.lookup", &["gina"]).is_ok()),
+            "{} has gina",
+            n.admin
+        );
+        assert_eq!(member_names(n), all);
+    }
+
     // Every etcd member stops: the nodes go on (ready, but degraded), a subscriber
     // known before registers, a change made meanwhile waits and reaches the other nodes
     // once etcd is back.
