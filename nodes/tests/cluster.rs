@@ -66,6 +66,8 @@ fn start_nodes(etcd: &EtcdCluster, name: &str, config: &str) -> (Vec<Node>, Vec<
                     &format!("edge-{}", i + 1),
                     "--listen",
                     &format!("udp:127.0.0.1:{port}"),
+                    "--listen",
+                    &format!("tcp:127.0.0.1:{port}"),
                 ],
                 port + 9,
             )
@@ -208,6 +210,68 @@ fn three_nodes_share_members_and_subscribers() {
             .is_some_and(|m| m.starts_with("SIP/2.0 200") && m.contains("cluster-call-2"));
     }
     assert!(answered, "frank's 200 reaches the caller");
+
+    // Over TCP: henry's phone registers through node 1 on a connection of its own; a call
+    // through node 2 reaches him over that connection, from node 1.
+    nodes[0]
+        .rpc("subscriber.add", &["henry@example.com", "henry-pw"])
+        .expect("added");
+    let mut henry = std::net::TcpStream::connect(&node1).expect("TCP to node 1");
+    henry
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .expect("timeout");
+    let at = henry.local_addr().expect("bound").to_string();
+    let henry_register = frank_register
+        .replace("frank", "henry")
+        .replace(
+            "SIP/2.0/UDP {addr};branch=z9hG4bK-henry-1;rport",
+            &format!("SIP/2.0/TCP {at};branch=z9hG4bK-henry-1"),
+        )
+        .replace(
+            "sip:henry@10.255.0.1:5999",
+            &format!("sip:henry@{at};transport=tcp"),
+        );
+    let challenge = tcp_exchange(&mut henry, &henry_register);
+    let www = support::header(&challenge, "WWW-Authenticate");
+    let c = limes_sip::digest::Challenge::parse(www[0]).expect("challenge");
+    let auth = support::answer_register(&c, ("henry", "henry-pw"), "example.com", 1);
+    let authed = henry_register
+        .replace("z9hG4bK-henry-1", "z9hG4bK-henry-2")
+        .replace("CSeq: 1", "CSeq: 2")
+        .replacen(
+            "Content-Length: 0\r\n",
+            &format!("Authorization: {auth}\r\nContent-Length: 0\r\n"),
+            1,
+        );
+    let ok = tcp_exchange(&mut henry, &authed);
+    assert_eq!(support::status(&ok), 200, "{ok}");
+    assert!(eventually(Duration::from_secs(1), || nodes[1]
+        .rpc("ul.lookup", &["henry"])
+        .is_ok_and(|v| v.to_string().contains("edge-1"))));
+    let to_henry = to_frank
+        .replace("frank", "henry")
+        .replace("cluster-call-2", "cluster-call-3")
+        .replace("z9hG4bK-cluster-2", "z9hG4bK-cluster-3");
+    caller
+        .sock
+        .send_to(to_henry.as_bytes(), format!("127.0.0.1:{}", ports[1]))
+        .expect("sends");
+    let got = tcp_read(&mut henry).expect("the INVITE reaches henry over his connection");
+    assert!(got.starts_with("INVITE sip:henry@"), "{got}");
+    let vias = support::header(&got, "Via");
+    assert!(
+        vias[0].starts_with("SIP/2.0/TCP") && vias[1].contains(&format!(":{}", ports[1])),
+        "through node 2, then node 1 over TCP: {vias:?}"
+    );
+    std::io::Write::write_all(&mut henry, support::answer(&got, 200, "OK").as_bytes())
+        .expect("answers");
+    let end = Instant::now() + Duration::from_secs(3);
+    let mut answered = false;
+    while !answered && Instant::now() < end {
+        answered = support::receive(&caller, Duration::from_millis(300))
+            .is_some_and(|m| m.starts_with("SIP/2.0 200") && m.contains("cluster-call-3"));
+    }
+    assert!(answered, "henry's 200 reaches the caller");
     nodes[0]
         .rpc("subscriber.rm", &["carol@example.com"])
         .expect("removed on node 1");
@@ -375,6 +439,38 @@ fn a_node_alone_is_a_cluster_of_one_on_the_embedded_store() {
     assert_eq!(node.metric("limes_cluster_members"), 1.0);
     let (_, scrape) = support::http(&node.admin, "GET", "/metrics", "").expect("scrape");
     assert!(scrape.contains("\nlimes_cluster_degraded 0\n"), "{scrape}");
+}
+
+/// One SIP message read from a TCP stream (headers, then Content-Length bytes).
+fn tcp_read(s: &mut std::net::TcpStream) -> Option<String> {
+    use std::io::Read;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        if s.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        buf.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let length: usize = support::header(&head, "Content-Length")
+        .first()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; length];
+    s.read_exact(&mut body).ok()?;
+    Some(head + &String::from_utf8_lossy(&body))
+}
+
+/// Sends `text` on a TCP stream and reads until a final response.
+fn tcp_exchange(s: &mut std::net::TcpStream, text: &str) -> String {
+    std::io::Write::write_all(s, text.as_bytes()).expect("sends");
+    loop {
+        let r = tcp_read(s).expect("a response");
+        if support::status(&r) >= 200 {
+            return r;
+        }
+    }
 }
 
 /// `[[subscriber]]` entries `PREFIX000001` .. `PREFIX{n}` in `domain`, password
