@@ -1,5 +1,6 @@
 //! The admin HTTP server (actix-web): JSON-RPC 2.0 at `/RPC`, Prometheus metrics at
-//! `/metrics` (OpenMetrics text), `/health/live` and `/health/ready`. An optional bearer
+//! `/metrics` (OpenMetrics when asked for, else the text format 0.0.4: see
+//! [`crate::exposition`]), `/health/live` and `/health/ready`. An optional bearer
 //! token guards `/RPC` and `/metrics`.
 
 use std::net::SocketAddr;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
 use prometheus_client::registry::Registry;
 
+use crate::exposition;
 use crate::rpc::{self, Node};
 
 pub struct AdminState {
@@ -55,9 +57,19 @@ async fn metrics(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse
     if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
         return HttpResponse::InternalServerError().finish();
     }
-    HttpResponse::Ok()
-        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(text)
+    let accept = req
+        .headers()
+        .get("accept")
+        .and_then(|v| v.to_str().ok());
+    if exposition::wants_openmetrics(accept) {
+        HttpResponse::Ok()
+            .content_type(exposition::OPENMETRICS)
+            .body(text)
+    } else {
+        HttpResponse::Ok()
+            .content_type(exposition::TEXT)
+            .body(exposition::to_text(&text))
+    }
 }
 
 async fn live() -> HttpResponse {

@@ -15,6 +15,7 @@ mod cluster;
 mod config;
 mod ctl;
 mod dbtext;
+mod exposition;
 mod rpc;
 mod rpc_dialog;
 mod rpc_routing;

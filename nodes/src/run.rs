@@ -69,6 +69,8 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     let secret = node_secret(&cfg)?;
     let mut registry = Registry::default();
     let metrics = Metrics::new(&mut registry);
+    registry.register_collector(Box::new(crate::exposition::ProcessCollector));
+    crate::exposition::register_build_info(&mut registry);
 
     let mut udp_sockets = Vec::new();
     let mut tcp_listeners = Vec::new();

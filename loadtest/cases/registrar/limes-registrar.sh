@@ -19,6 +19,7 @@ mkdir -p "$tables"
   echo "id(int,auto) username(string) domain(string) password(string) ha1(string,null) ha1b(string,null) "
   awk -v n="$users" 'BEGIN { for (i = 1; i <= n; i++) printf "%d:user%06d:bench.local:pw%06d::\n", i, i, i }'
 } > "$tables/subscriber"
-"$limes" import dbtext "$tables" --state-dir "$state/state" >/dev/null
+# Into the node's own state directory, even when LIMES_ETCD makes the node a member.
+env -u LIMES_ETCD "$limes" import dbtext "$tables" --state-dir "$state/state" >/dev/null
 exec "$limes" run --config "$here/limes.toml" --listen "udp:127.0.0.1:$port" \
   --admin 127.0.0.1:18080 --state-dir "$state/state"
