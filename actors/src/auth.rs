@@ -25,6 +25,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use tracing::{info, warn};
 
+use crate::metrics::at_zero;
 use crate::tables::{Subscriber, Tables};
 
 /// Authentication policy.
@@ -103,9 +104,29 @@ pub struct AuthMetrics {
     pub blocked_requests: Counter,
 }
 
+/// Every value of the `reason` label of `limes_auth_failures_total`.
+pub const FAILURE_REASONS: [&str; 8] = [
+    "algorithm",
+    "bad_nonce",
+    "malformed",
+    "replay",
+    "stale_nonce",
+    "unknown_user",
+    "user_mismatch",
+    "wrong_password",
+];
+
 impl AuthMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Arc::new(Self::default());
+        at_zero(
+            &m.challenges,
+            ["401", "407"].map(|status| ChallengeLabels { status }),
+        );
+        at_zero(
+            &m.failures,
+            FAILURE_REASONS.map(|reason| FailureLabels { reason }),
+        );
         let r = registry.sub_registry_with_prefix("limes_auth");
         r.register(
             "challenges",
@@ -377,6 +398,7 @@ impl Auth {
     }
 
     fn fail(&self, source: IpAddr, now: Instant, reason: &'static str, v: Verdict) -> Verdict {
+        debug_assert!(FAILURE_REASONS.contains(&reason), "{reason}");
         self.metrics
             .failures
             .get_or_create(&FailureLabels { reason })

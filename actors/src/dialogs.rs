@@ -418,6 +418,12 @@ impl DialogMetrics {
             notices_dropped: Counter::default(),
             collector: CollectorMetrics::register(registry),
         };
+        crate::metrics::at_zero(
+            &m.ended,
+            EndedBy::ALL.map(|by| EndLabels {
+                ended_by: by.as_str(),
+            }),
+        );
         registry.register(
             "limes_dialogs_ended",
             "Calls ended, by who or what ended them",
@@ -565,8 +571,19 @@ impl Dialogs {
             ended: Mutex::new(Vec::new()),
             collector,
         };
+        dialogs.declare_limits(&dialogs.settings.load().limits);
         dialogs.restore(loaded);
         Ok(dialogs)
+    }
+
+    /// Each limit's rejection counter, at zero from the moment the limit exists.
+    fn declare_limits(&self, limits: &[LimitDef]) {
+        crate::metrics::at_zero(
+            &self.metrics.limit_rejections,
+            limits.iter().map(|l| ProfileLabels {
+                profile: l.profile.clone(),
+            }),
+        );
     }
 
     fn restore(&self, saved: BTreeMap<String, String>) {
@@ -652,6 +669,7 @@ impl Dialogs {
     pub fn set_settings(&self, s: DialogSettings) {
         self.profiles
             .set_rules(s.profiles.clone(), s.classes.clone(), s.limits.clone());
+        self.declare_limits(&s.limits);
         self.settings.store(Arc::new(s));
     }
 

@@ -87,6 +87,24 @@ pub struct DnsMetrics {
 impl DnsMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Arc::new(Self::default());
+        for kind in ["naptr", "srv", "addrs"] {
+            crate::metrics::at_zero(
+                &m.lookups,
+                ["ok", "no_records", "failed"].map(|result| LookupLabels { kind, result }),
+            );
+        }
+        crate::metrics::at_zero(
+            &m.locations,
+            [
+                "cached",
+                "resolved",
+                "no_records",
+                "server_failure",
+                "no_transport",
+                "busy",
+            ]
+            .map(|result| LocateLabels { result }),
+        );
         registry.register(
             "limes_dns_lookups",
             "DNS queries sent, by record type and result",

@@ -8,7 +8,7 @@ use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetri
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
@@ -145,6 +145,35 @@ const METHOD_LABELS: [&str; 15] = [
 
 const CLASS_LABELS: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
 
+/// Every value of the `reason` label of `limes_sip_drops_total` besides the parse and
+/// framing errors' own ([`limes_sip::ParseError::ALL`], [`limes_sip::framing::FrameError::ALL`]).
+pub const DROP_REASONS: [&str; 11] = [
+    "ack_not_routable",
+    "auth_blocked",
+    "bad_response",
+    "flood",
+    "flood_table_full",
+    "no_next_via",
+    "no_transaction",
+    "response_not_ours",
+    "sanity",
+    "tcp_connection_limit",
+    "transaction_limit",
+];
+
+/// Creates the series of `family` for each of `labels`, at zero: a series that exists
+/// from the start leaves no gap in `rate()` and can be alerted on by its absence.
+pub fn at_zero<L, M, C>(family: &Family<L, M, C>, labels: impl IntoIterator<Item = L>)
+where
+    L: Clone + std::hash::Hash + Eq,
+    M: Clone,
+    C: prometheus_client::metrics::family::MetricConstructor<M>,
+{
+    for l in labels {
+        drop(family.get_or_create(&l));
+    }
+}
+
 fn method_slot(m: &limes_sip::Method) -> usize {
     use limes_sip::Method as M;
     match m {
@@ -181,9 +210,16 @@ fn class_slot(status: u16) -> usize {
     usize::from((status / 100).clamp(1, 6) - 1)
 }
 
+/// Upper bounds of the latency buckets, in seconds: 1-2.5-5 steps from 10 µs to 5 s,
+/// written out so that every `le` label is the number an operator reads (a computed
+/// series carries float noise such as `0.006103515625000001`).
+const LATENCY_BUCKETS: [f64; 19] = [
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
 fn latency_histogram() -> Histogram {
-    // 10 us .. ~5 s
-    Histogram::new(exponential_buckets(0.000_01, 2.5, 15))
+    Histogram::new(LATENCY_BUCKETS)
 }
 
 impl Metrics {
@@ -213,19 +249,40 @@ impl Metrics {
             request_latency: handle(&latency, &PhaseLabels { phase: "request" }),
             response_latency: handle(&latency, &PhaseLabels { phase: "response" }),
         };
+        let drops = Family::<ReasonLabels, Counter>::default();
+        let parse = limes_sip::ParseError::ALL.map(|e| e.label());
+        let framing = limes_sip::framing::FrameError::ALL.map(|e| e.label());
+        let reasons = DROP_REASONS.iter().chain(&parse).chain(&framing);
+        at_zero(&drops, reasons.map(|&reason| ReasonLabels { reason }));
+        let transports = ["udp", "tcp"].map(|transport| TransportLabels { transport });
+        let send_errors = Family::default();
+        at_zero(&send_errors, transports.clone());
+        let connections = Family::default();
+        at_zero(&connections, [TransportLabels { transport: "tcp" }]);
+        let originated = Family::default();
+        at_zero(
+            &originated,
+            METHOD_LABELS.map(|method| MethodLabels { method }),
+        );
+        let originated_outcomes = Family::default();
+        let outcomes = CLASS_LABELS.iter().chain(&["timeout", "transport_error"]);
+        at_zero(
+            &originated_outcomes,
+            outcomes.map(|&outcome| OutcomeLabels { outcome }),
+        );
         let m = Metrics {
             requests,
             responses_received,
             responses_sent,
             retransmissions,
-            drops: Family::default(),
-            send_errors: Family::default(),
-            connections: Family::default(),
+            drops,
+            send_errors,
+            connections,
             connect_failures: Counter::default(),
             latency,
             flood_limited: Counter::default(),
-            originated: Family::default(),
-            originated_outcomes: Family::default(),
+            originated,
+            originated_outcomes,
             udp_receive_calls: Counter::default(),
             udp_datagrams: Counter::default(),
             hot,
@@ -367,6 +424,10 @@ impl Metrics {
     }
 
     pub fn drop_reason(&self, reason: &'static str) {
+        debug_assert!(
+            self.drops.get(&ReasonLabels { reason }).is_some(),
+            "drop reason {reason:?} is not in DROP_REASONS"
+        );
         self.drops.get_or_create(&ReasonLabels { reason }).inc();
     }
 

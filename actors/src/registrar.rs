@@ -110,6 +110,17 @@ pub struct ResultLabels {
     pub result: &'static str,
 }
 
+/// Every value of the `result` label of `limes_registrar_registrations_total`.
+pub const REGISTRATION_RESULTS: [&str; 7] = [
+    "registered",
+    "refreshed",
+    "removed",
+    "unchanged",
+    "fetched",
+    "refused",
+    "error",
+];
+
 #[derive(Debug, Default)]
 pub struct LocationMetrics {
     pub aors: Gauge,
@@ -121,6 +132,10 @@ pub struct LocationMetrics {
 impl LocationMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Arc::new(Self::default());
+        crate::metrics::at_zero(
+            &m.registrations,
+            REGISTRATION_RESULTS.map(|result| ResultLabels { result }),
+        );
         let r = registry.sub_registry_with_prefix("limes_registrar");
         r.register("aors", "AoRs with at least one binding", m.aors.clone());
         r.register("contacts", "Bindings held", m.contacts.clone());

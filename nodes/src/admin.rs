@@ -57,10 +57,7 @@ async fn metrics(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse
     if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
         return HttpResponse::InternalServerError().finish();
     }
-    let accept = req
-        .headers()
-        .get("accept")
-        .and_then(|v| v.to_str().ok());
+    let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
     if exposition::wants_openmetrics(accept) {
         HttpResponse::Ok()
             .content_type(exposition::OPENMETRICS)

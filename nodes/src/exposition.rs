@@ -262,7 +262,13 @@ mod tests {
     #[test]
     fn this_process_is_read_from_proc() {
         let p = Process::read();
-        assert!(p.threads >= 1 && p.resident_bytes > 0 && p.open_fds > 0, "{p:?}");
-        assert!(p.max_fds >= p.open_fds && p.start_time_seconds > 1.6e9, "{p:?}");
+        assert!(
+            p.threads >= 1 && p.resident_bytes > 0 && p.open_fds > 0,
+            "{p:?}"
+        );
+        assert!(
+            p.max_fds >= p.open_fds && p.start_time_seconds > 1.6e9,
+            "{p:?}"
+        );
     }
 }

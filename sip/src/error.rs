@@ -25,6 +25,18 @@ pub enum ParseError {
 }
 
 impl ParseError {
+    /// Every parse error, for metrics that list each from the start.
+    pub const ALL: [Self; 8] = [
+        Self::Empty,
+        Self::BadStartLine,
+        Self::BadStatusCode,
+        Self::NotUtf8,
+        Self::Unterminated,
+        Self::TooManyHeaders,
+        Self::LineTooLong,
+        Self::TooLarge,
+    ];
+
     /// A short, stable label for metrics (`reason` label of the drop counter).
     pub fn label(self) -> &'static str {
         match self {

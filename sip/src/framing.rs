@@ -31,6 +31,13 @@ pub enum FrameError {
 }
 
 impl FrameError {
+    /// Every framing error, for metrics that list each from the start.
+    pub const ALL: [Self; 3] = [
+        Self::TooLarge,
+        Self::MissingContentLength,
+        Self::BadContentLength,
+    ];
+
     pub fn label(self) -> &'static str {
         match self {
             Self::TooLarge => "too_large",

@@ -46,6 +46,20 @@ pub enum EndedBy {
 }
 
 impl EndedBy {
+    /// Every way a call ends, for metrics that list each from the start.
+    pub const ALL: [Self; 10] = [
+        Self::Caller,
+        Self::Callee,
+        Self::Failure,
+        Self::NoAnswer,
+        Self::Timeout,
+        Self::SessionExpired,
+        Self::Operator,
+        Self::Shutdown,
+        Self::Limit,
+        Self::ActorFailure,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Caller => "caller",

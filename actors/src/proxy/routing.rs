@@ -100,9 +100,27 @@ pub struct RoutingMetrics {
     pub pings: Family<PingLabels, Counter>,
 }
 
+/// Every value of the `reason` label of `limes_route_rejections_total`.
+const REJECTIONS: [&str; 10] = [
+    "loop_to_trunk",
+    "no_rule",
+    "not_registered",
+    "relay_unresolvable",
+    "rule_reply",
+    "trunk_down",
+    "trunk_missing",
+    "dns_failure",
+    "dns_no_records",
+    "no_transport",
+];
+
 impl RoutingMetrics {
     pub fn register(registry: &mut Registry) -> Arc<Self> {
         let m = Arc::new(Self::default());
+        crate::metrics::at_zero(
+            &m.rejections,
+            REJECTIONS.map(|reason| RejectLabels { reason }),
+        );
         registry.register(
             "limes_requests_by_source",
             "Initial requests by source class and address group",
@@ -155,6 +173,7 @@ impl RoutingMetrics {
     }
 
     pub(crate) fn reject(&self, reason: &'static str) {
+        debug_assert!(REJECTIONS.contains(&reason), "{reason}");
         self.rejections
             .get_or_create(&RejectLabels { reason })
             .inc();
