@@ -539,6 +539,8 @@ pub struct Overrides {
     pub state_dir: Option<PathBuf>,
     /// Trusted CIDRs, added to the file's.
     pub trusted: Vec<String>,
+    /// The admin API's bearer token (`admin.token`).
+    pub admin_token: Option<String>,
 }
 
 impl Overrides {
@@ -560,6 +562,9 @@ impl Overrides {
         }
         if let Some(a) = &self.admin {
             cfg.admin.listen = a.clone();
+        }
+        if let Some(t) = &self.admin_token {
+            cfg.admin.token = t.clone();
         }
         if !self.next_hop.is_empty() {
             cfg.sip.next_hop = self.next_hop.clone();

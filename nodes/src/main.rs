@@ -67,6 +67,14 @@ enum Command {
         /// nodes share their state through them.
         #[arg(long, env = "LIMES_ETCD", value_delimiter = ',')]
         etcd: Vec<String>,
+        /// The admin API's bearer token (replaces admin.token), for containers: set it from
+        /// a secret in the environment rather than on the command line.
+        #[arg(
+            long = "admin-token",
+            env = "LIMES_ADMIN_TOKEN",
+            hide_env_values = true
+        )]
+        admin_token: Option<String>,
     },
     /// Check a configuration file and print what it resolves to.
     CheckConfig { file: PathBuf },
@@ -133,10 +141,12 @@ fn main() -> ExitCode {
             trusted,
             node_name,
             etcd,
+            admin_token,
         } => {
             let overrides = config::Overrides {
                 node_name,
                 etcd,
+                admin_token,
                 listen,
                 admin,
                 next_hop,

@@ -124,6 +124,23 @@ fn bearer_token_guards_the_admin_api() {
         "core.version",
     ]);
     assert!(out.status.success());
+
+    // The token can come from the command line or the environment (LIMES_ADMIN_TOKEN,
+    // the same flag) instead of the file: a container takes it from a secret.
+    let p = support::ports();
+    let listen = format!("udp:127.0.0.1:{p}");
+    let node = Node::start(&["--listen", &listen, "--admin-token", "fr0m-env"], p + 9);
+    let (status, _) = support::http(&node.admin, "GET", "/metrics", "").unwrap();
+    assert_eq!(status, 401);
+    let out = limes(&[
+        "ctl",
+        "--admin",
+        &node.admin,
+        "--token",
+        "fr0m-env",
+        "core.version",
+    ]);
+    assert!(out.status.success());
 }
 
 #[test]
