@@ -128,6 +128,15 @@ impl Shared {
         self.status.lock().degraded = false;
     }
 
+    /// The puts of a transaction applied at `revision`: their events change nothing here.
+    fn written(&self, writes: &BTreeMap<String, Option<(String, Option<u64>)>>, revision: i64) {
+        for (key, write) in writes {
+            if let (Some((value, _)), Some(index)) = (write, self.index_of(key)) {
+                index.lock().written(key, value, revision);
+            }
+        }
+    }
+
     /// The writer cannot reach etcd: nothing waits for it until it can.
     fn stall(&self) {
         self.stuck.store(true, Ordering::Release);
@@ -527,8 +536,11 @@ async fn writer(mut ep: Endpoints, mut rx: mpsc::Receiver<Write>) {
         loop {
             let mut c = ep.client().await;
             if let Some(ops) = operations(&mut ep, &mut c, &last, &mut leases).await {
-                if ep.attempt(c.txn(Txn::new().and_then(ops))).await.is_some() {
+                if let Some(done) = ep.attempt(c.txn(Txn::new().and_then(ops))).await {
                     ep.succeeded();
+                    if let Some(revision) = done.header().map(|h| h.revision()) {
+                        shared.written(&last, revision);
+                    }
                     break;
                 }
             }

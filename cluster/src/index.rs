@@ -2,7 +2,8 @@
 //! [`Index::apply`] and [`Index::delete`] take a watched change (ignored when it is not
 //! newer than what is held for the key: events delivered twice after a resumed watch),
 //! [`Index::reset`] takes a full read (after a compaction made the watch impossible to
-//! resume) and says what changed. Each returns the changes the owner must make to its own
+//! resume) and says what changed; [`Index::written`] records the node's own write, so its
+//! event changes nothing. Each returns the changes the owner must make to its own
 //! state, so a node's tables follow the store exactly.
 
 use std::collections::BTreeMap;
@@ -46,6 +47,17 @@ impl Index {
         self.entries
             .iter()
             .map(|(k, (v, _))| (k.as_str(), v.as_str()))
+    }
+
+    /// This node wrote `key` = `value`, applied at `revision`: its own write's event,
+    /// when the watch delivers it, is then nothing to do (the node has the value). The
+    /// revision a resumed watch starts after is not moved: events of other nodes before
+    /// `revision` may still be on their way.
+    pub fn written(&mut self, key: &str, value: &str, revision: i64) {
+        if self.entries.get(key).is_none_or(|(_, at)| *at < revision) {
+            self.entries
+                .insert(key.to_owned(), (value.to_owned(), revision));
+        }
     }
 
     /// `key` was written at `revision`.

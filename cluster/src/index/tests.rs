@@ -62,3 +62,16 @@ fn a_reset_says_what_changed_while_the_watch_was_lost() {
         "older than the reset's read"
     );
 }
+
+#[test]
+fn a_write_of_this_node_comes_back_as_nothing_to_do() {
+    let mut i = Index::default();
+    i.apply("other", "x", 3);
+    i.written("mine", "1", 5);
+    assert_eq!(i.revision(), 3, "a resumed watch still starts after 3");
+    assert_eq!(i.apply("mine", "1", 5), None, "its own event");
+    assert_eq!(i.apply("mine", "0", 4), None, "another node's older write");
+    assert_eq!(i.apply("mine", "2", 6), put("mine", "2"), "a newer one");
+    i.written("mine", "stale", 5);
+    assert_eq!(i.get("mine"), Some("2"), "a write older than what is held");
+}
