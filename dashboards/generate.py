@@ -130,6 +130,11 @@ DASHBOARDS = {
              [(gauge("limes_cluster_watch_age_seconds", by="instance"), "{{instance}}")]),
             ("Revision seen", "short",
              [(gauge("limes_cluster_revision", by="instance"), "{{instance}}")]),
+            ("etcd operation latency (p99), by kind", "s",
+             [(f"histogram_quantile(0.99, sum by (le, kind) (rate(limes_cluster_operation_seconds_bucket{{{SEL}}}[{RATE}])))",
+               "{{kind}}")]),
+            ("etcd operation failures, by kind", "ops",
+             [(rate("limes_cluster_operation_failures_total", by="kind"), "{{kind}}")]),
         ],
     ),
 }

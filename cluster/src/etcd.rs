@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::index::{Change, Index};
 use crate::keys;
-use crate::store::{ClusterStore, Confirm, Member, Status, WriteError, Written};
+use crate::store::{ClusterStore, Confirm, Member, Operations, Status, WriteError, Written};
 
 /// Where etcd is and how this node appears in it.
 #[derive(Debug, Clone)]
@@ -103,6 +103,10 @@ struct Shared {
     /// Confirmations waiting for writes, oldest first.
     waiting: Mutex<VecDeque<Waiting>>,
     confirmed_locally: AtomicU64,
+    /// Operations by kind: how many, how many failed, how long they took.
+    operations: Mutex<BTreeMap<&'static str, Operations>>,
+    /// Leases the writer holds for bindings now.
+    binding_leases: AtomicU64,
     /// The writer's last attempt failed: confirmations are not held.
     stuck: AtomicBool,
     on_changes: OnceLock<OnChanges>,
@@ -135,6 +139,14 @@ impl Shared {
                 index.lock().written(key, value, revision);
             }
         }
+    }
+
+    fn measured(&self, kind: &'static str, took: Duration, ok: bool) {
+        self.operations
+            .lock()
+            .entry(kind)
+            .or_default()
+            .record(took.as_secs_f64(), ok);
     }
 
     /// The writer cannot reach etcd: nothing waits for it until it can.
@@ -264,9 +276,14 @@ impl Endpoints {
     /// ([`Endpoints::failed`]) and `None` returned.
     async fn attempt<T>(
         &mut self,
+        kind: &'static str,
         op: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Option<T> {
-        match tokio::time::timeout(self.shared.settings.timeout, op).await {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.shared.settings.timeout, op).await;
+        let ok = matches!(result, Ok(Ok(_)));
+        self.shared.measured(kind, started.elapsed(), ok);
+        match result {
             Ok(Ok(v)) => Some(v),
             Ok(Err(e)) => {
                 self.failed(&e.to_string()).await;
@@ -329,6 +346,8 @@ impl EtcdStore {
             applied: AtomicU64::new(0),
             waiting: Mutex::default(),
             confirmed_locally: AtomicU64::new(0),
+            operations: Mutex::default(),
+            binding_leases: AtomicU64::new(0),
             stuck: AtomicBool::new(false),
             on_changes: OnceLock::new(),
             stopped: AtomicBool::new(false),
@@ -422,7 +441,11 @@ impl EtcdStore {
         let mut ep = Endpoints::new(self.shared.clone(), "leave", 0);
         for _ in 0..self.shared.settings.endpoints.len() * 2 {
             let mut c = ep.client().await;
-            if ep.attempt(c.delete(key.as_str(), None)).await.is_some() {
+            if ep
+                .attempt("delete", c.delete(key.as_str(), None))
+                .await
+                .is_some()
+            {
                 return;
             }
         }
@@ -502,6 +525,8 @@ impl ClusterStore for EtcdStore {
         let mut s = self.shared.status.lock().clone();
         s.confirming = self.shared.waiting.lock().len() as u64;
         s.confirmed_locally = self.shared.confirmed_locally.load(Ordering::Relaxed);
+        s.operations = self.shared.operations.lock().clone();
+        s.binding_leases = self.shared.binding_leases.load(Ordering::Relaxed);
         s.revision = self.shared.revision();
         s.queued = self.shared.queued.load(Ordering::Relaxed);
         s.refused = self.shared.refused.load(Ordering::Relaxed);
@@ -536,7 +561,7 @@ async fn writer(mut ep: Endpoints, mut rx: mpsc::Receiver<Write>) {
         loop {
             let mut c = ep.client().await;
             if let Some(ops) = operations(&mut ep, &mut c, &last, &mut leases).await {
-                if let Some(done) = ep.attempt(c.txn(Txn::new().and_then(ops))).await {
+                if let Some(done) = ep.attempt("txn", c.txn(Txn::new().and_then(ops))).await {
                     ep.succeeded();
                     if let Some(revision) = done.header().map(|h| h.revision()) {
                         shared.written(&last, revision);
@@ -549,6 +574,9 @@ async fn writer(mut ep: Endpoints, mut rx: mpsc::Receiver<Write>) {
             shared.stall();
         }
         shared.stuck.store(false, Ordering::Release);
+        shared
+            .binding_leases
+            .store(leases.len() as u64, Ordering::Relaxed);
         shared.queued.fetch_sub(
             n.min(shared.queued.load(Ordering::Relaxed)),
             Ordering::Relaxed,
@@ -581,7 +609,10 @@ async fn operations(
                     Some(l) => *l,
                     None => {
                         let ttl = (step + every - now) as i64;
-                        let l = ep.attempt(c.lease_grant(ttl, None)).await?.id();
+                        let l = ep
+                            .attempt("lease_grant", c.lease_grant(ttl, None))
+                            .await?
+                            .id();
                         leases.insert(step, l);
                         l
                     }
@@ -620,7 +651,7 @@ async fn watcher(mut ep: Endpoints) {
         let mut c = ep.client().await;
         if reload {
             let read = c.get(keys::ROOT, Some(GetOptions::new().with_prefix()));
-            let Some(resp) = ep.attempt(read).await else {
+            let Some(resp) = ep.attempt("range", read).await else {
                 continue;
             };
             let revision = resp.header().map_or(0, |h| h.revision());
@@ -655,7 +686,7 @@ async fn watcher(mut ep: Endpoints) {
             .with_prefix()
             .with_start_revision(from)
             .with_progress_notify();
-        let Some(mut stream) = ep.attempt(c.watch(keys::ROOT, Some(opts))).await else {
+        let Some(mut stream) = ep.attempt("watch", c.watch(keys::ROOT, Some(opts))).await else {
             continue;
         };
         ep.succeeded();
@@ -728,7 +759,11 @@ async fn membership(mut ep: Endpoints) {
             return;
         }
         let mut c = ep.client().await;
-        let Some(lease) = ep.attempt(c.lease_grant(ttl, None)).await.map(|l| l.id()) else {
+        let Some(lease) = ep
+            .attempt("lease_grant", c.lease_grant(ttl, None))
+            .await
+            .map(|l| l.id())
+        else {
             continue;
         };
         let mut info = shared.settings.member.clone();
@@ -741,10 +776,13 @@ async fn membership(mut ep: Endpoints) {
             info.to_string(),
             Some(PutOptions::new().with_lease(lease)),
         );
-        if ep.attempt(put).await.is_none() {
+        if ep.attempt("put", put).await.is_none() {
             continue;
         }
-        let Some((mut keeper, mut answers)) = ep.attempt(c.lease_keep_alive(lease)).await else {
+        let Some((mut keeper, mut answers)) = ep
+            .attempt("lease_keep_alive", c.lease_keep_alive(lease))
+            .await
+        else {
             continue;
         };
         ep.succeeded();
@@ -760,7 +798,10 @@ async fn membership(mut ep: Endpoints) {
                 keeper.keep_alive().await?;
                 answers.message().await
             };
-            match tokio::time::timeout(shared.settings.timeout, alive).await {
+            let answer = tokio::time::timeout(shared.settings.timeout, alive).await;
+            let kept = matches!(&answer, Ok(Ok(Some(a))) if a.ttl() > 0);
+            shared.measured("lease_keep_alive", started.elapsed(), kept);
+            match answer {
                 Ok(Ok(Some(a))) if a.ttl() > 0 => {
                     debug!(
                         lease,

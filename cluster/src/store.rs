@@ -62,6 +62,37 @@ pub struct Status {
     pub last_error: Option<String>,
     /// The endpoint each task uses now.
     pub endpoints: BTreeMap<&'static str, String>,
+    /// Store operations by kind (`txn`, `range`, `watch`, `lease_grant`, ...).
+    pub operations: BTreeMap<&'static str, Operations>,
+    /// Leases held for bindings now (one per step of expiries).
+    pub binding_leases: u64,
+}
+
+/// Upper bounds, in seconds, of [`Operations::buckets`].
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// One kind of store operation: how many, how many failed, how long they took.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Operations {
+    pub count: u64,
+    pub failed: u64,
+    pub seconds: f64,
+    /// Operations within each bound of [`LATENCY_BUCKETS`] (not cumulative); the rest
+    /// took longer.
+    pub buckets: [u64; LATENCY_BUCKETS.len()],
+}
+
+impl Operations {
+    pub fn record(&mut self, seconds: f64, ok: bool) {
+        self.count += 1;
+        self.failed += u64::from(!ok);
+        self.seconds += seconds;
+        if let Some(i) = LATENCY_BUCKETS.iter().position(|b| seconds <= *b) {
+            self.buckets[i] += 1;
+        }
+    }
 }
 
 /// Where a node's shared state goes.
@@ -144,6 +175,19 @@ impl ClusterStore for Embedded {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn operations_fall_in_their_latency_bucket() {
+        let mut o = Operations::default();
+        o.record(0.000_2, true);
+        o.record(0.003, true);
+        o.record(9.0, false);
+        assert_eq!((o.count, o.failed), (3, 1));
+        assert_eq!(o.buckets[0], 1, "0.2 ms: within 0.5 ms");
+        assert_eq!(o.buckets[3], 1, "3 ms: within 5 ms");
+        assert_eq!(o.buckets.iter().sum::<u64>(), 2, "9 s: above every bound");
+        assert!((o.seconds - 9.0032).abs() < 1e-9);
+    }
 
     #[test]
     fn the_embedded_store_is_the_node_alone_and_confirms_at_once() {

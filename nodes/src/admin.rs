@@ -53,19 +53,22 @@ async fn metrics(state: web::Data<AdminState>, req: HttpRequest) -> HttpResponse
     if !authorized(&state, &req) {
         return HttpResponse::Unauthorized().finish();
     }
-    let mut text = String::new();
-    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
-        return HttpResponse::InternalServerError().finish();
-    }
     let accept = req.headers().get("accept").and_then(|v| v.to_str().ok());
-    if exposition::wants_openmetrics(accept) {
-        HttpResponse::Ok()
-            .content_type(exposition::OPENMETRICS)
-            .body(text)
+    let mut text = String::new();
+    let (encoded, content_type) = if exposition::wants_openmetrics(accept) {
+        (
+            prometheus_client::encoding::text::encode(&mut text, &state.registry),
+            exposition::OPENMETRICS,
+        )
     } else {
-        HttpResponse::Ok()
-            .content_type(exposition::TEXT)
-            .body(exposition::to_text(&text))
+        (
+            prometheus_client::encoding::prometheus_text::encode(&mut text, &state.registry),
+            exposition::TEXT,
+        )
+    };
+    match encoded {
+        Ok(()) => HttpResponse::Ok().content_type(content_type).body(text),
+        Err(_) => HttpResponse::InternalServerError().finish(),
     }
 }
 

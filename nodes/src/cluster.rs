@@ -152,6 +152,11 @@ impl prometheus_client::collector::Collector for ClusterCollector {
                 s.confirming as i64,
             ),
             (
+                "limes_cluster_binding_leases",
+                "Leases this node holds in etcd for bindings (one per step of expiries)",
+                s.binding_leases as i64,
+            ),
+            (
                 "limes_cluster_revision",
                 "The newest etcd revision this node has seen",
                 s.revision,
@@ -191,6 +196,63 @@ impl prometheus_client::collector::Collector for ClusterCollector {
         for (name, help, v) in counters {
             let c = ConstCounter::new(v);
             c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        self.encode_operations(&mut encoder, &s)
+    }
+}
+
+/// Every kind of store operation, each with its series from the start.
+const OPERATION_KINDS: [&str; 7] = [
+    "txn",
+    "range",
+    "watch",
+    "put",
+    "delete",
+    "lease_grant",
+    "lease_keep_alive",
+];
+
+impl ClusterCollector {
+    /// Store operations by kind: latency histograms and failure counters.
+    fn encode_operations(
+        &self,
+        encoder: &mut prometheus_client::encoding::DescriptorEncoder<'_>,
+        s: &limes_cluster::store::Status,
+    ) -> Result<(), std::fmt::Error> {
+        use limes_cluster::store::{Operations, LATENCY_BUCKETS};
+        use prometheus_client::encoding::NoLabelSet;
+        use prometheus_client::metrics::MetricType;
+        let none = Operations::default();
+        let of = |kind: &str| s.operations.get(kind).unwrap_or(&none);
+        let mut family = encoder.encode_descriptor(
+            "limes_cluster_operation_seconds",
+            "etcd operations by kind, and how long each took (a failure included)",
+            None,
+            MetricType::Histogram,
+        )?;
+        for kind in OPERATION_KINDS {
+            let o = of(kind);
+            let within: u64 = o.buckets.iter().sum();
+            let buckets: Vec<(f64, u64)> = LATENCY_BUCKETS
+                .iter()
+                .copied()
+                .zip(o.buckets)
+                .chain([(f64::MAX, o.count.saturating_sub(within))])
+                .collect();
+            family
+                .encode_family(&vec![("kind", kind)])?
+                .encode_histogram::<NoLabelSet>(o.seconds, o.count, &buckets, None)?;
+        }
+        let mut failures = encoder.encode_descriptor(
+            "limes_cluster_operation_failures",
+            "etcd operations that failed or timed out, by kind",
+            None,
+            MetricType::Counter,
+        )?;
+        for kind in OPERATION_KINDS {
+            use prometheus_client::encoding::EncodeMetric;
+            prometheus_client::metrics::counter::ConstCounter::new(of(kind).failed)
+                .encode(failures.encode_family(&vec![("kind", kind)])?)?;
         }
         Ok(())
     }

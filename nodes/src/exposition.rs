@@ -1,10 +1,7 @@
 //! What `/metrics` answers: OpenMetrics when the scraper asks for it (Prometheus does,
 //! in its `Accept` header), else the Prometheus text format 0.0.4 that every other tool
-//! reads (`promtool check metrics`, curl, older agents). prometheus-client writes
-//! OpenMetrics; the text format is derived from it here: a counter family is named with
-//! its `_total` in `HELP` and `TYPE` (OpenMetrics names the family without it), and the
-//! `# UNIT` and `# EOF` lines go. Also the node's process metrics, read from `/proc`, and
-//! its build.
+//! reads (`promtool check metrics`, curl, older agents); prometheus-client writes both.
+//! Also the node's process metrics, read from `/proc`, and its build.
 
 use std::fs;
 
@@ -13,7 +10,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 
 pub const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-pub const TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub use prometheus_client::encoding::prometheus_text::CONTENT_TYPE as TEXT;
 
 /// Whether an `Accept` header asks for OpenMetrics (a media range of it with a q above 0).
 pub fn wants_openmetrics(accept: Option<&str>) -> bool {
@@ -30,38 +27,6 @@ pub fn wants_openmetrics(accept: Option<&str>) -> bool {
                 })
         })
     })
-}
-
-/// The text format 0.0.4 of an OpenMetrics exposition.
-pub fn to_text(openmetrics: &str) -> String {
-    let counters: std::collections::HashSet<&str> = openmetrics
-        .lines()
-        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
-        .collect();
-    let mut out = String::with_capacity(openmetrics.len());
-    for line in openmetrics.lines() {
-        if line == "# EOF" || line.starts_with("# UNIT ") {
-            continue;
-        }
-        let meta = ["# HELP ", "# TYPE "]
-            .into_iter()
-            .find_map(|p| Some((p, line.strip_prefix(p)?)));
-        match meta {
-            Some((prefix, rest)) => {
-                let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
-                out.push_str(prefix);
-                out.push_str(name);
-                if counters.contains(name) {
-                    out.push_str("_total");
-                }
-                out.push(' ');
-                out.push_str(tail);
-            }
-            None => out.push_str(line),
-        }
-        out.push('\n');
-    }
-    out
 }
 
 /// Linux's clock tick for `/proc` times (`USER_HZ`, fixed at 100 by the kernel's ABI on
@@ -218,35 +183,6 @@ mod tests {
         for (accept, om) in cases {
             assert_eq!(wants_openmetrics(accept), om, "{accept:?}");
         }
-    }
-
-    #[test]
-    fn counters_are_named_with_total_and_openmetrics_lines_go() {
-        let om = "# HELP limes_sip_drops Messages dropped, by reason.\n\
-                  # TYPE limes_sip_drops counter\n\
-                  limes_sip_drops_total{reason=\"parse\"} 3\n\
-                  # HELP limes_up_seconds Up.\n\
-                  # TYPE limes_up_seconds gauge\n\
-                  # UNIT limes_up_seconds seconds\n\
-                  limes_up_seconds 5\n\
-                  # HELP limes_latency Latency.\n\
-                  # TYPE limes_latency histogram\n\
-                  limes_latency_bucket{le=\"+Inf\"} 1\n\
-                  limes_latency_sum 0.5\n\
-                  limes_latency_count 1\n\
-                  # EOF\n";
-        let text = "# HELP limes_sip_drops_total Messages dropped, by reason.\n\
-                    # TYPE limes_sip_drops_total counter\n\
-                    limes_sip_drops_total{reason=\"parse\"} 3\n\
-                    # HELP limes_up_seconds Up.\n\
-                    # TYPE limes_up_seconds gauge\n\
-                    limes_up_seconds 5\n\
-                    # HELP limes_latency Latency.\n\
-                    # TYPE limes_latency histogram\n\
-                    limes_latency_bucket{le=\"+Inf\"} 1\n\
-                    limes_latency_sum 0.5\n\
-                    limes_latency_count 1\n";
-        assert_eq!(to_text(om), text);
     }
 
     #[test]
