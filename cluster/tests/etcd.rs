@@ -42,6 +42,14 @@ fn node(
     (store, seen)
 }
 
+fn new_runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
 fn names(store: &EtcdStore) -> Vec<String> {
     store.members().into_iter().map(|m| m.name).collect()
 }
@@ -49,11 +57,7 @@ fn names(store: &EtcdStore) -> Vec<String> {
 #[test]
 fn two_nodes_share_members_and_tables_through_three_etcd_members() {
     let mut etcd = EtcdCluster::start(3, base_port());
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = new_runtime(2);
     let (a, _) = node("edge-a", &etcd.clients, &runtime);
     let (b, seen_b) = node("edge-b", &etcd.clients, &runtime);
     assert!(
@@ -116,11 +120,7 @@ fn two_nodes_share_members_and_tables_through_three_etcd_members() {
 
     // b stops keeping its lease (its tasks die with their runtime): after the lease's
     // time to live a lists only itself.
-    let other = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let other = new_runtime(1);
     let (c, _) = node("edge-c", &etcd.clients, &other);
     assert!(eventually(Duration::from_secs(5), || names(&a)
         .contains(&"edge-c".to_owned())));
@@ -148,11 +148,7 @@ fn two_nodes_share_members_and_tables_through_three_etcd_members() {
 #[test]
 fn bindings_are_confirmed_once_in_etcd_and_go_with_their_lease() {
     let mut etcd = EtcdCluster::start(3, base_port() + 5_000);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
+    let runtime = new_runtime(2);
     let (a, _) = node("edge-a", &etcd.clients, &runtime);
     let (b, seen_b) = node("edge-b", &etcd.clients, &runtime);
     assert!(runtime.block_on(b.loaded(Duration::from_secs(5))));

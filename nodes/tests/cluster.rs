@@ -203,13 +203,10 @@ fn three_nodes_share_members_and_subscribers() {
         .sock
         .send_to(support::answer(&got, 200, "OK").as_bytes(), &node1)
         .expect("sends");
-    let end = Instant::now() + Duration::from_secs(3);
-    let mut answered = false;
-    while !answered && Instant::now() < end {
-        answered = support::receive(&caller, Duration::from_millis(300))
-            .is_some_and(|m| m.starts_with("SIP/2.0 200") && m.contains("cluster-call-2"));
-    }
-    assert!(answered, "frank's 200 reaches the caller");
+    assert!(
+        answered(&caller, "cluster-call-2"),
+        "frank's 200 reaches the caller"
+    );
 
     // Over TCP: henry's phone registers through node 1 on a connection of its own; a call
     // through node 2 reaches him over that connection, from node 1.
@@ -265,13 +262,10 @@ fn three_nodes_share_members_and_subscribers() {
     );
     std::io::Write::write_all(&mut henry, support::answer(&got, 200, "OK").as_bytes())
         .expect("answers");
-    let end = Instant::now() + Duration::from_secs(3);
-    let mut answered = false;
-    while !answered && Instant::now() < end {
-        answered = support::receive(&caller, Duration::from_millis(300))
-            .is_some_and(|m| m.starts_with("SIP/2.0 200") && m.contains("cluster-call-3"));
-    }
-    assert!(answered, "henry's 200 reaches the caller");
+    assert!(
+        answered(&caller, "cluster-call-3"),
+        "henry's 200 reaches the caller"
+    );
     nodes[0]
         .rpc("subscriber.rm", &["carol@example.com"])
         .expect("removed on node 1");
@@ -439,6 +433,19 @@ fn a_node_alone_is_a_cluster_of_one_on_the_embedded_store() {
     assert_eq!(node.metric("limes_cluster_members"), 1.0);
     let (_, scrape) = support::http(&node.admin, "GET", "/metrics", "").expect("scrape");
     assert!(scrape.contains("\nlimes_cluster_degraded 0\n"), "{scrape}");
+}
+
+/// Whether a 200 for the call `call_id` reaches `caller` within three seconds.
+fn answered(caller: &Peer, call_id: &str) -> bool {
+    let end = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < end {
+        if support::receive(caller, Duration::from_millis(300))
+            .is_some_and(|m| m.starts_with("SIP/2.0 200") && m.contains(call_id))
+        {
+            return true;
+        }
+    }
+    false
 }
 
 /// One SIP message read from a TCP stream (headers, then Content-Length bytes).
