@@ -165,7 +165,8 @@ impl Shared {
     fn release(&self, which: impl Fn(&Waiting) -> bool, how: Written) {
         let ready: Vec<Confirm> = {
             let mut waiting = self.waiting.lock();
-            if waiting.is_empty() {
+            // The deadline tick mostly finds nothing due: the queue is not rebuilt then.
+            if !waiting.iter().any(&which) {
                 return;
             }
             let (ready, keep): (VecDeque<_>, VecDeque<_>) = std::mem::take(&mut *waiting)
@@ -553,6 +554,7 @@ async fn writer(mut ep: Endpoints, mut rx: mpsc::Receiver<Write>) {
         // The last write of a key wins (etcd refuses a key twice in one transaction).
         let mut last = BTreeMap::new();
         let mut upto = 0;
+        let taken = batch.len() as u64;
         for w in batch.drain(..) {
             upto = upto.max(w.seq);
             last.insert(w.key, w.value);
@@ -577,8 +579,10 @@ async fn writer(mut ep: Endpoints, mut rx: mpsc::Receiver<Write>) {
         shared
             .binding_leases
             .store(leases.len() as u64, Ordering::Relaxed);
+        // Every write taken leaves the queue, the ones a later write of their key
+        // replaced included.
         shared.queued.fetch_sub(
-            n.min(shared.queued.load(Ordering::Relaxed)),
+            taken.min(shared.queued.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
         shared.written.fetch_add(n, Ordering::Relaxed);

@@ -168,12 +168,17 @@ fn bindings_are_confirmed_once_in_etcd_and_go_with_their_lease() {
         key: key.into(),
         value: "{}".into(),
     };
-    a.put_location("alice@example.com sip:alice@192.0.2.1", "{}", now + 1)
-        .expect("queued");
+    // Written twice in a row (a REGISTER and its retransmission): one write reaches
+    // etcd, and the queue is empty again after it.
+    for value in ["{\"first\":1}", "{}"] {
+        a.put_location("alice@example.com sip:alice@192.0.2.1", value, now + 1)
+            .expect("queued");
+    }
     let (how, _) = confirm(&a)
         .recv_timeout(Duration::from_secs(2))
         .expect("confirmed");
     assert_eq!(how, Written::Shared);
+    assert_eq!(a.status().queued, 0, "{:?}", a.status());
     // Confirmed means in etcd: b's watch has it (or is about to).
     assert!(eventually(Duration::from_millis(500), || seen_b
         .lock()

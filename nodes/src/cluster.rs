@@ -20,6 +20,7 @@ use limes_cluster::ClusterStore;
 use serde_json::{json, Value};
 use tracing::{info, warn};
 
+use crate::exposition::encode_each;
 use crate::rpc::{Node, RpcError};
 
 /// Batches of changes waiting to be applied, at most.
@@ -126,7 +127,6 @@ impl prometheus_client::collector::Collector for ClusterCollector {
         &self,
         mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
     ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
         use prometheus_client::metrics::counter::ConstCounter;
         use prometheus_client::metrics::gauge::ConstGauge;
         let s = self.0.status();
@@ -167,10 +167,10 @@ impl prometheus_client::collector::Collector for ClusterCollector {
                 s.watch_age_s as i64,
             ),
         ];
-        for (name, help, v) in gauges {
-            let g = ConstGauge::new(v);
-            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
-        }
+        encode_each(
+            &mut encoder,
+            gauges.map(|(n, h, v)| (n, h, ConstGauge::new(v))),
+        )?;
         let counters = [
             (
                 "limes_cluster_writes",
@@ -193,10 +193,10 @@ impl prometheus_client::collector::Collector for ClusterCollector {
                 s.failures,
             ),
         ];
-        for (name, help, v) in counters {
-            let c = ConstCounter::new(v);
-            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
-        }
+        encode_each(
+            &mut encoder,
+            counters.map(|(n, h, v)| (n, h, ConstCounter::new(v))),
+        )?;
         self.encode_operations(&mut encoder, &s)
     }
 }

@@ -103,23 +103,37 @@ impl Process {
     }
 }
 
+/// Encodes each `(name, help, metric)` as a family of one series with no labels (what a
+/// collector reads off its source at each scrape).
+pub fn encode_each<M: EncodeMetric>(
+    encoder: &mut DescriptorEncoder<'_>,
+    metrics: impl IntoIterator<Item = (&'static str, &'static str, M)>,
+) -> Result<(), std::fmt::Error> {
+    for (name, help, m) in metrics {
+        m.encode(encoder.encode_descriptor(name, help, None, m.metric_type())?)?;
+    }
+    Ok(())
+}
+
 impl prometheus_client::collector::Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> Result<(), std::fmt::Error> {
         let p = Process::read();
-        let cpu = ConstCounter::new(p.cpu_seconds);
-        cpu.encode(encoder.encode_descriptor(
-            "process_cpu_seconds",
-            "User and system CPU time spent, in seconds",
-            None,
-            cpu.metric_type(),
-        )?)?;
-        let start = ConstGauge::new(p.start_time_seconds);
-        start.encode(encoder.encode_descriptor(
-            "process_start_time_seconds",
-            "Start time of the process since the Unix epoch, in seconds",
-            None,
-            start.metric_type(),
-        )?)?;
+        encode_each(
+            &mut encoder,
+            [(
+                "process_cpu_seconds",
+                "User and system CPU time spent, in seconds",
+                ConstCounter::new(p.cpu_seconds),
+            )],
+        )?;
+        encode_each(
+            &mut encoder,
+            [(
+                "process_start_time_seconds",
+                "Start time of the process since the Unix epoch, in seconds",
+                ConstGauge::new(p.start_time_seconds),
+            )],
+        )?;
         let gauges = [
             ("process_threads", "Threads of the process", p.threads),
             (
@@ -139,11 +153,10 @@ impl prometheus_client::collector::Collector for ProcessCollector {
                 p.max_fds,
             ),
         ];
-        for (name, help, v) in gauges {
-            let g = ConstGauge::new(v);
-            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
-        }
-        Ok(())
+        encode_each(
+            &mut encoder,
+            gauges.map(|(n, h, v)| (n, h, ConstGauge::new(v))),
+        )
     }
 }
 

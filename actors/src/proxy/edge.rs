@@ -524,7 +524,7 @@ impl Proxy {
             .collect();
         let allow = msg.get_all(HeaderName::Allow).collect::<Vec<_>>().join(",");
         let user_agent = msg.user_agent().unwrap_or_default().to_owned();
-        let node = location.node_name().map(str::to_owned);
+        let node = location.node_name();
         let meta = |u: &ContactUpdate<'_>| {
             let params = limes_sip::params::Params::new(u.params);
             let push = Uri::parse(u.uri).ok().and_then(|uri| {
@@ -547,7 +547,7 @@ impl Proxy {
                 reg_id: params.get("reg-id").flatten().and_then(|v| v.parse().ok()),
                 push,
                 updated: unix,
-                node: node.clone(),
+                node: node.map(str::to_owned),
             }
         };
         match location.register(&aor, &req, unix, meta) {
