@@ -33,7 +33,10 @@ use crate::tables::{Subscriber, Tables};
 pub struct AuthSettings {
     /// The realm; empty: the From domain of each request.
     pub realm: String,
-    /// Offered in this order, one challenge header each (RFC 8760 §2.4: preferred first).
+    /// Offered in this order, one challenge header each (RFC 8760 §2.4: preferred first),
+    /// unless the subscriber has a list of its own. MD5 alone by default: clients that
+    /// read only the first challenge (sipp) or refuse a request that offers any other
+    /// algorithm (baresip 1.0, many deployed phones) could not register otherwise.
     pub algorithms: Vec<Algorithm>,
     /// How long a nonce stays fresh, seconds; older ones are answered `stale=true`.
     pub nonce_lifetime: u64,
@@ -57,7 +60,7 @@ impl Default for AuthSettings {
     fn default() -> Self {
         Self {
             realm: String::new(),
-            algorithms: vec![Algorithm::Sha256, Algorithm::Md5],
+            algorithms: vec![Algorithm::Md5],
             nonce_lifetime: 300,
             challenge_requests: true,
             match_from: true,
@@ -307,56 +310,39 @@ impl Auth {
         let Some(c) = creds else {
             return Verdict::Challenge { stale: false };
         };
-        let Some(alg) = c
-            .algorithm()
-            .filter(|a| settings.algorithms.contains(&a.base()))
-        else {
-            return self.fail(
-                source,
-                now,
-                "algorithm",
-                Verdict::Challenge { stale: false },
-            );
-        };
+        let fail = |user: &str, reason, v| self.fail(msg, attempt, user, reason, v);
         let Some(sub) = tables.subscriber(c.username, realm) else {
-            return self.fail(
-                source,
-                now,
+            return fail(
+                c.username,
                 "unknown_user",
                 Verdict::Forbidden("Forbidden: unknown user"),
             );
         };
+        let Some(alg) = c
+            .algorithm()
+            .filter(|a| self.offered(&sub).contains(&a.base()))
+        else {
+            return fail(c.username, "algorithm", Verdict::Challenge { stale: false });
+        };
         if settings.match_from && c.username != user {
-            return self.fail(
-                source,
-                now,
+            return fail(
+                c.username,
                 "user_mismatch",
                 Verdict::Forbidden("Forbidden: credentials do not match the user"),
             );
         }
         let Some(ha1) = sub.ha1_for(alg) else {
-            return self.fail(
-                source,
-                now,
-                "algorithm",
-                Verdict::Challenge { stale: false },
-            );
+            return fail(c.username, "algorithm", Verdict::Challenge { stale: false });
         };
         let status = self.nonces.check(c.nonce, unix, realm);
         if status == NonceStatus::Invalid {
-            return self.fail(
-                source,
-                now,
-                "bad_nonce",
-                Verdict::Challenge { stale: false },
-            );
+            return fail(c.username, "bad_nonce", Verdict::Challenge { stale: false });
         }
         let qop = match c.qop() {
             Ok(q) => q,
             Err(_) => {
-                return self.fail(
-                    source,
-                    now,
+                return fail(
+                    c.username,
                     "malformed",
                     Verdict::Forbidden("Forbidden: malformed credentials"),
                 )
@@ -366,9 +352,8 @@ impl Auth {
         // Request-URI (clients such as sipp write the registrar's address, and a proxy on
         // the way may have rewritten the Request-URI). Replays are stopped by nonce and nc.
         if !c.verify(method, ha1, &msg.body()) {
-            return self.fail(
-                source,
-                now,
+            return fail(
+                c.username,
                 "wrong_password",
                 Verdict::Forbidden("Forbidden: wrong credentials"),
             );
@@ -389,7 +374,7 @@ impl Auth {
                 Replay::New | Replay::Repeat => {}
                 Replay::Forgotten => return Verdict::Challenge { stale: true },
                 Replay::Replayed => {
-                    return self.fail(source, now, "replay", Verdict::Challenge { stale: true })
+                    return fail(c.username, "replay", Verdict::Challenge { stale: true })
                 }
             }
         }
@@ -397,8 +382,36 @@ impl Auth {
         Verdict::Authenticated(sub)
     }
 
-    fn fail(&self, source: IpAddr, now: Instant, reason: &'static str, v: Verdict) -> Verdict {
+    /// The algorithms offered to (and accepted from) a subscriber: its own list, else the
+    /// node's.
+    pub fn offered(&self, sub: &Subscriber) -> Vec<Algorithm> {
+        if sub.algorithms.is_empty() {
+            return self.settings.load().algorithms.clone();
+        }
+        sub.algorithms
+            .iter()
+            .filter_map(|a| Algorithm::parse(a))
+            .collect()
+    }
+
+    /// Counts a failure against the source (blocking it after too many) and logs it at
+    /// info in one fixed format for fail2ban (`contrib/fail2ban/`): the source comes first,
+    /// before anything the peer wrote (quoted and escaped), so a user name cannot forge it.
+    fn fail(
+        &self,
+        msg: &Message,
+        attempt: &Attempt<'_>,
+        user: &str,
+        reason: &'static str,
+        v: Verdict,
+    ) -> Verdict {
         debug_assert!(FAILURE_REASONS.contains(&reason), "{reason}");
+        let (source, now) = (attempt.source, attempt.now);
+        info!(
+            "authentication failed: source={source} user={user:?} realm={:?} reason={reason} call_id={:?}",
+            attempt.realm,
+            msg.call_id().unwrap_or_default(),
+        );
         self.metrics
             .failures
             .get_or_create(&FailureLabels { reason })
@@ -438,16 +451,24 @@ impl Auth {
         v
     }
 
-    /// The challenge header values for `realm`, one per algorithm.
-    pub fn challenges(&self, realm: &str, stale: bool, unix: u64) -> Vec<String> {
+    /// The challenge header values for `realm`, one per algorithm: the subscriber's own
+    /// list when the request names one that has it, else the node's.
+    pub fn challenges(
+        &self,
+        realm: &str,
+        stale: bool,
+        unix: u64,
+        sub: Option<&Subscriber>,
+    ) -> Vec<String> {
         let salt = self.salt.fetch_add(1, Ordering::Relaxed);
         let nonce = self.nonces.make(unix, salt, realm);
-        self.settings
-            .load()
-            .algorithms
-            .iter()
-            .map(|alg| challenge_value(realm, &nonce, *alg, stale, None))
-            .collect()
+        sub.map_or_else(
+            || self.settings.load().algorithms.clone(),
+            |s| self.offered(s),
+        )
+        .iter()
+        .map(|alg| challenge_value(realm, &nonce, *alg, stale, None))
+        .collect()
     }
 
     /// Unblocks sources whose time is up and forgets quiet ones (called periodically).

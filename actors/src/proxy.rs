@@ -90,6 +90,9 @@ pub struct TmStats {
     pub freed: AtomicU64,
     pub replies_local: AtomicU64,
     pub replies_forwarded: AtomicU64,
+    /// Stateless replies (no transaction: challenges, the registrar's, refusals) by
+    /// class, 1xx .. 6xx: Kamailio's `sl:` statistics.
+    pub stateless: [AtomicU64; 6],
 }
 
 fn bump(c: &AtomicU64) {
@@ -1207,6 +1210,7 @@ impl Proxy {
     fn count_local(&self, status: u16) {
         self.metrics.response_sent(status);
         bump(&self.stats.replies_local);
+        bump(&self.stats.stateless[usize::from((status / 100).clamp(1, 6) - 1)]);
     }
 
     /// Server transactions still waiting for a final response: what a graceful stop

@@ -46,6 +46,11 @@ pub struct Subscriber {
     pub attrs: BTreeMap<String, String>,
     #[serde(default)]
     pub call_limit: Option<u32>,
+    /// The digest algorithms offered to this subscriber, in order (`MD5`, `SHA-256`);
+    /// empty: `auth.algorithms`. Lets phones that support SHA-256 use it while the node
+    /// offers MD5 alone to everyone else.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub algorithms: Vec<String>,
     pub origin: Origin,
 }
 
@@ -59,8 +64,30 @@ impl Subscriber {
             ha1_sha256: digest::ha1(Algorithm::Sha256, user, domain, password),
             attrs: BTreeMap::new(),
             call_limit: None,
+            algorithms: Vec::new(),
             origin,
         }
+    }
+
+    /// Checks and sets the algorithms offered to this subscriber: `MD5` and `SHA-256`,
+    /// each at most once (canonical spelling kept).
+    pub fn set_algorithms<S: AsRef<str>>(&mut self, names: &[S]) -> Result<(), String> {
+        let mut out: Vec<String> = Vec::new();
+        for name in names {
+            let name = name.as_ref().trim();
+            let alg = Algorithm::parse(name)
+                .filter(|a| matches!(a, Algorithm::Md5 | Algorithm::Sha256))
+                .ok_or_else(|| format!("algorithms: {name:?} (MD5 or SHA-256)"))?;
+            if self.ha1_for(alg).is_none() {
+                return Err(format!("algorithms: {name} but no {name} HA1 is known"));
+            }
+            if out.iter().any(|o| o == alg.as_str()) {
+                return Err(format!("algorithms: {name} twice"));
+            }
+            out.push(alg.as_str().to_owned());
+        }
+        self.algorithms = out;
+        Ok(())
     }
 
     /// `user@domain`, the table key.

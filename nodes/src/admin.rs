@@ -36,12 +36,16 @@ async fn rpc_endpoint(
     req: HttpRequest,
     body: web::Bytes,
 ) -> HttpResponse {
+    let source = req
+        .peer_addr()
+        .map_or_else(|| "unknown".to_owned(), |a| a.ip().to_string());
     if !authorized(&state, &req) {
+        tracing::warn!("admin request refused: source={source} path=/RPC reason=token");
         return HttpResponse::Unauthorized().finish();
     }
     // Methods run on the blocking pool: one that waits for the network (`sip.ping`)
     // holds no I/O thread of the admin server.
-    let answer = web::block(move || rpc::handle_body(&state.node, &body)).await;
+    let answer = web::block(move || rpc::handle_body(&state.node, &body, &source)).await;
     match answer {
         Ok(Some(v)) => HttpResponse::Ok().json(v),
         Ok(None) => HttpResponse::NoContent().finish(),

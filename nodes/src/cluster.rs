@@ -268,7 +268,7 @@ pub fn register_metrics(
 
 /// `cluster.members`: every node whose membership lease is alive, with its addresses
 /// and how long it has been a member.
-pub fn members(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn members(node: &Node, _: &crate::rpc_params::Args) -> Result<Value, RpcError> {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
@@ -292,7 +292,7 @@ pub fn members(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
 }
 
 /// `cluster.status`: the backend, the revision seen, the write queue, the last error.
-pub fn status(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn status(node: &Node, _: &crate::rpc_params::Args) -> Result<Value, RpcError> {
     let s = &node.cluster;
     Ok(json!({
         "backend": s.backend(),

@@ -327,6 +327,8 @@ impl Dns {
 pub struct Admin {
     pub listen: String,
     pub token: String,
+    /// Serve a non-loopback address without a token (refused unless said here).
+    pub open: bool,
 }
 
 impl Default for Admin {
@@ -334,6 +336,7 @@ impl Default for Admin {
         Self {
             listen: "127.0.0.1:8080".into(),
             token: String::new(),
+            open: false,
         }
     }
 }
@@ -438,6 +441,8 @@ pub struct SubscriberEntry {
     pub ha1_sha256: String,
     pub attrs: std::collections::BTreeMap<String, String>,
     pub call_limit: Option<u32>,
+    /// Digest algorithms offered to this subscriber; empty: `auth.algorithms`.
+    pub algorithms: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -510,6 +515,7 @@ impl SubscriberEntry {
                 ha1_sha256: self.ha1_sha256.to_ascii_lowercase(),
                 attrs: Default::default(),
                 call_limit: None,
+                algorithms: Vec::new(),
                 origin,
             }
         } else {
@@ -521,6 +527,8 @@ impl SubscriberEntry {
         };
         s.attrs = self.attrs.clone();
         s.call_limit = self.call_limit;
+        s.set_algorithms(&self.algorithms)
+            .map_err(|e| anyhow::anyhow!("subscriber {}: {e}", s.id()))?;
         Ok(s)
     }
 }
@@ -699,6 +707,34 @@ pub struct Resolved {
     pub group_names: BTreeMap<String, u32>,
 }
 
+impl Resolved {
+    /// The settings a reload does not change (the node reads them once, at start), each
+    /// with a fingerprint of its value: a reload compares them to say which it left.
+    pub fn restart_only(&self) -> Vec<(&'static str, String)> {
+        let proxy = limes_actors::settings::ProxySettings {
+            next_hops: Vec::new(),
+            ..self.proxy.clone()
+        };
+        vec![
+            ("node.name", self.name.clone()),
+            ("node.state_dir", self.state_dir.display().to_string()),
+            ("node.secret", format!("{:?}", self.secret)),
+            ("sip.listen", format!("{:?}", self.listens)),
+            ("sip (other than next_hop), timers", format!("{proxy:?}")),
+            ("transport", format!("{:?}", self.transport)),
+            ("flood", format!("{:?}", self.flood)),
+            ("dns", format!("{:?}", self.dns)),
+            ("cluster", format!("{:?}", self.cluster)),
+            ("admin.listen", self.admin.to_string()),
+            ("admin.token", format!("{:?}", self.admin_token)),
+            ("shutdown.drain_s", format!("{:?}", self.drain)),
+            ("log.format", self.log.format.clone()),
+            ("registrar.max_aors", self.max_aors.to_string()),
+            ("auth.max_subscribers", self.max_subscribers.to_string()),
+        ]
+    }
+}
+
 impl Config {
     /// The file at `path`, or the defaults when there is none.
     pub fn load_or_default(path: Option<&Path>) -> anyhow::Result<Self> {
@@ -757,6 +793,7 @@ impl Config {
         if !["text", "json"].contains(&self.log.format.as_str()) {
             bail!("log.format must be \"text\" or \"json\"");
         }
+        crate::logging::check_level(&self.log.level)?;
         let limits = limes_sip::Limits {
             max_message_size: self.sip.max_message_bytes,
             max_headers: self.sip.max_headers,
@@ -797,7 +834,7 @@ impl Config {
             evict_every: Duration::from_secs(self.flood.evict_every_s.max(1)),
             max_sources: self.flood.max_sources,
         };
-        let admin = self
+        let admin: std::net::SocketAddr = self
             .admin
             .listen
             .parse()
@@ -808,6 +845,13 @@ impl Config {
             .or_else(|| (!self.node.secret.is_empty()).then(|| self.node.secret.clone()));
         if secret.as_ref().is_some_and(|s| s.len() < 16) {
             bail!("node.secret must be at least 16 characters (a shared cluster key)");
+        }
+        if !admin.ip().is_loopback() && self.admin.token.is_empty() && !self.admin.open {
+            bail!(
+                "admin.listen {admin} is reachable from the network and admin.token is empty: \
+                 set a token (admin.token, --admin-token, LIMES_ADMIN_TOKEN), or admin.open = true \
+                 to serve it without one"
+            );
         }
         Ok(Resolved {
             name: self.node.name.clone(),

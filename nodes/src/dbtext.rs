@@ -251,6 +251,7 @@ pub fn subscribers(t: &Table, report: &mut Report) -> Vec<Subscriber> {
                     ha1_sha256: String::new(),
                     attrs: BTreeMap::new(),
                     call_limit: None,
+                    algorithms: Vec::new(),
                     origin: Origin::Api,
                 }
             }

@@ -16,18 +16,19 @@ mod config;
 mod ctl;
 mod dbtext;
 mod exposition;
+mod logging;
 mod rpc;
 mod rpc_dialog;
+mod rpc_params;
 mod rpc_routing;
 mod rpc_state;
+mod rpc_stats;
 mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-
-use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
 #[command(name = "limes", version, about = "Limes SIP session border controller")]
@@ -84,18 +85,24 @@ enum Command {
         #[command(subcommand)]
         what: Import,
     },
-    /// Call a JSON-RPC method on a running node.
+    /// Call a JSON-RPC method on a running node (ARGs: positional parameters; numbers
+    /// and true/false keep their type, s:TEXT forces a string).
     Ctl {
-        /// Admin API address.
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        admin: String,
-        /// Bearer token, if the node has one.
-        #[arg(long, env = "LIMES_TOKEN")]
+        /// Admin API address (default: the --config file's admin.listen, else
+        /// 127.0.0.1:8080).
+        #[arg(long, env = "LIMES_ADMIN")]
+        admin: Option<String>,
+        /// Bearer token, if the node has one (default: the --config file's admin.token).
+        #[arg(long, env = "LIMES_TOKEN", hide_env_values = true)]
         token: Option<String>,
-        /// Print the raw JSON result.
+        /// The node's configuration file: its admin address and token.
+        #[arg(long, env = "LIMES_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the raw JSON result (and errors as JSON).
         #[arg(long)]
         json: bool,
         method: String,
+        #[arg(allow_hyphen_values = true)]
         args: Vec<String>,
     },
 }
@@ -117,20 +124,13 @@ enum Import {
     },
 }
 
-fn init_logging(level: &str, json: bool) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    use clap::{CommandFactory, FromArgMatches};
+    let command = Cli::command().mut_subcommand("ctl", |c| c.after_help(ctl::methods_help()));
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
     match cli.command {
         Command::Run {
             config,
@@ -162,7 +162,14 @@ fn main() -> ExitCode {
                 Ok(r) => r,
                 Err(e) => return fail(&e),
             };
-            init_logging(&resolved.log.level, resolved.log.format == "json");
+            let log = match logging::init(
+                &resolved.log.level,
+                resolved.log.format == "json",
+                &resolved.name,
+            ) {
+                Ok(l) => l,
+                Err(e) => return fail(&e),
+            };
             let runtime = match tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -174,6 +181,7 @@ fn main() -> ExitCode {
             let reload = run::ReloadSource {
                 path: config,
                 overrides,
+                log,
             };
             match runtime.block_on(run::run(resolved, reload)) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -258,23 +266,38 @@ fn main() -> ExitCode {
         Command::Ctl {
             admin,
             token,
+            config,
             json,
             method,
             args,
-        } => match ctl::call(&admin, token.as_deref(), &method, &args) {
-            Ok(v) => {
-                use std::io::Write;
-                let text = if json {
-                    format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default())
-                } else {
-                    ctl::table(&v)
-                };
-                // A closed stdout (`| head`) is not an error worth a panic.
-                let _ = std::io::stdout().write_all(text.as_bytes());
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(&e),
-        },
+        } => {
+            use std::io::Write;
+            let target = match ctl::Target::resolve(admin, token, config.as_deref()) {
+                Ok(t) => t,
+                Err(e) => return fail(&e),
+            };
+            let (text, code) = match ctl::call(&target, &method, &args) {
+                Ok(v) if json => (
+                    format!("{}\n", serde_json::to_string_pretty(&v).unwrap_or_default()),
+                    ExitCode::SUCCESS,
+                ),
+                Ok(v) => (ctl::table(&v), ExitCode::SUCCESS),
+                Err(e) if json => (
+                    format!(
+                        "{}\n",
+                        serde_json::to_string_pretty(&e.to_json()).unwrap_or_default()
+                    ),
+                    ExitCode::FAILURE,
+                ),
+                Err(e) => {
+                    eprintln!("limes: {e:#}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // A closed stdout (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(text.as_bytes());
+            code
+        }
     }
 }
 

@@ -6,31 +6,25 @@ use limes_actors::dialogs::cdr::{EndedBy, Var};
 use serde_json::{json, Value};
 
 use crate::rpc::{Node, RpcError};
+use crate::rpc_params::{Arg, Args};
 
 fn invalid(usage: &str, m: &str) -> RpcError {
-    RpcError::new(-32602, format!("{usage}: {m}"))
+    RpcError::new(-32602, format!("Invalid params: {usage}: {m}"))
 }
 
-fn text_param(params: &[Value], i: usize) -> Option<&str> {
-    params.get(i).and_then(Value::as_str)
-}
-
-/// A dialog number given as a number or a string.
-fn id_param(params: &[Value], usage: &str) -> Result<u64, RpcError> {
-    params
-        .first()
-        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-        .ok_or_else(|| invalid(usage, "ID (the dialog's number in dlg.list) is missing"))
+/// The dialog number (declared a non-negative integer).
+fn id_param(args: &Args) -> u64 {
+    args.int(0).map_or(0, |n| n.unsigned_abs())
 }
 
 /// `dlg.list`: every tracked call.
-pub fn list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn list(node: &Node, _: &Args) -> Result<Value, RpcError> {
     let calls: Vec<_> = node.proxy.dialogs.all().iter().map(|c| c.view()).collect();
     Ok(json!(calls))
 }
 
 /// `dlg.list_ctx`: the calls with the node's context (lifetime, node name).
-pub fn list_ctx(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn list_ctx(node: &Node, _: &Args) -> Result<Value, RpcError> {
     let d = &node.proxy.dialogs;
     let lifetime = d.lifetime().as_secs();
     let calls: Vec<_> = d
@@ -46,7 +40,7 @@ pub fn list_ctx(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
 }
 
 /// `dlg.stats_active`: early, active and all dialogs.
-pub fn stats_active(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn stats_active(node: &Node, _: &Args) -> Result<Value, RpcError> {
     let s = node.proxy.dialogs.stats();
     Ok(json!({
         "early": s.early_dialogs,
@@ -57,28 +51,28 @@ pub fn stats_active(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
 
 fn profile_param<'a>(
     node: &Node,
-    params: &'a [Value],
+    args: &'a Args,
     usage: &str,
 ) -> Result<(&'a str, Option<&'a str>), RpcError> {
-    let profile = text_param(params, 0).ok_or_else(|| invalid(usage, "PROFILE is missing"))?;
+    let profile = args.need(0)?;
     if !node.proxy.dialogs.profiles.is_declared(profile) {
         return Err(invalid(
             usage,
             &format!("no profile {profile:?} is declared"),
         ));
     }
-    Ok((profile, text_param(params, 1)))
+    Ok((profile, args.text(1)))
 }
 
 /// `dlg.profile_get_size PROFILE [VALUE]`.
-pub fn profile_get_size(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let (profile, value) = profile_param(node, params, "dlg.profile_get_size PROFILE [VALUE]")?;
+pub fn profile_get_size(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let (profile, value) = profile_param(node, args, "dlg.profile_get_size")?;
     Ok(json!(node.proxy.dialogs.profiles.size(profile, value)))
 }
 
 /// `dlg.profile_list PROFILE [VALUE]`: the calls in it.
-pub fn profile_list(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let (profile, value) = profile_param(node, params, "dlg.profile_list PROFILE [VALUE]")?;
+pub fn profile_list(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let (profile, value) = profile_param(node, args, "dlg.profile_list")?;
     let calls: Vec<_> = node
         .proxy
         .dialogs
@@ -90,9 +84,9 @@ pub fn profile_list(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
 }
 
 /// `dlg.end_dlg ID`: BYE to both sides, CDR with `ended_by: operator`.
-pub fn end_dlg(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    const USAGE: &str = "dlg.end_dlg ID";
-    let id = id_param(params, USAGE)?;
+pub fn end_dlg(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    const USAGE: &str = "dlg.end_dlg";
+    let id = id_param(args);
     if node.proxy.dialogs.end_blocking(id, EndedBy::Operator) {
         Ok(json!({ "ended": id }))
     } else {
@@ -102,45 +96,38 @@ pub fn end_dlg(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
 
 /// `dlg.set_var ID NAME VALUE`: a dialog variable (an integer when VALUE is a JSON
 /// number, else a string); shown by `dlg.list` and written in the CDR.
-pub fn set_var(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    const USAGE: &str = "dlg.set_var ID NAME VALUE";
-    let id = id_param(params, USAGE)?;
-    let name = text_param(params, 1)
-        .filter(|n| !n.is_empty() && n.len() <= 64)
-        .ok_or_else(|| invalid(USAGE, "NAME (1 to 64 characters) is missing"))?;
-    let value = match params.get(2) {
-        Some(Value::Number(n)) => Var::Int(
-            n.as_i64()
-                .ok_or_else(|| invalid(USAGE, "an integer VALUE must fit 64 bits"))?,
-        ),
-        Some(Value::String(s)) if s.len() <= 1024 => Var::Str(s.clone()),
-        _ => {
-            return Err(invalid(
-                USAGE,
-                "VALUE (an integer, or a string of at most 1024 bytes) is missing",
-            ))
-        }
+pub fn set_var(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    const USAGE: &str = "dlg.set_var";
+    let id = id_param(args);
+    let name = args.need(1)?.to_owned();
+    if name.len() > 64 {
+        return Err(invalid(USAGE, "NAME: at most 64 characters"));
+    }
+    let value = match args.get(2) {
+        Some(Arg::Int(n)) => Var::Int(*n),
+        Some(Arg::Text(s)) if s.len() <= 1024 => Var::Str(s.clone()),
+        _ => return Err(invalid(USAGE, "VALUE: a string of at most 1024 bytes")),
     };
     let call = node
         .proxy
         .dialogs
         .get(id)
         .ok_or_else(|| invalid(USAGE, &format!("no dialog {id}")))?;
-    call.set_var(name, value);
+    call.set_var(&name, value);
     Ok(json!(call.view()))
 }
 
-/// The `dialog:` group of `stats.get_statistics`.
-pub fn statistics(node: &Node) -> Vec<(String, Value)> {
+/// The `dialog:` group of `stats.get_statistics`: name, value, whether a counter.
+pub fn statistics(node: &Node) -> Vec<(String, u64, bool)> {
     let s = node.proxy.dialogs.stats();
     [
-        ("active_dialogs", s.active_dialogs),
-        ("early_dialogs", s.early_dialogs),
-        ("processed_dialogs", s.processed_dialogs),
-        ("expired_dialogs", s.expired_dialogs),
-        ("failed_dialogs", s.failed_dialogs),
+        ("active_dialogs", s.active_dialogs, false),
+        ("early_dialogs", s.early_dialogs, false),
+        ("processed_dialogs", s.processed_dialogs, true),
+        ("expired_dialogs", s.expired_dialogs, true),
+        ("failed_dialogs", s.failed_dialogs, true),
     ]
     .into_iter()
-    .map(|(k, v)| (format!("dialog:{k}"), json!(v)))
+    .map(|(k, v, counter)| (format!("dialog:{k}"), v, counter))
     .collect()
 }

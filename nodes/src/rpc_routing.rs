@@ -11,22 +11,20 @@ use limes_actors::trunks::{DestState, TrunkDef};
 use serde_json::{json, Value};
 
 use crate::rpc::{Node, RpcError};
+use crate::rpc_params::Args;
 
 fn invalid(why: impl std::fmt::Display) -> RpcError {
     RpcError::new(-32602, format!("Invalid params: {why}"))
 }
 
-/// Parameters given as one JSON object (or an array of them), or as a JSON text.
-fn object<T: serde::de::DeserializeOwned>(v: Option<&Value>, what: &str) -> Result<T, RpcError> {
-    let v = v.ok_or_else(|| invalid(format!("{what} expected")))?;
-    let parsed = match v {
-        Value::String(text) => serde_json::from_str(text),
-        other => serde_json::from_value(other.clone()),
-    };
-    parsed.map_err(|e| invalid(format!("{what}: {e}")))
+/// A JSON parameter (declared, so present) read as `T`; unknown or missing fields are
+/// refused with serde's message, which names them.
+fn object<T: serde::de::DeserializeOwned>(args: &Args, what: &str) -> Result<T, RpcError> {
+    let v = args.json(0).cloned().unwrap_or(Value::Null);
+    serde_json::from_value(v).map_err(|e| invalid(format!("{what}: {e}")))
 }
 
-pub fn trunk_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn trunk_list(node: &Node, _: &Args) -> Result<Value, RpcError> {
     let dns = &node.proxy.edge().dns;
     let trunks: Vec<Value> = node
         .proxy
@@ -78,8 +76,8 @@ pub fn trunk_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
 
 /// `trunk.add {TRUNK}`: adds or replaces a trunk (the configuration file's of the same
 /// name is hidden while the API's exists).
-pub fn trunk_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let def: TrunkDef = object(params.first(), "TRUNK (a JSON object)")?;
+pub fn trunk_add(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let def: TrunkDef = object(args, "trunk.add: TRUNK")?;
     let name = def.name.clone();
     node.proxy
         .edge()
@@ -91,11 +89,8 @@ pub fn trunk_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
 }
 
 /// `trunk.rm NAME`: removes a trunk added over the API (refused while a rule names it).
-pub fn trunk_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let name = params
-        .first()
-        .and_then(Value::as_str)
-        .ok_or_else(|| invalid("NAME expected"))?;
+pub fn trunk_rm(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let name = args.need(0)?;
     let edge = node.proxy.edge();
     if !edge.routing_sources.lock().api_trunks.contains_key(name) {
         return Err(RpcError::new(
@@ -111,15 +106,10 @@ pub fn trunk_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
 }
 
 /// `trunk.set_state NAME URI active|drained`.
-pub fn trunk_set_state(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let text = |i: usize, what: &str| {
-        params
-            .get(i)
-            .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("{what} expected")))
-    };
-    let (name, uri) = (text(0, "NAME")?, text(1, "URI")?);
-    let state = DestState::parse(text(2, "STATE")?).map_err(invalid)?;
+pub fn trunk_set_state(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let (name, uri) = (args.need(0)?, args.need(1)?);
+    let state = DestState::parse(args.need(2)?)
+        .map_err(|e| invalid(format!("trunk.set_state: STATE: {e}")))?;
     node.proxy
         .edge()
         .set_destination_state(name, uri, state)
@@ -130,7 +120,7 @@ pub fn trunk_set_state(node: &Node, params: &[Value]) -> Result<Value, RpcError>
     Ok(json!({ "trunk": name, "uri": uri, "state": state }))
 }
 
-pub fn route_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn route_list(node: &Node, _: &Args) -> Result<Value, RpcError> {
     let edge = node.proxy.edge();
     let from_api = edge.routing_sources.lock().api_rules.is_some();
     let policy = edge.policy.load();
@@ -140,8 +130,8 @@ pub fn route_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
 
 /// `route.set [RULES]`: replaces the rules (in evaluation order as `route.list` shows
 /// them); an empty list goes back to the configuration file's.
-pub fn route_set(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let rules: Vec<RuleDef> = object(params.first(), "RULES (a JSON array of rules)")?;
+pub fn route_set(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let rules: Vec<RuleDef> = object(args, "route.set: RULES (an array of rules)")?;
     let n = rules.len();
     node.proxy
         .edge()
@@ -152,7 +142,7 @@ pub fn route_set(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
 
 /// `dns.list`: the DNS cache: each located target with its servers in the order tried,
 /// or why it failed, and seconds left.
-pub fn dns_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn dns_list(node: &Node, _: &Args) -> Result<Value, RpcError> {
     let entries: Vec<Value> = node
         .proxy
         .edge()
@@ -179,8 +169,8 @@ pub fn dns_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
 }
 
 /// `dns.flush [HOST]`: forgets cached locations (of one host, or all).
-pub fn dns_flush(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let host = params.first().and_then(Value::as_str);
+pub fn dns_flush(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let host = args.text(0);
     let flushed = node.proxy.edge().dns.flush(host);
     Ok(json!({ "flushed": flushed }))
 }

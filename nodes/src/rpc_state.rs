@@ -13,46 +13,7 @@ use serde_json::{json, Value};
 
 use crate::config::parse_net;
 use crate::rpc::{Node, RpcError};
-
-fn arg<'a>(params: &'a [Value], i: usize, what: &str) -> Result<&'a str, RpcError> {
-    params
-        .get(i)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-        .ok_or_else(|| RpcError::new(-32602, format!("Invalid params: {what} expected")))
-}
-
-fn opt(params: &[Value], i: usize) -> Option<&str> {
-    params
-        .get(i)
-        .and_then(Value::as_str)
-        .filter(|s| !s.is_empty())
-}
-
-/// A number parameter: a JSON number, or a string of digits (as `kamcmd` passes them).
-/// A bad one is refused with a message that names it.
-pub(crate) fn num<T: TryFrom<u64>>(
-    params: &[Value],
-    i: usize,
-    what: &str,
-) -> Result<Option<T>, RpcError> {
-    let Some(v) = params.get(i).filter(|v| !v.is_null()) else {
-        return Ok(None);
-    };
-    let n = match v {
-        Value::Number(n) => n.as_u64(),
-        Value::String(s) if s.is_empty() => return Ok(None),
-        Value::String(s) => s.parse::<u64>().ok(),
-        _ => None,
-    };
-    n.and_then(|n| T::try_from(n).ok())
-        .map(Some)
-        .ok_or_else(|| invalid(format!("{what}: {v} is not a number in range")))
-}
-
-fn required_num<T: TryFrom<u64>>(params: &[Value], i: usize, what: &str) -> Result<T, RpcError> {
-    num(params, i, what)?.ok_or_else(|| invalid(format!("{what} expected")))
-}
+use crate::rpc_params::Args;
 
 fn table_error(e: TableError) -> RpcError {
     match e {
@@ -66,45 +27,54 @@ fn invalid(why: impl std::fmt::Display) -> RpcError {
     RpcError::new(-32602, format!("Invalid params: {why}"))
 }
 
-pub fn core_reload(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn core_reload(node: &Node, _: &Args) -> Result<Value, RpcError> {
     (node.reload)().map_err(|e| RpcError::new(500, format!("reload failed: {e:#}")))
 }
 
 fn subscriber_json(s: &Subscriber) -> Value {
-    let mut algorithms = Vec::new();
+    let mut hashes = Vec::new();
     if !s.ha1.is_empty() {
-        algorithms.push("MD5");
+        hashes.push("MD5");
     }
     if !s.ha1_sha256.is_empty() {
-        algorithms.push("SHA-256");
+        hashes.push("SHA-256");
     }
     json!({
         "user": s.user,
         "domain": s.domain,
         "attrs": s.attrs,
         "call_limit": s.call_limit,
-        "algorithms": algorithms,
+        "hashes": hashes,
+        "algorithms": if s.algorithms.is_empty() { json!("auth.algorithms") } else { json!(s.algorithms) },
         "origin": s.origin,
     })
 }
 
 /// `subscriber.add USER@DOMAIN PASSWORD [ATTR=VALUE...]` (`call_limit=N` sets the limit).
-pub fn subscriber_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let id = arg(params, 0, "USER@DOMAIN")?;
-    let password = arg(params, 1, "PASSWORD")?;
-    let (user, domain) = id
-        .rsplit_once('@')
-        .ok_or_else(|| invalid(format!("{id:?}: expected USER@DOMAIN")))?;
+pub fn subscriber_add(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let id = args.need(0)?;
+    let password = args.need(1)?;
+    let (user, domain) = split_id(id)?;
     let mut s = Subscriber::with_password(user, domain, password, Origin::Api);
-    for p in params.iter().skip(2) {
-        let kv = p.as_str().unwrap_or_default();
+    for kv in args.texts_from(2) {
         let (k, v) = kv
             .split_once('=')
-            .ok_or_else(|| invalid(format!("{kv:?}: expected ATTR=VALUE")))?;
-        if k == "call_limit" {
-            s.call_limit = Some(v.parse().map_err(|_| invalid("call_limit: a number"))?);
-        } else {
-            s.attrs.insert(k.to_owned(), v.to_owned());
+            .filter(|(k, _)| !k.is_empty())
+            .ok_or_else(|| invalid(format!("subscriber.add: ATTR=VALUE: {kv:?}")))?;
+        match k {
+            "call_limit" => {
+                s.call_limit = Some(v.parse().map_err(|_| {
+                    invalid(format!("subscriber.add: call_limit: {v:?} is not a number"))
+                })?)
+            }
+            "algorithms" => {
+                let names: Vec<&str> = v.split(',').collect();
+                s.set_algorithms(&names)
+                    .map_err(|e| invalid(format!("subscriber.add: {e}")))?;
+            }
+            _ => {
+                s.attrs.insert(k.to_owned(), v.to_owned());
+            }
         }
     }
     let shown = subscriber_json(&s);
@@ -116,8 +86,15 @@ pub fn subscriber_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> 
     Ok(shown)
 }
 
-pub fn subscriber_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let id = arg(params, 0, "USER@DOMAIN")?;
+/// `USER@DOMAIN` split.
+fn split_id(id: &str) -> Result<(&str, &str), RpcError> {
+    id.rsplit_once('@')
+        .filter(|(u, d)| !u.is_empty() && !d.is_empty())
+        .ok_or_else(|| invalid(format!("USER@DOMAIN: {id:?}")))
+}
+
+pub fn subscriber_rm(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let id = args.need(0)?;
     let gone = node
         .proxy
         .edge()
@@ -127,7 +104,7 @@ pub fn subscriber_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
     Ok(json!({ "removed": gone.id() }))
 }
 
-pub fn subscriber_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn subscriber_list(node: &Node, _: &Args) -> Result<Value, RpcError> {
     let list: Vec<Value> = node
         .proxy
         .edge()
@@ -139,11 +116,9 @@ pub fn subscriber_list(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
     Ok(Value::Array(list))
 }
 
-pub fn subscriber_show(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let id = arg(params, 0, "USER@DOMAIN")?;
-    let (user, domain) = id
-        .rsplit_once('@')
-        .ok_or_else(|| invalid(format!("{id:?}: expected USER@DOMAIN")))?;
+pub fn subscriber_show(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let id = args.need(0)?;
+    let (user, domain) = split_id(id)?;
     node.proxy
         .edge()
         .tables
@@ -152,7 +127,7 @@ pub fn subscriber_show(node: &Node, params: &[Value]) -> Result<Value, RpcError>
         .ok_or_else(|| RpcError::new(404, format!("not found: {id}")))
 }
 
-pub fn trusted_dump(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn trusted_dump(node: &Node, _: &Args) -> Result<Value, RpcError> {
     let list: Vec<Value> = node
         .proxy
         .edge()
@@ -173,14 +148,14 @@ pub fn trusted_dump(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
 }
 
 /// `trusted.add CIDR [PROTO] [FROM_PATTERN] [TAG]`.
-pub fn trusted_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let net = parse_net(arg(params, 0, "CIDR")?).map_err(invalid)?;
-    let proto = Proto::parse(opt(params, 1).unwrap_or("any")).map_err(invalid)?;
+pub fn trusted_add(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let net = cidr(args, 0)?;
+    let proto = proto(args, 1)?;
     let peer = TrustedPeer {
         net,
         proto,
-        from_pattern: opt(params, 2).map(str::to_owned),
-        tag: opt(params, 3).map(Into::into),
+        from_pattern: args.text(2).map(str::to_owned),
+        tag: args.text(3).map(Into::into),
         origin: Origin::Api,
     };
     node.proxy
@@ -191,8 +166,23 @@ pub fn trusted_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
     Ok(json!({ "added": net.to_string() }))
 }
 
-pub fn trusted_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let net = parse_net(arg(params, 0, "CIDR")?).map_err(invalid)?;
+/// A CIDR parameter.
+fn cidr(args: &Args, i: usize) -> Result<ipnet::IpNet, RpcError> {
+    parse_net(args.need(i)?).map_err(|e| invalid(format!("CIDR: {e}")))
+}
+
+/// A PROTO parameter (not given: any).
+fn proto(args: &Args, i: usize) -> Result<Proto, RpcError> {
+    Proto::parse(args.text(i).unwrap_or("any")).map_err(|e| invalid(format!("PROTO: {e}")))
+}
+
+/// An integer parameter in the range its declaration gives.
+fn int<T: TryFrom<i64>>(args: &Args, i: usize) -> Option<T> {
+    args.int(i).and_then(|n| T::try_from(n).ok())
+}
+
+pub fn trusted_rm(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let net = cidr(args, 0)?;
     let n = node
         .proxy
         .edge()
@@ -202,7 +192,7 @@ pub fn trusted_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
     Ok(json!({ "removed": n }))
 }
 
-pub fn address_dump(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn address_dump(node: &Node, _: &Args) -> Result<Value, RpcError> {
     let list: Vec<Value> = node
         .proxy
         .edge()
@@ -225,11 +215,11 @@ pub fn address_dump(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
 }
 
 /// `address.add GROUP CIDR [PORT] [PROTO] [TAG]`.
-pub fn address_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let group: u32 = required_num(params, 0, "GROUP")?;
-    let net = parse_net(arg(params, 1, "CIDR")?).map_err(invalid)?;
-    let port: u16 = num(params, 2, "PORT")?.unwrap_or(0);
-    let proto = Proto::parse(opt(params, 3).unwrap_or("any")).map_err(invalid)?;
+pub fn address_add(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let group: u32 = int(args, 0).unwrap_or_default();
+    let net = cidr(args, 1)?;
+    let port: u16 = int(args, 2).unwrap_or(0);
+    let proto = proto(args, 3)?;
     node.proxy
         .edge()
         .tables
@@ -238,16 +228,16 @@ pub fn address_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
             net,
             port,
             proto,
-            tag: opt(params, 4).map(Into::into),
+            tag: args.text(4).map(Into::into),
             origin: Origin::Api,
         })
         .map_err(table_error)?;
-    Ok(json!({ "added": format!("{group} {net}") }))
+    Ok(json!({ "added": format!("{group} {net}"), "port": port, "proto": proto }))
 }
 
-pub fn address_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let group: u32 = required_num(params, 0, "GROUP")?;
-    let net = parse_net(arg(params, 1, "CIDR")?).map_err(invalid)?;
+pub fn address_rm(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let group: u32 = int(args, 0).unwrap_or_default();
+    let net = cidr(args, 1)?;
     let n = node
         .proxy
         .edge()
@@ -259,13 +249,11 @@ pub fn address_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
 
 /// `permissions.allowSource GROUP IP [PORT] [PROTO]`: whether that source is in the
 /// group, and the entry that admits it (as `allow_source_address` would see it).
-pub fn allow_source(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let group: u32 = required_num(params, 0, "GROUP")?;
-    let ip: IpAddr = arg(params, 1, "IP")?
-        .parse()
-        .map_err(|_| invalid("IP: an IP address"))?;
-    let port: u16 = num(params, 2, "PORT")?.unwrap_or(5060);
-    let transport = match opt(params, 3).unwrap_or("udp") {
+pub fn allow_source(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let group: u32 = int(args, 0).unwrap_or_default();
+    let ip = ip(args, 1)?;
+    let port: u16 = int(args, 2).unwrap_or(5060);
+    let transport = match args.text(3).unwrap_or("udp") {
         t if t.eq_ignore_ascii_case("udp") => limes_actors::settings::Transport::Udp,
         t if t.eq_ignore_ascii_case("tcp") => limes_actors::settings::Transport::Tcp,
         other => return Err(invalid(format!("PROTO: {other:?} (udp or tcp)"))),
@@ -316,12 +304,8 @@ fn contact_json(c: &Contact, now: u64) -> Value {
 }
 
 /// `ul.dump [LIMIT]`: every AoR with its contacts (at most LIMIT AoRs, 100,000 by default).
-pub fn ul_dump(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let limit = opt(params, 0)
-        .map(str::parse::<usize>)
-        .transpose()
-        .map_err(|_| invalid("LIMIT: a number"))?
-        .unwrap_or(100_000);
+pub fn ul_dump(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let limit: usize = int(args, 0).unwrap_or(100_000);
     let now = unix_now();
     let (all, truncated) = node.proxy.edge().location.dump(now, limit);
     let aors: Vec<Value> = all
@@ -341,8 +325,8 @@ pub fn ul_dump(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
     }}]}))
 }
 
-fn aor_param(node: &Node, params: &[Value]) -> Result<String, RpcError> {
-    let raw = arg(params, 0, "AOR")?;
+fn aor_param(node: &Node, args: &Args) -> Result<String, RpcError> {
+    let raw = args.need(0)?;
     let with_scheme = if raw.contains(':') {
         raw.to_owned()
     } else {
@@ -353,8 +337,8 @@ fn aor_param(node: &Node, params: &[Value]) -> Result<String, RpcError> {
         .map_err(|e| invalid(format!("AOR {raw:?}: {e}")))
 }
 
-pub fn ul_lookup(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let aor = aor_param(node, params)?;
+pub fn ul_lookup(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let aor = aor_param(node, args)?;
     let now = unix_now();
     let contacts = node.proxy.edge().location.lookup(&aor, now);
     if contacts.is_empty() {
@@ -367,13 +351,13 @@ pub fn ul_lookup(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
 }
 
 /// `ul.rm AOR [CONTACT]`.
-pub fn ul_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let aor = aor_param(node, params)?;
+pub fn ul_rm(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let aor = aor_param(node, args)?;
     let n = node
         .proxy
         .edge()
         .location
-        .remove(&aor, opt(params, 1))
+        .remove(&aor, args.text(1))
         .map_err(|e| RpcError::new(500, e.to_string()))?;
     if n == 0 {
         return Err(RpcError::new(404, format!("AoR not found: {aor}")));
@@ -383,23 +367,12 @@ pub fn ul_rm(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
 
 /// `ul.add AOR CONTACT [EXPIRES] [Q]`: a static binding, reached at the Contact's
 /// address (which must be an IP address).
-pub fn ul_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let aor = aor_param(node, params)?;
-    let contact = arg(params, 1, "CONTACT")?;
-    let expires: u64 = opt(params, 2)
-        .map(str::parse)
-        .transpose()
-        .map_err(|_| invalid("EXPIRES: seconds"))?
-        .unwrap_or(3600);
-    let q = match opt(params, 3) {
-        Some(q) => Some(
-            limes_sip::addr::NameAddr::parse(&format!("<sip:x>;q={q}"))
-                .ok()
-                .and_then(|a| a.q())
-                .ok_or_else(|| invalid("Q: 0 to 1"))?,
-        ),
-        None => None,
-    };
+pub fn ul_add(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let aor = aor_param(node, args)?;
+    let contact = args.need(1)?;
+    let expires: u64 = int(args, 2).unwrap_or(3600);
+    // Q in thousandths, as the registrar keeps it (declared 0 to 1).
+    let q = args.number(3).map(|q| (q * 1000.0).round() as u16);
     let uri = Uri::parse(contact).map_err(|e| invalid(format!("CONTACT: {e}")))?;
     let dest = dest_of_uri(&uri)
         .ok_or_else(|| invalid("CONTACT: needs an IP address host and udp or tcp"))?;
@@ -442,7 +415,7 @@ pub fn ul_add(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
     Ok(json!({ "added": contact, "aor": aor, "expires": expires }))
 }
 
-pub fn auth_blocked(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
+pub fn auth_blocked(node: &Node, _: &Args) -> Result<Value, RpcError> {
     let list: Vec<Value> = node
         .proxy
         .edge()
@@ -454,10 +427,15 @@ pub fn auth_blocked(node: &Node, _: &[Value]) -> Result<Value, RpcError> {
     Ok(Value::Array(list))
 }
 
-pub fn auth_unblock(node: &Node, params: &[Value]) -> Result<Value, RpcError> {
-    let ip: IpAddr = arg(params, 0, "IP")?
-        .parse()
-        .map_err(|_| invalid("IP: an address"))?;
+/// An IP address parameter.
+fn ip(args: &Args, i: usize) -> Result<IpAddr, RpcError> {
+    let text = args.need(i)?;
+    text.parse()
+        .map_err(|_| invalid(format!("IP: {text:?} is not an IP address")))
+}
+
+pub fn auth_unblock(node: &Node, args: &Args) -> Result<Value, RpcError> {
+    let ip = ip(args, 0)?;
     if node.proxy.edge().auth.unblock(ip) {
         Ok(json!({ "unblocked": ip.to_string() }))
     } else {

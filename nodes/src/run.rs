@@ -60,6 +60,59 @@ pub fn lock_state_dir(dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
 pub struct ReloadSource {
     pub path: Option<PathBuf>,
     pub overrides: crate::config::Overrides,
+    /// The log, whose level a reload changes.
+    pub log: crate::logging::LogControl,
+}
+
+/// What a reload compares and counts: the restart-only settings the node runs with, and
+/// the metrics that tell an operator a reload left some of them.
+struct Reloading {
+    source: ReloadSource,
+    running: Vec<(&'static str, String)>,
+    /// Restart-only settings the last reload read with another value than the running one.
+    pending: prometheus_client::metrics::gauge::Gauge,
+    reloads: prometheus_client::metrics::family::Family<
+        ResultLabel,
+        prometheus_client::metrics::counter::Counter,
+    >,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct ResultLabel {
+    result: &'static str,
+}
+
+impl Reloading {
+    fn new(source: ReloadSource, cfg: &Resolved, registry: &mut Registry) -> Self {
+        let r = Self {
+            source,
+            running: cfg.restart_only(),
+            pending: Default::default(),
+            reloads: Default::default(),
+        };
+        registry.register(
+            "limes_config_restart_pending",
+            "Restart-only settings the last reload found changed in the file and left as they run",
+            r.pending.clone(),
+        );
+        registry.register(
+            "limes_config_reloads",
+            "Reloads of the configuration, by result (ok, failed)",
+            r.reloads.clone(),
+        );
+        limes_actors::metrics::at_zero(
+            &r.reloads,
+            ["ok", "failed"].map(|result| ResultLabel { result }),
+        );
+        r
+    }
+
+    fn reload(&self, proxy: &Proxy) -> anyhow::Result<serde_json::Value> {
+        let outcome = reload(proxy, self);
+        let result = if outcome.is_ok() { "ok" } else { "failed" };
+        self.reloads.get_or_create(&ResultLabel { result }).inc();
+        outcome
+    }
 }
 
 /// Runs a node until it is told to stop; returns once it has drained. The configuration
@@ -68,6 +121,8 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     let _lock = lock_state_dir(&cfg.state_dir)?;
     let secret = node_secret(&cfg)?;
     let mut registry = Registry::default();
+    let log = source.log.clone();
+    let reloading = Reloading::new(source, &cfg, &mut registry);
     let metrics = Metrics::new(&mut registry);
     registry.register_collector(Box::new(crate::exposition::ProcessCollector));
     crate::exposition::register_build_info(&mut registry);
@@ -185,7 +240,7 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     }
     let reload: Arc<Reload> = {
         let proxy = proxy.clone();
-        Arc::new(move || reload(&proxy, &source))
+        Arc::new(move || reloading.reload(&proxy))
     };
 
     let sip_addresses: Vec<String> = listens.iter().map(ToString::to_string).collect();
@@ -218,6 +273,8 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
             state_dir: cfg.state_dir.display().to_string(),
             reload: reload.clone(),
             cluster: cluster.clone(),
+            log,
+            stats_baseline: Default::default(),
         },
         registry,
         ready: AtomicBool::new(false),
@@ -301,15 +358,25 @@ fn spawn_timer_thread(
 }
 
 /// Re-reads the configuration file (none: the defaults) and applies what changes live:
-/// the tables, the registrar's rules and domains, the authentication policy and the next
-/// hops (listening sockets, the admin address and the state directory need a restart).
+/// the tables, the registrar's rules and domains, the authentication policy, routing,
+/// dialogs, the next hops and the log level. The restart-only settings
+/// ([`Resolved::restart_only`]) that differ from the running ones are named in the log,
+/// the answer (`not_applied`) and `limes_config_restart_pending`.
 pub type Reload = dyn Fn() -> anyhow::Result<serde_json::Value> + Send + Sync;
 
-fn reload(proxy: &Proxy, source: &ReloadSource) -> anyhow::Result<serde_json::Value> {
+fn reload(proxy: &Proxy, reloading: &Reloading) -> anyhow::Result<serde_json::Value> {
+    let source = &reloading.source;
     let path = source.path.as_deref();
     let mut cfg = Config::load_or_default(path)?;
     source.overrides.apply(&mut cfg);
     let r = cfg.resolve()?;
+    let not_applied: Vec<&str> = r
+        .restart_only()
+        .iter()
+        .zip(&reloading.running)
+        .filter(|((_, new), (_, old))| new != old)
+        .map(|((name, _), _)| *name)
+        .collect();
     let edge = proxy.edge();
     let counts = serde_json::json!({
         "subscribers": r.tables.subscribers.len(),
@@ -333,10 +400,29 @@ fn reload(proxy: &Proxy, source: &ReloadSource) -> anyhow::Result<serde_json::Va
     .map_err(anyhow::Error::msg)?;
     proxy.set_next_hops(r.proxy.next_hops);
     proxy.dialogs.set_settings(r.dialog);
-    info!(config = ?path, "configuration reloaded");
-    Ok(
-        serde_json::json!({ "reloaded": path.map(|p| p.display().to_string()), "config_entries": counts }),
-    )
+    let level = source.log.level();
+    if r.log.level != level {
+        source.log.set(&r.log.level)?;
+        info!(
+            "log level changed from {level} to {} by the reload",
+            r.log.level
+        );
+    }
+    let file = path.map_or_else(|| "(defaults)".to_owned(), |p| p.display().to_string());
+    reloading.pending.set(not_applied.len() as i64);
+    if not_applied.is_empty() {
+        info!("configuration reloaded from {file}");
+    } else {
+        warn!(
+            "configuration reloaded from {file}; not applied until a restart: {}",
+            not_applied.join(", ")
+        );
+    }
+    Ok(serde_json::json!({
+        "reloaded": path.map(|p| p.display().to_string()),
+        "config_entries": counts,
+        "not_applied": not_applied,
+    }))
 }
 
 /// The node secret: configured (`node.secret`, `LIMES_NODE_SECRET`), else the one kept in

@@ -31,9 +31,6 @@ fn start(extra: &str) -> Setup {
     let config = state.join("limes.toml");
     let text = format!(
         r#"
-[auth]
-algorithms = ["MD5"]   # sipp answers MD5 only
-
 [[subscriber]]
 user = "alice"
 domain = "{DOMAIN}"
@@ -524,11 +521,14 @@ fn subscribers_change_live_over_json_rpc() {
 
 #[test]
 fn sha256_digest_registration() {
-    // The default offers SHA-256 first, then MD5 (RFC 8760 §2.4): a client answering
-    // either registers.
+    // The node offers MD5 alone by default; a subscriber given its own list gets SHA-256
+    // first, then MD5 (RFC 8760 §2.4): a client answering either registers.
     let s = start("");
     let mut cfg = std::fs::read_to_string(&s.config).expect("config");
-    cfg = cfg.replace("algorithms = [\"MD5\"]   # sipp answers MD5 only", "");
+    cfg = cfg.replace(
+        "password = \"alice-pw\"\n",
+        "password = \"alice-pw\"\nalgorithms = [\"SHA-256\", \"MD5\"]\n",
+    );
     drop(s.node);
     std::fs::write(&s.config, cfg).expect("config");
     let node = spawn(&s.config, &s.state, s.port);
@@ -581,6 +581,16 @@ fn sha256_digest_registration() {
         node.metric("limes_auth_failures_total{reason=\"replay\"}"),
         2.0
     );
+    // Anyone else is offered MD5 alone (the default): sipp and baresip 1.0 answer only a
+    // first challenge of MD5, or refuse a response that offers anything else.
+    let r = phone.exchange(
+        &s.sip,
+        &register_text("bob", 1, "Contact: <sip:bob@{addr}>\r\n"),
+        Duration::from_secs(2),
+    );
+    let offered = header(final_of(&r), "WWW-Authenticate");
+    assert_eq!(offered.len(), 1, "{r:?}");
+    assert!(offered[0].contains("algorithm=MD5"));
 }
 
 #[test]

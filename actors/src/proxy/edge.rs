@@ -460,7 +460,8 @@ impl Proxy {
                         status: if status == 401 { "401" } else { "407" },
                     })
                     .inc();
-                let values = auth.challenges(&realm, stale, unix);
+                let sub = self.edge.tables.subscriber(user, &realm);
+                let values = auth.challenges(&realm, stale, unix, sub.as_deref());
                 let extra: Vec<(&str, &str)> = values
                     .iter()
                     .map(|v| (kind.challenge_header(), v.as_str()))
