@@ -1041,7 +1041,7 @@ impl Dialogs {
             }
         }
         if let Err(e) = self.cdr.flush() {
-            warn!(error = %e, file = ?self.cdr.path(), "CDR file write failed; records kept for the next try within a bound");
+            warn!(error = %e, file = %self.cdr.path().map_or_else(String::new, |p| p.display().to_string()), "CDR file write failed; records kept for the next try within a bound");
         }
         if let Some(c) = &self.collector {
             c.persist();

@@ -67,8 +67,10 @@ pub async fn listen(
     inbound: Arc<dyn crate::transport::Inbound>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let local = listener.local_addr().ok();
-    info!(local = ?local, "tcp listening");
+    match listener.local_addr() {
+        Ok(local) => info!(%local, "tcp listening"),
+        Err(e) => warn!(error = %e, "tcp listening on a socket with no local address"),
+    }
     loop {
         tokio::select! {
             _ = shutdown.changed() => break,

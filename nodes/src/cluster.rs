@@ -95,7 +95,7 @@ async fn follow_peers(store: Arc<EtcdStore>, proxy: Arc<Proxy>, me: String) {
             .collect();
         let edge = proxy.edge();
         if **edge.peers.load() != peers {
-            info!(peers = ?peers.iter().map(|p| &p.name).collect::<Vec<_>>(), "cluster peers");
+            info!(peers = %peers.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", "), "cluster peers");
             edge.peers.store(Arc::new(peers));
         }
     }

@@ -707,6 +707,81 @@ pub struct Resolved {
     pub group_names: BTreeMap<String, u32>,
 }
 
+/// What `limes check-config` prints: what the node would run.
+pub fn summary(r: &Resolved) -> String {
+    let join = |items: Vec<String>| {
+        if items.is_empty() {
+            "none".to_owned()
+        } else {
+            items.join(", ")
+        }
+    };
+    let admin_guard = match (r.admin.ip().is_loopback(), &r.admin_token) {
+        (true, None) => "loopback, no token",
+        (true, Some(_)) => "loopback, token",
+        (false, Some(_)) => "reachable from the network, token",
+        (false, None) => "reachable from the network, NO TOKEN (admin.open)",
+    };
+    let groups: std::collections::BTreeSet<u32> =
+        r.tables.addresses.iter().map(|a| a.group).collect();
+    let store = r.cluster.as_ref().map_or_else(
+        || "embedded (this node alone)".to_owned(),
+        |c| format!("etcd {}", c.endpoints.join(", ")),
+    );
+    [
+        format!("node: {}", r.name),
+        format!(
+            "listen: {}",
+            join(r.listens.iter().map(ToString::to_string).collect())
+        ),
+        format!(
+            "next hops: {}",
+            join(r.proxy.next_hops.iter().map(|t| t.uri.clone()).collect())
+        ),
+        format!("admin: {} ({admin_guard})", r.admin),
+        format!("state directory: {}", r.state_dir.display()),
+        format!("cluster store: {store}"),
+        format!("subscribers: {}", r.tables.subscribers.len()),
+        format!("trusted peers: {}", r.tables.trusted.len()),
+        format!(
+            "address entries: {} in {} group{}",
+            r.tables.addresses.len(),
+            groups.len(),
+            if groups.len() == 1 { "" } else { "s" }
+        ),
+        format!(
+            "trunks: {}",
+            join(r.trunks.iter().map(|t| t.name.clone()).collect())
+        ),
+        format!(
+            "routing rules: {}",
+            if r.routes.is_empty() {
+                "the defaults".to_owned()
+            } else {
+                r.routes.len().to_string()
+            }
+        ),
+        format!(
+            "auth: {} (realm {})",
+            r.auth
+                .algorithms
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if r.auth.realm.is_empty() {
+                "from each request"
+            } else {
+                &r.auth.realm
+            }
+        ),
+        format!("log: {}, {}", r.log.level, r.log.format),
+    ]
+    .iter()
+    .map(|l| format!("{l}\n"))
+    .collect()
+}
+
 impl Resolved {
     /// The settings a reload does not change (the node reads them once, at start), each
     /// with a fingerprint of its value: a reload compares them to say which it left.
@@ -720,7 +795,10 @@ impl Resolved {
             ("node.state_dir", self.state_dir.display().to_string()),
             ("node.secret", format!("{:?}", self.secret)),
             ("sip.listen", format!("{:?}", self.listens)),
-            ("sip (other than next_hop), timers", format!("{proxy:?}")),
+            (
+                "sip, timers (sip.next_hop is applied)",
+                format!("{proxy:?}"),
+            ),
             ("transport", format!("{:?}", self.transport)),
             ("flood", format!("{:?}", self.flood)),
             ("dns", format!("{:?}", self.dns)),

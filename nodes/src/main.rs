@@ -239,25 +239,7 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => {
             match config::Config::load(&file).and_then(|c| c.resolve()) {
                 Ok(r) => {
-                    println!("{}: ok", file.display());
-                    println!(
-                        "listen: {}",
-                        r.listens
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    println!(
-                        "next hops: {}",
-                        r.proxy
-                            .next_hops
-                            .iter()
-                            .map(|t| t.uri.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    );
-                    println!("admin: {}", r.admin);
+                    print!("{}: ok\n{}", file.display(), config::summary(&r));
                     ExitCode::SUCCESS
                 }
                 Err(e) => fail(&e),

@@ -287,7 +287,7 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     state.ready.store(true, Ordering::Relaxed);
     info!(
         name = %cfg.name,
-        listen = ?listens.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        listen = %listens.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
         admin = %cfg.admin,
         next_hops = cfg.proxy.next_hops.len(),
         "limes running"

@@ -454,6 +454,13 @@ impl Proxy {
             Verdict::Authenticated(sub) => Some(sub),
             Verdict::Challenge { stale } => {
                 let (status, reason) = kind.status();
+                debug!(
+                    call_id = msg.call_id().unwrap_or_default(),
+                    source = %flow.remote,
+                    status,
+                    stale,
+                    "request challenged"
+                );
                 auth.metrics
                     .challenges
                     .get_or_create(&crate::auth::ChallengeLabels {
@@ -551,7 +558,20 @@ impl Proxy {
                 node: node.map(str::to_owned),
             }
         };
-        match location.register(&aor, &req, unix, meta) {
+        let outcome = location.register(&aor, &req, unix, meta);
+        debug!(
+            call_id = msg.call_id().unwrap_or_default(),
+            source = %flow.remote,
+            %aor,
+            result = match &outcome {
+                Ok(_) => "200",
+                Err(LocationError::Refused(r)) => r.reason,
+                Err(LocationError::Full(_)) => "503: location table full",
+                Err(LocationError::Journal(_)) => "500: journal write failed",
+            },
+            "REGISTER answered"
+        );
+        match outcome {
             Ok(contacts) => {
                 let date = http_date(unix);
                 let path = paths.join(", ");

@@ -291,6 +291,12 @@ impl Proxy {
                 registered
             });
             let Some((i, rule)) = found else {
+                debug!(
+                    call_id = msg.call_id().unwrap_or_default(),
+                    method = method.as_str(),
+                    source = %flow.remote,
+                    "request refused: no rule matches (404)"
+                );
                 routing.reject("no_rule");
                 self.reply_local(msg, flow, now, 404, "Not Found: no route", &[]);
                 return None;
@@ -310,6 +316,14 @@ impl Proxy {
             if first {
                 rule.decided.inc();
             }
+            debug!(
+                call_id = msg.call_id().unwrap_or_default(),
+                method = method.as_str(),
+                source = %flow.remote,
+                rule = %rule.def.name,
+                action = %rule.def.action,
+                "request routed"
+            );
             let mut initial = Initial {
                 targets: Vec::new(),
                 authenticated,
@@ -583,7 +597,7 @@ impl HealthChecks {
                     warn!(trunk = %trunk.def.name, destination = %uri, status = outcome.status, "trunk destination stopped answering; skipped")
                 }
                 Some(state) => {
-                    info!(trunk = %trunk.def.name, destination = %uri, ?state, "trunk destination answers again")
+                    info!(trunk = %trunk.def.name, destination = %uri, state = state.as_str(), "trunk destination answers again")
                 }
                 None => {}
             }
