@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::Mutex;
 use tracing::{debug, warn};
@@ -92,28 +93,7 @@ impl Journal {
         mut apply: impl FnMut(Record<'_>),
     ) -> io::Result<(Journal, usize)> {
         fs::create_dir_all(dir)?;
-        let mut skipped = 0;
         let snap = dir.join(format!("{name}.snap"));
-        let mut first_generation = 0;
-        let mut snapshot_bytes = 0;
-        if let Ok(f) = File::open(&snap) {
-            snapshot_bytes = f.metadata().map_or(0, |m| m.len());
-            let mut lines = BufReader::new(f).lines();
-            if let Some(Ok(head)) = lines.next() {
-                first_generation = serde_json::from_str::<serde_json::Value>(&head)
-                    .ok()
-                    .and_then(|v| v.get("generation")?.as_u64())
-                    .ok_or_else(|| {
-                        io::Error::new(
-                            io::ErrorKind::InvalidData,
-                            format!("{}: no generation line", snap.display()),
-                        )
-                    })?;
-            }
-            for line in lines {
-                replay(&line?, &mut apply, &mut skipped);
-            }
-        }
         let mut generations: Vec<u64> = fs::read_dir(dir)?
             .filter_map(|e| e.ok())
             .filter_map(|e| {
@@ -126,16 +106,53 @@ impl Journal {
             })
             .collect();
         generations.sort_unstable();
-        for g in &generations {
-            let path = wal_path(dir, name, *g);
+        let mut reader = Replay {
+            apply: &mut apply,
+            skipped: 0,
+            set_aside: Vec::new(),
+        };
+        let mut first_generation = 0;
+        let mut snapshot_bytes = 0;
+        if snap.exists() {
+            snapshot_bytes = fs::metadata(&snap).map_or(0, |m| m.len());
+            let mut head = String::new();
+            BufReader::new(File::open(&snap)?).read_line(&mut head)?;
+            first_generation = serde_json::from_str::<serde_json::Value>(&head)
+                .ok()
+                .and_then(|v| v.get("generation")?.as_u64())
+                .ok_or_else(|| corrupt(&snap, 0, "no generation line"))?;
+            if reader.file(&snap, head.len() as u64, false)? == Read::Stopped {
+                // What follows the snapshot's damage comes after it: set aside too.
+                for g in &generations {
+                    reader.set_aside(&wal_path(dir, name, *g), 0)?;
+                }
+                generations.clear();
+            }
+        }
+        generations.retain(|g| {
             if *g < first_generation {
                 // Left over from a compaction that ended after its rename.
-                let _ = fs::remove_file(&path);
-                continue;
+                let _ = fs::remove_file(wal_path(dir, name, *g));
+                return false;
             }
-            for line in BufReader::new(File::open(&path)?).lines() {
-                replay(&line?, &mut apply, &mut skipped);
+            true
+        });
+        for (i, g) in generations.iter().enumerate() {
+            let last = i + 1 == generations.len();
+            if reader.file(&wal_path(dir, name, *g), 0, last)? == Read::Stopped {
+                for later in &generations[i + 1..] {
+                    reader.set_aside(&wal_path(dir, name, *later), 0)?;
+                }
+                generations.truncate(i + 1);
+                break;
             }
+        }
+        let skipped = reader.skipped;
+        if !reader.set_aside.is_empty() {
+            tracing::error!(
+                "journal {name}: started with what precedes the damage (--recover-journal); set aside: {}",
+                reader.set_aside.join(", ")
+            );
         }
         let generation = generations
             .last()
@@ -146,12 +163,9 @@ impl Journal {
         let mut file = OpenOptions::new().create(true).append(true).open(&path)?;
         let mut bytes = file.metadata().map_or(0, |m| m.len());
         if bytes > 0 && !ends_with_newline(&path, bytes)? {
-            // A torn last record: the next one starts on a line of its own.
+            // A last record whole but for its newline: the next one starts on its own line.
             file.write_all(b"\n")?;
             bytes += 1;
-        }
-        if skipped > 0 {
-            warn!(journal = name, skipped, "unreadable journal lines skipped");
         }
         let journal = Journal {
             dir: dir.to_owned(),
@@ -306,24 +320,136 @@ fn put_line(key: &str, value: &str) -> String {
     format!("P\t{}\t{}\n", quote(key), value)
 }
 
-fn replay(line: &str, apply: &mut impl FnMut(Record<'_>), skipped: &mut usize) {
+/// Whether journals damaged in the middle are opened with what precedes the damage
+/// (`limes run --recover-journal`); otherwise opening fails and names the file and offset.
+static RECOVER: AtomicBool = AtomicBool::new(false);
+
+/// Opens damaged journals with what precedes the damage from now on, setting the rest
+/// aside (`FILE.corrupt`) instead of refusing to start.
+pub fn recover_damaged(on: bool) {
+    RECOVER.store(on, Ordering::Relaxed);
+}
+
+fn corrupt(path: &Path, offset: u64, why: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "journal {} is damaged at byte {offset} ({why}); nothing after it was read. \
+             Start with --recover-journal to keep what precedes it (the rest is set aside \
+             as {}.corrupt), or restore the state directory",
+            path.display(),
+            path.display()
+        ),
+    )
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Read {
+    Whole,
+    /// Damage found and recovery asked for: what follows was set aside.
+    Stopped,
+}
+
+/// Replays files in order, checking each line.
+struct Replay<'f, F: FnMut(Record<'_>)> {
+    apply: &'f mut F,
+    /// Torn last writes dropped.
+    skipped: usize,
+    /// Files (or their tails) moved aside by a recovery.
+    set_aside: Vec<String>,
+}
+
+impl<F: FnMut(Record<'_>)> Replay<'_, F> {
+    /// Replays `path` from byte `from`. A last line cut short in the newest log (a crash
+    /// mid-write) is dropped: the file is cut before it, logged with its offset. Any other
+    /// unreadable line is damage: an error naming file and offset, or with recovery, the
+    /// file is cut there (the tail kept as `.corrupt`) and the caller sets aside the rest.
+    fn file(&mut self, path: &Path, from: u64, newest: bool) -> io::Result<Read> {
+        use std::io::{Seek, SeekFrom};
+        let mut f = BufReader::new(File::open(path)?);
+        f.seek(SeekFrom::Start(from))?;
+        let mut offset = from;
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = f.read_until(b'\n', &mut line)?;
+            if n == 0 {
+                return Ok(Read::Whole);
+            }
+            let complete = line.last() == Some(&b'\n');
+            let text = std::str::from_utf8(&line[..line.len() - usize::from(complete)]);
+            let outcome = match text {
+                Ok(t) => replay(t, &mut *self.apply),
+                Err(_) => Err("not UTF-8"),
+            };
+            match outcome {
+                Ok(()) => {}
+                Err(why) if newest && !complete => {
+                    warn!(
+                        "journal {}: last write cut short by a crash ({why}) at byte {offset}: dropped",
+                        path.display()
+                    );
+                    self.skipped += 1;
+                    cut(path, offset)?;
+                    return Ok(Read::Whole);
+                }
+                Err(why) => {
+                    if !RECOVER.load(Ordering::Relaxed) {
+                        return Err(corrupt(path, offset, why));
+                    }
+                    self.set_aside(path, offset)?;
+                    return Ok(Read::Stopped);
+                }
+            }
+            offset += n as u64;
+        }
+    }
+
+    /// Moves `path` from byte `offset` on aside (copied to `PATH.corrupt`, cut there).
+    fn set_aside(&mut self, path: &Path, offset: u64) -> io::Result<()> {
+        let aside = PathBuf::from(format!("{}.corrupt", path.display()));
+        fs::copy(path, &aside)?;
+        if offset == 0 {
+            fs::remove_file(path)?;
+        } else {
+            cut(path, offset)?;
+        }
+        warn!(
+            "journal {}: set aside from byte {offset} on, as {}",
+            path.display(),
+            aside.display()
+        );
+        self.set_aside
+            .push(format!("{} (from byte {offset})", path.display()));
+        Ok(())
+    }
+}
+
+fn cut(path: &Path, offset: u64) -> io::Result<()> {
+    OpenOptions::new().write(true).open(path)?.set_len(offset)
+}
+
+/// Applies one line's record (an empty line is none); the reason when it is not one.
+fn replay(line: &str, apply: &mut impl FnMut(Record<'_>)) -> Result<(), &'static str> {
     if line.is_empty() {
-        return;
+        return Ok(());
     }
     let mut parts = line.splitn(3, '\t');
     let op = parts.next();
     let key = parts
         .next()
-        .and_then(|k| serde_json::from_str::<String>(k).ok());
+        .map(|k| serde_json::from_str::<String>(k).map_err(|_| "a key that is not a JSON string"))
+        .transpose()?;
     match (op, key, parts.next()) {
-        (Some("P"), Some(k), Some(v))
-            if serde_json::from_str::<serde::de::IgnoredAny>(v).is_ok() =>
-        {
+        (Some("P"), Some(k), Some(v)) => {
+            serde_json::from_str::<serde::de::IgnoredAny>(v)
+                .map_err(|_| "a value that is not JSON")?;
             apply(Record::Put(&k, v));
         }
         (Some("D"), Some(k), None) => apply(Record::Delete(&k)),
-        _ => *skipped += 1,
+        _ => return Err("not a journal record"),
     }
+    Ok(())
 }
 
 #[cfg(test)]

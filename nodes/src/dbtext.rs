@@ -53,9 +53,16 @@ pub struct Table {
     pub rows: Vec<Vec<Option<Value>>>,
     /// A last line without its line end: not read, as Kamailio would not read it.
     pub unterminated: Option<String>,
+    /// The file's line number of each row (the schema is line 1).
+    pub lines: Vec<usize>,
 }
 
 impl Table {
+    /// The file's line number of row `i`.
+    pub fn line(&self, i: usize) -> usize {
+        self.lines.get(i).copied().unwrap_or(0)
+    }
+
     /// A row as a map from column name to value.
     pub fn records(&self) -> impl Iterator<Item = HashMap<&str, &Option<Value>>> {
         self.rows.iter().map(|r| {
@@ -146,6 +153,7 @@ pub fn parse(text: &str) -> anyhow::Result<Table> {
         bail!("schema line has no fields");
     }
     let mut rows = Vec::new();
+    let mut numbers = Vec::new();
     for (n, line) in lines.enumerate() {
         let line = line.strip_suffix('\r').unwrap_or(line);
         if line.is_empty() {
@@ -180,10 +188,12 @@ pub fn parse(text: &str) -> anyhow::Result<Table> {
             }));
         }
         rows.push(row);
+        numbers.push(n + 2);
     }
     Ok(Table {
         columns,
         rows,
+        lines: numbers,
         unterminated: unterminated.filter(|_| body.lines().next().is_some()),
     })
 }
@@ -235,30 +245,34 @@ const SUBSCRIBER_CORE: &[&str] = &["id", "username", "domain", "password", "ha1"
 pub fn subscribers(t: &Table, report: &mut Report) -> Vec<Subscriber> {
     let mut out = Vec::new();
     for (i, r) in t.records().enumerate() {
+        let skip = |why: String| format!("subscriber line {}: {why}", t.line(i));
         let (Some(user), Some(domain)) = (text(&r, "username"), text(&r, "domain")) else {
-            report
-                .skipped
-                .push(format!("subscriber row {}: no username or domain", i + 1));
+            report.skipped.push(skip("no username or domain".into()));
             continue;
         };
         let mut s = match (text(&r, "password"), text(&r, "ha1")) {
             (Some(p), _) => Subscriber::with_password(user, domain, p, Origin::Api),
-            (None, Some(h)) if h.len() == 32 && h.bytes().all(|b| b.is_ascii_hexdigit()) => {
-                Subscriber {
-                    user: user.to_owned(),
-                    domain: domain.to_ascii_lowercase(),
-                    ha1: h.to_ascii_lowercase(),
-                    ha1_sha256: String::new(),
-                    attrs: BTreeMap::new(),
-                    call_limit: None,
-                    algorithms: Vec::new(),
-                    origin: Origin::Api,
-                }
+            (None, Some(h)) if h.len() != 32 || !h.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                report.skipped.push(skip(format!(
+                    "{user}@{domain}: ha1 {h:?} is not an MD5 HA1 (32 hex digits, found {} characters)",
+                    h.chars().count()
+                )));
+                continue;
             }
-            _ => {
+            (None, Some(h)) => Subscriber {
+                user: user.to_owned(),
+                domain: domain.to_ascii_lowercase(),
+                ha1: h.to_ascii_lowercase(),
+                ha1_sha256: String::new(),
+                attrs: BTreeMap::new(),
+                call_limit: None,
+                algorithms: Vec::new(),
+                origin: Origin::Api,
+            },
+            (None, None) => {
                 report
                     .skipped
-                    .push(format!("subscriber {user}@{domain}: no password or ha1"));
+                    .push(skip(format!("{user}@{domain}: no password and no ha1")));
                 continue;
             }
         };
@@ -304,7 +318,9 @@ fn rows<T>(
     for (i, r) in t.records().enumerate() {
         match read(&r) {
             Ok(e) => out.push(e),
-            Err(why) => report.skipped.push(format!("{table} row {}: {why}", i + 1)),
+            Err(why) => report
+                .skipped
+                .push(format!("{table} line {}: {why}", t.line(i))),
         }
     }
     out
@@ -462,7 +478,7 @@ pub fn bindings(
             Ok(None) => report.location_expired += 1,
             Err(why) => report
                 .skipped
-                .push(format!("location row {}: {why}", i + 1)),
+                .push(format!("location line {}: {why}", t.line(i))),
         }
     }
     out
@@ -490,8 +506,7 @@ fn read_table(dir: &Path, name: &str, report: &mut Report) -> anyhow::Result<Opt
 pub fn import_shared(
     dir: &Path,
     mut settings: limes_cluster::etcd::EtcdSettings,
-    use_domain: bool,
-    max_expires: u32,
+    rules: (bool, u32, bool),
     now: u64,
 ) -> anyhow::Result<Report> {
     use limes_cluster::{ClusterStore, Written};
@@ -507,7 +522,7 @@ pub fn import_shared(
     let scratch = std::env::temp_dir().join(format!("limes-import-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&scratch);
     let shared: std::sync::Arc<dyn ClusterStore> = store.clone();
-    let imported = import(dir, &scratch, use_domain, max_expires, now, Some(shared));
+    let imported = import(dir, &scratch, rules, now, Some(shared));
     let _ = std::fs::remove_dir_all(&scratch);
     let mut report = imported?;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
@@ -538,8 +553,7 @@ pub fn import_shared(
 pub fn import(
     dir: &Path,
     state_dir: &Path,
-    use_domain: bool,
-    max_expires: u32,
+    (use_domain, max_expires, skip_bad): (bool, u32, bool),
     now: u64,
     share: Option<std::sync::Arc<dyn limes_cluster::ClusterStore>>,
 ) -> anyhow::Result<Report> {
@@ -556,51 +570,59 @@ pub fn import(
             dir.display()
         );
     }
+    let table = |name: &str| {
+        tables
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, t)| t.as_ref())
+    };
+    // Every row converted before anything is written: with a bad row and no
+    // `skip_bad`, nothing is imported.
+    let subs = table("subscriber").map_or_else(Vec::new, |t| subscribers(t, &mut report));
+    let peers = table("trusted").map_or_else(Vec::new, |t| trusted(t, &mut report));
+    let addrs = table("address").map_or_else(Vec::new, |t| addresses(t, &mut report));
+    let binds = table("location").map(|t| bindings(t, use_domain, now, max_expires, &mut report));
+    if !skip_bad && !report.skipped.is_empty() {
+        bail!(
+            "{} bad rows, nothing imported (--skip-bad-rows imports the others):\n  {}",
+            report.skipped.len(),
+            report.skipped.join("\n  ")
+        );
+    }
     let (journal, loaded) = limes_cluster::Journal::open_map(state_dir, "tables")
         .with_context(|| format!("opening {}", state_dir.display()))?;
     let store = Tables::new(Some((journal, loaded.entries)), usize::MAX)?;
     if let Some(s) = &share {
         store.share(s.clone());
     }
-    for (name, table) in &tables {
-        let Some(t) = table else { continue };
-        match *name {
-            "subscriber" => {
-                for s in subscribers(t, &mut report) {
-                    store.put_subscriber(s)?;
-                    report.subscribers += 1;
-                }
-            }
-            "trusted" => {
-                for e in trusted(t, &mut report) {
-                    store.add_trusted(e)?;
-                    report.trusted += 1;
-                }
-            }
-            "address" => {
-                for e in addresses(t, &mut report) {
-                    store.add_address(e)?;
-                    report.address += 1;
-                }
-            }
-            _ => {
-                let location = Location::open(
-                    Some(state_dir),
-                    limes_sip::registrar::Rules::default(),
-                    usize::MAX,
-                    now,
-                    std::sync::Arc::default(),
-                )?;
-                if let Some(s) = &share {
-                    location.share(s.clone());
-                }
-                for (aor, b) in bindings(t, use_domain, now, max_expires, &mut report) {
-                    location.add(&aor, b)?;
-                    report.location += 1;
-                }
-                location.maintain();
-            }
+    for s in subs {
+        store.put_subscriber(s)?;
+        report.subscribers += 1;
+    }
+    for e in peers {
+        store.add_trusted(e)?;
+        report.trusted += 1;
+    }
+    for e in addrs {
+        store.add_address(e)?;
+        report.address += 1;
+    }
+    if let Some(binds) = binds {
+        let location = Location::open(
+            Some(state_dir),
+            limes_sip::registrar::Rules::default(),
+            usize::MAX,
+            now,
+            std::sync::Arc::default(),
+        )?;
+        if let Some(s) = &share {
+            location.share(s.clone());
         }
+        for (aor, b) in binds {
+            location.add(&aor, b)?;
+            report.location += 1;
+        }
+        location.maintain();
     }
     Ok(report)
 }

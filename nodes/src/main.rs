@@ -76,6 +76,11 @@ enum Command {
             hide_env_values = true
         )]
         admin_token: Option<String>,
+        /// Start even when a journal in the state directory is damaged in the middle:
+        /// with what precedes the damage, the rest set aside as FILE.corrupt (without
+        /// it, the node refuses to start and names the file and byte offset).
+        #[arg(long = "recover-journal")]
+        recover_journal: bool,
     },
     /// Check a configuration file and print what it resolves to.
     CheckConfig { file: PathBuf },
@@ -121,6 +126,11 @@ enum Import {
         /// every running node takes them.
         #[arg(long, env = "LIMES_ETCD", value_delimiter = ',')]
         etcd: Vec<String>,
+        /// Import the good rows when some are bad (each bad one is still listed, with
+        /// its table, line and reason); without it a bad row imports nothing and the
+        /// command fails.
+        #[arg(long = "skip-bad-rows")]
+        skip_bad_rows: bool,
     },
 }
 
@@ -142,7 +152,9 @@ fn main() -> ExitCode {
             node_name,
             etcd,
             admin_token,
+            recover_journal,
         } => {
+            limes_cluster::journal::recover_damaged(recover_journal);
             let overrides = config::Overrides {
                 node_name,
                 etcd,
@@ -195,6 +207,7 @@ fn main() -> ExitCode {
                     config,
                     state_dir,
                     etcd,
+                    skip_bad_rows,
                 },
         } => {
             let mut cfg = match config::Config::load_or_default(config.as_deref()) {
@@ -210,19 +223,15 @@ fn main() -> ExitCode {
             }
             .apply(&mut cfg);
             let now = limes_actors::proxy::edge::unix_now();
-            let (use_domain, max_expires) = (cfg.registrar.use_domain, cfg.registrar.max_expires_s);
+            let rules = (
+                cfg.registrar.use_domain,
+                cfg.registrar.max_expires_s,
+                skip_bad_rows,
+            );
             let result = match cfg.cluster.resolve(&cfg.node.name) {
-                Ok(Some(etcd)) => dbtext::import_shared(&dir, etcd, use_domain, max_expires, now),
-                Ok(None) => run::lock_state_dir(&cfg.node.state_dir).and_then(|_lock| {
-                    dbtext::import(
-                        &dir,
-                        &cfg.node.state_dir,
-                        use_domain,
-                        max_expires,
-                        now,
-                        None,
-                    )
-                }),
+                Ok(Some(etcd)) => dbtext::import_shared(&dir, etcd, rules, now),
+                Ok(None) => run::lock_state_dir(&cfg.node.state_dir)
+                    .and_then(|_lock| dbtext::import(&dir, &cfg.node.state_dir, rules, now, None)),
                 Err(e) => Err(e),
             };
             match result {

@@ -351,7 +351,8 @@ impl Edge {
             .iter()
             .find(|d| d.def.uri == uri)
             .ok_or_else(|| DestStateError::NotFound(format!("{uri} in trunk {trunk}")))?;
-        let drained = (state == DestState::Drained).then(|| "drained".to_owned());
+        // A journal value is a JSON text: the string "drained".
+        let drained = (state == DestState::Drained).then(|| "\"drained\"".to_owned());
         self.tables
             .keep_routing(&format!("drain/{trunk}/{uri}"), drained)?;
         d.health.set_state(state);

@@ -207,3 +207,44 @@ fn the_observer_hears_every_change_written_and_nothing_else() {
         "changes once each, in order; not what was there before, nor a compaction"
     );
 }
+
+#[test]
+fn damage_is_named_and_recovered_from_only_when_asked() {
+    for damage in [&b"P\t\"x\"\tnot json\n"[..], b"\xff\xfe garbage\n"] {
+        let dir = temp_dir("damage");
+        let (j, _) = Journal::open_map(&dir, "t").expect("opens");
+        j.put("a", "1").expect("put");
+        drop(j);
+        let wal = dir.join("t.wal.0");
+        let offset = std::fs::metadata(&wal).expect("wal").len();
+        let mut f = OpenOptions::new().append(true).open(&wal).expect("wal");
+        f.write_all(damage).expect("damage");
+        f.write_all(b"P\t\"b\"\t2\n")
+            .expect("a record after the damage");
+        drop(f);
+        // A later log, written after the damage.
+        std::fs::write(dir.join("t.wal.1"), "P\t\"c\"\t3\n").expect("later log");
+
+        let e = Journal::open_map(&dir, "t").expect_err("damage stops the open");
+        let text = e.to_string();
+        assert!(
+            text.contains(&format!("{} is damaged at byte {offset}", wal.display())),
+            "{text}"
+        );
+        assert!(text.contains("--recover-journal"), "{text}");
+
+        super::recover_damaged(true);
+        let opened = Journal::open_map(&dir, "t");
+        super::recover_damaged(false);
+        let (j, loaded) = opened.expect("recovered");
+        // What precedes the damage, nothing after it.
+        assert_eq!(loaded.entries.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(std::fs::metadata(&wal).expect("wal").len(), offset);
+        assert!(dir.join("t.wal.0.corrupt").exists());
+        assert!(dir.join("t.wal.1.corrupt").exists() && !dir.join("t.wal.1").exists());
+        j.put("d", "4").expect("writes go on");
+        drop(j);
+        let (_, loaded) = Journal::open_map(&dir, "t").expect("opens cleanly now");
+        assert_eq!(loaded.entries.keys().collect::<Vec<_>>(), ["a", "d"]);
+    }
+}
