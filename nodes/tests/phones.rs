@@ -183,8 +183,8 @@ impl Phone {
 }
 
 /// A node with the default configuration and the phones' subscribers, `127.0.0.2` a
-/// trusted PBX; its SIP port and state directory.
-fn node() -> (Node, String, PathBuf) {
+/// trusted PBX; its SIP address and port, and its state directory.
+fn node() -> (Node, (String, u16), PathBuf) {
     let p = ports();
     let config = std::env::temp_dir().join(format!("limes-phones-{p}.toml"));
     std::fs::write(
@@ -207,7 +207,7 @@ fn node() -> (Node, String, PathBuf) {
         p + 1,
     );
     let state = std::env::temp_dir().join(format!("limes-test-{}", p + 1));
-    (node, sip, state)
+    (node, (sip, p), state)
 }
 
 /// Waits until `user` has a binding; it must be over `transport` from a baresip.
@@ -279,12 +279,7 @@ fn call(node: &Node, state: &Path, caller: &mut Phone, bob: &mut Phone) -> Value
 }
 
 fn subscribers_call(transport: &str) {
-    let (node, sip, state) = node();
-    let p = sip
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .expect("port");
+    let (node, (sip, p), state) = node();
     // baresip also binds the port after its SIP port: leave it free.
     let mut alice = Phone::start("alice", ("127.0.0.1", true), &sip, transport, p + 3, p + 5);
     let mut bob = Phone::start("bob", ("127.0.0.1", true), &sip, transport, p + 6, p + 8);
@@ -317,12 +312,7 @@ fn two_baresip_phones_call_over_tcp() {
 /// A PBX on a trusted address calls a registered phone: no challenge, no registration.
 #[test]
 fn a_trusted_pbx_calls_a_registered_baresip() {
-    let (node, sip, state) = node();
-    let p = sip
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.parse::<u16>().ok())
-        .expect("port");
+    let (node, (sip, p), state) = node();
     let mut pbx = Phone::start("pbx", ("127.0.0.2", false), &sip, "udp", p + 3, p + 5);
     let mut bob = Phone::start("bob", ("127.0.0.1", true), &sip, "udp", p + 6, p + 8);
     registered(&node, "bob", "udp");
