@@ -14,7 +14,8 @@ use limes_cluster::{ClusterStore, Written};
 use parking_lot::Mutex;
 
 fn base_port() -> u16 {
-    24_000 + (std::process::id() % 500) as u16 * 10
+    // Below the kernel's ephemeral range (32768-60999), with + 3_000 for the second test.
+    24_000 + (std::process::id() % 300) as u16 * 10
 }
 
 /// A node's store, and the table changes it was told of.
@@ -147,7 +148,7 @@ fn two_nodes_share_members_and_tables_through_three_etcd_members() {
 /// local journal alone and the write follows when etcd is back.
 #[test]
 fn bindings_are_confirmed_once_in_etcd_and_go_with_their_lease() {
-    let mut etcd = EtcdCluster::start(3, base_port() + 5_000);
+    let mut etcd = EtcdCluster::start(3, base_port() + 3_000);
     let runtime = new_runtime(2);
     let (a, _) = node("edge-a", &etcd.clients, &runtime);
     let (b, seen_b) = node("edge-b", &etcd.clients, &runtime);

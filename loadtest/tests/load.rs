@@ -10,7 +10,7 @@ use serde_json::Value;
 static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
 
 fn port() -> u16 {
-    31_000 + (std::process::id() % 100) as u16 * 50 + NEXT_PORT.fetch_add(1, Ordering::Relaxed)
+    30_000 + (std::process::id() % 50) as u16 * 50 + NEXT_PORT.fetch_add(1, Ordering::Relaxed)
 }
 
 struct Uas(Child);

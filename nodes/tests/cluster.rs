@@ -13,6 +13,12 @@ use support::{Node, Peer};
 
 /// A phone (sipp) registers `user` (password `USER-pw`) through the node on `port`,
 /// answering its digest challenge; panics unless it gets its 200. The phone's port.
+/// etcd's ports for this process (three clusters: + 1_000, + 2_000), below the kernel's
+/// ephemeral range and apart from the nodes' ([`support::ports`]).
+fn etcd_base() -> u16 {
+    20_000 + (std::process::id() % 100) as u16 * 10
+}
+
 fn register(port: u16, user: &str) -> u16 {
     let password = format!("{user}-pw");
     let phone = support::ports();
@@ -91,7 +97,7 @@ fn member_names(node: &Node) -> Vec<String> {
 
 #[test]
 fn three_nodes_share_members_and_subscribers() {
-    let mut etcd = EtcdCluster::start(3, 26_000 + (std::process::id() % 400) as u16 * 10);
+    let mut etcd = EtcdCluster::start(3, etcd_base());
     let (mut nodes, ports) = start_nodes(
         &etcd,
         "limes-cluster",
@@ -554,7 +560,7 @@ fn bindings(node: &Node) -> std::collections::BTreeSet<String> {
 /// etcd has it.
 #[test]
 fn a_node_killed_under_registration_load_leaves_every_binding_it_answered() {
-    let etcd = EtcdCluster::start(3, 26_000 + (std::process::id() % 400) as u16 * 10 + 4_000);
+    let etcd = EtcdCluster::start(3, etcd_base() + 1_000);
     let users = 4_000;
     let (mut nodes, ports) = start_nodes(
         &etcd,
@@ -723,7 +729,7 @@ fn etcd_bindings(endpoint: &str) -> Option<std::collections::BTreeSet<String>> {
 #[test]
 fn two_minutes_of_load_through_a_lost_member_and_a_full_etcd_outage() {
     const USERS: usize = 300;
-    let mut etcd = EtcdCluster::start(3, 26_000 + (std::process::id() % 400) as u16 * 10 + 8_000);
+    let mut etcd = EtcdCluster::start(3, etcd_base() + 2_000);
     let (nodes, ports) = start_nodes(
         &etcd,
         "limes-cluster-load",
