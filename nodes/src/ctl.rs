@@ -266,12 +266,8 @@ pub fn table(v: &Value) -> String {
 pub fn methods_help() -> String {
     let mut out = String::from("Methods (system.methodHelp METHOD for details):\n");
     for s in crate::rpc::METHODS {
-        out.push_str(&format!(
-            "  {} {}\n      {}\n",
-            s.name,
-            s.sig.usage(),
-            s.help
-        ));
+        let usage = format!("{} {}", s.name, s.sig.usage());
+        out.push_str(&format!("  {}\n      {}\n", usage.trim_end(), s.help));
     }
     out
 }
