@@ -415,6 +415,14 @@ impl Proxy {
             return;
         }
 
+        if matches!(method, Method::Cancel | Method::Ack) {
+            debug!(
+                call_id = msg.call_id().unwrap_or_default(),
+                method = method.as_str(),
+                source = %flow.remote,
+                "request relayed hop by hop (CANCEL to its INVITE's branches, ACK on its way)"
+            );
+        }
         match method {
             Method::Cancel => self.on_cancel(&msg, &flow, now),
             Method::Ack => self.forward_ack(&msg, &flow),
@@ -478,6 +486,27 @@ impl Proxy {
             return self.reply_local(&msg, &flow, now, 482, "Loop Detected", &[]);
         }
         let routing = route::route(&msg, &self.local, self.settings.record_route);
+        // Initial requests and REGISTER log their decision where the policy or the
+        // registrar makes it; the rest here.
+        let call_id = || msg.call_id().unwrap_or_default();
+        match &routing.decision {
+            Decision::Route { uri, .. } | Decision::RequestUri { uri } => debug!(
+                call_id = call_id(),
+                method = method.as_str(),
+                source = %flow.remote,
+                to = uri.raw,
+                "request relayed by its Route set or Request-URI"
+            ),
+            Decision::Refuse { status, reason } => debug!(
+                call_id = call_id(),
+                method = method.as_str(),
+                source = %flow.remote,
+                status,
+                reason,
+                "request refused"
+            ),
+            Decision::Initial | Decision::Register => {}
+        }
         let popped = routing.popped;
         let back_flow = routing.flow;
         let new_ruri = routing.restored_ruri.map(str::to_owned);

@@ -234,6 +234,17 @@ fn the_log_an_operator_reads() {
         line.contains("DEBUG") && line.contains("request routed"),
         "{line}"
     );
+    // An in-dialog request says what became of it too (this one names no dialog here).
+    let bye = "BYE sip:pbx@127.0.0.9:5999 SIP/2.0\r\nVia: SIP/2.0/UDP {addr};branch=z9hG4bKbye1\r\n\
+               Max-Forwards: 70\r\nFrom: <sip:nobody@127.0.0.1>;tag=b1\r\nTo: <sip:pbx@127.0.0.2>;tag=p1\r\n\
+               Call-ID: in-dialog-bye\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n";
+    pbx.exchange(&sip, bye, Duration::from_millis(300));
+    let line = logged(&log, "call_id=\"in-dialog-bye\"");
+    assert!(
+        line.contains("request refused")
+            && line.contains("status=403 reason=\"Forbidden: Route not recorded here\""),
+        "{line}"
+    );
     assert!(!read(&log).contains("before-debug\""));
     let refused = node
         .rpc("core.set_log_level", &["verbose"])
