@@ -318,10 +318,7 @@ impl Auth {
                 Verdict::Forbidden("Forbidden: unknown user"),
             );
         };
-        let Some(alg) = c
-            .algorithm()
-            .filter(|a| self.offered(&sub).contains(&a.base()))
-        else {
+        let Some(alg) = c.algorithm().filter(|a| self.offers(&sub, a.base())) else {
             return fail(c.username, "algorithm", Verdict::Challenge { stale: false });
         };
         if settings.match_from && c.username != user {
@@ -382,16 +379,15 @@ impl Auth {
         Verdict::Authenticated(sub)
     }
 
-    /// The algorithms offered to (and accepted from) a subscriber: its own list, else the
-    /// node's.
-    pub fn offered(&self, sub: &Subscriber) -> Vec<Algorithm> {
+    /// Whether `alg` is offered to (and accepted from) a subscriber: its own list, else
+    /// the node's.
+    fn offers(&self, sub: &Subscriber, alg: Algorithm) -> bool {
         if sub.algorithms.is_empty() {
-            return self.settings.load().algorithms.clone();
+            return self.settings.load().algorithms.contains(&alg);
         }
         sub.algorithms
             .iter()
-            .filter_map(|a| Algorithm::parse(a))
-            .collect()
+            .any(|a| Algorithm::parse(a) == Some(alg))
     }
 
     /// Counts a failure against the source (blocking it after too many) and logs it at
@@ -462,13 +458,23 @@ impl Auth {
     ) -> Vec<String> {
         let salt = self.salt.fetch_add(1, Ordering::Relaxed);
         let nonce = self.nonces.make(unix, salt, realm);
-        sub.map_or_else(
-            || self.settings.load().algorithms.clone(),
-            |s| self.offered(s),
-        )
-        .iter()
-        .map(|alg| challenge_value(realm, &nonce, *alg, stale, None))
-        .collect()
+        let value = |alg: Algorithm| challenge_value(realm, &nonce, alg, stale, None);
+        match sub.filter(|s| !s.algorithms.is_empty()) {
+            Some(s) => s
+                .algorithms
+                .iter()
+                .filter_map(|a| Algorithm::parse(a))
+                .map(value)
+                .collect(),
+            None => self
+                .settings
+                .load()
+                .algorithms
+                .iter()
+                .copied()
+                .map(value)
+                .collect(),
+        }
     }
 
     /// Unblocks sources whose time is up and forgets quiet ones (called periodically).
