@@ -66,10 +66,9 @@ impl<'a> Uri<'a> {
         if raw.is_empty() {
             return Err(UriError("empty URI"));
         }
-        if raw.bytes().any(|b| NOT_IN_URI[b as usize]) {
-            return Err(UriError("URI contains white space or delimiters"));
-        }
-        let colon = find_byte(raw, b':').ok_or(UriError("URI has no scheme"))?;
+        // One pass over the bytes checks each and notes where the delimiters are.
+        let marks = Marks::scan(raw.as_bytes())?;
+        let colon = marks.scheme_colon.ok_or(UriError("URI has no scheme"))?;
         let scheme_str = &raw[..colon];
         let scheme_ok = scheme_str
             .bytes()
@@ -125,28 +124,57 @@ impl<'a> Uri<'a> {
                 uri.params = Params::new(params.unwrap_or(""));
             }
             Scheme::Sip | Scheme::Sips => {
-                // userinfo ends at the first '@' (it may hold ';', '?' and ':'); neither
-                // the host, the parameters nor the headers may contain a raw '@'.
-                let hostpart = match find_byte(rest, b'@') {
+                // userinfo "@" hostport [";" params] ["?" headers]: the first `@` ends the
+                // userinfo, then the first `?` the parameters and the first `;` the
+                // hostport, whatever follows.
+                let host_start = match marks.at {
                     Some(at) => {
-                        let userinfo = &rest[..at];
-                        let (user, password) = split_once(userinfo, ':');
+                        let userinfo = &raw[colon + 1..at];
+                        let (user, password) = match marks.user_colon {
+                            Some(c) => (&raw[colon + 1..c], Some(&raw[c + 1..at])),
+                            None => (userinfo, None),
+                        };
                         if user.is_empty() {
                             return Err(UriError("empty user part in URI"));
                         }
                         uri.user = Some(user);
                         uri.password = password;
-                        &rest[at + 1..]
+                        at + 1
                     }
-                    None => rest,
+                    None => colon + 1,
                 };
-                let (hostpart, headers) = split_once(hostpart, '?');
-                uri.headers = headers;
-                let (hostport, params) = split_once(hostpart, ';');
-                let (host, port) = split_host_port(hostport)?;
+                let hostpart_end = match marks.question {
+                    Some(q) => {
+                        uri.headers = Some(&raw[q + 1..]);
+                        q
+                    }
+                    None => raw.len(),
+                };
+                let hostport_end = match marks.semicolon.filter(|&i| i < hostpart_end) {
+                    Some(semi) => {
+                        uri.params = Params::new(&raw[semi + 1..hostpart_end]);
+                        semi
+                    }
+                    None => hostpart_end,
+                };
+                let hostport = &raw[host_start..hostport_end];
+                let (host, port) = if hostport.starts_with('[') {
+                    split_host_port(hostport)?
+                } else {
+                    let inside = |c: Option<usize>| c.filter(|&i| i < hostport_end);
+                    if inside(marks.colons[1]).is_some() {
+                        return Err(UriError("IPv6 address without brackets"));
+                    }
+                    match inside(marks.colons[0]) {
+                        Some(c) => (
+                            check_host(&raw[host_start..c])?,
+                            Some(port_of(&raw[c + 1..hostport_end])?),
+                        ),
+                        None => (check_host(hostport)?, None),
+                    }
+                };
                 uri.host = host;
                 uri.port = port;
-                uri.params = Params::new(params.unwrap_or(""));
                 uri.params
                     .validate()
                     .map_err(|_| UriError("malformed URI parameter"))?;
@@ -208,25 +236,115 @@ pub(crate) fn split_host_port(s: &str) -> Result<(&str, Option<u16>), UriError> 
         if port.is_some_and(|p| find_byte(p, b':').is_some()) {
             return Err(UriError("IPv6 address without brackets"));
         }
-        let valid = !host.is_empty() && host.bytes().all(|b| IN_HOST[b as usize]);
-        if !valid {
-            return Err(UriError("malformed host"));
-        }
-        (host, port)
+        (check_host(host)?, port)
     };
     let port = match port {
         None => None,
-        Some(p) => Some(parse_port(p).ok_or(UriError("malformed port"))?),
+        Some(p) => Some(port_of(p)?),
     };
     Ok((host, port))
 }
 
+/// A host name or IPv4 address: not empty, of host bytes only.
+fn check_host(host: &str) -> Result<&str, UriError> {
+    if host.is_empty() || !host.bytes().all(|b| IN_HOST[b as usize]) {
+        return Err(UriError("malformed host"));
+    }
+    Ok(host)
+}
+
+fn port_of(p: &str) -> Result<u16, UriError> {
+    parse_port(p).ok_or(UriError("malformed port"))
+}
+
+/// A port: one to five digits, at most 65535.
 pub(crate) fn parse_port(p: &str) -> Option<u16> {
-    if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+    if p.is_empty() || p.len() > 5 {
         return None;
     }
-    p.parse().ok()
+    let mut n = 0u32;
+    for b in p.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u32::from(b - b'0');
+    }
+    u16::try_from(n).ok()
 }
+
+/// Where a URI's delimiters are, found in one pass that also refuses the bytes no URI
+/// holds: the scheme's colon, the first `@` after it, the first colon of the userinfo,
+/// and after the userinfo (or the scheme when there is none) the first `?`, the first `;`
+/// and the first two colons.
+#[derive(Default)]
+struct Marks {
+    scheme_colon: Option<usize>,
+    at: Option<usize>,
+    user_colon: Option<usize>,
+    question: Option<usize>,
+    semicolon: Option<usize>,
+    colons: [Option<usize>; 2],
+}
+
+impl Marks {
+    fn scan(b: &[u8]) -> Result<Self, UriError> {
+        let mut m = Marks::default();
+        for (i, &c) in b.iter().enumerate() {
+            match CLASS[c as usize] {
+                PLAIN => continue,
+                REFUSED => return Err(UriError("URI contains white space or delimiters")),
+                _ => {}
+            }
+            match c {
+                b':' if m.scheme_colon.is_none() => m.scheme_colon = Some(i),
+                b':' => {
+                    if m.colons[0].is_none() {
+                        m.colons[0] = Some(i);
+                    } else if m.colons[1].is_none() {
+                        m.colons[1] = Some(i);
+                    }
+                }
+                // Before the scheme's colon the scheme check refuses these anyway.
+                b'@' if m.at.is_none() && m.scheme_colon.is_some() => {
+                    m.at = Some(i);
+                    m.user_colon = m.colons[0];
+                    m.question = None;
+                    m.semicolon = None;
+                    m.colons = [None; 2];
+                }
+                b'?' => {
+                    m.question.get_or_insert(i);
+                }
+                b';' => {
+                    m.semicolon.get_or_insert(i);
+                }
+                _ => {}
+            }
+        }
+        Ok(m)
+    }
+}
+
+const PLAIN: u8 = 0;
+const REFUSED: u8 = 1;
+const MARK: u8 = 2;
+
+/// Each byte's class for [`Marks::scan`]: plain, refused (not in any URI), or a delimiter.
+const CLASS: [u8; 256] = {
+    let mut t = [PLAIN; 256];
+    let mut c = 0;
+    while c < 256 {
+        if NOT_IN_URI[c] {
+            t[c] = REFUSED;
+        }
+        c += 1;
+    }
+    t[b':' as usize] = MARK;
+    t[b'@' as usize] = MARK;
+    t[b'?' as usize] = MARK;
+    t[b';' as usize] = MARK;
+    t
+};
 
 /// An IP address from a host, a `received` or a `maddr` value; brackets are optional for
 /// IPv6 (RFC 5118 §4.5 shows both forms of `received`).
@@ -351,9 +469,79 @@ mod tests {
             ),
             ("tel:", "malformed tel number"),
             ("sip:a@b;;", "malformed URI parameter"),
+            ("sip:a@b@c", "malformed host"),
+            ("sip:host:", "malformed port"),
+            ("sip:host:123456", "malformed port"),
+            ("sip:host:5060:5061", "IPv6 address without brackets"),
+            ("sip:;lr", "malformed host"),
+            ("sip:", "malformed host"),
+            ("s@p:host", "malformed URI scheme"),
+            ("hostonly", "URI has no scheme"),
         ];
         for (raw, why) in bad {
             assert_eq!(Uri::parse(raw).map(|_| ()), Err(UriError(why)), "{raw}");
+        }
+    }
+
+    /// Where each part ends: the first `@` closes the userinfo, then the first `?` the
+    /// parameters and the first `;` the host and port, whatever comes before them.
+    #[test]
+    fn delimiters() {
+        type Parts = (
+            Option<&'static str>,
+            Option<&'static str>,
+            &'static str,
+            Option<u16>,
+            &'static str,
+            Option<&'static str>,
+        );
+        let table: &[(&str, Parts)] = &[
+            (
+                "sip:alice:secret@host:5070;transport=tcp?subject=hi",
+                (
+                    Some("alice"),
+                    Some("secret"),
+                    "host",
+                    Some(5070),
+                    "transport=tcp",
+                    Some("subject=hi"),
+                ),
+            ),
+            ("sip:a?b@c", (Some("a?b"), None, "c", None, "", None)),
+            ("sip:a;b@c:1", (Some("a;b"), None, "c", Some(1), "", None)),
+            (
+                "sip:host?x=a@b",
+                (Some("host?x=a"), None, "b", None, "", None),
+            ),
+            (
+                "sip:host?h=a;b",
+                (None, None, "host", None, "", Some("h=a;b")),
+            ),
+            (
+                "sip:host;p=1?h=2:3",
+                (None, None, "host", None, "p=1", Some("h=2:3")),
+            ),
+            (
+                "sip:[2001:db8::1]:5061;lr",
+                (None, None, "[2001:db8::1]", Some(5061), "lr", None),
+            ),
+            ("sip:u:@h", (Some("u"), Some(""), "h", None, "", None)),
+            ("sip:h:65535", (None, None, "h", Some(65535), "", None)),
+        ];
+        for (raw, want) in table {
+            let u = Uri::parse(raw).unwrap_or_else(|e| panic!("{raw}: {e}"));
+            assert_eq!(
+                (
+                    u.user,
+                    u.password,
+                    u.host,
+                    u.port,
+                    u.params.as_str(),
+                    u.headers
+                ),
+                *want,
+                "{raw}"
+            );
         }
     }
 
