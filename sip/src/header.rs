@@ -44,47 +44,72 @@ impl HeaderName {
     /// Recognises `name` (already trimmed), compact forms included.
     pub fn from_bytes(name: &[u8]) -> Self {
         use HeaderName::*;
-        let mut lower = [0u8; 19];
-        if name.is_empty() || name.len() > lower.len() {
+        // Length and first letter pick the one name it can be (Call-ID and Contact also
+        // need the second), then one case-insensitive comparison decides: this runs for
+        // every header line of every message.
+        let Some(&first) = name.first() else {
             return Other;
+        };
+        let letter = first | 0x20;
+        if name.len() == 1 {
+            return match letter {
+                b'v' => Via,
+                b'f' => From,
+                b't' => To,
+                b'i' => CallId,
+                b'm' => Contact,
+                b'l' => ContentLength,
+                b'c' => ContentType,
+                b'k' => Supported,
+                b's' => Subject,
+                b'e' => ContentEncoding,
+                b'o' => Event,
+                b'u' => Allow,
+                b'r' => ReferTo,
+                _ => Other,
+            };
         }
-        for (l, b) in lower.iter_mut().zip(name) {
-            *l = b.to_ascii_lowercase();
-        }
-        match &lower[..name.len()] {
-            b"v" | b"via" => Via,
-            b"f" | b"from" => From,
-            b"t" | b"to" => To,
-            b"i" | b"call-id" => CallId,
-            b"m" | b"contact" => Contact,
-            b"l" | b"content-length" => ContentLength,
-            b"c" | b"content-type" => ContentType,
-            b"k" | b"supported" => Supported,
-            b"s" | b"subject" => Subject,
-            b"e" | b"content-encoding" => ContentEncoding,
-            b"o" | b"event" => Event,
-            b"u" | b"allow" => Allow,
-            b"r" | b"refer-to" => ReferTo,
-            b"cseq" => CSeq,
-            b"path" => Path,
-            b"date" => Date,
-            b"route" => Route,
-            b"accept" => Accept,
-            b"server" => Server,
-            b"expires" => Expires,
-            b"require" => Require,
-            b"user-agent" => UserAgent,
-            b"min-expires" => MinExpires,
-            b"retry-after" => RetryAfter,
-            b"unsupported" => Unsupported,
-            b"max-forwards" => MaxForwards,
-            b"record-route" => RecordRoute,
-            b"authorization" => Authorization,
-            b"proxy-require" => ProxyRequire,
-            b"www-authenticate" => WwwAuthenticate,
-            b"proxy-authenticate" => ProxyAuthenticate,
-            b"proxy-authorization" => ProxyAuthorization,
-            _ => Other,
+        let candidate = match (name.len(), letter) {
+            (2, b't') => To,
+            (3, b'v') => Via,
+            (4, b'f') => From,
+            (4, b'c') => CSeq,
+            (4, b'p') => Path,
+            (4, b'd') => Date,
+            (5, b'e') => Event,
+            (5, b'a') => Allow,
+            (5, b'r') => Route,
+            (6, b'a') => Accept,
+            (6, b's') => Server,
+            (7, b'c') if name[1] | 0x20 == b'a' => CallId,
+            (7, b'c') => Contact,
+            (7, b's') => Subject,
+            (7, b'e') => Expires,
+            (7, b'r') => Require,
+            (8, b'r') => ReferTo,
+            (9, b's') => Supported,
+            (10, b'u') => UserAgent,
+            (11, b'm') => MinExpires,
+            (11, b'r') => RetryAfter,
+            (11, b'u') => Unsupported,
+            (12, b'c') => ContentType,
+            (12, b'm') => MaxForwards,
+            (12, b'r') => RecordRoute,
+            (13, b'a') => Authorization,
+            (13, b'p') => ProxyRequire,
+            (14, b'c') => ContentLength,
+            (16, b'c') => ContentEncoding,
+            (16, b'w') => WwwAuthenticate,
+            (18, b'p') => ProxyAuthenticate,
+            (19, b'p') => ProxyAuthorization,
+            _ => return Other,
+        };
+        // Names are nearly always written as the RFC writes them: an exact comparison first.
+        let canonical = candidate.as_str().as_bytes();
+        if name == canonical || name.eq_ignore_ascii_case(canonical) {
+            candidate
+        } else {
+            Other
         }
     }
 
@@ -192,6 +217,13 @@ mod tests {
             ("X-Carrier", Other),
             ("x", Other),
             ("Vias", Other),
+            ("r", ReferTo),
+            // Same length and first letter as a known name, but not it.
+            ("Contakt", Other),
+            ("Call-IX", Other),
+            ("Vix", Other),
+            ("Tx", Other),
+            ("\u{0}ia", Other),
         ];
         for (name, want) in table {
             assert_eq!(HeaderName::from_bytes(name.as_bytes()), *want, "{name}");
