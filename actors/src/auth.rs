@@ -267,9 +267,8 @@ impl Auth {
         if !configured.is_empty() {
             return configured.clone();
         }
-        msg.from()
+        msg.from_uri()
             .and_then(Result::ok)
-            .and_then(|f| f.parse_uri().ok())
             .map_or(String::new(), |u| u.host.to_ascii_lowercase())
     }
 

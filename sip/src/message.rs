@@ -6,8 +6,8 @@
 //! into two spaces, which keeps every offset valid and needs one copy only for the rare
 //! message that folds.
 
+use std::cell::OnceCell;
 use std::ops::Range;
-use std::sync::OnceLock;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
@@ -95,11 +95,13 @@ pub struct Message {
 /// each is parsed once per message however many readers ask.
 #[derive(Debug, Clone, Default)]
 struct Views {
-    top_via: OnceLock<Option<Result<ViaAt, UriError>>>,
-    request_uri: OnceLock<Option<Result<UriAt, UriError>>>,
-    cseq: OnceLock<Option<Result<CSeqAt, UriError>>>,
-    from_tag: OnceLock<Option<Span>>,
-    to_tag: OnceLock<Option<Span>>,
+    top_via: OnceCell<Option<Result<ViaAt, UriError>>>,
+    request_uri: OnceCell<Option<Result<UriAt, UriError>>>,
+    cseq: OnceCell<Option<Result<CSeqAt, UriError>>>,
+    from_uri: OnceCell<Option<Result<UriAt, UriError>>>,
+    to_uri: OnceCell<Option<Result<UriAt, UriError>>>,
+    from_tag: OnceCell<Option<Span>>,
+    to_tag: OnceCell<Option<Span>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -319,6 +321,20 @@ impl Message {
             .take(self.max_list_values as usize)
     }
 
+    /// The first value of a list header: what `list(name).next()` gives, without the
+    /// iterator.
+    fn first_value(&self, name: HeaderName) -> Option<Result<&str, UriError>> {
+        if self.max_list_values == 0 {
+            return None;
+        }
+        let line = self.get(name)?;
+        Some(match crate::text::find_top(line, b',') {
+            Ok(Some(i)) => Ok(trim(&line[..i])),
+            Ok(None) => Ok(line),
+            Err(_) => Err(UriError("unbalanced quote or bracket in list")),
+        })
+    }
+
     pub fn call_id(&self) -> Option<&str> {
         self.get(HeaderName::CallId)
     }
@@ -349,6 +365,32 @@ impl Message {
         self.get(HeaderName::To).map(NameAddr::parse)
     }
 
+    /// The URI of From, parsed once per message (the sanity rules check it, source
+    /// classification and call accounting read it).
+    pub fn from_uri(&self) -> Option<Result<Uri<'_>, UriError>> {
+        self.address_uri(&self.views.from_uri, HeaderName::From)
+    }
+
+    /// The URI of To, parsed once per message.
+    pub fn to_uri(&self) -> Option<Result<Uri<'_>, UriError>> {
+        self.address_uri(&self.views.to_uri, HeaderName::To)
+    }
+
+    fn address_uri(
+        &self,
+        cell: &OnceCell<Option<Result<UriAt, UriError>>>,
+        name: HeaderName,
+    ) -> Option<Result<Uri<'_>, UriError>> {
+        let at = cell.get_or_init(|| {
+            self.get(name).map(|v| {
+                NameAddr::parse(v)
+                    .and_then(|a| a.parse_uri())
+                    .map(|u| self.uri_at(&u))
+            })
+        });
+        at.map(|r| r.map(|u| self.uri(&u)))
+    }
+
     /// The From tag, read without parsing the whole address, once per message.
     pub fn from_tag(&self) -> Option<&str> {
         self.tag(&self.views.from_tag, HeaderName::From)
@@ -359,7 +401,7 @@ impl Message {
         self.tag(&self.views.to_tag, HeaderName::To)
     }
 
-    fn tag(&self, cell: &OnceLock<Option<Span>>, name: HeaderName) -> Option<&str> {
+    fn tag(&self, cell: &OnceCell<Option<Span>>, name: HeaderName) -> Option<&str> {
         let at = cell.get_or_init(|| self.get(name).and_then(quick_tag).map(|t| self.span_of(t)));
         at.map(|s| self.text(s))
     }
@@ -367,7 +409,7 @@ impl Message {
     /// The first Via value: the one a response travels back by. Parsed once per message.
     pub fn top_via(&self) -> Option<Result<Via<'_>, UriError>> {
         let at = self.views.top_via.get_or_init(|| {
-            self.list(HeaderName::Via).next().map(|v| {
+            self.first_value(HeaderName::Via).map(|v| {
                 v.and_then(Via::parse).map(|v| ViaAt {
                     protocol: self.span_of(v.protocol),
                     version: self.span_of(v.version),

@@ -74,10 +74,9 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
         return Err(Rejection::new(d.status, d.reason));
     }
     common(msg, Vias::All)?;
-    for (addr, what) in [(msg.from(), "From"), (msg.to(), "To")] {
-        if let Some(a) = addr {
-            a.and_then(|a| a.parse_uri())
-                .map_err(|e| Rejection::bad(format!("Malformed {what} header: {e}")))?;
+    for (uri, what) in [(msg.from_uri(), "From"), (msg.to_uri(), "To")] {
+        if let Some(Err(e)) = uri {
+            return Err(Rejection::bad(format!("Malformed {what} header: {e}")));
         }
     }
 

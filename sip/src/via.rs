@@ -61,8 +61,13 @@ impl<'a> Via<'a> {
             }
             Ok(t)
         };
-        let protocol = token(&mut i, true)?;
-        let version = token(&mut i, true)?;
+        // Nearly every Via starts `SIP/2.0/` exactly: taken whole, the tokens are known.
+        let (protocol, version) = if b.starts_with(b"SIP/2.0/") {
+            i = 8;
+            (&s[..3], &s[4..7])
+        } else {
+            (token(&mut i, true)?, token(&mut i, true)?)
+        };
         let transport = token(&mut i, false)?;
         let rest = &s[i..];
         if rest.is_empty() || i == 0 || !is_ws(b[i - 1]) {

@@ -372,11 +372,8 @@ impl Edge {
     }
 }
 
-pub(super) fn user_of(
-    v: Option<Result<limes_sip::addr::NameAddr<'_>, limes_sip::uri::UriError>>,
-) -> String {
+pub(super) fn user_of(v: Option<Result<Uri<'_>, limes_sip::uri::UriError>>) -> String {
     v.and_then(Result::ok)
-        .and_then(|a| a.parse_uri().ok())
         .and_then(|u| u.user)
         .unwrap_or_default()
         .to_owned()
@@ -417,7 +414,7 @@ impl Proxy {
     pub(super) fn routed_origin(&self, msg: &Message, flow: &Flow) -> Origin {
         Origin {
             source: source_label(&self.classify(msg, flow)),
-            caller: user_of(msg.from()),
+            caller: user_of(msg.from_uri()),
             call_limit: None,
             attrs: Default::default(),
         }
@@ -495,7 +492,7 @@ impl Proxy {
 
     /// A REGISTER for a domain this node serves (RFC 3261 §10.3).
     pub(super) fn on_register(&self, msg: &Message, flow: &Flow, now: Instant) {
-        let Some(Ok(to)) = msg.to().map(|t| t.and_then(|a| a.parse_uri())) else {
+        let Some(Ok(to)) = msg.to_uri() else {
             return self.reply_stateless(msg, flow, 400, "Malformed To", &[]);
         };
         if !self.edge.serves(to.host, &self.local) {

@@ -220,7 +220,7 @@ impl Proxy {
                 .filter_map(|g| g.lookup(ip, port, transport).map(|e| (g.id, e.tag.clone())))
                 .collect()
         };
-        let from = msg.from().and_then(Result::ok).map_or("", |f| f.uri);
+        let from = msg.from_uri().and_then(Result::ok).map_or("", |u| u.raw);
         let trusted = self
             .edge
             .tables
@@ -258,7 +258,7 @@ impl Proxy {
         }
         let mut origin = Origin {
             source: source_label(&peer),
-            caller: user_of(msg.from()),
+            caller: user_of(msg.from_uri()),
             call_limit: None,
             attrs: Default::default(),
         };
