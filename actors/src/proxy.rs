@@ -665,6 +665,14 @@ impl Proxy {
             session_expires: insert_session_expires,
             edits,
         };
+        // The first group now, the later ones (serial forking) kept: most requests have
+        // one group, and then no queue is made.
+        let mut targets = targets.into_iter().peekable();
+        let first_group = targets.peek().map(|t| t.group);
+        let mut first = Vec::new();
+        while let Some(t) = targets.next_if(|t| Some(t.group) == first_group) {
+            first.push(t);
+        }
         let mut groups: VecDeque<Vec<Route>> = VecDeque::new();
         for t in targets {
             match groups.back_mut() {
@@ -672,7 +680,6 @@ impl Proxy {
                 _ => groups.push_back(vec![t]),
             }
         }
-        let first = groups.pop_front().unwrap_or_default();
         // The branches' copies are built from the request before the context owns it.
         let copies = self.branch_copies(&msg, &fork, &first, sid, 0);
         if copies.is_empty() {
