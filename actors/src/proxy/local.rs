@@ -118,11 +118,13 @@ impl Local {
 
     /// The signature a Record-Route entry carries (`;lm=`): Limes routes an in-dialog
     /// request only through entries it wrote itself for that Call-ID (and flow token).
-    pub fn route_signature(&self, call_id: &str, flow: &str) -> String {
+    pub fn route_signature(&self, call_id: &str, flow: &str) -> Signature {
         let h = self.hash(&[b"rr", call_id.as_bytes(), flow.as_bytes()]) as u32;
-        let mut sig = String::with_capacity(8);
-        push_hex(&mut sig, u64::from(h), 8);
-        sig
+        let mut sig = [0u8; 8];
+        for (i, digit) in sig.iter_mut().enumerate() {
+            *digit = b"0123456789abcdef"[((h >> (28 - 4 * i)) & 15) as usize];
+        }
+        Signature(sig)
     }
 
     /// A Record-Route value for the local address `addr` on `transport`. With `flow` (the
@@ -149,7 +151,7 @@ impl Local {
             rr.push_str(";transport=tcp");
         }
         rr.push_str(";lr;lm=");
-        rr.push_str(&sig);
+        rr.push_str(sig.as_str());
         rr.push('>');
         rr
     }
@@ -182,6 +184,16 @@ impl Identity for Local {
 
     fn loop_hash(&self, msg: &Message) -> u32 {
         Local::loop_hash(self, msg)
+    }
+}
+
+/// A Record-Route signature (`lm=`): eight hex digits of a keyed hash, made without
+/// allocating (one is made for every record-routed request and every Route checked).
+pub struct Signature([u8; 8]);
+
+impl Signature {
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
@@ -258,14 +270,6 @@ pub fn via(transport: Transport, addr: SocketAddr, branch: &str, rport: bool) ->
     v
 }
 
-fn push_hex(out: &mut String, n: u64, digits: u32) {
-    for shift in (0..digits).rev() {
-        out.push(char::from(
-            b"0123456789abcdef"[((n >> (shift * 4)) & 15) as usize],
-        ));
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,9 +292,10 @@ mod tests {
         let sig = l.route_signature("c1", "");
         assert_eq!(
             rr,
-            format!("<sip:192.0.2.1:5060;transport=tcp;lr;lm={sig}>")
+            format!("<sip:192.0.2.1:5060;transport=tcp;lr;lm={}>", sig.as_str())
         );
-        assert_eq!(sig.len(), 8);
+        assert_eq!(sig.as_str().len(), 8);
+        assert!(sig.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
     }
 
     #[test]
