@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 use etcd_cluster::{eventually, EtcdCluster};
 use support::{Node, Peer};
 
-/// A phone (sipp) registers `user` (password `USER-pw`) through the node on `port`,
-/// answering its digest challenge; panics unless it gets its 200. The phone's port.
 /// etcd's ports for this process (three clusters: + 1_000, + 2_000), below the kernel's
 /// ephemeral range and apart from the nodes' ([`support::ports`]).
 fn etcd_base() -> u16 {
     20_000 + (std::process::id() % 100) as u16 * 10
 }
 
+/// A phone (sipp) registers `user` (password `USER-pw`) through the node on `port`,
+/// answering its digest challenge; panics unless it gets its 200. The phone's port.
 fn register(port: u16, user: &str) -> u16 {
     let password = format!("{user}-pw");
     let phone = support::ports();

@@ -200,11 +200,9 @@ impl Message {
 
     /// The Request-URI, parsed once per message.
     pub fn request_uri(&self) -> Option<Result<Uri<'_>, UriError>> {
-        let at = self.views.request_uri.get_or_init(|| {
-            self.request_uri_str()
-                .map(|s| Uri::parse(s).map(|u| self.uri_at(&u)))
-        });
-        at.map(|r| r.map(|u| self.uri(&u)))
+        self.uri_view(&self.views.request_uri, || {
+            self.request_uri_str().map(Uri::parse)
+        })
     }
 
     /// Where `s`, a slice of the header section, lies in it; the empty span for text from
@@ -314,10 +312,7 @@ impl Message {
     pub fn list(&self, name: HeaderName) -> impl Iterator<Item = Result<&str, UriError>> {
         self.get_all(name)
             .flat_map(|line| split_top(line, b','))
-            .map(|v| {
-                v.map(trim)
-                    .map_err(|_| UriError("unbalanced quote or bracket in list"))
-            })
+            .map(list_value)
             .take(self.max_list_values as usize)
     }
 
@@ -327,12 +322,7 @@ impl Message {
         if self.max_list_values == 0 {
             return None;
         }
-        let line = self.get(name)?;
-        Some(match crate::text::find_top(line, b',') {
-            Ok(Some(i)) => Ok(trim(&line[..i])),
-            Ok(None) => Ok(line),
-            Err(_) => Err(UriError("unbalanced quote or bracket in list")),
-        })
+        split_top(self.get(name)?, b',').next().map(list_value)
     }
 
     pub fn call_id(&self) -> Option<&str> {
@@ -381,13 +371,19 @@ impl Message {
         cell: &OnceCell<Option<Result<UriAt, UriError>>>,
         name: HeaderName,
     ) -> Option<Result<Uri<'_>, UriError>> {
-        let at = cell.get_or_init(|| {
-            self.get(name).map(|v| {
-                NameAddr::parse(v)
-                    .and_then(|a| a.parse_uri())
-                    .map(|u| self.uri_at(&u))
-            })
-        });
+        self.uri_view(cell, || {
+            self.get(name)
+                .map(|v| NameAddr::parse(v).and_then(|a| a.parse_uri()))
+        })
+    }
+
+    /// A URI view: parsed by `parse` on first use, kept as spans.
+    fn uri_view<'s>(
+        &'s self,
+        cell: &OnceCell<Option<Result<UriAt, UriError>>>,
+        parse: impl FnOnce() -> Option<Result<Uri<'s>, UriError>>,
+    ) -> Option<Result<Uri<'s>, UriError>> {
+        let at = cell.get_or_init(|| parse().map(|r| r.map(|u| self.uri_at(&u))));
         at.map(|r| r.map(|u| self.uri(&u)))
     }
 
@@ -506,6 +502,13 @@ impl Message {
     pub fn has_option_tag(&self, name: HeaderName, tag: &str) -> bool {
         self.option_tags(name).any(|t| t.eq_ignore_ascii_case(tag))
     }
+}
+
+/// One value of a list header as [`Message::list`] gives it: trimmed, or why the list
+/// cannot be split.
+fn list_value(v: Result<&str, crate::text::Unbalanced>) -> Result<&str, UriError> {
+    v.map(trim)
+        .map_err(|_| UriError("unbalanced quote or bracket in list"))
 }
 
 /// `;tag=` of a From or To value found by a scan instead of a full parse: the first

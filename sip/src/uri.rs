@@ -129,10 +129,9 @@ impl<'a> Uri<'a> {
                 // hostport, whatever follows.
                 let host_start = match marks.at {
                     Some(at) => {
-                        let userinfo = &raw[colon + 1..at];
                         let (user, password) = match marks.user_colon {
                             Some(c) => (&raw[colon + 1..c], Some(&raw[c + 1..at])),
-                            None => (userinfo, None),
+                            None => (&raw[colon + 1..at], None),
                         };
                         if user.is_empty() {
                             return Err(UriError("empty user part in URI"));
