@@ -769,8 +769,7 @@ impl Proxy {
             };
             // The address this side sees the node at (a NAT's public one, if advertised).
             let shown = route.advertise.unwrap_or(out_addr);
-            let branch = route::branch(loop_hash, sid, i);
-            let via = local::via(route.dest.transport, shown, &branch, false);
+            let via = local::via(route.dest.transport, shown, (loop_hash, sid, i), false);
             let record_route = self.settings.record_route && dialog_creating;
             let two_sides = shown != flow.local || route.dest.transport != flow.transport;
             // The entry facing the caller names its TCP connection (a single entry faces
@@ -988,8 +987,12 @@ impl Proxy {
             .and_then(|v| v.branch())
             .unwrap_or_default();
         let id = self.local.hash(&[b"ack", top_branch.as_bytes()]);
-        let branch = route::branch(self.local.loop_hash(msg), id, 0);
-        let via = local::via(dest.transport, out_addr, &branch, false);
+        let via = local::via(
+            dest.transport,
+            out_addr,
+            (self.local.loop_hash(msg), id, 0),
+            false,
+        );
         let bytes = Forward::new(msg)
             .received_from(Source {
                 ip: flow.remote.ip(),

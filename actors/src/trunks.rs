@@ -196,6 +196,9 @@ pub struct Health {
     /// The last ping's status (0: none yet) and round trip.
     pub last_ping_status: AtomicU32,
     pub last_ping_ms: AtomicU64,
+    /// Its `limes_trunk_calls` counter, looked up in the family at its first call (no
+    /// label strings or family lock per call after that).
+    pub calls_metric: std::sync::OnceLock<prometheus_client::metrics::counter::Counter>,
 }
 
 impl Health {
@@ -249,6 +252,9 @@ pub struct Destination {
     pub hostport: String,
     pub health: Arc<Health>,
 }
+
+/// A call's destinations in the order they are tried; most trunks have a few (inline).
+pub type Plan<'a> = smallvec::SmallVec<[&'a Destination; 4]>;
 
 /// A checked trunk.
 pub struct Trunk {
@@ -426,14 +432,14 @@ impl Trunk {
 
     /// The destinations to try for a call, in order: active ones by priority, the first
     /// of equal priority chosen by weight (turning from call to call).
-    pub fn plan(&self) -> Vec<&Destination> {
-        let active: Vec<&Destination> = self
+    pub fn plan(&self) -> Plan<'_> {
+        let active: Plan<'_> = self
             .destinations
             .iter()
             .filter(|d| d.health.state() == DestState::Active)
             .collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let mut plan = Vec::with_capacity(active.len());
+        let mut plan = Plan::with_capacity(active.len());
         for same in active.chunk_by(|a, b| a.def.priority == b.def.priority) {
             let total: u64 = same.iter().map(|d| u64::from(d.def.weight)).sum();
             let mut at = turn % total.max(1);
@@ -448,7 +454,7 @@ impl Trunk {
                     false
                 })
                 .unwrap_or(0);
-            plan.extend(same[first..].iter().chain(same[..first].iter()));
+            plan.extend(same[first..].iter().chain(same[..first].iter()).copied());
         }
         plan
     }
@@ -471,10 +477,13 @@ impl Trunk {
 
     /// The Request-URI for a call to `user` (of a Request-URI whose host and port were
     /// `received_host`) through `dest`; `None` when it stays as received.
+    /// The Request-URI of a call to `dest`, when the trunk changes the received one (its
+    /// number normalised, its host rewritten); `None`: it goes as received.
+    /// `received` is the received Request-URI's host and port.
     pub fn request_uri(
         &self,
         user: &str,
-        received_host: &str,
+        received: (&str, Option<u16>),
         dest: &Destination,
     ) -> Option<String> {
         let d = &self.def;
@@ -482,18 +491,26 @@ impl Trunk {
         if !normalises && !d.rewrite_host && d.host.is_empty() {
             return None;
         }
-        let host = if !d.host.is_empty() {
-            d.host.as_str()
+        let user = self.normalise(user);
+        let mut uri = String::with_capacity(4 + user.len() + 1 + 48);
+        uri.push_str("sip:");
+        uri.push_str(&user);
+        uri.push('@');
+        if !d.host.is_empty() {
+            uri.push_str(&d.host);
         } else if d.rewrite_host {
-            dest.hostport.as_str()
+            uri.push_str(&dest.hostport);
         } else {
-            received_host
-        };
-        let transport = match dest.target.transport {
-            Some(Proto::Tcp) => ";transport=tcp",
-            _ => "",
-        };
-        Some(format!("sip:{}@{host}{transport}", self.normalise(user)))
+            uri.push_str(received.0);
+            if let Some(port) = received.1 {
+                uri.push(':');
+                uri.push_str(itoa::Buffer::new().format(port));
+            }
+        }
+        if dest.target.transport == Some(Proto::Tcp) {
+            uri.push_str(";transport=tcp");
+        }
+        Some(uri)
     }
 
     pub fn fails_over_on(&self, status: u16) -> bool {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use limes_cluster::NodeSecret;
-use limes_sip::proxy::route::Identity;
+use limes_sip::proxy::route::{self, Identity};
 use limes_sip::uri::Uri;
 use limes_sip::{HeaderName, Message};
 use siphasher::sip::SipHasher13;
@@ -256,14 +256,20 @@ pub fn push_host_port(out: &mut String, addr: SocketAddr) {
 }
 
 /// A Via value of this node: `SIP/2.0/UDP host:port;branch=...`, `;rport` when asked.
-pub fn via(transport: Transport, addr: SocketAddr, branch: &str, rport: bool) -> String {
-    let mut v = String::with_capacity(48 + branch.len());
+/// The branch is written in place ([`route::push_branch`]): `(loop hash, context id, index)`.
+pub fn via(
+    transport: Transport,
+    addr: SocketAddr,
+    (loop_hash, id, index): (u32, u64, usize),
+    rport: bool,
+) -> String {
+    let mut v = String::with_capacity(48 + route::BRANCH_LEN);
     v.push_str("SIP/2.0/");
     v.push_str(transport.via_token());
     v.push(' ');
     push_host_port(&mut v, addr);
     v.push_str(";branch=");
-    v.push_str(branch);
+    route::push_branch(&mut v, loop_hash, id, index);
     if rport {
         v.push_str(";rport");
     }
@@ -284,8 +290,11 @@ mod tests {
         }
         let addr: SocketAddr = "192.0.2.1:5060".parse().unwrap();
         assert_eq!(
-            via(Transport::Udp, addr, "z9hG4bKx", true),
-            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKx;rport"
+            via(Transport::Udp, addr, (0xa, 0xb, 2), true),
+            format!(
+                "SIP/2.0/UDP 192.0.2.1:5060;branch={};rport",
+                route::branch(0xa, 0xb, 2)
+            )
         );
         let l = Local::new(Vec::new(), Vec::new(), &NodeSecret::from_text("test"));
         let rr = l.record_route(addr, Transport::Tcp, "c1", None);

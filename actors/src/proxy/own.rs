@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use limes_sip::build::NewRequest;
-use limes_sip::proxy::route;
 use limes_sip::proxy::{local_tag, Context};
 use limes_sip::uri::Uri;
 use limes_sip::{Message, Method};
@@ -169,7 +168,7 @@ impl Proxy {
         let now = Instant::now();
         let n = self.own_requests.fetch_add(1, Ordering::Relaxed);
         let sid = self.local.hash(&[b"own", &n.to_be_bytes()]);
-        let via = local::via(dest.transport, out_addr, &route::branch(0, sid, 0), true);
+        let via = local::via(dest.transport, out_addr, (0, sid, 0), true);
         let bytes = build(sid, out_addr, &via);
         let mut ctx = Context::originate(sid, method, self.contexts);
         ctx.wait_until(now + timeout);

@@ -398,10 +398,6 @@ impl Proxy {
                         self.reply_local(msg, flow, now, 404, "User Not Registered", &[]);
                         return None;
                     }
-                    let host = match ruri.port {
-                        Some(p) => format!("{}:{p}", ruri.host),
-                        None => ruri.host.to_owned(),
-                    };
                     let plan = trunk.plan();
                     if plan.is_empty() {
                         routing.reject("trunk_down");
@@ -449,7 +445,7 @@ impl Proxy {
                             };
                             initial.targets.push(Route {
                                 advertise: d.advertise,
-                                ruri: trunk.request_uri(user, &host, d),
+                                ruri: trunk.request_uri(user, (ruri.host, ruri.port), d),
                                 group: initial.targets.len() as u16,
                                 within: Some(trunk.timeout()),
                                 trunk_dest: Some((
@@ -509,12 +505,17 @@ impl Proxy {
         trunk
             .calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        self.edge
-            .routing
-            .trunk_calls
-            .get_or_create(&DestinationLabels {
-                trunk: trunk.def.name.clone(),
-                destination: uri.to_owned(),
+        health
+            .calls_metric
+            .get_or_init(|| {
+                self.edge
+                    .routing
+                    .trunk_calls
+                    .get_or_create(&DestinationLabels {
+                        trunk: trunk.def.name.clone(),
+                        destination: uri.to_owned(),
+                    })
+                    .clone()
             })
             .inc();
     }

@@ -73,7 +73,7 @@ fn numbers_are_normalised_and_the_host_rewritten() {
     }
     let mut d = def(&[("sip:192.0.2.1:5070;transport=tcp", 0, 1)]);
     let t = Trunk::compile(d.clone(), None).expect("valid");
-    let uri = |t: &Trunk| t.request_uri("123", "example.com", &t.destinations[0]);
+    let uri = |t: &Trunk| t.request_uri("123", ("example.com", None), &t.destinations[0]);
     assert_eq!(
         uri(&t).as_deref(),
         Some("sip:123@192.0.2.1:5070;transport=tcp")
@@ -94,6 +94,11 @@ fn numbers_are_normalised_and_the_host_rewritten() {
     assert_eq!(
         uri(&t).as_deref(),
         Some("sip:0123@example.com;transport=tcp")
+    );
+    assert_eq!(
+        t.request_uri("123", ("192.0.2.9", Some(5080)), &t.destinations[0])
+            .as_deref(),
+        Some("sip:0123@192.0.2.9:5080;transport=tcp")
     );
 }
 

@@ -279,3 +279,39 @@ Content-Length: 0\r\n\r\n",
     assert_eq!(out.get_other("Diversion"), None);
     assert_eq!(out.get_other("Privacy"), Some("id"), "other headers stay");
 }
+
+#[test]
+fn a_body_that_is_not_utf8_travels_byte_for_byte_and_a_head_that_is_not_is_refused() {
+    let head = INVITE.split("\r\n\r\n").next().unwrap();
+    let body: &[u8] = &[0x00, 0xff, 0xfe, b'\r', b'\n', 0x80];
+    let with_length = |h: &str, body: &[u8]| {
+        let mut m = h.replace(
+            "Content-Length: 4",
+            &format!("Content-Length: {}", body.len()),
+        );
+        m.push_str("\r\n\r\n");
+        let mut b = m.into_bytes();
+        b.extend_from_slice(body);
+        Bytes::from(b)
+    };
+    let m = parse(with_length(head, body));
+    assert_eq!(&m.body()[..], body);
+    assert_eq!(m.call_id(), Some("a84b4c76e66710"));
+    assert_eq!(m.to_uri().unwrap().unwrap().host, "biloxi.example.com");
+    let out = Forward::new(&m).pop_via().finish();
+    assert!(out.ends_with(body));
+    assert_eq!(&parse(out).body()[..], body);
+    let utf8 = parse(with_length(head, "v=0 é".as_bytes()));
+    assert_eq!(&utf8.body()[..], "v=0 é".as_bytes());
+    let bad_head = head.replace("keep me", "keep \u{fffd}me");
+    let mut bytes = with_length(&bad_head, b"").to_vec();
+    let at = bytes
+        .windows(3)
+        .position(|w| w == "\u{fffd}".as_bytes())
+        .unwrap();
+    bytes[at] = 0xff;
+    assert_eq!(
+        Message::parse(Bytes::from(bytes), &Limits::default()).err(),
+        Some(crate::ParseError::NotUtf8)
+    );
+}

@@ -193,14 +193,23 @@ pub fn is_loop(msg: &Message, id: &impl Identity) -> bool {
 
 /// The branch of a forwarded request: prefix, loop hash, context id, branch index.
 pub fn branch(loop_hash: u32, id: u64, index: usize) -> String {
-    let mut b = String::with_capacity(BRANCH_PREFIX.len() + 8 + 1 + 16 + 1 + 3);
-    b.push_str(BRANCH_PREFIX);
-    push_hex(&mut b, u64::from(loop_hash), 8);
-    b.push('.');
-    push_hex(&mut b, id, 16);
-    b.push('.');
-    b.push_str(itoa::Buffer::new().format(index));
+    let mut b = String::with_capacity(BRANCH_LEN);
+    push_branch(&mut b, loop_hash, id, index);
     b
+}
+
+/// The longest branch [`branch`] writes with an index below 1,000.
+pub const BRANCH_LEN: usize = BRANCH_PREFIX.len() + 8 + 1 + 16 + 1 + 3;
+
+/// [`branch`] written at the end of `out` (a Via is built without a string of its own
+/// for the branch).
+pub fn push_branch(out: &mut String, loop_hash: u32, id: u64, index: usize) {
+    out.push_str(BRANCH_PREFIX);
+    push_hex(out, u64::from(loop_hash), 8);
+    out.push('.');
+    push_hex(out, id, 16);
+    out.push('.');
+    out.push_str(itoa::Buffer::new().format(index));
 }
 
 fn push_hex(out: &mut String, n: u64, digits: u32) {
