@@ -563,6 +563,9 @@ impl<'m> Forward<'m> {
         out.put_slice(b"Via: ");
         // The first value of the first Via line is the message's top Via, parsed once.
         match msg.top_via() {
+            Some(Ok(via)) if !via.has_received => {
+                write_via_as_received(out, crate::text::trim(first), &via, source)
+            }
             Some(Ok(via)) => write_via_with_source(out, &via, source),
             _ => out.put_slice(first.as_bytes()),
         }
@@ -646,6 +649,49 @@ fn split_values(line: &str) -> Vec<&str> {
 
 /// The Via value with `received` set when the source differs from sent-by (§18.2.1) and
 /// `rport` filled when present (RFC 3581 §4).
+/// A top Via without `received`, as it came (§18.2.1: `received` added when the sent-by
+/// is not the source; RFC 3581: an `rport` flag filled with the source port in place, and
+/// `received` then always added). Falls back to [`write_via_with_source`] when the flag
+/// cannot be placed in `first`, or when rport already has a value.
+fn write_via_as_received(out: &mut BytesMut, first: &str, via: &Via<'_>, source: Source) {
+    let flag = via.rport_name.and_then(|name| split_after(first, name));
+    match (via.rport, flag) {
+        (None, _) => {
+            out.put_slice(first.as_bytes());
+            if crate::uri::host_ip(via.host) != Some(source.ip) {
+                put_received(out, source.ip);
+            }
+        }
+        (Some(None), Some((before, after))) => {
+            let mut num = itoa::Buffer::new();
+            put_all(
+                out,
+                &[
+                    before.as_bytes(),
+                    b"=",
+                    num.format(source.port).as_bytes(),
+                    after.as_bytes(),
+                ],
+            );
+            put_received(out, source.ip);
+        }
+        _ => write_via_with_source(out, via, source),
+    }
+}
+
+/// `text` cut just after `part`, a slice of it.
+fn split_after<'t>(text: &'t str, part: &str) -> Option<(&'t str, &'t str)> {
+    let end = (part.as_ptr() as usize)
+        .checked_sub(text.as_ptr() as usize)?
+        .checked_add(part.len())?;
+    Some((text.get(..end)?, text.get(end..)?))
+}
+
+fn put_received(out: &mut BytesMut, ip: IpAddr) {
+    out.put_slice(b";received=");
+    put_ip(out, ip);
+}
+
 fn write_via_with_source(out: &mut BytesMut, via: &Via<'_>, source: Source) {
     put_all(
         out,
@@ -675,8 +721,7 @@ fn write_via_with_source(out: &mut BytesMut, via: &Via<'_>, source: Source) {
         }
     }
     if rport || sent_by_ip != Some(source.ip) {
-        out.put_slice(b";received=");
-        put_ip(out, source.ip);
+        put_received(out, source.ip);
     }
     if rport {
         put_all(out, &[b";rport=", num.format(source.port).as_bytes()]);

@@ -114,7 +114,9 @@ struct ViaAt {
     params: Span,
     branch: Option<Span>,
     rport: Option<Option<Span>>,
+    rport_name: Option<Span>,
     params_checked: Result<(), &'static str>,
+    has_received: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -415,7 +417,9 @@ impl Message {
                     params: self.span_of(v.params.as_str()),
                     branch: v.branch.map(|b| self.span_of(b)),
                     rport: v.rport.map(|r| r.map(|p| self.span_of(p))),
+                    rport_name: v.rport_name.map(|n| self.span_of(n)),
                     params_checked: v.params_checked,
+                    has_received: v.has_received,
                 })
             })
         });
@@ -429,7 +433,9 @@ impl Message {
                 params: Params::new(self.text(v.params)),
                 branch: v.branch.map(|b| self.text(b)),
                 rport: v.rport.map(|r| r.map(|p| self.text(p))),
+                rport_name: v.rport_name.map(|n| self.text(n)),
                 params_checked: v.params_checked,
+                has_received: v.has_received,
             })
         })
     }

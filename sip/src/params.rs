@@ -65,6 +65,16 @@ impl<'a> Params<'a> {
         &self,
         names: [&str; N],
     ) -> (Result<(), &'static str>, [Option<Option<&'a str>>; N]) {
+        let (result, found) = self.validate_and_find(names);
+        (result, found.map(|f| f.map(|(_, value)| value)))
+    }
+
+    /// [`Params::validate_and_get`] with each parameter's name as written (its place in
+    /// the text, for an edit in place).
+    pub(crate) fn validate_and_find<const N: usize>(
+        &self,
+        names: [&str; N],
+    ) -> (Result<(), &'static str>, [Option<Found<'a>>; N]) {
         let mut found = [None; N];
         if self.0.is_empty() {
             return (Ok(()), found);
@@ -88,7 +98,7 @@ impl<'a> Params<'a> {
             if !empty {
                 for (slot, name) in found.iter_mut().zip(names) {
                     if slot.is_none() && n.eq_ignore_ascii_case(name) {
-                        *slot = Some(v);
+                        *slot = Some((n, v));
                     }
                 }
             }
@@ -99,6 +109,9 @@ impl<'a> Params<'a> {
         (result, found)
     }
 }
+
+/// A parameter found: its name as written and its value (`None` for a flag).
+pub(crate) type Found<'a> = (&'a str, Option<&'a str>);
 
 /// The parts of a parameter list in one pass over the bytes: cut at each `;` outside
 /// quoted strings and `<...>`, a name ending at its part's first `=`, names and values

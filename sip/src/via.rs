@@ -27,8 +27,13 @@ pub struct Via<'a> {
     pub(crate) branch: Option<&'a str>,
     /// The rport parameter as written, found in the same pass: `Some(None)` for the flag.
     pub(crate) rport: Option<Option<&'a str>>,
+    /// The name of the rport parameter as written (where a forwarded copy fills it in).
+    pub(crate) rport_name: Option<&'a str>,
     /// The parameters' grammar, checked in the same pass.
     pub(crate) params_checked: Result<(), &'static str>,
+    /// A `received` parameter is present (found in the same pass): without it and
+    /// `rport`, a forwarded request's top Via is copied as it came.
+    pub(crate) has_received: bool,
 }
 
 impl<'a> Via<'a> {
@@ -82,16 +87,19 @@ impl<'a> Via<'a> {
         // Parameters are read lazily; the sanity rules check their grammar
         // (`Params::validate`) once per request, off the transaction-matching path.
         let params = Params::new(params);
-        let (params_checked, [branch, rport]) = params.validate_and_get(["branch", "rport"]);
+        let (params_checked, [branch, rport, received]) =
+            params.validate_and_find(["branch", "rport", "received"]);
         Ok(Via {
             protocol,
             version,
             transport,
             host,
             port,
-            branch: branch.flatten(),
-            rport,
+            branch: branch.and_then(|(_, value)| value),
+            rport: rport.map(|(_, value)| value),
+            rport_name: rport.map(|(name, _)| name),
             params_checked,
+            has_received: received.is_some(),
             params,
         })
     }

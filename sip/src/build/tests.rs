@@ -201,6 +201,61 @@ fn received_is_added_only_when_sent_by_differs() {
 }
 
 #[test]
+fn rfc3261_18_2_1_top_via_written_as_received_unless_a_parameter_is_replaced() {
+    let source = Source {
+        ip: "192.0.2.10".parse().unwrap(),
+        port: 40000,
+    };
+    // (top Via as sent, as forwarded)
+    let cases = [
+        // Nothing to replace: the value as it came, white space and case kept.
+        (
+            "SIP / 2.0 / UDP 192.0.2.10:5060 ;branch=z9hG4bKa ;X=1",
+            "SIP / 2.0 / UDP 192.0.2.10:5060 ;branch=z9hG4bKa ;X=1",
+        ),
+        (
+            "SIP/2.0/UDP host.example;branch=z9hG4bKa",
+            "SIP/2.0/UDP host.example;branch=z9hG4bKa;received=192.0.2.10",
+        ),
+        // A received (stale or forged) is replaced, rport is filled.
+        (
+            "SIP/2.0/UDP 192.0.2.10;Received=203.0.113.1;branch=z9hG4bKa",
+            "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKa",
+        ),
+        // An rport flag is filled in place, and received always added (RFC 3581 §4).
+        (
+            "SIP/2.0/UDP 192.0.2.10;rport;branch=z9hG4bKa",
+            "SIP/2.0/UDP 192.0.2.10;rport=40000;branch=z9hG4bKa;received=192.0.2.10",
+        ),
+        (
+            "SIP/2.0/UDP h.example:5070 ; branch=z9hG4bKa ; RPort",
+            "SIP/2.0/UDP h.example:5070 ; branch=z9hG4bKa ; RPort=40000;received=192.0.2.10",
+        ),
+        // A value already there (a forged one) is replaced, as any received.
+        (
+            "SIP/2.0/UDP 192.0.2.10;rport=1;branch=z9hG4bKa",
+            "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKa;received=192.0.2.10;rport=40000",
+        ),
+        (
+            "SIP/2.0/UDP 192.0.2.10;rport;received=192.0.2.10;branch=z9hG4bKa",
+            "SIP/2.0/UDP 192.0.2.10;branch=z9hG4bKa;received=192.0.2.10;rport=40000",
+        ),
+    ];
+    for (sent, forwarded) in cases {
+        let req = parse(Bytes::from(INVITE.replace(
+            "SIP/2.0/UDP pc33.atlanta.example.com;branch=z9hG4bK776asdhds;rport",
+            sent,
+        )));
+        let out = parse(Forward::new(&req).received_from(source).finish());
+        assert_eq!(
+            out.list(HeaderName::Via).next(),
+            Some(Ok(forwarded)),
+            "{sent}"
+        );
+    }
+}
+
+#[test]
 fn rfc3261_16_4_strict_router_edits() {
     let req = invite();
     // From a strict router: the last Route value became the Request-URI.
