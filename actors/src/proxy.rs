@@ -283,10 +283,6 @@ impl Proxy {
         self.next_hops.store(Arc::new(hops));
     }
 
-    fn sid(&self, key: &TxKey) -> u64 {
-        self.local.hash(&[key.as_str().as_bytes()])
-    }
-
     fn shard(&self, sid: u64) -> &Mutex<Shard> {
         &self.shards[Self::shard_index(sid)]
     }
@@ -360,7 +356,7 @@ impl Proxy {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         // Retransmissions and ACKs of existing server transactions (§17.2.3).
         // The key and its hash, computed once: a new transaction below uses them too.
-        let key = TxKey::server(&msg).map(|k| (self.sid(&k), k));
+        let key = TxKey::server(&msg).map(|k| (k.id(), k));
         if let Some((sid, key)) = &key {
             let sid = *sid;
             let mut sends = Sends::new();
@@ -930,7 +926,7 @@ impl Proxy {
 
     fn on_cancel(&self, msg: &Message, flow: &Flow, now: Instant) {
         let found = TxKey::cancel_target(msg).and_then(|key| {
-            let sid = self.sid(&key);
+            let sid = key.id();
             let mut sends = Sends::new();
             let mut shard = self.shard(sid).lock();
             let e = shard
@@ -1164,7 +1160,7 @@ impl Proxy {
         let Some(key) = TxKey::server(msg).filter(|_| msg.method() == Some(&Method::Invite)) else {
             return self.reply_stateless(msg, flow, status, reason, extra);
         };
-        let sid = self.sid(&key);
+        let sid = key.id();
         let tag = self.local.local_tag(msg);
         let mut r = Response::to(msg, status, reason, Some(&tag));
         for (n, v) in extra {

@@ -204,19 +204,20 @@ pub const BRANCH_LEN: usize = BRANCH_PREFIX.len() + 8 + 1 + 16 + 1 + 3;
 /// [`branch`] written at the end of `out` (a Via is built without a string of its own
 /// for the branch).
 pub fn push_branch(out: &mut String, loop_hash: u32, id: u64, index: usize) {
+    // The hex digits are written into a fixed array and appended at once.
+    let mut hex = [b'.'; 8 + 1 + 16 + 1];
+    put_hex(&mut hex[..8], u64::from(loop_hash));
+    put_hex(&mut hex[9..25], id);
     out.push_str(BRANCH_PREFIX);
-    push_hex(out, u64::from(loop_hash), 8);
-    out.push('.');
-    push_hex(out, id, 16);
-    out.push('.');
+    out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
     out.push_str(itoa::Buffer::new().format(index));
 }
 
-fn push_hex(out: &mut String, n: u64, digits: u32) {
-    for shift in (0..digits).rev() {
-        out.push(char::from(
-            b"0123456789abcdef"[((n >> (shift * 4)) & 15) as usize],
-        ));
+/// `n`'s lowest hex digits, as many as `out` holds, most significant first.
+fn put_hex(out: &mut [u8], mut n: u64) {
+    for d in out.iter_mut().rev() {
+        *d = b"0123456789abcdef"[(n & 15) as usize];
+        n >>= 4;
     }
 }
 

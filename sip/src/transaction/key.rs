@@ -1,14 +1,22 @@
 //! Matching messages to transactions (RFC 3261 §17.1.3, §17.2.3).
 
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
+
+use siphasher::sip128::{Hasher128, SipHasher13};
+
 use crate::message::Message;
 use crate::method::Method;
 use crate::via::BRANCH_COOKIE;
 
-/// The identity of a transaction. Server keys are built from a request, client keys from
-/// a response (or from the request the client sent); the two never collide because each
-/// starts with its side.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct TxKey(String);
+/// The identity of a transaction: a 128-bit hash of the fields §17.1.3 and §17.2.3 match
+/// on. Server keys are made from a request, client keys from a response (or from the
+/// request the client sent); the side is part of what is hashed, so the two never meet.
+/// The hash is keyed with a secret random per process: keys are compared, never kept
+/// beyond the process or sent, and no peer can aim two transactions at one key. No string
+/// is built: a key costs one hash over the fields, and its halves serve as table keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TxKey(u128);
 
 impl TxKey {
     /// The server transaction of a request (§17.2.3): top Via branch, sent-by and method,
@@ -31,36 +39,27 @@ impl TxKey {
 
     fn server_with_method(msg: &Message, method: &Method) -> Option<Self> {
         let via = msg.top_via()?.ok()?;
-        let mut key = String::with_capacity(96);
-        key.push_str("s|");
+        let port = via.port.unwrap_or(via.default_port());
+        let mut key = Fields::new(b's');
         match via.branch().filter(|b| b.starts_with(BRANCH_COOKIE)) {
             Some(branch) => {
-                key.push_str(branch);
-                key.push('|');
-                push_lower(&mut key, via.host);
-                key.push(':');
-                push_num(&mut key, u64::from(via.port.unwrap_or(via.default_port())));
+                key.part(branch.as_bytes());
+                key.lower(via.host.as_bytes());
+                key.port(port);
             }
             None => {
-                key.push_str("2543|");
-                key.push_str(msg.request_uri_str()?);
-                key.push('|');
-                key.push_str(msg.from_tag().unwrap_or(""));
-                key.push('|');
-                key.push_str(msg.call_id()?);
-                key.push('|');
-                push_num(&mut key, u64::from(msg.cseq()?.ok()?.seq));
-                key.push('|');
-                push_lower(&mut key, via.host);
-                key.push(':');
-                push_num(&mut key, u64::from(via.port.unwrap_or(via.default_port())));
-                key.push('|');
-                key.push_str(via.branch().unwrap_or(""));
+                key.part(b"2543");
+                key.part(msg.request_uri_str()?.as_bytes());
+                key.part(msg.from_tag().unwrap_or("").as_bytes());
+                key.part(msg.call_id()?.as_bytes());
+                key.part(&msg.cseq()?.ok()?.seq.to_be_bytes());
+                key.lower(via.host.as_bytes());
+                key.port(port);
+                key.part(via.branch().unwrap_or("").as_bytes());
             }
         }
-        key.push('|');
-        key.push_str(method.as_str());
-        Some(Self(key))
+        key.part(method.as_str().as_bytes());
+        Some(key.finish())
     }
 
     /// The client transaction a response belongs to (§17.1.3): top Via branch and CSeq
@@ -73,29 +72,78 @@ impl TxKey {
             "ACK" => "INVITE",
             m => m,
         };
-        let mut key = String::with_capacity(branch.len() + method.len() + 3);
-        key.push_str("c|");
-        key.push_str(branch);
-        key.push('|');
-        key.push_str(method);
-        Some(Self(key))
+        let mut key = Fields::new(b'c');
+        key.part(branch.as_bytes());
+        key.part(method.as_bytes());
+        Some(key.finish())
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// 64 bits of the key, as good as any other 64: the transaction table's index.
+    pub fn id(&self) -> u64 {
+        self.0 as u64
     }
 }
 
-fn push_num(s: &mut String, n: u64) {
-    s.push_str(itoa::Buffer::new().format(n));
+/// The fields of a key fed to the hash as they are, each followed by a byte no field holds
+/// (0xff is never part of UTF-8 text; numbers are of fixed width), so no two different
+/// lists of fields feed the same bytes. (Gathering them in a buffer for one write was
+/// measured dearer than writing each.)
+struct Fields(SipHasher13);
+
+impl Fields {
+    fn new(side: u8) -> Self {
+        let mut h = hasher();
+        h.write(&[side, SEPARATOR]);
+        Self(h)
+    }
+
+    fn part(&mut self, bytes: &[u8]) {
+        self.0.write(bytes);
+        self.0.write(&[SEPARATOR]);
+    }
+
+    fn port(&mut self, port: u16) {
+        let [hi, lo] = port.to_be_bytes();
+        self.0.write(&[hi, lo, SEPARATOR]);
+    }
+
+    /// A host, compared without case: as it is when it has no upper case (an address),
+    /// else lower-cased through a small buffer.
+    fn lower(&mut self, bytes: &[u8]) {
+        if !bytes.iter().any(u8::is_ascii_uppercase) {
+            return self.part(bytes);
+        }
+        let mut buf = [0u8; 64];
+        for chunk in bytes.chunks(buf.len()) {
+            let lower = &mut buf[..chunk.len()];
+            lower.copy_from_slice(chunk);
+            lower.make_ascii_lowercase();
+            self.0.write(lower);
+        }
+        self.0.write(&[SEPARATOR]);
+    }
+
+    fn finish(self) -> TxKey {
+        TxKey(self.0.finish128().as_u128())
+    }
 }
 
-/// Appends `part` lower-cased (ASCII): one copy, then the case folded in place.
-fn push_lower(s: &mut String, part: &str) {
-    let start = s.len();
-    s.push_str(part);
-    s[start..].make_ascii_lowercase();
+/// The hash, keyed with a secret random per process.
+fn hasher() -> SipHasher13 {
+    static SECRET: OnceLock<[u8; 16]> = OnceLock::new();
+    let secret = SECRET.get_or_init(|| {
+        // std's RandomState is seeded from the operating system's random source.
+        let state = std::collections::hash_map::RandomState::new();
+        let (a, b) = (state.hash_one(1u8), state.hash_one(2u8));
+        let mut k = [0u8; 16];
+        k[..8].copy_from_slice(&a.to_le_bytes());
+        k[8..].copy_from_slice(&b.to_le_bytes());
+        k
+    });
+    SipHasher13::new_with_key(secret)
 }
+
+const SEPARATOR: u8 = 0xff;
 
 #[cfg(test)]
 mod tests {
@@ -119,10 +167,10 @@ mod tests {
             .replace("INVITE sip", "ACK sip")
             .replace("1 INVITE", "1 ACK")
             .replace("To: <sip:b@b>", "To: <sip:b@b>;tag=9");
-        assert_eq!(TxKey::server(&msg(&ack)), Some(invite.clone()));
+        assert_eq!(TxKey::server(&msg(&ack)), Some(invite));
         // sent-by host compares case-insensitively, with the default port filled in.
         let upper = INVITE.replace("PC33.atlanta.com", "pc33.ATLANTA.com:5060");
-        assert_eq!(TxKey::server(&msg(&upper)), Some(invite.clone()));
+        assert_eq!(TxKey::server(&msg(&upper)), Some(invite));
         let other_branch = INVITE.replace("nashds8", "nashds9");
         assert_ne!(TxKey::server(&msg(&other_branch)), Some(invite));
     }
@@ -138,14 +186,46 @@ mod tests {
     }
 
     #[test]
+    fn long_fields_and_upper_case_hosts_match_and_differ_as_short_ones() {
+        let long = |branch: &str, host: &str| {
+            INVITE
+                .replace("z9hG4bKnashds8", branch)
+                .replace("PC33.atlanta.com", host)
+        };
+        let b = format!("z9hG4bK{}", "b".repeat(300));
+        let h = format!("{}.example", "H".repeat(250));
+        let k = TxKey::server(&msg(&long(&b, &h))).unwrap();
+        assert_eq!(TxKey::server(&msg(&long(&b, &h.to_lowercase()))), Some(k));
+        for (b2, h2) in [
+            (format!("{b}c"), h.clone()),
+            (b.clone(), format!("{h}x")),
+            (format!("{b}H"), h[1..].to_owned()),
+        ] {
+            assert_ne!(TxKey::server(&msg(&long(&b2, &h2))), Some(k), "{b2} {h2}");
+        }
+    }
+
+    #[test]
     fn rfc3261_17_2_3_rfc2543_fallback() {
         let old = INVITE.replace("branch=z9hG4bKnashds8", "branch=1");
         let k = TxKey::server(&msg(&old)).unwrap();
-        assert!(k.as_str().contains("2543"));
         let retrans = msg(&old);
-        assert_eq!(TxKey::server(&retrans), Some(k.clone()));
-        let other_call = old.replace("Call-ID: c1", "Call-ID: c2");
-        assert_ne!(TxKey::server(&msg(&other_call)), Some(k));
+        assert_eq!(TxKey::server(&retrans), Some(k));
+        // Each field of the fallback key tells transactions apart; the To tag does not.
+        for (from, to) in [
+            ("Call-ID: c1", "Call-ID: c2"),
+            ("tag=1", "tag=2"),
+            ("1 INVITE", "2 INVITE"),
+            ("sip:bob@b.example", "sip:carol@b.example"),
+            ("PC33.atlanta.com", "PC34.atlanta.com"),
+        ] {
+            assert_ne!(TxKey::server(&msg(&old.replace(from, to))), Some(k), "{to}");
+        }
+        let ack = old
+            .replace("INVITE sip", "ACK sip")
+            .replace("1 INVITE", "1 ACK")
+            .replace("To: <sip:b@b>", "To: <sip:b@b>;tag=9");
+        assert_eq!(TxKey::server(&msg(&ack)), Some(k));
     }
 
     #[test]
