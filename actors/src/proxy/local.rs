@@ -24,6 +24,8 @@ pub struct Local {
     /// SipHash key derived from the node secret: the same across restarts and on every
     /// node of a cluster (DESIGN principle 9).
     key: [u8; 16],
+    /// Seed of the loop-detection hash, from the same secret.
+    loop_seed: usize,
 }
 
 impl Local {
@@ -31,11 +33,14 @@ impl Local {
         let sub = secret.subkey("sip-identity");
         let mut key = [0u8; 16];
         key.copy_from_slice(&sub[..16]);
+        let mut seed = [0u8; 8];
+        seed.copy_from_slice(&sub[16..24]);
         Self {
             listens,
             aliases,
             advertised: Arc::default(),
             key,
+            loop_seed: u64::from_le_bytes(seed) as usize,
         }
     }
 
@@ -97,7 +102,9 @@ impl Local {
     /// Loop detection hash over what decides where a request goes (§16.6 item 8): the
     /// Request-URI, From tag, To tag, Call-ID, CSeq number, Proxy-Require and
     /// Proxy-Authorization. A request that comes back with the same value looped; with a
-    /// different one (a new Request-URI) it spiralled.
+    /// different one (a new Request-URI) it spiralled. A deterministic function of those
+    /// fields, the same on every node (seeded from the secret), not a signature: a fast
+    /// hash (FxHash) rather than SipHash, folded to 32 bits.
     pub fn loop_hash(&self, msg: &Message) -> u32 {
         let seq = msg.cseq().and_then(Result::ok).map_or(0, |c| c.seq);
         let parts: [&[u8]; 7] = [
@@ -113,7 +120,13 @@ impl Local {
                 .unwrap_or_default()
                 .as_bytes(),
         ];
-        self.hash(&parts) as u32
+        let mut h = rustc_hash::FxHasher::with_seed(self.loop_seed);
+        for p in parts {
+            h.write(p);
+            h.write_u8(0xff); // no field holds it: fields cannot shift into each other
+        }
+        let v = h.finish();
+        (v ^ (v >> 32)) as u32
     }
 
     /// The signature a Record-Route entry carries (`;lm=`): Limes routes an in-dialog
@@ -305,6 +318,38 @@ mod tests {
         );
         assert_eq!(sig.as_str().len(), 8);
         assert!(sig.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+
+    #[test]
+    fn rfc3261_16_6_8_loop_hash_follows_the_fields_and_is_the_same_on_every_node() {
+        let parse = |s: &str| {
+            Message::parse(
+                bytes::Bytes::from(s.replace('\n', "\r\n")),
+                &limes_sip::Limits::default(),
+            )
+            .unwrap()
+        };
+        let req = "INVITE sip:bob@b.example SIP/2.0\nVia: SIP/2.0/UDP a.example;branch=z9hG4bK1\nFrom: <sip:a@a>;tag=1\nTo: <sip:b@b>\nCall-ID: c1\nCSeq: 1 INVITE\nContent-Length: 0\n\n";
+        let node =
+            |secret: &str| Local::new(Vec::new(), Vec::new(), &NodeSecret::from_text(secret));
+        let (a, b, other) = (node("cluster"), node("cluster"), node("another"));
+        let h = a.loop_hash(&parse(req));
+        assert_eq!(b.loop_hash(&parse(req)), h, "same secret, same hash");
+        assert_ne!(other.loop_hash(&parse(req)), h, "seeded by the secret");
+        // A new Via (a hop further) keeps it: the request looped.
+        let hop = req.replace("Via: ", "Via: SIP/2.0/UDP p.example;branch=z9hG4bK2\nVia: ");
+        assert_eq!(a.loop_hash(&parse(&hop)), h);
+        // What decides where it goes changes it: the request spiralled.
+        for (from, to) in [
+            ("sip:bob@b.example", "sip:carol@b.example"),
+            ("tag=1", "tag=2"),
+            ("To: <sip:b@b>", "To: <sip:b@b>;tag=9"),
+            ("Call-ID: c1", "Call-ID: c2"),
+            ("1 INVITE\n", "2 INVITE\n"),
+            ("Content-Length", "Proxy-Require: foo\nContent-Length"),
+        ] {
+            assert_ne!(a.loop_hash(&parse(&req.replace(from, to))), h, "{to}");
+        }
     }
 
     #[test]
