@@ -230,14 +230,37 @@ pub fn parse_branch(branch: &str) -> Option<(u64, usize)> {
     if dots.get(8) != Some(&b'.') || dots.get(25) != Some(&b'.') {
         return None;
     }
-    let id = u64::from_str_radix(rest.get(9..25)?, 16).ok()?;
-    let index = rest.get(26..)?.parse().ok()?;
+    let id = from_hex(dots.get(9..25)?)?;
+    let digits = dots.get(26..)?;
+    if digits.is_empty() || digits.len() > 9 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    let index = digits
+        .iter()
+        .fold(0usize, |n, d| n * 10 + usize::from(d - b'0'));
     Some((id, index))
 }
 
 fn parse_loop_hash(branch: &str) -> Option<u32> {
-    let hex = branch.strip_prefix(BRANCH_PREFIX)?.get(..8)?;
-    u32::from_str_radix(hex, 16).ok()
+    let hex = branch.strip_prefix(BRANCH_PREFIX)?.as_bytes().get(..8)?;
+    from_hex(hex).map(|h| h as u32)
+}
+
+/// Up to 16 hex digits (either case, nothing else: no sign) as a number; read for every
+/// response and in-dialog request, so without the standard parser's generality.
+fn from_hex(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 16 {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, &d| {
+        let v = match d {
+            b'0'..=b'9' => d - b'0',
+            b'a'..=b'f' => d - b'a' + 10,
+            b'A'..=b'F' => d - b'A' + 10,
+            _ => return None,
+        };
+        Some(n << 4 | u64::from(v))
+    })
 }
 
 /// Where a response goes by its second Via, when no transaction holds it (a 2xx

@@ -244,6 +244,11 @@ fn branches_round_trip() {
     assert_eq!(b, "z9hG4bKlmdeadbeef.0123456789abcdef.3");
     assert_eq!(parse_branch(&b), Some((0x0123_4567_89ab_cdef, 3)));
     assert_eq!(parse_branch("z9hG4bKother"), None);
+    // Hex digits of either case, as the standard parser read them.
+    assert_eq!(
+        parse_branch("z9hG4bKlmDEADBEEF.0123456789ABCDEF.12"),
+        Some((0x0123_4567_89ab_cdef, 12))
+    );
     assert_eq!(parse_branch("z9hG4bKlmzz.zz.1"), None);
     assert_eq!(parse_branch(&branch(0, 0, 0)), Some((0, 0)));
     assert_eq!(
@@ -255,6 +260,10 @@ fn branches_round_trip() {
         "z9hG4bKlmdeadbeef.0123456789abcdef",
         "z9hG4bKlmdeadbeef.0123456789abcdé.3",
         "z9hG4bKlmdeadbeef-0123456789abcdef.3",
+        "z9hG4bKlmdeadbeef.+123456789abcdef.3",
+        "z9hG4bKlmdeadbeef.0123456789abcdef.+3",
+        "z9hG4bKlmdeadbeef.0123456789abcdef.",
+        "z9hG4bKlmdeadbeef.0123456789abcdef.1234567890",
     ] {
         assert_eq!(parse_branch(bad), None, "{bad}");
     }
