@@ -475,8 +475,6 @@ impl Trunk {
         format!("{}{stripped}", d.prefix)
     }
 
-    /// The Request-URI for a call to `user` (of a Request-URI whose host and port were
-    /// `received_host`) through `dest`; `None` when it stays as received.
     /// The Request-URI of a call to `dest`, when the trunk changes the received one (its
     /// number normalised, its host rewritten); `None`: it goes as received.
     /// `received` is the received Request-URI's host and port.

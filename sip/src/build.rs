@@ -647,8 +647,6 @@ fn split_values(line: &str) -> Vec<&str> {
     values
 }
 
-/// The Via value with `received` set when the source differs from sent-by (§18.2.1) and
-/// `rport` filled when present (RFC 3581 §4).
 /// A top Via without `received`, as it came (§18.2.1: `received` added when the sent-by
 /// is not the source; RFC 3581: an `rport` flag filled with the source port in place, and
 /// `received` then always added). Falls back to [`write_via_with_source`] when the flag
@@ -692,6 +690,8 @@ fn put_received(out: &mut BytesMut, ip: IpAddr) {
     put_ip(out, ip);
 }
 
+/// The Via value with `received` set when the source differs from sent-by (§18.2.1) and
+/// `rport` filled when present (RFC 3581 §4).
 fn write_via_with_source(out: &mut BytesMut, via: &Via<'_>, source: Source) {
     put_all(
         out,

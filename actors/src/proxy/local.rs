@@ -304,10 +304,7 @@ mod tests {
         let addr: SocketAddr = "192.0.2.1:5060".parse().unwrap();
         assert_eq!(
             via(Transport::Udp, addr, (0xa, 0xb, 2), true),
-            format!(
-                "SIP/2.0/UDP 192.0.2.1:5060;branch={};rport",
-                route::branch(0xa, 0xb, 2)
-            )
+            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKlm0000000a.000000000000000b.2;rport"
         );
         let l = Local::new(Vec::new(), Vec::new(), &NodeSecret::from_text("test"));
         let rr = l.record_route(addr, Transport::Tcp, "c1", None);

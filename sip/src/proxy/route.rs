@@ -191,18 +191,11 @@ pub fn is_loop(msg: &Message, id: &impl Identity) -> bool {
     ours.any(|(b, _, _)| parse_loop_hash(b) == Some(hash))
 }
 
-/// The branch of a forwarded request: prefix, loop hash, context id, branch index.
-pub fn branch(loop_hash: u32, id: u64, index: usize) -> String {
-    let mut b = String::with_capacity(BRANCH_LEN);
-    push_branch(&mut b, loop_hash, id, index);
-    b
-}
-
-/// The longest branch [`branch`] writes with an index below 1,000.
+/// The longest branch [`push_branch`] writes with an index below 1,000.
 pub const BRANCH_LEN: usize = BRANCH_PREFIX.len() + 8 + 1 + 16 + 1 + 3;
 
-/// [`branch`] written at the end of `out` (a Via is built without a string of its own
-/// for the branch).
+/// The branch of a forwarded request (prefix, loop hash, context id, branch index),
+/// written at the end of `out`: a Via is built without a string of its own for it.
 pub fn push_branch(out: &mut String, loop_hash: u32, id: u64, index: usize) {
     // The hex digits are written into a fixed array and appended at once.
     let mut hex = [b'.'; 8 + 1 + 16 + 1];
@@ -222,7 +215,7 @@ fn put_hex(out: &mut [u8], mut n: u64) {
 }
 
 /// The context id and branch index out of one of this node's branches.
-/// The format is fixed ([`branch`]: 8 hex digits, a dot, 16 hex digits, a dot, the
+/// The format is fixed ([`push_branch`]: 8 hex digits, a dot, 16 hex digits, a dot, the
 /// index), so the parts are read at their places.
 pub fn parse_branch(branch: &str) -> Option<(u64, usize)> {
     let rest = branch.strip_prefix(BRANCH_PREFIX)?;

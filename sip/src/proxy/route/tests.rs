@@ -9,6 +9,12 @@ use bytes::Bytes;
 use super::*;
 use crate::Limits;
 
+fn branch(loop_hash: u32, id: u64, index: usize) -> String {
+    let mut b = String::new();
+    push_branch(&mut b, loop_hash, id, index);
+    b
+}
+
 struct Node;
 
 impl Identity for Node {
