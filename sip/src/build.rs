@@ -652,7 +652,7 @@ fn split_values(line: &str) -> Vec<&str> {
 /// `received` then always added). Falls back to [`write_via_with_source`] when the flag
 /// cannot be placed in `first`, or when rport already has a value.
 fn write_via_as_received(out: &mut BytesMut, first: &str, via: &Via<'_>, source: Source) {
-    let flag = via.rport_name.and_then(|name| split_after(first, name));
+    let flag = via.rport.and_then(|(name, _)| split_after(first, name));
     match (via.rport, flag) {
         (None, _) => {
             out.put_slice(first.as_bytes());
@@ -660,7 +660,7 @@ fn write_via_as_received(out: &mut BytesMut, first: &str, via: &Via<'_>, source:
                 put_received(out, source.ip);
             }
         }
-        (Some(None), Some((before, after))) => {
+        (Some((_, None)), Some((before, after))) => {
             let mut num = itoa::Buffer::new();
             put_all(
                 out,

@@ -113,8 +113,7 @@ struct ViaAt {
     port: Option<u16>,
     params: Span,
     branch: Option<Span>,
-    rport: Option<Option<Span>>,
-    rport_name: Option<Span>,
+    rport: Option<(Span, Option<Span>)>,
     params_checked: Result<(), &'static str>,
     has_received: bool,
 }
@@ -416,8 +415,9 @@ impl Message {
                     port: v.port,
                     params: self.span_of(v.params.as_str()),
                     branch: v.branch.map(|b| self.span_of(b)),
-                    rport: v.rport.map(|r| r.map(|p| self.span_of(p))),
-                    rport_name: v.rport_name.map(|n| self.span_of(n)),
+                    rport: v
+                        .rport
+                        .map(|(n, p)| (self.span_of(n), p.map(|p| self.span_of(p)))),
                     params_checked: v.params_checked,
                     has_received: v.has_received,
                 })
@@ -432,8 +432,9 @@ impl Message {
                 port: v.port,
                 params: Params::new(self.text(v.params)),
                 branch: v.branch.map(|b| self.text(b)),
-                rport: v.rport.map(|r| r.map(|p| self.text(p))),
-                rport_name: v.rport_name.map(|n| self.text(n)),
+                rport: v
+                    .rport
+                    .map(|(n, p)| (self.text(n), p.map(|p| self.text(p)))),
                 params_checked: v.params_checked,
                 has_received: v.has_received,
             })

@@ -56,21 +56,12 @@ impl<'a> Params<'a> {
     /// Checks the grammar: every parameter has a token name, and a value (when present) is
     /// a token-ish run or a closed quoted string. Empty parameters (`;;`) are an error.
     pub fn validate(&self) -> Result<(), &'static str> {
-        self.validate_and_get([]).0
+        self.validate_and_find([]).0
     }
 
     /// [`Params::validate`] and [`Params::get`] of each of `names` in one pass (a Via's
-    /// branch and rport are found while its grammar is checked).
-    pub(crate) fn validate_and_get<const N: usize>(
-        &self,
-        names: [&str; N],
-    ) -> (Result<(), &'static str>, [Option<Option<&'a str>>; N]) {
-        let (result, found) = self.validate_and_find(names);
-        (result, found.map(|f| f.map(|(_, value)| value)))
-    }
-
-    /// [`Params::validate_and_get`] with each parameter's name as written (its place in
-    /// the text, for an edit in place).
+    /// branch, rport and received are found while its grammar is checked), each found
+    /// with its name as written (its place in the text, for an edit in place).
     pub(crate) fn validate_and_find<const N: usize>(
         &self,
         names: [&str; N],
@@ -249,7 +240,8 @@ mod tests {
             for name in ["a", "b", "ab", "A", "l"] {
                 let by_iter = get_by_parts(&raw, name);
                 proptest::prop_assert_eq!(p.get(name), by_iter, "{}", name);
-                proptest::prop_assert_eq!(p.validate_and_get([name]), (p.validate(), [by_iter]));
+                let (checked, [found]) = p.validate_and_find([name]);
+                proptest::prop_assert_eq!((checked, [found.map(|(_, v)| v)]), (p.validate(), [by_iter]));
             }
         }
     }

@@ -2,7 +2,7 @@
 
 use std::net::IpAddr;
 
-use crate::params::Params;
+use crate::params::{Found, Params};
 use crate::text::{is_token_byte, is_ws, trim};
 use crate::uri::{host_ip, split_host_port, UriError};
 
@@ -25,10 +25,9 @@ pub struct Via<'a> {
     /// The branch parameter, found once when the value is parsed: transaction matching,
     /// loop detection and response routing each read it.
     pub(crate) branch: Option<&'a str>,
-    /// The rport parameter as written, found in the same pass: `Some(None)` for the flag.
-    pub(crate) rport: Option<Option<&'a str>>,
-    /// The name of the rport parameter as written (where a forwarded copy fills it in).
-    pub(crate) rport_name: Option<&'a str>,
+    /// The rport parameter, found in the same pass: its name as written (where a
+    /// forwarded copy fills it in) and its value, `None` for the flag.
+    pub(crate) rport: Option<Found<'a>>,
     /// The parameters' grammar, checked in the same pass.
     pub(crate) params_checked: Result<(), &'static str>,
     /// A `received` parameter is present (found in the same pass): without it and
@@ -96,8 +95,7 @@ impl<'a> Via<'a> {
             host,
             port,
             branch: branch.and_then(|(_, value)| value),
-            rport: rport.map(|(_, value)| value),
-            rport_name: rport.map(|(name, _)| name),
+            rport,
             params_checked,
             has_received: received.is_some(),
             params,
@@ -126,7 +124,7 @@ impl<'a> Via<'a> {
 
     /// `None`: no rport; `Some(None)`: rport asked for (RFC 3581 §3); `Some(Some(p))`: filled.
     pub fn rport(&self) -> Option<Option<u16>> {
-        self.rport.map(|v| v.and_then(crate::uri::parse_port))
+        self.rport.map(|(_, v)| v.and_then(crate::uri::parse_port))
     }
 
     pub fn maddr(&self) -> Option<&'a str> {

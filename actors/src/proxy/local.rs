@@ -134,9 +134,7 @@ impl Local {
     pub fn route_signature(&self, call_id: &str, flow: &str) -> Signature {
         let h = self.hash(&[b"rr", call_id.as_bytes(), flow.as_bytes()]) as u32;
         let mut sig = [0u8; 8];
-        for (i, digit) in sig.iter_mut().enumerate() {
-            *digit = b"0123456789abcdef"[((h >> (28 - 4 * i)) & 15) as usize];
-        }
+        route::put_hex(&mut sig, u64::from(h));
         Signature(sig)
     }
 

@@ -206,8 +206,9 @@ pub fn push_branch(out: &mut String, loop_hash: u32, id: u64, index: usize) {
     out.push_str(itoa::Buffer::new().format(index));
 }
 
-/// `n`'s lowest hex digits, as many as `out` holds, most significant first.
-fn put_hex(out: &mut [u8], mut n: u64) {
+/// `n`'s lowest hex digits, as many as `out` holds, most significant first (branches
+/// here, Record-Route signatures in the node).
+pub fn put_hex(out: &mut [u8], mut n: u64) {
     for d in out.iter_mut().rev() {
         *d = b"0123456789abcdef"[(n & 15) as usize];
         n >>= 4;
