@@ -74,7 +74,10 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-type EntryMap = HashMap<u64, Entry, std::hash::BuildHasherDefault<IdHasher>>;
+/// Entries boxed: a context is some 700 bytes and lives 32 s after its answer (Timer J or
+/// M); inline, every empty slot of a table that grows by doubling would be as large, and
+/// each growth would move them all under the shard's lock.
+type EntryMap = HashMap<u64, Box<Entry>, std::hash::BuildHasherDefault<IdHasher>>;
 
 #[derive(Default)]
 struct Shard {
@@ -865,7 +868,7 @@ impl Proxy {
                         let elapsed = now.saturating_duration_since(w.started);
                         let _ = w.done.try_send(own::Outcome {
                             status,
-                            response,
+                            response: response.map(|r| *r),
                             elapsed,
                         });
                     }
@@ -1201,7 +1204,7 @@ impl Proxy {
                 }
             }
             std::collections::hash_map::Entry::Vacant(v) => {
-                let e = v.insert(entry);
+                let e = v.insert(Box::new(entry));
                 bump(&self.stats.created);
                 self.active.fetch_add(1, Ordering::Relaxed);
                 self.drive(e, now, &mut sends);

@@ -60,10 +60,11 @@ pub enum Event {
     /// The final response chosen for upstream (received requests only; once).
     Final { status: u16 },
     /// A request this node originated is complete: its final response (for the best
-    /// failure, the one chosen as §16.7 chooses), or none (`status` 408 or 503).
+    /// failure, the one chosen as §16.7 chooses), or none (`status` 408 or 503). Boxed:
+    /// the rare event would make every queued event the size of a message.
     Completed {
         status: u16,
-        response: Option<Message>,
+        response: Option<Box<Message>>,
     },
     /// A retransmission sent by a timer (A, E or G).
     RetransmissionSent,
@@ -149,8 +150,8 @@ struct Branch<D> {
     final_status: Option<u16>,
     /// Timer C (§16.6 step 11): INVITE branches only.
     timer_c: Option<Instant>,
-    /// The CANCEL sent for this branch (§16.10).
-    cancel: Option<ClientNonInviteTx>,
+    /// The CANCEL sent for this branch (§16.10); boxed, as most branches never send one.
+    cancel: Option<Box<ClientNonInviteTx>>,
     /// A CANCEL is owed but waits for the first provisional response (§9.1).
     cancel_pending: bool,
     /// The WWW-Authenticate / Proxy-Authenticate values of its 401 or 407 (§16.7 step 7).
@@ -174,7 +175,8 @@ pub struct Context<D> {
     kind: Kind,
     upstream: Upstream<D>,
     branches: Vec<Branch<D>>,
-    best: Option<Best>,
+    /// Boxed: only failures set it, and a context is kept for 32 s after its answer.
+    best: Option<Box<Best>>,
     /// A final response went upstream (or, for the node's own, was reported).
     answered: bool,
     /// More branches may follow when every branch has failed.
@@ -334,6 +336,9 @@ impl<D: Copy> Context<D> {
             ClientTx::NonInvite(ClientNonInviteTx::start(now, request, reliable, c))
         };
         let i = self.branches.len();
+        // Most contexts have one branch for their whole life (a 32 s Timer J or M after
+        // the answer): room for exactly one, not the four a first push would make.
+        self.branches.reserve_exact(1);
         self.branches.push(Branch {
             tx,
             dest,
@@ -572,7 +577,7 @@ impl<D: Copy> Context<D> {
                     self.answered = true;
                     self.events.push_back(Event::Completed {
                         status,
-                        response: Some(msg.clone()),
+                        response: Some(Box::new(msg.clone())),
                     });
                 }
             } else if self.answered {
@@ -633,11 +638,11 @@ impl<D: Copy> Context<D> {
             .as_ref()
             .is_none_or(|b| select::rank(status) < select::rank(b.status))
         {
-            self.best = Some(Best {
+            self.best = Some(Box::new(Best {
                 branch,
                 status,
                 response: response.cloned(),
-            });
+            }));
         }
     }
 
@@ -667,11 +672,14 @@ impl<D: Copy> Context<D> {
         if self.answered {
             return;
         }
-        let best = self.best.take();
+        let best = self.best.take().map(|b| *b);
         if matches!(self.upstream, Upstream::Node) {
             self.answered = true;
             let (status, response) = best.map_or((status, None), |b| (b.status, b.response));
-            self.events.push_back(Event::Completed { status, response });
+            self.events.push_back(Event::Completed {
+                status,
+                response: response.map(Box::new),
+            });
             return;
         }
         let (bytes, status, local) = match best {
@@ -782,12 +790,12 @@ impl<D: Copy> Context<D> {
         };
         let reliable = t.is_reliable();
         let Some(req) = t.request() else { return };
-        b.cancel = Some(ClientNonInviteTx::start(
+        b.cancel = Some(Box::new(ClientNonInviteTx::start(
             now,
             cancel_for(req),
             reliable,
             timers,
-        ));
+        )));
         // After a CANCEL the INVITE gets 64*T1 more to end (§9.1), then it is abandoned.
         b.timer_c = Some(now + timers.t1x64());
         self.drain_branch(i);
@@ -859,11 +867,27 @@ impl<D: Copy> Context<D> {
     }
 
     pub fn poll_transmit(&mut self) -> Option<Transmit<D>> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() && self.answered {
+            release(&mut self.transmits);
+        }
+        t
     }
 
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() && self.answered {
+            release(&mut self.events);
+        }
+        e
+    }
+
+    /// Bytes of the buffers the context itself holds: its branches and its queues.
+    #[cfg(test)]
+    pub(crate) fn buffer_bytes(&self) -> usize {
+        self.branches.capacity() * std::mem::size_of::<Branch<D>>()
+            + self.transmits.capacity() * std::mem::size_of::<Transmit<D>>()
+            + self.events.capacity() * std::mem::size_of::<Event>()
     }
 
     /// The earliest time anything in this context must run.
@@ -942,4 +966,12 @@ pub fn local_tag(id: u64) -> String {
         ));
     }
     tag
+}
+
+/// Frees a drained queue's buffer: once the final response is out a context mostly waits
+/// for its timers (Timer J or M: 32 s over UDP), and the buffer would wait with it.
+fn release<T>(queue: &mut VecDeque<T>) {
+    if queue.capacity() != 0 {
+        *queue = VecDeque::new();
+    }
 }

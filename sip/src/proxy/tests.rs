@@ -276,6 +276,25 @@ fn rfc3261_16_7_step_5_and_10_a_2xx_goes_up_at_once_and_cancels_the_others() {
     assert_eq!(out.events, events(&["failed 2 487"]));
 }
 
+/// An answered context waits 32 s for Timer J or M (UDP) and holds what it holds all that
+/// time: a thousand calls a second keep 32,000 of them. Room for four branches and queue
+/// buffers kept after draining made each hold some 5 KB it no longer used.
+#[test]
+fn an_answered_context_keeps_one_branch_and_no_queue_buffers() {
+    let mut sim = Sim::invite(1);
+    sim.resp(0, 180);
+    let out = sim.resp(0, 200);
+    assert_eq!(out.sent, sent(&[(0, "200")]));
+    // One branch (some 450 bytes), no room for more, no queue buffer.
+    assert!(
+        sim.ctx.buffer_bytes() <= 512,
+        "{} bytes",
+        sim.ctx.buffer_bytes()
+    );
+    assert!(std::mem::size_of::<Event>() <= 16);
+    assert!(std::mem::size_of::<Context<u8>>() <= 800);
+}
+
 #[test]
 fn rfc3261_16_7_step_6_the_best_failure_goes_up_when_every_branch_has_failed() {
     // (branch statuses in arrival order, status sent upstream)

@@ -57,10 +57,11 @@ pub struct ClientInviteTx {
 
 /// The INVITE as the transaction holds it: parsed, or the bytes a proxy just built,
 /// parsed only if a CANCEL or an ACK for a failure must be derived from it (most calls
-/// never need that).
+/// never need that). Boxed when parsed: held for the transaction's life, the inline
+/// message would make every INVITE branch that much larger.
 #[derive(Debug)]
 enum Held {
-    Parsed(Message),
+    Parsed(Box<Message>),
     Built(Bytes),
 }
 
@@ -75,7 +76,8 @@ impl Held {
     fn parsed(&mut self) -> Option<&Message> {
         if let Held::Built(b) = self {
             // Built by this node's own builders: the default bounds hold it.
-            *self = Held::Parsed(Message::parse(b.clone(), &crate::Limits::default()).ok()?);
+            let m = Message::parse(b.clone(), &crate::Limits::default()).ok()?;
+            *self = Held::Parsed(Box::new(m));
         }
         match self {
             Held::Parsed(m) => Some(m),
@@ -89,7 +91,7 @@ driven!(ClientInviteTx);
 impl ClientInviteTx {
     /// §17.1.1.2: send the INVITE, start Timer A (unreliable transport) and Timer B.
     pub fn start(now: Instant, request: Message, reliable: bool, config: TimerConfig) -> Self {
-        Self::start_held(now, Held::Parsed(request), reliable, config)
+        Self::start_held(now, Held::Parsed(Box::new(request)), reliable, config)
     }
 
     /// [`ClientInviteTx::start`] for an INVITE this node has just built (a proxy's
