@@ -108,6 +108,7 @@ pub struct Metrics {
     pub originated_outcomes: Family<OutcomeLabels, Counter>,
     pub udp_receive_calls: Counter,
     pub udp_datagrams: Counter,
+    pub udp_standby_calls: Counter,
     /// The hot path's series, resolved once: an increment is one atomic add, with no lock
     /// and no hash; every one of them is exported from the start, at zero.
     hot: Hot,
@@ -285,6 +286,7 @@ impl Metrics {
             originated_outcomes,
             udp_receive_calls: Counter::default(),
             udp_datagrams: Counter::default(),
+            udp_standby_calls: Counter::default(),
             hot,
         };
         let r = registry.sub_registry_with_prefix("limes");
@@ -345,6 +347,11 @@ impl Metrics {
             m.udp_datagrams.clone(),
         );
         r.register(
+            "udp_standby_calls",
+            "Times a standby UDP worker was called to help the receiving one (a full batch waiting, or one batch taking a whole timer tick)",
+            m.udp_standby_calls.clone(),
+        );
+        r.register(
             "sip_originated_requests",
             "Requests this node sent of its own (pings, BYEs, registrations), by method",
             m.originated.clone(),
@@ -389,6 +396,10 @@ impl Metrics {
     pub fn udp_received(&self, datagrams: usize) {
         self.udp_receive_calls.inc();
         self.udp_datagrams.inc_by(datagrams as u64);
+    }
+
+    pub fn udp_standby_called(&self) {
+        self.udp_standby_calls.inc();
     }
 
     pub fn response_received(&self, status: u16) {

@@ -208,14 +208,17 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
 
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
+    let mut crews = Vec::new();
     for s in &udp_sockets {
-        threads.extend(udp::spawn_workers(
+        let (workers, crew) = udp::spawn_workers(
             s,
             cfg.transport.udp_workers,
             inbound.clone(),
             proxy.metrics_handle(),
             stop.clone(),
-        )?);
+        )?;
+        threads.extend(workers);
+        crews.push(crew);
     }
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     for l in tcp_listeners {
@@ -228,6 +231,7 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     }
     threads.push(spawn_timer_thread(
         proxy.clone(),
+        crews,
         stop.clone(),
         cfg.flood.evict_every,
     )?);
@@ -334,21 +338,27 @@ pub async fn run(cfg: Resolved, source: ReloadSource) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fires transaction timers every 10 ms and housekeeping on its own period.
+/// Fires transaction timers every 10 ms and housekeeping on its own period, and watches
+/// that each UDP socket's receiving worker moves on ([`udp::Crew::watch`]).
 fn spawn_timer_thread(
     proxy: Arc<Proxy>,
+    crews: Vec<Arc<udp::Crew>>,
     stop: Arc<AtomicBool>,
     housekeeping: Duration,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("timers".into())
         .spawn(move || {
+            let metrics = proxy.metrics_handle();
             let tick = Duration::from_millis(10);
             let mut last_housekeeping = Instant::now();
             while !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(tick);
                 let now = Instant::now();
                 proxy.run_timers(now);
+                for crew in &crews {
+                    crew.watch(&metrics);
+                }
                 if now.duration_since(last_housekeeping) >= housekeeping {
                     proxy.housekeeping();
                     last_housekeeping = now;
