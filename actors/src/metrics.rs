@@ -348,7 +348,7 @@ impl Metrics {
         );
         r.register(
             "udp_standby_calls",
-            "Times a standby UDP worker was called to help the receiving one (a full batch waiting, or one batch taking a whole timer tick)",
+            "Times a standby UDP worker was called to help the receiving one (full batches kept waiting, or one batch took a whole timer tick)",
             m.udp_standby_calls.clone(),
         );
         r.register(

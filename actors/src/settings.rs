@@ -144,7 +144,8 @@ impl Default for FloodSettings {
 /// Transport sizing.
 #[derive(Debug, Clone)]
 pub struct TransportSettings {
-    /// Threads receiving UDP (each handles what it receives, start to end).
+    /// Threads on each UDP socket (each handles what it receives, start to end): one
+    /// receives, the rest stand by until it cannot keep up (`udp::Crew`).
     pub udp_workers: usize,
     /// Kernel receive and send buffer of each UDP socket.
     pub udp_buffer: usize,
