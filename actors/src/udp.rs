@@ -402,6 +402,14 @@ mod tests {
         }
     }
 
+    /// A node whose receiving worker is held on the datagram `hold`.
+    fn held(workers: usize) -> Setup {
+        let s = setup(workers);
+        s.send(b"hold");
+        s.holding.recv_timeout(Duration::from_secs(5)).unwrap();
+        s
+    }
+
     impl Setup {
         fn send(&self, data: &[u8]) {
             self.peer.send_to(data, self.to).unwrap();
@@ -442,9 +450,7 @@ mod tests {
 
     #[test]
     fn a_backlog_of_full_batches_calls_a_standby_worker() {
-        let s = setup(2);
-        s.send(b"hold");
-        s.holding.recv_timeout(Duration::from_secs(5)).unwrap();
+        let s = held(2);
         // Queued while the receiving worker is held: more full batches than CALL_AFTER.
         let queued = (CALL_AFTER as usize + 2) * BATCH;
         for i in 0..queued {
@@ -460,9 +466,7 @@ mod tests {
 
     #[test]
     fn a_receiving_worker_stuck_on_one_batch_for_a_tick_is_relieved_by_a_standby() {
-        let s = setup(2);
-        s.send(b"hold");
-        s.holding.recv_timeout(Duration::from_secs(5)).unwrap();
+        let s = held(2);
         s.send(b"after");
         // Two ticks on the same batch: the second calls the standby.
         s.crew.watch(&s.metrics);
@@ -477,9 +481,7 @@ mod tests {
 
     #[test]
     fn a_single_worker_is_never_helped_and_stops() {
-        let s = setup(1);
-        s.send(b"hold");
-        s.holding.recv_timeout(Duration::from_secs(5)).unwrap();
+        let s = held(1);
         s.crew.watch(&s.metrics);
         s.crew.watch(&s.metrics);
         assert_eq!(s.metrics.udp_standby_calls.get(), 0);
