@@ -427,8 +427,10 @@ fn principle_8_a_burst_is_received_in_batches() {
     sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     let me = sock.local_addr().unwrap().port();
     const BURST: u32 = 3000;
+    const SENT_2XX: &str = "limes_sip_responses_sent_total{class=\"2xx\"}";
     let before = node.metric("limes_udp_datagrams_received_total");
     let calls_before = node.metric("limes_udp_receive_calls_total");
+    let sent_before = node.metric(SENT_2XX);
     let reader = sock.try_clone().unwrap();
     let answers = std::thread::spawn(move || {
         let mut buf = vec![0u8; 4096];
@@ -447,10 +449,14 @@ fn principle_8_a_burst_is_received_in_batches() {
     let answered = answers.join().unwrap();
     let datagrams = node.metric("limes_udp_datagrams_received_total") - before;
     let calls = node.metric("limes_udp_receive_calls_total") - calls_before;
-    assert_eq!(
-        f64::from(answered),
-        datagrams,
-        "every datagram received is answered"
+    let sent = node.metric(SENT_2XX) - sent_before;
+    assert_eq!(sent, datagrams, "every datagram received is answered");
+    // The test's own socket drops what comes faster than its reader takes it (the kernel
+    // counts those in RcvbufErrors; a node answering 3,000 at once overflows it): what it
+    // got is at most what the node sent.
+    assert!(
+        answered > 0 && f64::from(answered) <= sent,
+        "{answered} of {sent}"
     );
     assert!(
         datagrams > f64::from(BURST) * 0.9,
