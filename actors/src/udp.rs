@@ -60,7 +60,7 @@ pub const BATCH: usize = 4;
 const CALL_AFTER: u32 = 4;
 
 /// The workers of one socket. One of them receives, blocking; the others stand by, parked,
-/// and are called when receives keep finding full batches waiting ([`CALL_AFTER`] in a
+/// and are called when receives keep finding full batches waiting (`CALL_AFTER` in a
 /// row) or when the receiving worker has been on one batch for a whole timer tick
 /// ([`Crew::watch`]). A called worker receives without blocking until the socket is
 /// empty, then parks again.
