@@ -209,7 +209,10 @@ impl Worker {
     /// The receiving worker: blocks (up to the socket's read timeout) for the first
     /// datagram, then takes what is already waiting.
     fn receive(self) {
-        let Some(mut b) = Buffers::new() else { return };
+        let Some(mut b) = Buffers::new() else {
+            self.crew.stop();
+            return;
+        };
         let (mut batches, mut full) = (0u64, 0);
         while !self.stop.load(Ordering::Relaxed) {
             if !self.take(&mut b, MsgFlags::MSG_WAITFORONE, &mut full) {
@@ -228,8 +231,8 @@ impl Worker {
     /// socket is empty.
     fn stand_by(self) {
         let Some(mut b) = Buffers::new() else { return };
-        let mut full = 0;
         while self.crew.park(&self.stop) {
+            let mut full = 0;
             while self.take(&mut b, MsgFlags::MSG_DONTWAIT, &mut full) {
                 self.handle(&b);
             }
