@@ -1294,7 +1294,7 @@ fn reply_dest(msg: &Message, flow: &Flow) -> Dest {
     }
     let port = match msg.top_via().and_then(Result::ok) {
         Some(v) if v.rport().is_some() => flow.remote.port(),
-        Some(v) => v.port.unwrap_or(5060),
+        Some(v) => v.port().unwrap_or(5060),
         None => flow.remote.port(),
     };
     // Responses leave from the socket the request came in on.

@@ -392,6 +392,15 @@ mod tests {
             stop.clone(),
         )
         .unwrap();
+        // The standbys park before the test starts: a call made while none is parked
+        // yet finds no one to wake.
+        for _ in 0..5000 {
+            if crew.standby.lock().parked == workers - 1 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(crew.standby.lock().parked, workers - 1, "standbys parked");
         Setup {
             crew,
             metrics,

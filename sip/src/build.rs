@@ -563,7 +563,7 @@ impl<'m> Forward<'m> {
         out.put_slice(b"Via: ");
         // The first value of the first Via line is the message's top Via, parsed once.
         match msg.top_via() {
-            Some(Ok(via)) if !via.has_received => {
+            Some(Ok(via)) if !via.has_received() => {
                 write_via_as_received(out, crate::text::trim(first), &via, source)
             }
             Some(Ok(via)) => write_via_with_source(out, &via, source),
@@ -652,11 +652,12 @@ fn split_values(line: &str) -> Vec<&str> {
 /// `received` then always added). Falls back to [`write_via_with_source`] when the flag
 /// cannot be placed in `first`, or when rport already has a value.
 fn write_via_as_received(out: &mut BytesMut, first: &str, via: &Via<'_>, source: Source) {
-    let flag = via.rport.and_then(|(name, _)| split_after(first, name));
-    match (via.rport, flag) {
+    let rport = via.rport_found();
+    let flag = rport.and_then(|(name, _)| split_after(first, name));
+    match (rport, flag) {
         (None, _) => {
             out.put_slice(first.as_bytes());
-            if crate::uri::host_ip(via.host) != Some(source.ip) {
+            if crate::uri::host_ip(via.host()) != Some(source.ip) {
                 put_received(out, source.ip);
             }
         }
@@ -696,22 +697,22 @@ fn write_via_with_source(out: &mut BytesMut, via: &Via<'_>, source: Source) {
     put_all(
         out,
         &[
-            via.protocol.as_bytes(),
+            via.protocol().as_bytes(),
             b"/",
-            via.version.as_bytes(),
+            via.version().as_bytes(),
             b"/",
-            via.transport.as_bytes(),
+            via.transport().as_bytes(),
             b" ",
-            via.host.as_bytes(),
+            via.host().as_bytes(),
         ],
     );
     let mut num = itoa::Buffer::new();
-    if let Some(p) = via.port {
+    if let Some(p) = via.port() {
         put_all(out, &[b":", num.format(p).as_bytes()]);
     }
-    let sent_by_ip = crate::uri::host_ip(via.host);
+    let sent_by_ip = crate::uri::host_ip(via.host());
     let rport = via.rport().is_some();
-    for (name, value) in via.params.iter() {
+    for (name, value) in via.params().iter() {
         if name.eq_ignore_ascii_case("received") || name.eq_ignore_ascii_case("rport") {
             continue;
         }

@@ -21,7 +21,7 @@ use crate::method::Method;
 use crate::params::Params;
 use crate::text::{is_token_byte, split_top, trim};
 use crate::uri::{Scheme, Uri, UriError};
-use crate::via::Via;
+use crate::via::{Via, ViaAt};
 
 /// A byte range of the message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -31,7 +31,7 @@ pub struct Span {
 }
 
 impl Span {
-    fn new(r: Range<usize>) -> Self {
+    pub(crate) fn new(r: Range<usize>) -> Self {
         // Messages are bounded far below 4 GiB by `Limits::max_message_size` and the
         // transports, so offsets fit in u32.
         Self {
@@ -44,12 +44,29 @@ impl Span {
         self.start as usize..self.end as usize
     }
 
+    /// The same range in a text that holds this one at `offset`.
+    pub(crate) fn shifted(self, offset: u32) -> Self {
+        Self {
+            start: self.start + offset,
+            end: self.end + offset,
+        }
+    }
+
     pub fn len(self) -> usize {
         (self.end - self.start) as usize
     }
 
     pub fn is_empty(self) -> bool {
         self.end == self.start
+    }
+}
+
+/// Where `part`, a slice of `src`, lies in it; the empty span for text from elsewhere.
+pub(crate) fn span_in(src: &str, part: &str) -> Span {
+    let start = (part.as_ptr() as usize).wrapping_sub(src.as_ptr() as usize);
+    match start.checked_add(part.len()) {
+        Some(end) if !part.is_empty() && end <= src.len() => Span::new(start..end),
+        _ => Span::default(),
     }
 }
 
@@ -102,20 +119,6 @@ struct Views {
     to_uri: OnceCell<Option<Result<UriAt, UriError>>>,
     from_tag: OnceCell<Option<Span>>,
     to_tag: OnceCell<Option<Span>>,
-}
-
-#[derive(Debug, Clone, Copy)]
-struct ViaAt {
-    protocol: Span,
-    version: Span,
-    transport: Span,
-    host: Span,
-    port: Option<u16>,
-    params: Span,
-    branch: Option<Span>,
-    rport: Option<(Span, Option<Span>)>,
-    params_checked: Result<(), &'static str>,
-    has_received: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -209,11 +212,7 @@ impl Message {
     /// Where `s`, a slice of the header section, lies in it; the empty span for text from
     /// elsewhere (a view's empty default).
     fn span_of(&self, s: &str) -> Span {
-        let start = (s.as_ptr() as usize).wrapping_sub(self.head.as_ptr() as usize);
-        match start.checked_add(s.len()) {
-            Some(end) if !s.is_empty() && end <= self.head.len() => Span::new(start..end),
-            _ => Span::default(),
-        }
+        span_in(&self.head, s)
     }
 
     fn uri_at(&self, u: &Uri<'_>) -> UriAt {
@@ -407,38 +406,11 @@ impl Message {
     pub fn top_via(&self) -> Option<Result<Via<'_>, UriError>> {
         let at = self.views.top_via.get_or_init(|| {
             self.first_value(HeaderName::Via).map(|v| {
-                v.and_then(Via::parse).map(|v| ViaAt {
-                    protocol: self.span_of(v.protocol),
-                    version: self.span_of(v.version),
-                    transport: self.span_of(v.transport),
-                    host: self.span_of(v.host),
-                    port: v.port,
-                    params: self.span_of(v.params.as_str()),
-                    branch: v.branch.map(|b| self.span_of(b)),
-                    rport: v
-                        .rport
-                        .map(|(n, p)| (self.span_of(n), p.map(|p| self.span_of(p)))),
-                    params_checked: v.params_checked,
-                    has_received: v.has_received,
-                })
+                let v = v?;
+                Via::parse(v).map(|via| via.spans().shifted(self.span_of(v).start))
             })
         });
-        at.map(|r| {
-            r.map(|v| Via {
-                protocol: self.text(v.protocol),
-                version: self.text(v.version),
-                transport: self.text(v.transport),
-                host: self.text(v.host),
-                port: v.port,
-                params: Params::new(self.text(v.params)),
-                branch: v.branch.map(|b| self.text(b)),
-                rport: v
-                    .rport
-                    .map(|(n, p)| (self.text(n), p.map(|p| self.text(p)))),
-                params_checked: v.params_checked,
-                has_received: v.has_received,
-            })
-        })
+        at.map(|r| r.map(|at| Via::from_spans(&self.head, at)))
     }
 
     /// Every Via value, the top one from the per-message view.

@@ -81,9 +81,9 @@ torture! {
         assert_eq!((cseq.seq, cseq.method), (9, "INVITE"));
         let vias: Vec<_> = m.vias().map(Result::unwrap).collect();
         assert_eq!(vias.len(), 3);
-        assert_eq!((vias[0].transport, vias[0].host, vias[0].branch()), ("UDP", "192.0.2.2", Some("390skdjuw")));
-        assert_eq!((vias[1].transport, vias[1].host, vias[1].branch()), ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8")));
-        assert_eq!((vias[2].host, vias[2].branch()), ("192.168.255.111", Some("z9hG4bK30239")));
+        assert_eq!((vias[0].transport(), vias[0].host(), vias[0].branch()), ("UDP", "192.0.2.2", Some("390skdjuw")));
+        assert_eq!((vias[1].transport(), vias[1].host(), vias[1].branch()), ("TCP", "spindle.example.com", Some("z9hG4bK9ikj8")));
+        assert_eq!((vias[2].host(), vias[2].branch()), ("192.168.255.111", Some("z9hG4bK30239")));
         let contact = m.contacts().next().unwrap().unwrap();
         assert_eq!((contact.uri, contact.q()), ("sip:jdrosen@example.com", Some(330)));
         assert!(m.get_other("NewFangledHeader").unwrap().ends_with("continued newfangled value"));
@@ -136,7 +136,7 @@ torture! {
         assert!(uri.params.as_str().is_empty());
     });
     rfc4475_3_1_1_10_varied_and_unknown_transport_types_transports: "rfc4475/transports.dat" => Accept(|m| {
-        let t: Vec<_> = m.vias().map(|v| v.unwrap().transport).collect();
+        let t: Vec<_> = m.vias().map(|v| v.unwrap().transport()).collect();
         assert_eq!(t, ["UDP", "SCTP", "TLS", "UNKNOWN", "TCP"]);
     });
     rfc4475_3_1_1_11_multipart_mime_message_mpart01: "rfc4475/mpart01.dat" => Accept(|m| {
@@ -209,7 +209,7 @@ torture! {
     rfc4475_3_3_8_multiple_values_in_single_value_required_fields_multi01: "rfc4475/multi01.dat" => Reject(400, "Duplicate");
     rfc4475_3_3_9_multiple_content_length_values_mcl01: "rfc4475/mcl01.dat" => Reject(400, "Conflicting Content-Length");
     rfc4475_3_3_10_200_ok_with_broadcast_via_bcast: "rfc4475/bcast.dat" => Accept(|m| {
-        assert_eq!(m.vias().nth(1).unwrap().unwrap().host, "255.255.255.255");
+        assert_eq!(m.vias().nth(1).unwrap().unwrap().host(), "255.255.255.255");
     });
     // §3.3.11: a proxy must not forward Max-Forwards 0 (483).
     rfc4475_3_3_11_max_forwards_of_zero_zeromf: "rfc4475/zeromf.dat" => Reject(483, "Too Many Hops");
@@ -265,10 +265,10 @@ torture! {
         assert_eq!(m.top_via().unwrap().unwrap().received(), "2001:db8::9:255".parse().ok());
     });
     rfc5118_4_6_multiple_ip_addresses_in_header: "rfc5118/mult-ip-in-header.dat" => Accept(|m| {
-        let hosts: Vec<_> = m.vias().map(|v| v.unwrap().host).collect();
+        let hosts: Vec<_> = m.vias().map(|v| v.unwrap().host()).collect();
         assert_eq!(hosts, ["[2001:db8::9:1]", "192.0.2.1", "[2001:db8::9:255]"]);
         let vias: Vec<_> = m.vias().map(Result::unwrap).collect();
-        assert_eq!(vias[0].port, Some(6050));
+        assert_eq!(vias[0].port(), Some(6050));
         assert_eq!(vias[2].received(), "192.0.2.200".parse().ok());
     });
     rfc5118_4_7_multiple_ip_addresses_in_sdp: "rfc5118/mult-ip-in-sdp.dat" => Accept(|m| {

@@ -181,7 +181,7 @@ pub fn is_loop(msg: &Message, id: &impl Identity) -> bool {
     let mut ours = msg
         .vias()
         .filter_map(Result::ok)
-        .filter_map(|v| Some((v.branch()?, v.host, v.port)))
+        .filter_map(|v| Some((v.branch()?, v.host(), v.port())))
         .filter(|(b, host, port)| b.starts_with(BRANCH_PREFIX) && id.is_us(host, *port))
         .peekable();
     if ours.peek().is_none() {
@@ -270,10 +270,10 @@ pub fn response_next_hop(msg: &Message) -> Option<(SocketAddr, bool)> {
 
 /// The address a Via's responses go to, and whether it names TCP.
 pub fn via_destination(via: &Via<'_>) -> Option<(SocketAddr, bool)> {
-    let ip: IpAddr = via.received().or_else(|| crate::uri::host_ip(via.host))?;
+    let ip: IpAddr = via.received().or_else(|| crate::uri::host_ip(via.host()))?;
     let port = match via.rport() {
         Some(Some(p)) => p,
-        _ => via.port.unwrap_or(via.default_port()),
+        _ => via.port().unwrap_or(via.default_port()),
     };
     Some((SocketAddr::new(ip, port), via.is_transport("TCP")))
 }

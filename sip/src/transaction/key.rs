@@ -39,12 +39,12 @@ impl TxKey {
 
     fn server_with_method(msg: &Message, method: &Method) -> Option<Self> {
         let via = msg.top_via()?.ok()?;
-        let port = via.port.unwrap_or(via.default_port());
+        let port = via.port().unwrap_or(via.default_port());
         let mut key = Fields::new(b's');
         match via.branch().filter(|b| b.starts_with(BRANCH_COOKIE)) {
             Some(branch) => {
                 key.part(branch.as_bytes());
-                key.lower(via.host.as_bytes());
+                key.lower(via.host().as_bytes());
                 key.port(port);
             }
             None => {
@@ -53,7 +53,7 @@ impl TxKey {
                 key.part(msg.from_tag().unwrap_or("").as_bytes());
                 key.part(msg.call_id()?.as_bytes());
                 key.part(&msg.cseq()?.ok()?.seq.to_be_bytes());
-                key.lower(via.host.as_bytes());
+                key.lower(via.host().as_bytes());
                 key.port(port);
                 key.part(via.branch().unwrap_or("").as_bytes());
             }
