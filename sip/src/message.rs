@@ -204,9 +204,29 @@ impl Message {
 
     /// The Request-URI, parsed once per message.
     pub fn request_uri(&self) -> Option<Result<Uri<'_>, UriError>> {
-        self.uri_view(&self.views.request_uri, || {
+        self.view(self.request_uri_at())
+    }
+
+    fn request_uri_at(&self) -> Option<Result<UriAt, UriError>> {
+        self.kept(&self.views.request_uri, || {
             self.request_uri_str().map(Uri::parse)
         })
+    }
+
+    /// What the sanity rules read of the Request-URI: its scheme and whether it carries
+    /// headers, without building the view.
+    pub(crate) fn request_uri_scheme(&self) -> Option<Result<(Scheme, bool), UriError>> {
+        self.request_uri_at()
+            .map(|r| r.map(|u| (u.scheme, u.headers.is_some())))
+    }
+
+    /// The From and To URIs' syntax errors, without building either view.
+    pub(crate) fn address_errors(&self) -> [Option<UriError>; 2] {
+        [
+            self.address_at(&self.views.from_uri, HeaderName::From),
+            self.address_at(&self.views.to_uri, HeaderName::To),
+        ]
+        .map(|r| r.and_then(Result::err))
     }
 
     /// Where `s`, a slice of the header section, lies in it; the empty span for text from
@@ -371,19 +391,31 @@ impl Message {
         cell: &OnceCell<Option<Result<UriAt, UriError>>>,
         name: HeaderName,
     ) -> Option<Result<Uri<'_>, UriError>> {
-        self.uri_view(cell, || {
+        self.view(self.address_at(cell, name))
+    }
+
+    fn address_at(
+        &self,
+        cell: &OnceCell<Option<Result<UriAt, UriError>>>,
+        name: HeaderName,
+    ) -> Option<Result<UriAt, UriError>> {
+        self.kept(cell, || {
             self.get(name)
                 .map(|v| NameAddr::parse(v).and_then(|a| a.parse_uri()))
         })
     }
 
-    /// A URI view: parsed by `parse` on first use, kept as spans.
-    fn uri_view<'s>(
+    /// A URI view's spans: parsed by `parse` on first use, kept.
+    fn kept<'s>(
         &'s self,
         cell: &OnceCell<Option<Result<UriAt, UriError>>>,
         parse: impl FnOnce() -> Option<Result<Uri<'s>, UriError>>,
-    ) -> Option<Result<Uri<'s>, UriError>> {
-        let at = cell.get_or_init(|| parse().map(|r| r.map(|u| self.uri_at(&u))));
+    ) -> Option<Result<UriAt, UriError>> {
+        *cell.get_or_init(|| parse().map(|r| r.map(|u| self.uri_at(&u))))
+    }
+
+    /// The URI a view's spans describe.
+    fn view(&self, at: Option<Result<UriAt, UriError>>) -> Option<Result<Uri<'_>, UriError>> {
         at.map(|r| r.map(|u| self.uri(&u)))
     }
 

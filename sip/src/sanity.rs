@@ -74,8 +74,8 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
         return Err(Rejection::new(d.status, d.reason));
     }
     common(msg, Vias::All)?;
-    for (uri, what) in [(msg.from_uri(), "From"), (msg.to_uri(), "To")] {
-        if let Some(Err(e)) = uri {
+    for (error, what) in msg.address_errors().into_iter().zip(["From", "To"]) {
+        if let Some(e) = error {
             return Err(Rejection::bad(format!("Malformed {what} header: {e}")));
         }
     }
@@ -89,7 +89,8 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
             "CSeq method does not match the Request-Line",
         ));
     }
-    if let Some(Err(_)) = msg.max_forwards() {
+    let max_forwards = msg.max_forwards();
+    if let Some(Err(_)) = max_forwards {
         return Err(Rejection::bad("Malformed Max-Forwards header"));
     }
     if let Some(Err(_)) = msg.expires() {
@@ -126,14 +127,14 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
     if uri_text.len() > policy.max_uri_len {
         return Err(Rejection::new(414, "Request-URI Too Long"));
     }
-    let uri = msg
-        .request_uri()
+    let (scheme, has_headers) = msg
+        .request_uri_scheme()
         .and_then(Result::ok)
         .ok_or_else(|| Rejection::bad("Malformed Request-URI"))?;
-    if uri.scheme == Scheme::Other {
+    if scheme == Scheme::Other {
         return Err(Rejection::new(416, "Unsupported URI Scheme"));
     }
-    if uri.headers.is_some() {
+    if has_headers {
         return Err(Rejection::bad("Request-URI carries headers"));
     }
 
@@ -158,7 +159,7 @@ pub fn check_request(msg: &Message, policy: &Policy<'_>) -> Result<(), Rejection
         return Err(r);
     }
 
-    if !policy.local && msg.max_forwards() == Some(Ok(0)) {
+    if !policy.local && max_forwards == Some(Ok(0)) {
         return Err(Rejection::new(483, "Too Many Hops"));
     }
     Ok(())
