@@ -74,6 +74,7 @@ impl std::fmt::Debug for Via<'_> {
             .field("branch", &self.branch())
             .field("rport", &self.rport_found())
             .field("params_checked", &self.check_params())
+            .field("has_received", &self.has_received())
             .finish()
     }
 }
