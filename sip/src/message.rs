@@ -11,6 +11,7 @@ use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
 use bytestring::ByteString;
+use smallvec::SmallVec;
 
 use crate::addr::NameAddr;
 use crate::cseq::CSeq;
@@ -97,15 +98,25 @@ pub struct Message {
     start: StartLine,
     /// The start line without its line end.
     start_line: Span,
-    headers: Vec<Header>,
     /// Where the header section ends (just past the empty line).
     header_end: u32,
     body: Span,
     defect: Option<Defect>,
     max_list_values: u16,
-    /// Boxed: the views are larger than the rest of the message, which moves often.
-    views: Box<Views>,
+    /// Boxed: larger than the rest of the message, which moves often.
+    index: Box<Index>,
 }
+
+/// The header lines and the views of a message, in one allocation (a message needs one
+/// besides its bytes), small enough for the allocator's per-thread cache.
+#[derive(Debug, Clone, Default)]
+struct Index {
+    /// Room for the headers of nearly every message; more spill to the heap.
+    headers: SmallVec<[Header; INLINE_HEADERS]>,
+    views: Views,
+}
+
+const INLINE_HEADERS: usize = 20;
 
 /// The views every element reads several times per message (sanity, transaction matching,
 /// routing, loop detection, the forwarded copy): parsed on first use and kept as spans, so
@@ -208,7 +219,7 @@ impl Message {
     }
 
     fn request_uri_at(&self) -> Option<Result<UriAt, UriError>> {
-        self.kept(&self.views.request_uri, || {
+        self.kept(&self.index.views.request_uri, || {
             self.request_uri_str().map(Uri::parse)
         })
     }
@@ -223,8 +234,8 @@ impl Message {
     /// The From and To URIs' syntax errors, without building either view.
     pub(crate) fn address_errors(&self) -> [Option<UriError>; 2] {
         [
-            self.address_at(&self.views.from_uri, HeaderName::From),
-            self.address_at(&self.views.to_uri, HeaderName::To),
+            self.address_at(&self.index.views.from_uri, HeaderName::From),
+            self.address_at(&self.index.views.to_uri, HeaderName::To),
         ]
         .map(|r| r.and_then(Result::err))
     }
@@ -267,7 +278,7 @@ impl Message {
     }
 
     pub fn headers(&self) -> &[Header] {
-        &self.headers
+        &self.index.headers
     }
 
     /// The start line span, without its line end.
@@ -299,7 +310,8 @@ impl Message {
 
     /// Value of the first header named `name`.
     pub fn get(&self, name: HeaderName) -> Option<&str> {
-        self.headers
+        self.index
+            .headers
             .iter()
             .find(|h| h.name == name)
             .map(|h| self.value(h))
@@ -307,7 +319,8 @@ impl Message {
 
     /// Values of every line of `name`, in order.
     pub fn get_all(&self, name: HeaderName) -> impl Iterator<Item = &str> {
-        self.headers
+        self.index
+            .headers
             .iter()
             .filter(move |h| h.name == name)
             .map(|h| self.value(h))
@@ -316,14 +329,15 @@ impl Message {
     /// Value of the first header whose name matches `name` case-insensitively (for headers
     /// without a [`HeaderName`] variant).
     pub fn get_other(&self, name: &str) -> Option<&str> {
-        self.headers
+        self.index
+            .headers
             .iter()
             .find(|h| self.text(h.name_span).eq_ignore_ascii_case(name))
             .map(|h| self.value(h))
     }
 
     pub fn count(&self, name: HeaderName) -> usize {
-        self.headers.iter().filter(|h| h.name == name).count()
+        self.index.headers.iter().filter(|h| h.name == name).count()
     }
 
     /// Each comma-separated value of a list header across all its lines, in order,
@@ -351,7 +365,7 @@ impl Message {
 
     /// CSeq, parsed once per message.
     pub fn cseq(&self) -> Option<Result<CSeq<'_>, UriError>> {
-        let at = self.views.cseq.get_or_init(|| {
+        let at = self.index.views.cseq.get_or_init(|| {
             self.get(HeaderName::CSeq).map(|v| {
                 CSeq::parse(v).map(|c| CSeqAt {
                     seq: c.seq,
@@ -378,12 +392,12 @@ impl Message {
     /// The URI of From, parsed once per message (the sanity rules check it, source
     /// classification and call accounting read it).
     pub fn from_uri(&self) -> Option<Result<Uri<'_>, UriError>> {
-        self.address_uri(&self.views.from_uri, HeaderName::From)
+        self.address_uri(&self.index.views.from_uri, HeaderName::From)
     }
 
     /// The URI of To, parsed once per message.
     pub fn to_uri(&self) -> Option<Result<Uri<'_>, UriError>> {
-        self.address_uri(&self.views.to_uri, HeaderName::To)
+        self.address_uri(&self.index.views.to_uri, HeaderName::To)
     }
 
     fn address_uri(
@@ -421,12 +435,12 @@ impl Message {
 
     /// The From tag, read without parsing the whole address, once per message.
     pub fn from_tag(&self) -> Option<&str> {
-        self.tag(&self.views.from_tag, HeaderName::From)
+        self.tag(&self.index.views.from_tag, HeaderName::From)
     }
 
     /// The To tag, read without parsing the whole address, once per message.
     pub fn to_tag(&self) -> Option<&str> {
-        self.tag(&self.views.to_tag, HeaderName::To)
+        self.tag(&self.index.views.to_tag, HeaderName::To)
     }
 
     fn tag(&self, cell: &OnceCell<Option<Span>>, name: HeaderName) -> Option<&str> {
@@ -436,7 +450,7 @@ impl Message {
 
     /// The first Via value: the one a response travels back by. Parsed once per message.
     pub fn top_via(&self) -> Option<Result<Via<'_>, UriError>> {
-        let at = self.views.top_via.get_or_init(|| {
+        let at = self.index.views.top_via.get_or_init(|| {
             self.first_value(HeaderName::Via).map(|v| {
                 let v = v?;
                 Via::parse(v).map(|via| via.spans().shifted(self.span_of(v).start))
@@ -555,7 +569,7 @@ enum Indexed {
 struct Parts {
     start: StartLine,
     start_line: Span,
-    headers: Vec<Header>,
+    index: Box<Index>,
     header_end: usize,
     defect: Option<Defect>,
 }
@@ -567,6 +581,7 @@ impl Parts {
         let available = buf.len() - self.header_end;
         let mut body_len = available;
         if let Some(h) = self
+            .index
             .headers
             .iter()
             .find(|h| h.name == HeaderName::ContentLength)
@@ -586,12 +601,11 @@ impl Parts {
         Ok(Message {
             start: self.start,
             start_line: self.start_line,
-            headers: self.headers,
+            index: self.index,
             header_end: self.header_end as u32,
             body: Span::new(self.header_end..self.header_end + body_len),
             defect: self.defect,
             max_list_values: limits.max_list_values.min(u16::MAX as usize) as u16,
-            views: Box::default(),
             head,
             buf,
         })
@@ -639,7 +653,8 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
     let start = parse_start_line(&buf[line_start..line_end], line_start, &mut defect)?;
     let start_line = Span::new(line_start..line_end);
 
-    let mut headers: Vec<Header> = Vec::with_capacity(24);
+    let mut index = Box::<Index>::default();
+    let headers = &mut index.headers;
     pos = next;
     let header_end;
     loop {
@@ -665,10 +680,12 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
         }
         // The name is a token, then optional white space and the colon: one pass finds
         // the colon and checks the name.
-        let mut name_end = pos;
-        while name_end < end && is_token_byte(buf[name_end]) {
-            name_end += 1;
-        }
+        let line = &buf[pos..end];
+        let name_end = pos
+            + line
+                .iter()
+                .position(|&c| !is_token_byte(c))
+                .unwrap_or(line.len());
         let mut colon = name_end;
         while colon < end && (buf[colon] == b' ' || buf[colon] == b'\t') {
             colon += 1;
@@ -704,7 +721,7 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
     Ok(Indexed::Done(Parts {
         start,
         start_line,
-        headers,
+        index,
         header_end,
         defect,
     }))

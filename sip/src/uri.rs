@@ -217,6 +217,28 @@ fn split_once(s: &str, sep: char) -> (&str, Option<&str>) {
 /// Splits `host[:port]` where host may be an IPv6 reference `[...]`. Used by URIs and Via
 /// sent-by alike.
 pub(crate) fn split_host_port(s: &str) -> Result<(&str, Option<u16>), UriError> {
+    // The common case in one pass: host bytes, then nothing or a colon and a port.
+    let b = s.as_bytes();
+    let host_end = b
+        .iter()
+        .position(|&c| !IN_HOST[c as usize])
+        .unwrap_or(b.len());
+    if host_end > 0 {
+        match b.get(host_end) {
+            None => return Ok((s, None)),
+            Some(b':') => {
+                if let Some(port) = parse_port(&s[host_end + 1..]) {
+                    return Ok((&s[..host_end], Some(port)));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+    split_host_port_in_parts(s)
+}
+
+/// [`split_host_port`] for any text: an IPv6 reference, a malformed host or port.
+fn split_host_port_in_parts(s: &str) -> Result<(&str, Option<u16>), UriError> {
     let (host, port) = if s.starts_with('[') {
         let close = find_byte(s, b']').ok_or(UriError("unterminated IPv6 reference"))?;
         let inner = &s[1..close];
@@ -549,5 +571,13 @@ mod tests {
         assert_eq!(host_ip("[2001:db8::9:255]"), host_ip("2001:db8::9:255"));
         assert!(host_ip("192.0.2.1").is_some());
         assert!(host_ip("example.com").is_none());
+    }
+
+    proptest::proptest! {
+        /// The one-pass split of `host[:port]` answers as the general one does.
+        #[test]
+        fn one_pass_host_port_equals_the_general_split(s in r"[a1.:\[\]_ x-]{0,12}|[a-z0-9.]{1,8}:[0-9]{0,7}") {
+            proptest::prop_assert_eq!(split_host_port(&s), split_host_port_in_parts(&s));
+        }
     }
 }
