@@ -768,7 +768,9 @@ impl Proxy {
             };
             // The address this side sees the node at (a NAT's public one, if advertised).
             let shown = route.advertise.unwrap_or(out_addr);
-            let via = local::via(route.dest.transport, shown, (loop_hash, sid, i), false);
+            let via = self
+                .local
+                .via(route.dest.transport, shown, (loop_hash, sid, i), false);
             let record_route = self.settings.record_route && dialog_creating;
             let two_sides = shown != flow.local || route.dest.transport != flow.transport;
             // The entry facing the caller names its TCP connection (a single entry faces
@@ -986,7 +988,7 @@ impl Proxy {
             .and_then(|v| v.branch())
             .unwrap_or_default();
         let id = self.local.hash(&[b"ack", top_branch.as_bytes()]);
-        let via = local::via(
+        let via = self.local.via(
             dest.transport,
             out_addr,
             (self.local.loop_hash(msg), id, 0),

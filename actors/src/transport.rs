@@ -76,10 +76,15 @@ impl Target {
 /// The transport a SIP URI asks for (`transport` parameter), UDP by default; `None` for
 /// transports this node does not speak (TLS, SCTP, WS, `sips:`).
 pub fn uri_transport(uri: &Uri<'_>) -> Option<Transport> {
+    transport_named(uri, uri.transport())
+}
+
+/// The transport a URI's `transport` parameter (`None`: absent) names, if this node has it.
+fn transport_named(uri: &Uri<'_>, param: Option<&str>) -> Option<Transport> {
     if uri.scheme != Scheme::Sip {
         return None;
     }
-    match uri.transport() {
+    match param {
         None => Some(Transport::Udp),
         Some(t) if t.eq_ignore_ascii_case("udp") => Some(Transport::Udp),
         Some(t) if t.eq_ignore_ascii_case("tcp") => Some(Transport::Tcp),
@@ -90,8 +95,9 @@ pub fn uri_transport(uri: &Uri<'_>) -> Option<Transport> {
 /// The destination of a URI whose host is an IP address (`maddr` wins, RFC 3261
 /// §19.1.1); names are not resolved on the message path.
 pub fn dest_of_uri(uri: &Uri<'_>) -> Option<Dest> {
-    let transport = uri_transport(uri)?;
-    let ip: IpAddr = match uri.maddr() {
+    let (transport, maddr) = uri.transport_and_maddr();
+    let transport = transport_named(uri, transport)?;
+    let ip: IpAddr = match maddr {
         Some(m) => limes_sip::uri::host_ip(m)?,
         None => uri.host_ip()?,
     };

@@ -141,12 +141,12 @@ impl Target {
         if uri.scheme != Scheme::Sip {
             return Err(Unresolved::NoTransport);
         }
-        let transport = match uri.transport() {
+        let (transport, maddr) = uri.transport_and_maddr();
+        let transport = match transport {
             Some(t) => Some(Proto::of_param(t).ok_or(Unresolved::NoTransport)?),
             None => None,
         };
-        let host = uri
-            .maddr()
+        let host = maddr
             .unwrap_or(uri.host)
             .trim_start_matches('[')
             .trim_end_matches(']')

@@ -62,6 +62,14 @@ impl<'a> Params<'a> {
             .map(|(_, v)| v)
     }
 
+    /// [`Params::get`] of each of `names`, in one pass over a well-formed list.
+    pub fn get_each<const N: usize>(&self, names: [&str; N]) -> [Option<Option<&'a str>>; N] {
+        match self.well_formed(names) {
+            Some(found) => found.map(|f| f.map(|(_, value)| value)),
+            None => names.map(|name| self.get(name)),
+        }
+    }
+
     /// The value of `name` with the quotes of a quoted string removed.
     pub fn get_unquoted(&self, name: &str) -> Option<&'a str> {
         self.get(name).flatten().map(unquote)
@@ -319,6 +327,7 @@ mod tests {
             for name in ["a", "b", "ab", "A", "l"] {
                 let by_iter = get_by_parts(&raw, name);
                 proptest::prop_assert_eq!(p.get(name), by_iter, "{}", name);
+                proptest::prop_assert_eq!(p.get_each([name, "b"]), [by_iter, get_by_parts(&raw, "b")]);
                 let (checked, [found]) = p.validate_and_find([name]);
                 proptest::prop_assert_eq!((checked, [found.map(|(_, v)| v)]), (p.validate(), [by_iter]));
             }

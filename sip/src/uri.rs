@@ -205,6 +205,12 @@ impl<'a> Uri<'a> {
     pub fn maddr(&self) -> Option<&'a str> {
         self.params.get("maddr").flatten()
     }
+
+    /// [`Uri::transport`] and [`Uri::maddr`], what sending needs, in one pass.
+    pub fn transport_and_maddr(&self) -> (Option<&'a str>, Option<&'a str>) {
+        let [transport, maddr] = self.params.get_each(["transport", "maddr"]);
+        (transport.flatten(), maddr.flatten())
+    }
 }
 
 fn split_once(s: &str, sep: char) -> (&str, Option<&str>) {

@@ -26,6 +26,9 @@ pub struct Local {
     key: [u8; 16],
     /// Seed of the loop-detection hash, from the same secret.
     loop_seed: usize,
+    /// Each listening address and its `host:port` text, written once for the Vias and
+    /// Record-Routes of every forwarded request.
+    listen_texts: Vec<(SocketAddr, String)>,
 }
 
 impl Local {
@@ -35,12 +38,21 @@ impl Local {
         key.copy_from_slice(&sub[..16]);
         let mut seed = [0u8; 8];
         seed.copy_from_slice(&sub[16..24]);
+        let listen_texts = listens
+            .iter()
+            .map(|l| {
+                let mut text = String::new();
+                push_host_port(&mut text, l.addr);
+                (l.addr, text)
+            })
+            .collect();
         Self {
             listens,
             aliases,
             advertised: Arc::default(),
             key,
             loop_seed: u64::from_le_bytes(seed) as usize,
+            listen_texts,
         }
     }
 
@@ -63,6 +75,15 @@ impl Local {
     /// Whether `host[:port]` names this node.
     pub fn is_us(&self, host: &str, port: Option<u16>) -> bool {
         let port = port.unwrap_or(5060);
+        // A listening address as written: no address to parse.
+        if self.listen_texts.iter().any(|(a, text)| {
+            a.port() == port
+                && text.len() > host.len()
+                && text.as_bytes()[host.len()] == b':'
+                && text.starts_with(host)
+        }) {
+            return true;
+        }
         let ip = limes_sip::uri::host_ip(host);
         let addr_match = self.listens.iter().any(|l| {
             l.addr.port() == port
@@ -157,7 +178,7 @@ impl Local {
             rr.push_str(&token);
             rr.push('@');
         }
-        push_host_port(&mut rr, addr);
+        self.push_addr(&mut rr, addr);
         if transport == Transport::Tcp {
             rr.push_str(";transport=tcp");
         }
@@ -165,6 +186,36 @@ impl Local {
         rr.push_str(sig.as_str());
         rr.push('>');
         rr
+    }
+
+    /// `addr` as `host:port`: a listening address's text was written once.
+    fn push_addr(&self, out: &mut String, addr: SocketAddr) {
+        match self.listen_texts.iter().find(|(a, _)| *a == addr) {
+            Some((_, text)) => out.push_str(text),
+            None => push_host_port(out, addr),
+        }
+    }
+
+    /// The Via value of a request this node sends from `addr` (its branch from the loop
+    /// hash, the context id and the branch index).
+    pub fn via(
+        &self,
+        transport: Transport,
+        addr: SocketAddr,
+        (loop_hash, id, index): (u32, u64, usize),
+        rport: bool,
+    ) -> String {
+        let mut v = String::with_capacity(48 + route::BRANCH_LEN);
+        v.push_str("SIP/2.0/");
+        v.push_str(transport.via_token());
+        v.push(' ');
+        self.push_addr(&mut v, addr);
+        v.push_str(";branch=");
+        route::push_branch(&mut v, loop_hash, id, index);
+        if rport {
+            v.push_str(";rport");
+        }
+        v
     }
 
     /// A To tag for responses this node makes: the same for retransmissions of a request.
@@ -268,25 +319,6 @@ pub fn push_host_port(out: &mut String, addr: SocketAddr) {
 
 /// A Via value of this node: `SIP/2.0/UDP host:port;branch=...`, `;rport` when asked.
 /// The branch is written in place ([`route::push_branch`]): `(loop hash, context id, index)`.
-pub fn via(
-    transport: Transport,
-    addr: SocketAddr,
-    (loop_hash, id, index): (u32, u64, usize),
-    rport: bool,
-) -> String {
-    let mut v = String::with_capacity(48 + route::BRANCH_LEN);
-    v.push_str("SIP/2.0/");
-    v.push_str(transport.via_token());
-    v.push(' ');
-    push_host_port(&mut v, addr);
-    v.push_str(";branch=");
-    route::push_branch(&mut v, loop_hash, id, index);
-    if rport {
-        v.push_str(";rport");
-    }
-    v
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,19 +332,27 @@ mod tests {
             assert_eq!(s, a);
         }
         let addr: SocketAddr = "192.0.2.1:5060".parse().unwrap();
-        assert_eq!(
-            via(Transport::Udp, addr, (0xa, 0xb, 2), true),
-            "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKlm0000000a.000000000000000b.2;rport"
+        // From a listening address (its text written once) and from any other.
+        let listening = Local::new(
+            vec!["udp:192.0.2.1:5060".parse().unwrap()],
+            Vec::new(),
+            &NodeSecret::from_text("test"),
         );
-        let l = Local::new(Vec::new(), Vec::new(), &NodeSecret::from_text("test"));
-        let rr = l.record_route(addr, Transport::Tcp, "c1", None);
-        let sig = l.route_signature("c1", "");
-        assert_eq!(
-            rr,
-            format!("<sip:192.0.2.1:5060;transport=tcp;lr;lm={}>", sig.as_str())
-        );
-        assert_eq!(sig.as_str().len(), 8);
-        assert!(sig.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        let elsewhere = Local::new(Vec::new(), Vec::new(), &NodeSecret::from_text("test"));
+        for l in [&listening, &elsewhere] {
+            assert_eq!(
+                l.via(Transport::Udp, addr, (0xa, 0xb, 2), true),
+                "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKlm0000000a.000000000000000b.2;rport"
+            );
+            let rr = l.record_route(addr, Transport::Tcp, "c1", None);
+            let sig = l.route_signature("c1", "");
+            assert_eq!(
+                rr,
+                format!("<sip:192.0.2.1:5060;transport=tcp;lr;lm={}>", sig.as_str())
+            );
+            assert_eq!(sig.as_str().len(), 8);
+            assert!(sig.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+        }
     }
 
     #[test]
@@ -369,5 +409,22 @@ mod tests {
         assert!(!l.is_us("127.0.0.2", Some(5070)));
         assert!(l.is_us("SBC.example.net", Some(5070)));
         assert!(!l.is_us("other.example.net", Some(5070)));
+        // The listening address's text is compared whole, not as a prefix.
+        let l = Local::new(
+            vec![
+                "udp:127.0.0.10:5070".parse().unwrap(),
+                "udp:[2001:db8::1]:5070".parse().unwrap(),
+            ],
+            Vec::new(),
+            &NodeSecret::from_text("test"),
+        );
+        assert!(!l.is_us("127.0.0.1", Some(5070)));
+        assert!(l.is_us("127.0.0.10", Some(5070)));
+        assert!(l.is_us("[2001:db8::1]", Some(5070)));
+        assert!(
+            l.is_us("[2001:DB8:0::1]", Some(5070)),
+            "the same address written otherwise"
+        );
+        assert!(!l.is_us("[2001:db8::1]", Some(5071)));
     }
 }

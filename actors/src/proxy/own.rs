@@ -16,7 +16,7 @@ use limes_sip::uri::Uri;
 use limes_sip::{Message, Method};
 
 use super::entry::Entry;
-use super::local::{self, host_text};
+use super::local::host_text;
 use super::Proxy;
 use crate::dialogs::actor::Ender;
 use crate::dialogs::cdr::EndedBy;
@@ -168,7 +168,7 @@ impl Proxy {
         let now = Instant::now();
         let n = self.own_requests.fetch_add(1, Ordering::Relaxed);
         let sid = self.local.hash(&[b"own", &n.to_be_bytes()]);
-        let via = local::via(dest.transport, out_addr, (0, sid, 0), true);
+        let via = self.local.via(dest.transport, out_addr, (0, sid, 0), true);
         let bytes = build(sid, out_addr, &via);
         let mut ctx = Context::originate(sid, method, self.contexts);
         ctx.wait_until(now + timeout);
