@@ -164,6 +164,17 @@ impl<'a> Params<'a> {
                 if b.get(i) == Some(&b'"') {
                     i = end_of_quoted(b, i).ok()?;
                 } else {
+                    // Four bytes a round while they last: one branch for four.
+                    while let Some(four) = b.get(i..i + 4) {
+                        if !(PLAIN_VALUE[four[0] as usize]
+                            & PLAIN_VALUE[four[1] as usize]
+                            & PLAIN_VALUE[four[2] as usize]
+                            & PLAIN_VALUE[four[3] as usize])
+                        {
+                            break;
+                        }
+                        i += 4;
+                    }
                     while i < b.len() && PLAIN_VALUE[b[i] as usize] {
                         i += 1;
                     }
