@@ -143,10 +143,18 @@ pub(crate) fn unquote(s: &str) -> &str {
 
 /// Parses decimal digits only (no sign, no spaces) into a `u32`; `None` on overflow.
 pub(crate) fn parse_u32(s: &str) -> Option<u32> {
-    if s.is_empty() || s.len() > 10 || !s.bytes().all(|b| b.is_ascii_digit()) {
+    if s.is_empty() || s.len() > 10 {
         return None;
     }
-    s.parse().ok()
+    // Ten digits at most: the sum fits in 64 bits.
+    let mut n = 0u64;
+    for b in s.bytes() {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        n = n * 10 + u64::from(b - b'0');
+    }
+    u32::try_from(n).ok()
 }
 
 #[cfg(test)]

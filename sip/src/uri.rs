@@ -1,7 +1,7 @@
 //! SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), borrowed from the message, with IPv6
 //! references (RFC 5118) and escaped characters kept as written.
 
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::params::Params;
 use crate::text::find_byte;
@@ -376,11 +376,37 @@ const CLASS: [u8; 256] = {
 /// An IP address from a host, a `received` or a `maddr` value; brackets are optional for
 /// IPv6 (RFC 5118 §4.5 shows both forms of `received`).
 pub fn host_ip(host: &str) -> Option<IpAddr> {
+    if let Some(v4) = dotted_quad(host.as_bytes()) {
+        return Some(IpAddr::V4(v4));
+    }
     let bare = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
         .unwrap_or(host);
     bare.parse().ok()
+}
+
+/// Four decimal octets and three dots in one pass, as the standard parser reads them (no
+/// leading zeros, at most 255), without its generic machinery: nearly every address in a
+/// message is one. `None` for anything else, which the standard parser then decides.
+fn dotted_quad(s: &[u8]) -> Option<Ipv4Addr> {
+    let mut octets = [0u8; 4];
+    let mut parts = s.split(|&c| c == b'.');
+    for octet in &mut octets {
+        let digits = parts.next()?;
+        if digits.is_empty() || digits.len() > 3 || (digits.len() > 1 && digits[0] == b'0') {
+            return None;
+        }
+        let mut n = 0u16;
+        for &d in digits {
+            if !d.is_ascii_digit() {
+                return None;
+            }
+            n = n * 10 + u16::from(d - b'0');
+        }
+        *octet = u8::try_from(n).ok()?;
+    }
+    parts.next().is_none().then_some(Ipv4Addr::from(octets))
 }
 
 #[cfg(test)]
@@ -580,6 +606,14 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// The one-pass dotted quad reads what the standard parser reads, and only that.
+        #[test]
+        fn dotted_quad_agrees_with_the_standard_parser(s in r"[0-9.]{0,16}|[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}") {
+            let std_v4 = s.parse::<Ipv4Addr>().ok();
+            proptest::prop_assert_eq!(dotted_quad(s.as_bytes()), std_v4);
+            proptest::prop_assert_eq!(host_ip(&s), s.parse::<IpAddr>().ok());
+        }
+
         /// The one-pass split of `host[:port]` answers as the general one does.
         #[test]
         fn one_pass_host_port_equals_the_general_split(s in r"[a1.:\[\]_ x-]{0,12}|[a-z0-9.]{1,8}:[0-9]{0,7}") {

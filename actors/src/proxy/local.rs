@@ -84,6 +84,13 @@ impl Local {
         }) {
             return true;
         }
+        // Every match below needs a listening or advertised address with this port.
+        let advertised = self.advertised.load();
+        if !self.listens.iter().any(|l| l.addr.port() == port)
+            && !advertised.iter().any(|a| a.port() == port)
+        {
+            return false;
+        }
         let ip = limes_sip::uri::host_ip(host);
         let addr_match = self.listens.iter().any(|l| {
             l.addr.port() == port
@@ -98,12 +105,7 @@ impl Local {
             || (ip.is_none()
                 && self.aliases.iter().any(|a| a.eq_ignore_ascii_case(host))
                 && self.listens.iter().any(|l| l.addr.port() == port))
-            || ip.is_some_and(|ip| {
-                self.advertised
-                    .load()
-                    .iter()
-                    .any(|a| a.ip() == ip && a.port() == port)
-            })
+            || ip.is_some_and(|ip| advertised.iter().any(|a| a.ip() == ip && a.port() == port))
     }
 
     /// Whether a destination address is one of this node's sockets.
