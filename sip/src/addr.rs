@@ -24,7 +24,7 @@ impl<'a> NameAddr<'a> {
         let (display, open) = if b.first() == Some(&b'"') {
             let end =
                 end_of_quoted(b, 0).map_err(|_| UriError("unterminated quoted display name"))?;
-            let after = s[end..].trim_start_matches([' ', '\t']);
+            let after = s[end..].trim_start_matches(|c| c == ' ' || c == '\t');
             if !after.starts_with('<') {
                 return Err(UriError("display name without <URI>"));
             }
@@ -56,7 +56,8 @@ impl<'a> NameAddr<'a> {
         };
         let close = find_byte(&s[open..], b'>').ok_or(UriError("unterminated <URI>"))? + open;
         let uri = &s[open + 1..close];
-        if uri.starts_with([' ', '\t']) || uri.ends_with([' ', '\t']) {
+        let edge_ws = |c: Option<&u8>| c.is_some_and(|&c| is_ws(c));
+        if edge_ws(uri.as_bytes().first()) || edge_ws(uri.as_bytes().last()) {
             return Err(UriError("white space inside <URI>"));
         }
         let after = trim(&s[close + 1..]);

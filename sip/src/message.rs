@@ -20,7 +20,7 @@ use crate::header::HeaderName;
 use crate::limits::Limits;
 use crate::method::Method;
 use crate::params::Params;
-use crate::text::{is_token_byte, split_top, trim};
+use crate::text::{is_token_byte, is_ws, split_top, trim};
 use crate::uri::{Scheme, Uri, UriError};
 use crate::via::{Via, ViaAt};
 
@@ -552,7 +552,10 @@ fn quick_tag(v: &str) -> Option<&str> {
             let rest = trim(&p[3..]);
             if let Some(value) = rest.strip_prefix('=') {
                 let value = trim(value);
-                let end = value.find([';', ' ', '\t']).unwrap_or(value.len());
+                let end = value
+                    .bytes()
+                    .position(|c| c == b';' || is_ws(c))
+                    .unwrap_or(value.len());
                 return Some(&value[..end]);
             }
         }
