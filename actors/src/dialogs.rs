@@ -854,6 +854,12 @@ impl Dialogs {
     /// The tracked call an in-dialog request belongs to, from either side (`true`: from
     /// the caller).
     pub fn find(&self, msg: &Message) -> Option<(Arc<Call>, bool)> {
+        // No call tracked (tracking off, or an idle node): nothing to look up. A call is
+        // counted as soon as its INVITE is admitted, long before a request inside it can
+        // come.
+        if self.count.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
         let call_id = msg.call_id()?;
         let from = msg.from_tag()?;
         let to = msg.to_tag()?;
