@@ -24,7 +24,7 @@ impl<'a> NameAddr<'a> {
         let (display, open) = if b.first() == Some(&b'"') {
             let end =
                 end_of_quoted(b, 0).map_err(|_| UriError("unterminated quoted display name"))?;
-            let after = s[end..].trim_start_matches(|c| c == ' ' || c == '\t');
+            let after = s[end..].trim_start_matches([' ', '\t']);
             if !after.starts_with('<') {
                 return Err(UriError("display name without <URI>"));
             }

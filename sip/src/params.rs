@@ -18,14 +18,12 @@ const SPECIAL: [bool; 256] = {
 /// quote, the comma and the bytes [`Parts`] treats as special. A value with any of these
 /// is left to the part-by-part scan.
 const PLAIN_VALUE: [bool; 256] = {
-    let mut t = [true; 256];
-    t[b' ' as usize] = false;
-    t[b'\t' as usize] = false;
-    t[b'"' as usize] = false;
-    t[b',' as usize] = false;
-    t[b';' as usize] = false;
-    t[b'<' as usize] = false;
-    t[b'=' as usize] = false;
+    let mut t = [false; 256];
+    let mut c = 0;
+    while c < 256 {
+        t[c] = !SPECIAL[c] && !matches!(c as u8, b' ' | b'\t' | b',');
+        c += 1;
+    }
     t
 };
 

@@ -286,17 +286,10 @@ fn port_of(p: &str) -> Result<u16, UriError> {
 
 /// A port: one to five digits, at most 65535.
 pub(crate) fn parse_port(p: &str) -> Option<u16> {
-    if p.is_empty() || p.len() > 5 {
+    if p.len() > 5 {
         return None;
     }
-    let mut n = 0u32;
-    for b in p.bytes() {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        n = n * 10 + u32::from(b - b'0');
-    }
-    u16::try_from(n).ok()
+    crate::text::parse_u32(p).and_then(|n| u16::try_from(n).ok())
 }
 
 /// Where a URI's delimiters are, found in one pass that also refuses the bytes no URI
