@@ -198,8 +198,9 @@ impl Local {
         }
     }
 
-    /// The Via value of a request this node sends from `addr` (its branch from the loop
-    /// hash, the context id and the branch index).
+    /// The Via value of a request this node sends from `addr`:
+    /// `SIP/2.0/UDP host:port;branch=...`, `;rport` when asked. The branch is written in
+    /// place ([`route::push_branch`]) from `(loop hash, context id, index)`.
     pub fn via(
         &self,
         transport: Transport,
@@ -319,8 +320,6 @@ pub fn push_host_port(out: &mut String, addr: SocketAddr) {
     out.push_str(itoa::Buffer::new().format(addr.port()));
 }
 
-/// A Via value of this node: `SIP/2.0/UDP host:port;branch=...`, `;rport` when asked.
-/// The branch is written in place ([`route::push_branch`]): `(loop hash, context id, index)`.
 #[cfg(test)]
 mod tests {
     use super::*;
