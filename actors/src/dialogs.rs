@@ -19,12 +19,14 @@ pub mod profiles;
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use limes_cluster::journal::Record;
+use limes_cluster::json;
 use limes_cluster::Journal;
 use limes_sip::{Message, Method};
 use parking_lot::Mutex;
@@ -1005,7 +1007,7 @@ impl Dialogs {
     }
 
     /// The call's CDR as a JSON line's text.
-    fn cdr_json(&self, call: &Call, by: EndedBy, end_ms: u64) -> Option<(String, String)> {
+    fn cdr_json(&self, call: &Call, by: EndedBy, end_ms: u64) -> (String, String) {
         let s = call.state.lock();
         let id = format!("{}-{}-{}", self.node, call.setup_ms, call.id);
         let cdr = Cdr {
@@ -1028,8 +1030,8 @@ impl Dialogs {
             profiles: s.profiles.iter().map(|(p, v)| profile_text(p, v)).collect(),
             variables: Cow::Borrowed(&s.vars),
         };
-        let json = serde_json::to_string(&cdr).ok()?;
-        Some((id, json))
+        let json = cdr.to_json();
+        (id, json)
     }
 
     /// Writes the queued CDRs and journal changes (the state thread, once a second, and at
@@ -1038,9 +1040,7 @@ impl Dialogs {
     pub fn flush(&self) {
         let ended = std::mem::take(&mut *self.ended.lock());
         for (call, by, end_ms) in ended {
-            let Some((id, json)) = self.cdr_json(&call, by, end_ms) else {
-                continue;
-            };
+            let (id, json) = self.cdr_json(&call, by, end_ms);
             self.cdr.append_line(&json);
             if let Some(c) = &self.collector {
                 c.push(id, json);
@@ -1266,31 +1266,67 @@ impl Dialogs {
 /// A confirmed call as the journal keeps it (JSON); `None` before its answer.
 fn saved_text(call: &Call) -> Option<String> {
     let s = call.state.lock();
-    let saved = Saved {
-        call_id: Cow::Borrowed(&call.call_id),
-        caller_tag: Cow::Borrowed(&call.caller_tag),
-        from: Cow::Borrowed(&call.from),
-        to: Cow::Borrowed(&call.to),
-        request_uri: Cow::Borrowed(&call.request_uri),
-        caller: Cow::Borrowed(&call.origin.caller),
-        source: Cow::Borrowed(&call.origin.source),
-        call_limit: call.origin.call_limit,
-        class: call.class.as_deref().map(Cow::Borrowed),
-        setup_ms: call.setup_ms,
-        caller_dest: call.caller_dest,
-        caller_contact: Cow::Borrowed(&call.caller_contact),
-        callee_tag: Cow::Borrowed(s.callee_tag.as_deref()?),
-        callee_contact: s.callee_contact.as_deref().map(Cow::Borrowed),
-        record_route: Cow::Borrowed(&s.record_route),
-        answer_ms: s.answer_ms,
-        status: s.status,
-        caller_cseq: s.caller_cseq,
-        callee_cseq: s.callee_cseq,
-        profiles: Cow::Borrowed(&s.profiles),
-        vars: Cow::Borrowed(&s.vars),
-        session_s: s.session.map(|d| d.as_secs() as u32),
-    };
-    serde_json::to_string(&saved).ok()
+    let callee_tag = s.callee_tag.as_deref()?;
+    let mut out = String::with_capacity(1024);
+    let mut o = json::Object::new(&mut out);
+    o.str("call_id", &call.call_id)
+        .str("caller_tag", &call.caller_tag)
+        .str("from", &call.from)
+        .str("to", &call.to)
+        .str("request_uri", &call.request_uri)
+        .str("caller", &call.origin.caller)
+        .str("source", &call.origin.source)
+        .opt_int("call_limit", call.origin.call_limit)
+        .opt_str("class", call.class.as_deref())
+        .int("setup_ms", call.setup_ms);
+    push_dest(o.member("caller_dest"), &call.caller_dest);
+    o.str("caller_contact", &call.caller_contact)
+        .str("callee_tag", callee_tag)
+        .opt_str("callee_contact", s.callee_contact.as_deref());
+    json::push_str_array(
+        o.member("record_route"),
+        s.record_route.iter().map(String::as_str),
+    );
+    o.opt_int("answer_ms", s.answer_ms)
+        .int("status", s.status)
+        .int("caller_cseq", s.caller_cseq)
+        .opt_int("callee_cseq", s.callee_cseq);
+    let profiles = o.member("profiles");
+    profiles.push('[');
+    for (i, (name, value)) in s.profiles.iter().enumerate() {
+        if i > 0 {
+            profiles.push(',');
+        }
+        json::push_str_array(profiles, [name.as_str(), value.as_str()]);
+    }
+    profiles.push(']');
+    cdr::push_vars(o.member("vars"), &s.vars);
+    o.opt_int("session_s", s.session.map(|d| d.as_secs() as u32));
+    o.end();
+    Some(out)
+}
+
+/// A destination as serde writes [`Dest`]: `{"transport":..,"addr":..[,"local":..]}`.
+fn push_dest(out: &mut String, dest: &Dest) {
+    let mut o = json::Object::new(out);
+    o.str("transport", dest.transport.as_str());
+    push_addr(o.member("addr"), dest.addr);
+    if let Some(local) = dest.local {
+        push_addr(o.member("local"), local);
+    }
+    o.end();
+}
+
+fn push_addr(out: &mut String, addr: SocketAddr) {
+    match addr {
+        // A scope is written only by `Display`.
+        SocketAddr::V6(a) if a.scope_id() != 0 => json::push_str(out, &a.to_string()),
+        _ => {
+            out.push('"');
+            crate::proxy::local::push_host_port(out, addr);
+            out.push('"');
+        }
+    }
 }
 
 pub fn unix_ms() -> u64 {

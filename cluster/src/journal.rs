@@ -185,7 +185,9 @@ impl Journal {
     /// Records `key` = `value` (a JSON text). One write to the log; durable against a
     /// crash of the process once it returns.
     pub fn put(&self, key: &str, value: &str) -> io::Result<()> {
-        self.append(&put_line(key, value))?;
+        let mut line = String::new();
+        push_record(&mut line, &Record::Put(key, value));
+        self.append(&line)?;
         self.tell(&[Record::Put(key, value)]);
         Ok(())
     }
@@ -217,10 +219,7 @@ impl Journal {
     pub fn write_batch(&self, records: &[Record<'_>]) -> io::Result<()> {
         let mut text = String::new();
         for r in records {
-            match r {
-                Record::Put(k, v) => text.push_str(&put_line(k, v)),
-                Record::Delete(k) => text.push_str(&format!("D\t{}\n", quote(k))),
-            }
+            push_record(&mut text, r);
         }
         if text.is_empty() {
             return Ok(());
@@ -276,9 +275,12 @@ impl Journal {
         let mut out = BufWriter::new(File::create(&tmp)?);
         writeln!(out, "{{\"generation\":{generation}}}")?;
         let mut records = 0;
+        let mut line = String::new();
         dump(&mut |k, v| {
             records += 1;
-            out.write_all(put_line(k, v).as_bytes())
+            line.clear();
+            push_record(&mut line, &Record::Put(k, v));
+            out.write_all(line.as_bytes())
         })?;
         let file = out.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
@@ -312,12 +314,19 @@ fn ends_with_newline(path: &Path, len: u64) -> io::Result<bool> {
     Ok(last[0] == b'\n')
 }
 
-fn quote(key: &str) -> String {
-    serde_json::Value::from(key).to_string()
-}
-
-fn put_line(key: &str, value: &str) -> String {
-    format!("P\t{}\t{}\n", quote(key), value)
+/// A record's line: `P\t"key"\tvalue\n` or `D\t"key"\n`, the key a JSON string.
+fn push_record(out: &mut String, record: &Record<'_>) {
+    let (tag, key, value) = match record {
+        Record::Put(k, v) => ("P\t", k, Some(v)),
+        Record::Delete(k) => ("D\t", k, None),
+    };
+    out.push_str(tag);
+    crate::json::push_str(out, key);
+    if let Some(v) = value {
+        out.push('\t');
+        out.push_str(v);
+    }
+    out.push('\n');
 }
 
 /// Whether journals damaged in the middle are opened with what precedes the damage

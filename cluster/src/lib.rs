@@ -22,6 +22,7 @@
 pub mod etcd;
 pub mod index;
 pub mod journal;
+pub mod json;
 pub mod keys;
 pub mod secret;
 pub mod store;

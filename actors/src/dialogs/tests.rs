@@ -447,3 +447,60 @@ async fn a_session_without_refresh_is_ended() {
     assert_eq!(d.stats().expired_dialogs, 2);
     sup.stop(None);
 }
+
+/// A confirmed call is journaled as the text serde_json writes for [`Saved`] (written by
+/// hand on the state thread), and reads back.
+#[test]
+fn a_saved_call_is_the_text_serde_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dialogs(dir.path(), Duration::from_secs(60));
+    let v6 = "[2001:db8::1]:5060".parse().unwrap();
+    for (n, dest) in [
+        caller(),
+        Dest {
+            local: Some(v6),
+            ..Dest::new(Transport::Tcp, v6)
+        },
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let id = format!("saved-{n}");
+        let call = d.admit(&invite(&id), dest, origin()).unwrap();
+        d.on_invite_response(&call, &response(&id, 200, "b\"\\1"));
+        call.set_var("note", Var::Str("two\nlines".into()));
+        call.set_var("n", Var::Int(-3));
+        let text = saved_text(&call).expect("confirmed");
+        let s = call.state.lock();
+        let expected = Saved {
+            call_id: Cow::Borrowed(&call.call_id),
+            caller_tag: Cow::Borrowed(&call.caller_tag),
+            from: Cow::Borrowed(&call.from),
+            to: Cow::Borrowed(&call.to),
+            request_uri: Cow::Borrowed(&call.request_uri),
+            caller: Cow::Borrowed(&call.origin.caller),
+            source: Cow::Borrowed(&call.origin.source),
+            call_limit: call.origin.call_limit,
+            class: call.class.as_deref().map(Cow::Borrowed),
+            setup_ms: call.setup_ms,
+            caller_dest: call.caller_dest,
+            caller_contact: Cow::Borrowed(&call.caller_contact),
+            callee_tag: Cow::Borrowed(s.callee_tag.as_deref().unwrap()),
+            callee_contact: s.callee_contact.as_deref().map(Cow::Borrowed),
+            record_route: Cow::Borrowed(&s.record_route),
+            answer_ms: s.answer_ms,
+            status: s.status,
+            caller_cseq: s.caller_cseq,
+            callee_cseq: s.callee_cseq,
+            profiles: Cow::Borrowed(&s.profiles),
+            vars: Cow::Borrowed(&s.vars),
+            session_s: s.session.map(|d| d.as_secs() as u32),
+        };
+        assert_eq!(text, serde_json::to_string(&expected).unwrap());
+        let back: Saved<'_> = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            (back.caller_dest, back.callee_tag.as_ref()),
+            (dest, "b\"\\1")
+        );
+    }
+}
