@@ -91,10 +91,13 @@ pub enum StartLine {
 /// A parsed SIP request or response.
 #[derive(Debug, Clone)]
 pub struct Message {
-    buf: Bytes,
-    /// The start line and header section (same memory as `buf`), checked to be UTF-8 once,
-    /// so every view borrows `&str` without another check.
+    /// The message, checked to be UTF-8 once, so every view borrows `&str` without
+    /// another check: all of it when the body is text too (SDP, almost always), else the
+    /// start line and header section only, the rest in `binary`. One handle on a received
+    /// datagram's buffer: a second one sliced off it costs `bytes` an allocation.
     head: ByteString,
+    /// The whole message, when its body is not UTF-8.
+    binary: Option<Bytes>,
     start: StartLine,
     /// The start line without its line end.
     start_line: Span,
@@ -173,7 +176,7 @@ impl Message {
     }
 
     pub fn as_bytes(&self) -> &Bytes {
-        &self.buf
+        self.binary.as_ref().unwrap_or_else(|| self.head.as_bytes())
     }
 
     pub fn start_line(&self) -> &StartLine {
@@ -291,7 +294,7 @@ impl Message {
     }
 
     pub fn body(&self) -> Bytes {
-        self.buf.slice(self.body.range())
+        self.as_bytes().slice(self.body.range())
     }
 
     pub fn body_span(&self) -> Span {
@@ -579,9 +582,17 @@ struct Parts {
 
 impl Parts {
     fn into_message(mut self, buf: Bytes, limits: &Limits) -> Result<Message, ParseError> {
-        let head =
-            ByteString::try_from(buf.slice(..self.header_end)).map_err(|_| ParseError::NotUtf8)?;
-        let available = buf.len() - self.header_end;
+        let total = buf.len();
+        let (head, binary) = if std::str::from_utf8(&buf[self.header_end..]).is_ok() {
+            (ByteString::try_from(buf), None)
+        } else {
+            (
+                ByteString::try_from(buf.slice(..self.header_end)),
+                Some(buf),
+            )
+        };
+        let head = head.map_err(|_| ParseError::NotUtf8)?;
+        let available = total - self.header_end;
         let mut body_len = available;
         if let Some(h) = self
             .index
@@ -595,7 +606,7 @@ impl Parts {
                 None => self.note(Defect::bad_request("malformed Content-Length")),
             }
         }
-        if buf.len() > limits.max_message_size {
+        if total > limits.max_message_size {
             self.note(Defect {
                 status: 513,
                 reason: "Message Too Large",
@@ -610,7 +621,7 @@ impl Parts {
             defect: self.defect,
             max_list_values: limits.max_list_values.min(u16::MAX as usize) as u16,
             head,
-            buf,
+            binary,
         })
     }
 

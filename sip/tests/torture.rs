@@ -374,3 +374,39 @@ fn kept_views_equal_a_fresh_parse() {
     }
     assert!(checked > 50, "only {checked} messages parsed");
 }
+
+/// A body that is text is held with the head in one handle; one that is not UTF-8
+/// (mpart01's second part, or any octets) is kept as it came: the message's bytes and
+/// its body are the octets received either way.
+#[test]
+fn text_and_binary_bodies_are_kept_as_received() {
+    let mpart = std::fs::read(format!(
+        "{}/testdata/rfc4475/mpart01.dat",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mut binary =
+        b"MESSAGE sip:a@example.com SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bKb1\r\n\
+        Max-Forwards: 70\r\nFrom: <sip:b@example.com>;tag=1\r\nTo: <sip:a@example.com>\r\n\
+        Call-ID: bin1\r\nCSeq: 1 MESSAGE\r\nContent-Type: application/octet-stream\r\n\
+        Content-Length: 4\r\n\r\n"
+            .to_vec();
+    let head_len = binary.len();
+    binary.extend_from_slice(&[0xff, 0x00, 0xc3, 0x28]);
+    let mut text = binary[..head_len].to_vec();
+    text.extend_from_slice(b"v=0\n");
+    for bytes in [mpart, binary.clone(), text] {
+        // A buffer of its own (a datagram) and one shared (a stream's frame).
+        let shared = Bytes::from(bytes.clone());
+        for buf in [Bytes::from(bytes.clone()), shared.clone()] {
+            let m = Message::parse(buf, &Limits::default()).unwrap();
+            assert_eq!(m.as_bytes().as_ref(), &bytes[..]);
+            let cl: usize = m.get(HeaderName::ContentLength).unwrap().parse().unwrap();
+            assert_eq!(m.body().as_ref(), &bytes[bytes.len() - cl..]);
+            assert!(m.call_id().is_some());
+        }
+    }
+    let m = Message::parse(Bytes::from(binary.clone()), &Limits::default()).unwrap();
+    assert_eq!(m.body().as_ref(), &binary[head_len..]);
+    assert_eq!(m.call_id(), Some("bin1"));
+}
