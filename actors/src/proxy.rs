@@ -881,6 +881,12 @@ impl Proxy {
         while let Some(t) = e.ctx.poll_transmit() {
             sends.push((t.dest, t.bytes));
         }
+        // Answered upstream: the call has its 2xx (a later fork's is not its) or has ended
+        // with the failure. The context lives on for Timer L or M (32 s), long after a
+        // short call; it need not keep the call's memory that long.
+        if e.dialog.is_some() && e.ctx.is_answered() {
+            e.dialog = None;
+        }
     }
 
     /// Serial forking (§16.6): every branch so far failed; start the next group of targets
