@@ -353,6 +353,34 @@ async fn a_panicking_dialog_actor_gives_its_counts_back() {
     sup.stop(None);
 }
 
+/// Calls that come and go leave no deadline queued behind them for their lifetime:
+/// the supervisor's queue stays within a bound of its live calls.
+#[tokio::test]
+async fn ended_calls_leave_no_deadlines_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dialogs(dir.path(), Duration::from_secs(12 * 3600));
+    let (_, sup) = supervised(&d).await;
+    let live = d.admit(&invite("live"), caller(), origin()).unwrap();
+    d.on_invite_response(&live, &response("live", 200, "l"));
+    for round in 0..6 {
+        for n in 0..500 {
+            let id = format!("c{round}-{n}");
+            let call = d.admit(&invite(&id), caller(), origin()).unwrap();
+            d.on_invite_response(&call, &response(&id, 200, "b"));
+            d.on_request(&call, true, &bye_from_callee(&id, "b"));
+        }
+        tokio::time::sleep(TICK * 3).await;
+    }
+    let queued: usize = ractor::call!(sup, SupervisorMsg::Deadlines).unwrap();
+    assert_eq!(children(&sup).await, 1, "the live call's actor only");
+    assert!(
+        queued <= 4 + 1024,
+        "{queued} deadlines queued for one live call"
+    );
+    assert!(d.stats().processed_dialogs >= 3000);
+    sup.stop(None);
+}
+
 /// The lifetime runs from the answer; at its end the actor ends the call (BYEs, CDR
 /// `timeout`); `dlg.end_dlg` ends another for the operator.
 #[tokio::test(start_paused = true)]
