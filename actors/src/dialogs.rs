@@ -352,10 +352,13 @@ impl Call {
 
 fn profile_text(profile: &str, value: &str) -> String {
     if value.is_empty() {
-        profile.to_owned()
-    } else {
-        format!("{profile}={value}")
+        return profile.to_owned();
     }
+    let mut text = String::with_capacity(profile.len() + 1 + value.len());
+    text.push_str(profile);
+    text.push('=');
+    text.push_str(value);
+    text
 }
 
 /// Why a call was not admitted.
@@ -1009,7 +1012,14 @@ impl Dialogs {
     /// The call's CDR as a JSON line's text.
     fn cdr_json(&self, call: &Call, by: EndedBy, end_ms: u64) -> (String, String) {
         let s = call.state.lock();
-        let id = format!("{}-{}-{}", self.node, call.setup_ms, call.id);
+        // `node-setup_ms-number`: unique per record.
+        let mut id = String::with_capacity(self.node.len() + 24);
+        let mut digits = itoa::Buffer::new();
+        id.push_str(&self.node);
+        id.push('-');
+        id.push_str(digits.format(call.setup_ms));
+        id.push('-');
+        id.push_str(digits.format(call.id));
         let cdr = Cdr {
             event: "Call_End",
             id: Cow::Borrowed(&id),

@@ -36,8 +36,6 @@ pub enum DialogMsg {
     SessionExpired,
     /// End the call now (operator, shutdown).
     End(EndedBy),
-    /// The call ended by itself (BYE, failure): nothing left to do.
-    Ended,
     /// A broken invariant, for the supervision test.
     #[cfg(test)]
     Crash,
@@ -72,16 +70,13 @@ impl Actor for DialogActor {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let by = match msg {
-            DialogMsg::Expire => Some(EndedBy::Timeout),
-            DialogMsg::SessionExpired => Some(EndedBy::SessionExpired),
-            DialogMsg::End(by) => Some(by),
-            DialogMsg::Ended => None,
+            DialogMsg::Expire => EndedBy::Timeout,
+            DialogMsg::SessionExpired => EndedBy::SessionExpired,
+            DialogMsg::End(by) => by,
             #[cfg(test)]
             DialogMsg::Crash => panic!("dialog actor crash requested by a test"),
         };
-        if let Some(by) = by {
-            state.ender.end_call(&state.call, by);
-        }
+        state.ender.end_call(&state.call, by);
         myself.stop(None);
         Ok(())
     }
@@ -284,8 +279,12 @@ impl Actor for DialogSupervisor {
                             state.arm(id, Some(lifetime), true);
                         }
                         Notice::Refreshed(id) => state.arm(id, None, true),
+                        // The call ended by itself (BYE, failure): nothing left for its
+                        // actor to do; stopped without a message to handle.
                         Notice::Ended(id) => {
-                            state.tell(id, DialogMsg::Ended);
+                            if let Some(child) = state.children.get(&id) {
+                                child.actor.stop(None);
+                            }
                         }
                     }
                 }

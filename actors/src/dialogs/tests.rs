@@ -153,6 +153,15 @@ fn a_call_follows_its_responses_and_the_bye() {
     assert_eq!(cdrs[0]["EndedBy"], "callee");
     assert_eq!(cdrs[0]["Status"], 200);
     assert_eq!(cdrs[0]["CallID"], "c1");
+    assert_eq!(
+        cdrs[0]["Id"],
+        format!("test-{}-{}", call.setup_ms, call.id),
+        "node, setup time, number"
+    );
+    assert_eq!(
+        cdrs[0]["Profiles"],
+        serde_json::json!(["total", "user=6001"])
+    );
     assert!(cdrs[0]["AnswerTime"].is_u64());
     assert_eq!(d.stats().processed_dialogs, 1);
 }
