@@ -105,20 +105,25 @@ fn invite(n: u32) -> Bytes {
     ))
 }
 
-#[test]
-fn the_same_invite_received_by_two_threads_at_once_is_forwarded_once() {
-    const CALLS: u32 = 400;
+/// A proxy relaying to a socket of the test's (read with `timeout`), and the flow of a
+/// caller on 127.0.0.1:5999. The runtime must outlive the proxy.
+fn relaying(timeout: Duration) -> (tokio::runtime::Runtime, UdpSocket, Arc<Proxy>, Flow) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let next_hop = UdpSocket::bind("127.0.0.1:0").expect("binds");
-    next_hop
-        .set_read_timeout(Some(Duration::from_millis(500)))
-        .expect("timeout");
+    next_hop.set_read_timeout(Some(timeout)).expect("timeout");
     let (proxy, local) = proxy(next_hop.local_addr().expect("bound"), &runtime);
     let flow = Flow {
         transport: Transport::Udp,
         remote: "127.0.0.1:5999".parse().expect("addr"),
         local,
     };
+    (runtime, next_hop, proxy, flow)
+}
+
+#[test]
+fn the_same_invite_received_by_two_threads_at_once_is_forwarded_once() {
+    const CALLS: u32 = 400;
+    let (_runtime, next_hop, proxy, flow) = relaying(Duration::from_millis(500));
 
     // The next hop counts what it receives while the two threads race.
     let counter = std::thread::spawn(move || {
@@ -168,17 +173,7 @@ fn the_same_invite_received_by_two_threads_at_once_is_forwarded_once() {
 /// 40 MB of calls long ended.
 #[test]
 fn an_answered_invite_does_not_keep_its_call() {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    let next_hop = UdpSocket::bind("127.0.0.1:0").expect("binds");
-    next_hop
-        .set_read_timeout(Some(Duration::from_secs(2)))
-        .expect("timeout");
-    let (proxy, local) = proxy(next_hop.local_addr().expect("bound"), &runtime);
-    let flow = Flow {
-        transport: Transport::Udp,
-        remote: "127.0.0.1:5999".parse().expect("addr"),
-        local,
-    };
+    let (_runtime, next_hop, proxy, flow) = relaying(Duration::from_secs(2));
     proxy.handle(invite(1), flow, Instant::now());
     let mut buf = vec![0u8; 65_536];
     let n = next_hop.recv(&mut buf).expect("the INVITE is forwarded");
