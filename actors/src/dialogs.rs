@@ -2,7 +2,9 @@
 //! node relays becomes a [`Call`], held in a sharded table by Call-ID for the requests of
 //! the dialog, joined to its [profiles] (call limits checked in the same step),
 //! watched by a [`DialogActor`](actor) for the life around it (lifetime timer, operator
-//! end, BYEs of the node's own), and written as a [CDR](cdr) when it ends.
+//! end, BYEs of the node's own), and written as a [CDR](cdr) when it ends. A confirmed
+//! call is journaled in the state directory (module `saved`) and tracked again after a
+//! restart.
 //!
 //! What a packet needs is read and changed on the thread that received it (DESIGN
 //! principle 8): the table, the call's state, the counts. Ending a call ([`Dialogs::finish`])
@@ -15,18 +17,17 @@ pub mod actor;
 pub mod cdr;
 pub mod collector;
 pub mod profiles;
+mod saved;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use limes_cluster::journal::Record;
-use limes_cluster::json;
 use limes_cluster::Journal;
 use limes_sip::{Message, Method};
 use parking_lot::Mutex;
@@ -45,6 +46,7 @@ use actor::SupervisorMsg;
 use cdr::{Cdr, CdrLog, EndedBy, Var};
 use collector::{Collector, CollectorMetrics, CollectorUrl};
 use profiles::{CallFacts, ClassRule, Joined, LimitDef, LimitReached, ProfileDef, Profiles};
+use saved::{saved_text, Saved};
 
 const SHARDS: usize = 16;
 
@@ -488,35 +490,6 @@ pub struct Dialogs {
     collector: Option<Arc<Collector>>,
 }
 
-/// A confirmed call as the journal keeps it: written from the call's own text (borrowed),
-/// read back owned.
-#[derive(Debug, Serialize, Deserialize)]
-struct Saved<'a> {
-    call_id: Cow<'a, str>,
-    caller_tag: Cow<'a, str>,
-    from: Cow<'a, str>,
-    to: Cow<'a, str>,
-    request_uri: Cow<'a, str>,
-    caller: Cow<'a, str>,
-    source: Cow<'a, str>,
-    call_limit: Option<u32>,
-    class: Option<Cow<'a, str>>,
-    setup_ms: u64,
-    caller_dest: Dest,
-    caller_contact: Cow<'a, str>,
-    callee_tag: Cow<'a, str>,
-    callee_contact: Option<Cow<'a, str>>,
-    record_route: Cow<'a, [String]>,
-    answer_ms: Option<u64>,
-    status: u16,
-    caller_cseq: u32,
-    callee_cseq: Option<u32>,
-    profiles: Cow<'a, [(String, String)]>,
-    vars: Cow<'a, BTreeMap<String, Var>>,
-    #[serde(default)]
-    session_s: Option<u32>,
-}
-
 impl Dialogs {
     /// Dialogs kept in memory only.
     pub fn new(
@@ -605,40 +578,7 @@ impl Dialogs {
                 .iter()
                 .filter_map(|(p, v)| self.profiles.counter(p, v).try_join(None))
                 .collect();
-            let call = Arc::new(Call {
-                id,
-                call_id: s.call_id.into_owned(),
-                caller_tag: s.caller_tag.into_owned(),
-                from: s.from.into_owned(),
-                to: s.to.into_owned(),
-                request_uri: s.request_uri.into_owned(),
-                origin: Origin {
-                    caller: s.caller.into_owned(),
-                    source: s.source.into_owned(),
-                    call_limit: s.call_limit,
-                    attrs: BTreeMap::new(),
-                },
-                class: s.class.map(Cow::into_owned),
-                setup_ms: s.setup_ms,
-                caller_dest: s.caller_dest,
-                caller_contact: s.caller_contact.into_owned(),
-                state: Mutex::new(CallState {
-                    phase: Phase::Confirmed,
-                    callee_tag: Some(s.callee_tag.into_owned()),
-                    early_tags: SmallVec::new(),
-                    callee_contact: s.callee_contact.map(Cow::into_owned),
-                    record_route: s.record_route.into_owned(),
-                    answer_ms: s.answer_ms,
-                    status: s.status,
-                    caller_cseq: s.caller_cseq,
-                    callee_cseq: s.callee_cseq,
-                    profiles: s.profiles.into_owned(),
-                    memberships,
-                    vars: s.vars.into_owned(),
-                    ended_by: None,
-                    session: s.session_s.map(|n| Duration::from_secs(u64::from(n))),
-                }),
-            });
+            let call = Arc::new(s.into_call(id, memberships));
             self.next_id.fetch_max(id + 1, Ordering::Relaxed);
             self.track(call);
             restored += 1;
@@ -1270,72 +1210,6 @@ impl Dialogs {
     /// Registers the dialog census (by state, profile sizes).
     pub fn register_census(registry: &mut Registry, dialogs: Arc<Dialogs>) {
         registry.register_collector(Box::new(DialogCollector(dialogs)));
-    }
-}
-
-/// A confirmed call as the journal keeps it (JSON); `None` before its answer.
-fn saved_text(call: &Call) -> Option<String> {
-    let s = call.state.lock();
-    let callee_tag = s.callee_tag.as_deref()?;
-    let mut out = String::with_capacity(1024);
-    let mut o = json::Object::new(&mut out);
-    o.str("call_id", &call.call_id)
-        .str("caller_tag", &call.caller_tag)
-        .str("from", &call.from)
-        .str("to", &call.to)
-        .str("request_uri", &call.request_uri)
-        .str("caller", &call.origin.caller)
-        .str("source", &call.origin.source)
-        .opt_int("call_limit", call.origin.call_limit)
-        .opt_str("class", call.class.as_deref())
-        .int("setup_ms", call.setup_ms);
-    push_dest(o.member("caller_dest"), &call.caller_dest);
-    o.str("caller_contact", &call.caller_contact)
-        .str("callee_tag", callee_tag)
-        .opt_str("callee_contact", s.callee_contact.as_deref());
-    json::push_str_array(
-        o.member("record_route"),
-        s.record_route.iter().map(String::as_str),
-    );
-    o.opt_int("answer_ms", s.answer_ms)
-        .int("status", s.status)
-        .int("caller_cseq", s.caller_cseq)
-        .opt_int("callee_cseq", s.callee_cseq);
-    let profiles = o.member("profiles");
-    profiles.push('[');
-    for (i, (name, value)) in s.profiles.iter().enumerate() {
-        if i > 0 {
-            profiles.push(',');
-        }
-        json::push_str_array(profiles, [name.as_str(), value.as_str()]);
-    }
-    profiles.push(']');
-    cdr::push_vars(o.member("vars"), &s.vars);
-    o.opt_int("session_s", s.session.map(|d| d.as_secs() as u32));
-    o.end();
-    Some(out)
-}
-
-/// A destination as serde writes [`Dest`]: `{"transport":..,"addr":..[,"local":..]}`.
-fn push_dest(out: &mut String, dest: &Dest) {
-    let mut o = json::Object::new(out);
-    o.str("transport", dest.transport.as_str());
-    push_addr(o.member("addr"), dest.addr);
-    if let Some(local) = dest.local {
-        push_addr(o.member("local"), local);
-    }
-    o.end();
-}
-
-fn push_addr(out: &mut String, addr: SocketAddr) {
-    match addr {
-        // A scope is written only by `Display`.
-        SocketAddr::V6(a) if a.scope_id() != 0 => json::push_str(out, &a.to_string()),
-        _ => {
-            out.push('"');
-            crate::proxy::local::push_host_port(out, addr);
-            out.push('"');
-        }
     }
 }
 
