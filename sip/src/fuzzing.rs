@@ -24,6 +24,7 @@ pub fn parse_and_forward(data: &[u8]) {
         return;
     };
     touch_views(&msg);
+    presence_agrees(&msg);
     let verdict = if msg.is_request() {
         sanity::check_request(&msg, &Policy::default()).is_ok()
     } else {
@@ -62,6 +63,30 @@ pub fn parse_and_forward(data: &[u8]) {
             sanity::check_response(&again).is_ok()
         };
         assert!(ok, "a valid message became invalid when forwarded");
+    }
+}
+
+/// The index's presence bits say what a scan of the lines says: a name is present when it
+/// has a line, repeated when it has two (lookups skip the scan on the bits alone).
+fn presence_agrees(msg: &Message) {
+    for h in msg.headers() {
+        let lines = msg.headers().iter().filter(|l| l.name == h.name).count();
+        assert!(msg.has(h.name), "{:?} has a line", h.name);
+        assert_eq!(msg.repeats(h.name), lines > 1, "{:?}", h.name);
+        assert!(msg.get(h.name).is_some());
+    }
+    assert_eq!(
+        msg.repeats_any(),
+        msg.headers().iter().any(|h| msg.repeats(h.name))
+    );
+    for absent in [
+        crate::HeaderName::Date,
+        crate::HeaderName::Require,
+        crate::HeaderName::Route,
+    ] {
+        let scanned = msg.headers().iter().any(|h| h.name == absent);
+        assert_eq!(msg.has(absent), scanned, "{absent:?}");
+        assert_eq!(msg.get(absent).is_some(), scanned, "{absent:?}");
     }
 }
 

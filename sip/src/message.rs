@@ -116,7 +116,17 @@ pub struct Message {
 struct Index {
     /// Room for the headers of nearly every message; more spill to the heap.
     headers: SmallVec<[Header; INLINE_HEADERS]>,
+    /// The names that have a line, one bit each ([`name_bit`]): most lookups are for
+    /// headers a message does not have, and those need no scan.
+    present: u64,
+    /// The names that have more than one line.
+    repeated: u64,
     views: Views,
+}
+
+/// `name`'s bit in [`Index::present`]: a field-less enum of fewer than 64 names.
+fn name_bit(name: HeaderName) -> u64 {
+    1 << (name as u32 % 64)
 }
 
 const INLINE_HEADERS: usize = 20;
@@ -311,10 +321,33 @@ impl Message {
         self.text(h.value)
     }
 
+    /// Whether the message has a line of `name`.
+    pub fn has(&self, name: HeaderName) -> bool {
+        self.index.present & name_bit(name) != 0
+    }
+
+    /// Whether the message has more than one line of `name`.
+    pub fn repeats(&self, name: HeaderName) -> bool {
+        self.index.repeated & name_bit(name) != 0
+    }
+
+    /// Whether any name has more than one line.
+    pub fn repeats_any(&self) -> bool {
+        self.index.repeated != 0
+    }
+
+    /// The header lines, or none when no line is named `name`.
+    fn lines_of(&self, name: HeaderName) -> &[Header] {
+        if self.has(name) {
+            &self.index.headers
+        } else {
+            &[]
+        }
+    }
+
     /// Value of the first header named `name`.
     pub fn get(&self, name: HeaderName) -> Option<&str> {
-        self.index
-            .headers
+        self.lines_of(name)
             .iter()
             .find(|h| h.name == name)
             .map(|h| self.value(h))
@@ -322,8 +355,7 @@ impl Message {
 
     /// Values of every line of `name`, in order.
     pub fn get_all(&self, name: HeaderName) -> impl Iterator<Item = &str> {
-        self.index
-            .headers
+        self.lines_of(name)
             .iter()
             .filter(move |h| h.name == name)
             .map(|h| self.value(h))
@@ -340,7 +372,10 @@ impl Message {
     }
 
     pub fn count(&self, name: HeaderName) -> usize {
-        self.index.headers.iter().filter(|h| h.name == name).count()
+        self.lines_of(name)
+            .iter()
+            .filter(|h| h.name == name)
+            .count()
     }
 
     /// Each comma-separated value of a list header across all its lines, in order,
@@ -668,7 +703,6 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
     let start_line = Span::new(line_start..line_end);
 
     let mut index = Box::<Index>::default();
-    let headers = &mut index.headers;
     pos = next;
     let header_end;
     loop {
@@ -687,7 +721,7 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
         }
         let first = buf[pos];
         if first == b' ' || first == b'\t' {
-            if headers.is_empty() {
+            if index.headers.is_empty() {
                 return Err(ParseError::BadStartLine);
             }
             return Ok(Indexed::Folded);
@@ -720,11 +754,15 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
             while ve > vs && (buf[ve - 1] == b' ' || buf[ve - 1] == b'\t') {
                 ve -= 1;
             }
-            if headers.len() == limits.max_headers {
+            if index.headers.len() == limits.max_headers {
                 return Err(ParseError::TooManyHeaders);
             }
-            headers.push(Header {
-                name: HeaderName::from_bytes(&buf[pos..name_end]),
+            let name = HeaderName::from_bytes(&buf[pos..name_end]);
+            let bit = name_bit(name);
+            index.repeated |= index.present & bit;
+            index.present |= bit;
+            index.headers.push(Header {
+                name,
                 line: Span::new(pos..end),
                 name_span: Span::new(pos..name_end),
                 value: Span::new(vs..ve),

@@ -197,24 +197,16 @@ enum Vias {
 /// Rules requests and responses share: required and single headers, and the syntax of
 /// Via, Call-ID and Content-Length.
 fn common(msg: &Message, vias: Vias) -> Result<(), Rejection> {
-    // One pass over the header names: which are present, and whether a single header or
-    // Content-Length repeats (one bit per name: a field-less enum of fewer than 64 names).
-    let (mut present, mut repeated) = (0u64, 0u64);
-    for h in msg.headers() {
-        let bit = 1u64 << (h.name as u32 % 64);
-        repeated |= present & bit;
-        present |= bit;
-    }
     for (name, reason) in REQUIRED {
-        if present & (1u64 << (name as u32 % 64)) == 0 {
+        if !msg.has(name) {
             return Err(Rejection::bad(reason));
         }
     }
-    if repeated != 0 {
+    if msg.repeats_any() {
         if let Some(h) = msg
             .headers()
             .iter()
-            .find(|h| h.name.is_single() && repeated & (1u64 << (h.name as u32 % 64)) != 0)
+            .find(|h| h.name.is_single() && msg.repeats(h.name))
         {
             return Err(Rejection::bad(format!(
                 "Duplicate {} header",
