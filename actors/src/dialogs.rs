@@ -177,8 +177,9 @@ pub enum Phase {
 pub struct Origin {
     /// The authenticated user, else the From user.
     pub caller: String,
-    /// `subscriber`, or the trusted peer's or address group's tag (`trusted`, `carrier`).
-    pub source: String,
+    /// `subscriber`, or the trusted peer's or address group's tag (`trusted`, `carrier`);
+    /// shared with the tables (no copy per call).
+    pub source: Arc<str>,
     pub call_limit: Option<u32>,
     /// The authenticated subscriber's attributes (dialog variables may read them).
     pub attrs: BTreeMap<String, String>,
@@ -327,7 +328,7 @@ impl Call {
             request_uri: self.request_uri.clone(),
             state: s.phase,
             caller: self.origin.caller.clone(),
-            source: self.origin.source.clone(),
+            source: self.origin.source.to_string(),
             class: self.class.clone(),
             caller_tag: self.caller_tag.clone(),
             callee_tag: s.callee_tag.clone(),

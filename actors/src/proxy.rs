@@ -35,6 +35,7 @@ use limes_sip::transaction::TxKey;
 use limes_sip::uri::Uri;
 use limes_sip::{Message, Method};
 use parking_lot::Mutex;
+use smallvec::{smallvec, SmallVec};
 use tracing::{debug, trace, warn};
 
 use self::entry::{Entry, Later};
@@ -131,6 +132,12 @@ pub struct Route {
     /// The address Via and Record-Route name instead of the sending socket's.
     advertise: Option<SocketAddr>,
 }
+
+/// A request's routes: most have one, kept inline (no allocation per request).
+pub type Routes = SmallVec<[Route; 1]>;
+
+/// The forwarded copies of a request: destination, bytes, and the branch's own timer.
+type Copies = SmallVec<[(Dest, Bytes, Option<std::time::Duration>); 1]>;
 
 impl Route {
     fn to(dest: Dest) -> Self {
@@ -515,7 +522,7 @@ impl Proxy {
         let mut failover = None;
         let mut vars = None;
         let mut from_peer = false;
-        let targets: Vec<Route> = match routing.decision {
+        let targets: Routes = match routing.decision {
             Decision::Refuse { status, reason } => {
                 return self.reply_local(&msg, &flow, now, status, reason, &[])
             }
@@ -556,7 +563,7 @@ impl Proxy {
                     );
                 };
                 from_peer = true;
-                vec![route]
+                smallvec![route]
             }
             Decision::Initial => match self.initial_targets(&msg, &flow, now, pass) {
                 Some(initial) => {
@@ -590,7 +597,7 @@ impl Proxy {
             }
         }
         let targets = match self.back_over_flow(back_flow.filter(|_| in_dialog), &flow) {
-            Ok(Some(dest)) => vec![Route::to(dest)],
+            Ok(Some(dest)) => smallvec![Route::to(dest)],
             Ok(None) => targets,
             Err(()) => return self.reply_local(&msg, &flow, now, 430, "Flow Failed", &[]),
         };
@@ -668,15 +675,15 @@ impl Proxy {
         // one group, and then no queue is made.
         let mut targets = targets.into_iter().peekable();
         let first_group = targets.peek().map(|t| t.group);
-        let mut first = Vec::new();
+        let mut first = Routes::new();
         while let Some(t) = targets.next_if(|t| Some(t.group) == first_group) {
             first.push(t);
         }
-        let mut groups: VecDeque<Vec<Route>> = VecDeque::new();
+        let mut groups: VecDeque<Routes> = VecDeque::new();
         for t in targets {
             match groups.back_mut() {
                 Some(g) if g.first().is_some_and(|f| f.group == t.group) => g.push(t),
-                _ => groups.push_back(vec![t]),
+                _ => groups.push_back(smallvec![t]),
             }
         }
         // The branches' copies are built from the request before the context owns it.
@@ -741,7 +748,7 @@ impl Proxy {
         routes: &[Route],
         sid: u64,
         first_index: usize,
-    ) -> Vec<(Dest, Bytes, Option<std::time::Duration>)> {
+    ) -> Copies {
         let Fork {
             flow,
             popped,
@@ -760,7 +767,7 @@ impl Proxy {
             ip: flow.remote.ip(),
             port: flow.remote.port(),
         };
-        let mut copies = Vec::with_capacity(routes.len());
+        let mut copies = Copies::with_capacity(routes.len());
         for route in routes {
             let i = first_index + copies.len();
             let Some(out_addr) = self.out.local_for(&route.dest) else {

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::net::IpAddr;
 
 use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
 
 use crate::header::HeaderName;
 use crate::message::{Header, Message};
@@ -308,7 +309,8 @@ pub struct Forward<'m> {
     pop_via: bool,
     source: Option<Source>,
     decrement_max_forwards: bool,
-    record_route: Vec<&'m str>,
+    /// At most two per forwarded request (one per side): inline.
+    record_route: SmallVec<[&'m str; 2]>,
     pop_routes: usize,
     push_routes: Vec<&'m str>,
     contact: Option<&'m str>,
@@ -330,7 +332,7 @@ impl<'m> Forward<'m> {
             pop_via: false,
             source: None,
             decrement_max_forwards: false,
-            record_route: Vec::new(),
+            record_route: SmallVec::new(),
             pop_routes: 0,
             push_routes: Vec::new(),
             contact: None,

@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use limes_cluster::json;
@@ -57,7 +58,7 @@ impl Saved<'_> {
             request_uri: self.request_uri.into_owned(),
             origin: Origin {
                 caller: self.caller.into_owned(),
-                source: self.source.into_owned(),
+                source: Arc::from(self.source),
                 call_limit: self.call_limit,
                 attrs: BTreeMap::new(),
             },

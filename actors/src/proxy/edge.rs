@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use arc_swap::ArcSwap;
@@ -19,7 +19,7 @@ use parking_lot::RwLock;
 use tracing::{debug, error, info, warn};
 
 use super::routing::{Edits, RoutingMetrics};
-use super::{Proxy, Route};
+use super::{Proxy, Route, Routes};
 use crate::auth::{Attempt, Auth, Kind, Verdict};
 use crate::dialogs::Origin;
 use crate::dns::Dns;
@@ -380,17 +380,21 @@ pub(super) fn user_of(v: Option<Result<Uri<'_>, limes_sip::uri::UriError>>) -> S
 }
 
 /// The source a call is counted under: the peer's tag, else its class.
-pub(super) fn source_label(peer: &Peer) -> String {
+pub(super) fn source_label(peer: &Peer) -> Arc<str> {
+    /// The class names, made once: a label is shared, not copied, per call.
+    static CLASSES: LazyLock<[Arc<str>; 3]> =
+        LazyLock::new(|| ["carrier".into(), "trusted".into(), "subscriber".into()]);
+    let [carrier, trusted, subscriber] = &*CLASSES;
     match peer {
-        Peer::Carrier { tag, .. } => tag.as_deref().unwrap_or("carrier").to_owned(),
-        Peer::Trusted { tag } => tag.as_deref().unwrap_or("trusted").to_owned(),
-        Peer::Unknown => "subscriber".to_owned(),
+        Peer::Carrier { tag, .. } => tag.as_ref().unwrap_or(carrier).clone(),
+        Peer::Trusted { tag } => tag.as_ref().unwrap_or(trusted).clone(),
+        Peer::Unknown => subscriber.clone(),
     }
 }
 
 /// Where an initial request goes, and who it is from.
 pub(super) struct Initial {
-    pub targets: Vec<Route>,
+    pub targets: Routes,
     /// Credentials were checked (and are consumed: not forwarded).
     pub authenticated: bool,
     pub origin: Origin,
@@ -670,7 +674,7 @@ impl Proxy {
     /// The routes to an AoR's bindings: highest q first; each q value is a group tried
     /// after the one before has failed (serial forking), equal q values in parallel; each
     /// binding through the flow or Path it registered with.
-    pub(super) fn location_routes(&self, contacts: Vec<Contact>) -> Vec<Route> {
+    pub(super) fn location_routes(&self, contacts: Vec<Contact>) -> Routes {
         let mut group = 0u16;
         let mut last_q = None;
         let me = self.edge.location.node_name();

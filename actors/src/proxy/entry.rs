@@ -10,7 +10,7 @@ use limes_sip::proxy::Context;
 use limes_sip::transaction::TxKey;
 
 use super::own::Waiter;
-use super::{Fork, Route};
+use super::{Fork, Routes};
 use crate::dialogs::Call;
 use crate::transport::Dest;
 
@@ -31,7 +31,7 @@ pub struct Entry {
 /// The groups of targets not started yet (§16.6: lower q after higher q has failed), and
 /// what their branches share with the first ones.
 pub struct Later {
-    pub groups: VecDeque<Vec<Route>>,
+    pub groups: VecDeque<Routes>,
     pub fork: Fork,
     /// A trunk's call: the next group only on the trunk's failover codes.
     pub failover: Option<super::routing::Failover>,

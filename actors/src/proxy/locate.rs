@@ -14,7 +14,7 @@ use smallvec::{smallvec, SmallVec};
 use tracing::trace;
 
 use super::routing::Alternatives;
-use super::{Pass, Proxy, Route};
+use super::{Pass, Proxy, Route, Routes};
 use crate::dns::Cached;
 use crate::transport::{dest_of_uri, Dest, Flow};
 
@@ -24,7 +24,7 @@ use crate::transport::{dest_of_uri, Dest, Flow};
 pub(super) fn one_by_one(
     dests: SmallVec<[Dest; 2]>,
     strict: Option<&str>,
-) -> (Vec<Route>, Option<Alternatives>) {
+) -> (Routes, Option<Alternatives>) {
     let failover = (dests.len() > 1).then_some(Alternatives::Records);
     let routes = dests
         .into_iter()

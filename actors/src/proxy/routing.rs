@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 use super::edge::{source_label, unix_now, user_of, Initial};
 use super::locate::Located;
 use super::own::Outcome;
-use super::{Pass, Proxy, Route};
+use super::{Pass, Proxy, Route, Routes};
 use crate::auth::Kind;
 use crate::dialogs::Origin;
 use crate::policy::{Action, Facts, HeaderEdits, SourceMatch};
@@ -325,7 +325,7 @@ impl Proxy {
                 "request routed"
             );
             let mut initial = Initial {
-                targets: Vec::new(),
+                targets: Routes::new(),
                 authenticated,
                 origin,
                 edits: SmallVec::new(),
