@@ -672,15 +672,14 @@ impl Proxy {
             edits,
         };
         // The first group now, the later ones (serial forking) kept: most requests have
-        // one group, and then no queue is made.
-        let mut targets = targets.into_iter().peekable();
-        let first_group = targets.peek().map(|t| t.group);
-        let mut first = Routes::new();
-        while let Some(t) = targets.next_if(|t| Some(t.group) == first_group) {
-            first.push(t);
-        }
+        // one group, and then no queue is made and no route moves.
+        let mut first = targets;
+        let cut = first
+            .iter()
+            .position(|t| Some(t.group) != first.first().map(|f| f.group))
+            .unwrap_or(first.len());
         let mut groups: VecDeque<Routes> = VecDeque::new();
-        for t in targets {
+        for t in first.drain(cut..) {
             match groups.back_mut() {
                 Some(g) if g.first().is_some_and(|f| f.group == t.group) => g.push(t),
                 _ => groups.push_back(smallvec![t]),
@@ -775,9 +774,7 @@ impl Proxy {
             };
             // The address this side sees the node at (a NAT's public one, if advertised).
             let shown = route.advertise.unwrap_or(out_addr);
-            let via = self
-                .local
-                .via(route.dest.transport, shown, (loop_hash, sid, i), false);
+            let sent_by = self.local.sent_by(route.dest.transport, shown);
             let record_route = self.settings.record_route && dialog_creating;
             let two_sides = shown != flow.local || route.dest.transport != flow.transport;
             // The entry facing the caller names its TCP connection (a single entry faces
@@ -802,7 +799,7 @@ impl Proxy {
             });
             let mut fwd = Forward::new(msg)
                 .received_from(source)
-                .push_via(&via)
+                .push_via_branch(&sent_by, (loop_hash, sid, i))
                 .decrement_max_forwards()
                 .pop_routes(popped);
             for rr in rr_out.iter().chain(rr_in.iter()) {
@@ -1001,18 +998,13 @@ impl Proxy {
             .and_then(|v| v.branch())
             .unwrap_or_default();
         let id = self.local.hash(&[b"ack", top_branch.as_bytes()]);
-        let via = self.local.via(
-            dest.transport,
-            out_addr,
-            (self.local.loop_hash(msg), id, 0),
-            false,
-        );
+        let sent_by = self.local.sent_by(dest.transport, out_addr);
         let bytes = Forward::new(msg)
             .received_from(Source {
                 ip: flow.remote.ip(),
                 port: flow.remote.port(),
             })
-            .push_via(&via)
+            .push_via_branch(&sent_by, (self.local.loop_hash(msg), id, 0))
             .decrement_max_forwards()
             .pop_routes(popped)
             .finish();

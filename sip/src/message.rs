@@ -106,6 +106,7 @@ pub struct Message {
     body: Span,
     defect: Option<Defect>,
     max_list_values: u16,
+    names: Names,
     /// Boxed: larger than the rest of the message, which moves often.
     index: Box<Index>,
 }
@@ -116,15 +117,19 @@ pub struct Message {
 struct Index {
     /// Room for the headers of nearly every message; more spill to the heap.
     headers: SmallVec<[Header; INLINE_HEADERS]>,
-    /// The names that have a line, one bit each ([`name_bit`]): most lookups are for
-    /// headers a message does not have, and those need no scan.
-    present: u64,
-    /// The names that have more than one line.
-    repeated: u64,
     views: Views,
 }
 
-/// `name`'s bit in [`Index::present`]: a field-less enum of fewer than 64 names.
+/// The header names a message has, one bit each ([`name_bit`]): most lookups are for
+/// headers a message does not have, and those need no scan of its lines.
+#[derive(Debug, Clone, Copy, Default)]
+struct Names {
+    present: u64,
+    /// The names that have more than one line.
+    repeated: u64,
+}
+
+/// `name`'s bit in [`Names`]: a field-less enum of fewer than 64 names.
 fn name_bit(name: HeaderName) -> u64 {
     1 << (name as u32 % 64)
 }
@@ -323,17 +328,17 @@ impl Message {
 
     /// Whether the message has a line of `name`.
     pub fn has(&self, name: HeaderName) -> bool {
-        self.index.present & name_bit(name) != 0
+        self.names.present & name_bit(name) != 0
     }
 
     /// Whether the message has more than one line of `name`.
     pub fn repeats(&self, name: HeaderName) -> bool {
-        self.index.repeated & name_bit(name) != 0
+        self.names.repeated & name_bit(name) != 0
     }
 
     /// Whether any name has more than one line.
     pub fn repeats_any(&self) -> bool {
-        self.index.repeated != 0
+        self.names.repeated != 0
     }
 
     /// The header lines, or none when no line is named `name`.
@@ -611,6 +616,7 @@ struct Parts {
     start: StartLine,
     start_line: Span,
     index: Box<Index>,
+    names: Names,
     header_end: usize,
     defect: Option<Defect>,
 }
@@ -629,11 +635,10 @@ impl Parts {
         let head = head.map_err(|_| ParseError::NotUtf8)?;
         let available = total - self.header_end;
         let mut body_len = available;
-        if let Some(h) = self
-            .index
-            .headers
-            .iter()
-            .find(|h| h.name == HeaderName::ContentLength)
+        let length = HeaderName::ContentLength;
+        if let Some(h) = (self.names.present & name_bit(length) != 0)
+            .then(|| self.index.headers.iter().find(|h| h.name == length))
+            .flatten()
         {
             match crate::text::parse_u32(head.get(h.value.range()).unwrap_or_default()) {
                 Some(n) if n as usize <= available => body_len = n as usize,
@@ -651,6 +656,7 @@ impl Parts {
             start: self.start,
             start_line: self.start_line,
             index: self.index,
+            names: self.names,
             header_end: self.header_end as u32,
             body: Span::new(self.header_end..self.header_end + body_len),
             defect: self.defect,
@@ -703,6 +709,7 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
     let start_line = Span::new(line_start..line_end);
 
     let mut index = Box::<Index>::default();
+    let mut names = Names::default();
     pos = next;
     let header_end;
     loop {
@@ -759,8 +766,8 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
             }
             let name = HeaderName::from_bytes(&buf[pos..name_end]);
             let bit = name_bit(name);
-            index.repeated |= index.present & bit;
-            index.present |= bit;
+            names.repeated |= names.present & bit;
+            names.present |= bit;
             index.headers.push(Header {
                 name,
                 line: Span::new(pos..end),
@@ -774,6 +781,7 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
         start,
         start_line,
         index,
+        names,
         header_end,
         defect,
     }))
