@@ -299,13 +299,41 @@ pub struct Source {
 /// An edit of a message about to be forwarded. Unchanged header lines and the body are
 /// copied as bytes; Content-Length is written to match the body sent.
 #[must_use]
+/// The Via a forwarded copy gets on top.
+#[derive(Clone, Copy)]
+enum NewVia<'m> {
+    Text(&'m str),
+    Branch {
+        sent_by: &'m str,
+        branch: (u32, u64, usize),
+    },
+}
+
+impl NewVia<'_> {
+    fn put(self, out: &mut BytesMut) {
+        match self {
+            NewVia::Text(v) => put_header(out, "Via", v),
+            NewVia::Branch {
+                sent_by,
+                branch: (loop_hash, id, index),
+            } => {
+                out.put_slice(b"Via: ");
+                out.put_slice(sent_by.as_bytes());
+                out.put_slice(b";branch=");
+                crate::proxy::route::put_branch(out, loop_hash, id, index);
+                out.put_slice(b"\r\n");
+            }
+        }
+    }
+}
+
 pub struct Forward<'m> {
     msg: &'m Message,
     request_uri: Option<&'m str>,
     status: Option<(u16, &'m str)>,
     drop_last_route: bool,
     append_route: Option<&'m str>,
-    push_via: Option<&'m str>,
+    push_via: Option<NewVia<'m>>,
     pop_via: bool,
     source: Option<Source>,
     decrement_max_forwards: bool,
@@ -371,7 +399,15 @@ impl<'m> Forward<'m> {
 
     /// A request: this element's Via value, placed on top (§16.6 step 8).
     pub fn push_via(mut self, via: &'m str) -> Self {
-        self.push_via = Some(via);
+        self.push_via = Some(NewVia::Text(via));
+        self
+    }
+
+    /// Pushes this node's Via, `sent_by` (`SIP/2.0/UDP host:port`) with the branch of
+    /// [`crate::proxy::route::push_branch`] from `(loop hash, context id, index)`, written
+    /// straight into the copy (no string of its own per message).
+    pub fn push_via_branch(mut self, sent_by: &'m str, branch: (u32, u64, usize)) -> Self {
+        self.push_via = Some(NewVia::Branch { sent_by, branch });
         self
     }
 
@@ -475,7 +511,7 @@ impl<'m> Forward<'m> {
                 HeaderName::Via if !via_seen => {
                     via_seen = true;
                     if let Some(v) = self.push_via {
-                        put_header(&mut out, "Via", v);
+                        v.put(&mut out);
                     }
                     self.first_via(&mut out, h);
                 }
@@ -519,7 +555,7 @@ impl<'m> Forward<'m> {
         }
         if !via_seen {
             if let Some(v) = self.push_via {
-                put_header(&mut out, "Via", v);
+                v.put(&mut out);
             }
         }
         if !rr_seen {

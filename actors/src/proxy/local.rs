@@ -2,6 +2,7 @@
 //! §16.3 item 4, §16.6 item 8) and the signature on its Record-Route entries, keyed by
 //! the node secret; `limes_sip::proxy::route` asks them through [`Identity`].
 
+use std::borrow::Cow;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -29,6 +30,9 @@ pub struct Local {
     /// Each listening address and its `host:port` text, written once for the Vias and
     /// Record-Routes of every forwarded request.
     listen_texts: Vec<(SocketAddr, String)>,
+    /// The sent-by part of this node's Via (`SIP/2.0/UDP host:port`) for each listening
+    /// address and transport, written once.
+    sent_by_texts: Vec<(SocketAddr, Transport, String)>,
 }
 
 impl Local {
@@ -46,6 +50,11 @@ impl Local {
                 (l.addr, text)
             })
             .collect();
+        let sent_by_texts = listens
+            .iter()
+            .flat_map(|l| [Transport::Udp, Transport::Tcp].map(|t| (l.addr, t)))
+            .map(|(addr, t)| (addr, t, sent_by_text(t, addr)))
+            .collect();
         Self {
             listens,
             aliases,
@@ -53,6 +62,7 @@ impl Local {
             key,
             loop_seed: u64::from_le_bytes(seed) as usize,
             listen_texts,
+            sent_by_texts,
         }
     }
 
@@ -198,6 +208,19 @@ impl Local {
         }
     }
 
+    /// The sent-by part of this node's Via from `addr` on `transport`
+    /// (`SIP/2.0/UDP host:port`): a listening address's was written once.
+    pub fn sent_by(&self, transport: Transport, addr: SocketAddr) -> Cow<'_, str> {
+        match self
+            .sent_by_texts
+            .iter()
+            .find(|(a, t, _)| *a == addr && *t == transport)
+        {
+            Some((_, _, text)) => Cow::Borrowed(text),
+            None => Cow::Owned(sent_by_text(transport, addr)),
+        }
+    }
+
     /// The Via value of a request this node sends from `addr`:
     /// `SIP/2.0/UDP host:port;branch=...`, `;rport` when asked. The branch is written in
     /// place ([`route::push_branch`]) from `(loop hash, context id, index)`.
@@ -209,10 +232,7 @@ impl Local {
         rport: bool,
     ) -> String {
         let mut v = String::with_capacity(48 + route::BRANCH_LEN);
-        v.push_str("SIP/2.0/");
-        v.push_str(transport.via_token());
-        v.push(' ');
-        self.push_addr(&mut v, addr);
+        v.push_str(&self.sent_by(transport, addr));
         v.push_str(";branch=");
         route::push_branch(&mut v, loop_hash, id, index);
         if rport {
@@ -287,6 +307,16 @@ pub fn parse_flow_token(token: &str) -> Option<SocketAddr> {
     String::from_utf8(bytes?).ok()?.parse().ok()
 }
 
+/// `SIP/2.0/UDP host:port`.
+fn sent_by_text(transport: Transport, addr: SocketAddr) -> String {
+    let mut text = String::with_capacity(48);
+    text.push_str("SIP/2.0/");
+    text.push_str(transport.via_token());
+    text.push(' ');
+    push_host_port(&mut text, addr);
+    text
+}
+
 /// An IP address as a URI host (IPv6 in brackets).
 pub fn host_text(ip: IpAddr) -> String {
     let mut s = String::with_capacity(24);
@@ -341,6 +371,10 @@ mod tests {
         );
         let elsewhere = Local::new(Vec::new(), Vec::new(), &NodeSecret::from_text("test"));
         for l in [&listening, &elsewhere] {
+            assert_eq!(
+                l.sent_by(Transport::Tcp, addr),
+                "SIP/2.0/TCP 192.0.2.1:5060"
+            );
             assert_eq!(
                 l.via(Transport::Udp, addr, (0xa, 0xb, 2), true),
                 "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKlm0000000a.000000000000000b.2;rport"

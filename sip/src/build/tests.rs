@@ -370,3 +370,24 @@ fn a_body_that_is_not_utf8_travels_byte_for_byte_and_a_head_that_is_not_is_refus
         Some(crate::ParseError::NotUtf8)
     );
 }
+
+#[test]
+fn a_via_written_from_its_branch_numbers_is_the_via_of_its_text() {
+    let msg = invite();
+    let sent_by = "SIP/2.0/UDP 192.0.2.1:5060";
+    for (loop_hash, id, index) in [(0, 0, 0), (0xdead_beef, u64::MAX, 7), (1, 0x1234, 999)] {
+        let mut text = format!("{sent_by};branch=");
+        crate::proxy::route::push_branch(&mut text, loop_hash, id, index);
+        let from_text = Forward::new(&msg).push_via(&text).finish();
+        let from_numbers = Forward::new(&msg)
+            .push_via_branch(sent_by, (loop_hash, id, index))
+            .finish();
+        assert_eq!(from_text, from_numbers);
+        let top = parse(from_numbers);
+        let via = top.top_via().unwrap().unwrap();
+        assert_eq!(
+            crate::proxy::route::parse_branch(via.branch().unwrap()),
+            Some((id, index))
+        );
+    }
+}

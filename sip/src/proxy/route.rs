@@ -197,13 +197,26 @@ pub const BRANCH_LEN: usize = BRANCH_PREFIX.len() + 8 + 1 + 16 + 1 + 3;
 /// The branch of a forwarded request (prefix, loop hash, context id, branch index),
 /// written at the end of `out`: a Via is built without a string of its own for it.
 pub fn push_branch(out: &mut String, loop_hash: u32, id: u64, index: usize) {
-    // The hex digits are written into a fixed array and appended at once.
+    let digits = branch_digits(loop_hash, id);
+    out.push_str(BRANCH_PREFIX);
+    out.push_str(std::str::from_utf8(&digits).unwrap_or_default());
+    out.push_str(itoa::Buffer::new().format(index));
+}
+
+/// [`push_branch`] into a message being built.
+pub fn put_branch(out: &mut bytes::BytesMut, loop_hash: u32, id: u64, index: usize) {
+    use bytes::BufMut;
+    out.put_slice(BRANCH_PREFIX.as_bytes());
+    out.put_slice(&branch_digits(loop_hash, id));
+    out.put_slice(itoa::Buffer::new().format(index).as_bytes());
+}
+
+/// The hex digits of a branch and their dots, in a fixed array: `hhhhhhhh.hhhhhhhhhhhhhhhh.`.
+fn branch_digits(loop_hash: u32, id: u64) -> [u8; 8 + 1 + 16 + 1] {
     let mut hex = [b'.'; 8 + 1 + 16 + 1];
     put_hex(&mut hex[..8], u64::from(loop_hash));
     put_hex(&mut hex[9..25], id);
-    out.push_str(BRANCH_PREFIX);
-    out.push_str(std::str::from_utf8(&hex).unwrap_or_default());
-    out.push_str(itoa::Buffer::new().format(index));
+    hex
 }
 
 /// `n`'s lowest hex digits, as many as `out` holds, most significant first (branches
