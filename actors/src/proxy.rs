@@ -802,8 +802,8 @@ impl Proxy {
                 .push_via_branch(&sent_by, (loop_hash, sid, i))
                 .decrement_max_forwards()
                 .pop_routes(popped);
-            for rr in rr_out.iter().chain(rr_in.iter()) {
-                fwd = fwd.record_route(rr);
+            for (head, sig) in rr_out.iter().chain(rr_in.iter()) {
+                fwd = fwd.record_route_pieces([head, sig.as_str(), ">"]);
             }
             if let Some(uri) = &new_ruri {
                 fwd = fwd.request_uri(uri).drop_last_route();

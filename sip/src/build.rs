@@ -338,7 +338,7 @@ pub struct Forward<'m> {
     source: Option<Source>,
     decrement_max_forwards: bool,
     /// At most two per forwarded request (one per side): inline.
-    record_route: SmallVec<[&'m str; 2]>,
+    record_route: SmallVec<[[&'m str; 3]; 2]>,
     pop_routes: usize,
     push_routes: Vec<&'m str>,
     contact: Option<&'m str>,
@@ -432,7 +432,14 @@ impl<'m> Forward<'m> {
     /// A request: add a Record-Route value above the existing ones (§16.6 step 4); call
     /// twice for double record-routing when the transport changes.
     pub fn record_route(mut self, value: &'m str) -> Self {
-        self.record_route.push(value);
+        self.record_route.push([value, "", ""]);
+        self
+    }
+
+    /// [`Forward::record_route`] with a value written from its pieces, in order (a head
+    /// made once, the part of this message, a tail): no string of its own per message.
+    pub fn record_route_pieces(mut self, pieces: [&'m str; 3]) -> Self {
+        self.record_route.push(pieces);
         self
     }
 
@@ -517,9 +524,7 @@ impl<'m> Forward<'m> {
                 }
                 HeaderName::RecordRoute if !rr_seen => {
                     rr_seen = true;
-                    for rr in &self.record_route {
-                        put_header(&mut out, "Record-Route", rr);
-                    }
+                    self.put_record_routes(&mut out);
                     copy_line(&mut out, buf, h);
                 }
                 HeaderName::Route => {
@@ -559,9 +564,7 @@ impl<'m> Forward<'m> {
             }
         }
         if !rr_seen {
-            for rr in &self.record_route {
-                put_header(&mut out, "Record-Route", rr);
-            }
+            self.put_record_routes(&mut out);
         }
         if !route_seen {
             for r in &self.push_routes {
@@ -583,6 +586,16 @@ impl<'m> Forward<'m> {
 
     /// The first Via line: pop its first value for a response, or mark the source for a
     /// request.
+    fn put_record_routes(&self, out: &mut BytesMut) {
+        for pieces in &self.record_route {
+            out.put_slice(b"Record-Route: ");
+            for p in pieces {
+                out.put_slice(p.as_bytes());
+            }
+            out.put_slice(b"\r\n");
+        }
+    }
+
     fn first_via(&self, out: &mut BytesMut, h: &Header) {
         let msg = self.msg;
         if self.pop_via {

@@ -30,9 +30,19 @@ pub struct Local {
     /// Each listening address and its `host:port` text, written once for the Vias and
     /// Record-Routes of every forwarded request.
     listen_texts: Vec<(SocketAddr, String)>,
-    /// The sent-by part of this node's Via (`SIP/2.0/UDP host:port`) for each listening
-    /// address and transport, written once.
-    sent_by_texts: Vec<(SocketAddr, Transport, String)>,
+    /// For each listening address and transport, written once: the sent-by part of this
+    /// node's Via (`SIP/2.0/UDP host:port`) and the head of its Record-Route value.
+    own_texts: Vec<OwnTexts>,
+}
+
+/// This node's texts for one listening address and transport.
+struct OwnTexts {
+    addr: SocketAddr,
+    transport: Transport,
+    sent_by: String,
+    /// `<sip:host:port;lr;lm=` (with `;transport=tcp` for TCP): the signature and `>`
+    /// follow.
+    record_route_head: String,
 }
 
 impl Local {
@@ -50,10 +60,15 @@ impl Local {
                 (l.addr, text)
             })
             .collect();
-        let sent_by_texts = listens
+        let own_texts = listens
             .iter()
             .flat_map(|l| [Transport::Udp, Transport::Tcp].map(|t| (l.addr, t)))
-            .map(|(addr, t)| (addr, t, sent_by_text(t, addr)))
+            .map(|(addr, transport)| OwnTexts {
+                addr,
+                transport,
+                sent_by: sent_by_text(transport, addr),
+                record_route_head: record_route_head(addr, transport, ""),
+            })
             .collect();
         Self {
             listens,
@@ -62,7 +77,7 @@ impl Local {
             key,
             loop_seed: u64::from_le_bytes(seed) as usize,
             listen_texts,
-            sent_by_texts,
+            own_texts,
         }
     }
 
@@ -175,48 +190,36 @@ impl Local {
     /// TCP connection the dialog-creating request came on), the value carries a flow token
     /// (RFC 5626 §5.3 style) in its user part, so requests towards that side go back over
     /// the same connection.
+    ///
+    /// The value comes in two parts, its head and its signature (`>` ends it): the head of
+    /// a listening address without a flow token was written once.
     pub fn record_route(
         &self,
         addr: SocketAddr,
         transport: Transport,
         call_id: &str,
         flow: Option<SocketAddr>,
-    ) -> String {
+    ) -> (Cow<'_, str>, Signature) {
         let token = flow.map(flow_token).unwrap_or_default();
         let sig = self.route_signature(call_id, &token);
-        let mut rr = String::with_capacity(64 + token.len());
-        rr.push_str("<sip:");
-        if !token.is_empty() {
-            rr.push_str(&token);
-            rr.push('@');
-        }
-        self.push_addr(&mut rr, addr);
-        if transport == Transport::Tcp {
-            rr.push_str(";transport=tcp");
-        }
-        rr.push_str(";lr;lm=");
-        rr.push_str(sig.as_str());
-        rr.push('>');
-        rr
+        let head = match self.own(addr, transport) {
+            Some(t) if token.is_empty() => Cow::Borrowed(t.record_route_head.as_str()),
+            _ => Cow::Owned(record_route_head(addr, transport, &token)),
+        };
+        (head, sig)
     }
 
-    /// `addr` as `host:port`: a listening address's text was written once.
-    fn push_addr(&self, out: &mut String, addr: SocketAddr) {
-        match self.listen_texts.iter().find(|(a, _)| *a == addr) {
-            Some((_, text)) => out.push_str(text),
-            None => push_host_port(out, addr),
-        }
+    fn own(&self, addr: SocketAddr, transport: Transport) -> Option<&OwnTexts> {
+        self.own_texts
+            .iter()
+            .find(|t| t.addr == addr && t.transport == transport)
     }
 
     /// The sent-by part of this node's Via from `addr` on `transport`
     /// (`SIP/2.0/UDP host:port`): a listening address's was written once.
     pub fn sent_by(&self, transport: Transport, addr: SocketAddr) -> Cow<'_, str> {
-        match self
-            .sent_by_texts
-            .iter()
-            .find(|(a, t, _)| *a == addr && *t == transport)
-        {
-            Some((_, _, text)) => Cow::Borrowed(text),
+        match self.own(addr, transport) {
+            Some(t) => Cow::Borrowed(&t.sent_by),
             None => Cow::Owned(sent_by_text(transport, addr)),
         }
     }
@@ -307,6 +310,22 @@ pub fn parse_flow_token(token: &str) -> Option<SocketAddr> {
     String::from_utf8(bytes?).ok()?.parse().ok()
 }
 
+/// `<sip:[token@]host:port[;transport=tcp];lr;lm=`.
+fn record_route_head(addr: SocketAddr, transport: Transport, token: &str) -> String {
+    let mut rr = String::with_capacity(64 + token.len());
+    rr.push_str("<sip:");
+    if !token.is_empty() {
+        rr.push_str(token);
+        rr.push('@');
+    }
+    push_host_port(&mut rr, addr);
+    if transport == Transport::Tcp {
+        rr.push_str(";transport=tcp");
+    }
+    rr.push_str(";lr;lm=");
+    rr
+}
+
 /// `SIP/2.0/UDP host:port`.
 fn sent_by_text(transport: Transport, addr: SocketAddr) -> String {
     let mut text = String::with_capacity(48);
@@ -379,14 +398,27 @@ mod tests {
                 l.via(Transport::Udp, addr, (0xa, 0xb, 2), true),
                 "SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKlm0000000a.000000000000000b.2;rport"
             );
-            let rr = l.record_route(addr, Transport::Tcp, "c1", None);
-            let sig = l.route_signature("c1", "");
+            let (head, sig) = l.record_route(addr, Transport::Tcp, "c1", None);
+            let rr = format!("{head}{}>", sig.as_str());
+            assert_eq!(sig.as_str(), l.route_signature("c1", "").as_str());
             assert_eq!(
                 rr,
                 format!("<sip:192.0.2.1:5060;transport=tcp;lr;lm={}>", sig.as_str())
             );
             assert_eq!(sig.as_str().len(), 8);
             assert!(sig.as_str().bytes().all(|b| b.is_ascii_hexdigit()));
+            // With a flow token the head names the flow, and the signature covers it.
+            let remote: SocketAddr = "198.51.100.7:40000".parse().unwrap();
+            let (head, with_token) = l.record_route(addr, Transport::Tcp, "c1", Some(remote));
+            let token = flow_token(remote);
+            assert_eq!(
+                head,
+                format!("<sip:{token}@192.0.2.1:5060;transport=tcp;lr;lm=")
+            );
+            assert_eq!(
+                with_token.as_str(),
+                l.route_signature("c1", &token).as_str()
+            );
         }
     }
 

@@ -391,3 +391,34 @@ fn a_via_written_from_its_branch_numbers_is_the_via_of_its_text() {
         );
     }
 }
+
+#[test]
+fn a_record_route_written_from_pieces_is_the_record_route_of_its_text() {
+    let msg = invite();
+    let pieces = ["<sip:192.0.2.1:5060;lr;lm=", "0123abcd", ">"];
+    let whole = pieces.concat();
+    for (with_rr, text) in [
+        (false, INVITE.to_owned()),
+        (
+            true,
+            INVITE.replace(
+                "X-Carrier",
+                "Record-Route: <sip:p0.example.com;lr>\r\nX-Carrier",
+            ),
+        ),
+    ] {
+        let m = if with_rr {
+            parse(Bytes::from(text))
+        } else {
+            msg.clone()
+        };
+        let from_text = Forward::new(&m).record_route(&whole).finish();
+        let from_pieces = Forward::new(&m).record_route_pieces(pieces).finish();
+        assert_eq!(from_text, from_pieces);
+        let copy = parse(from_pieces);
+        assert_eq!(
+            copy.record_routes().next().unwrap().unwrap().uri,
+            &whole[1..whole.len() - 1]
+        );
+    }
+}
