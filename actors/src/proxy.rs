@@ -645,7 +645,10 @@ impl Proxy {
                     Some(_) => {}
                     None => insert_session_expires = insert.map(|d| d.as_secs().to_string()),
                 }
-                let origin = origin.unwrap_or_else(|| self.routed_origin(&msg, &flow));
+                let mut origin = origin.unwrap_or_else(|| self.routed_origin(&msg, &flow));
+                if origin.caller.is_empty() {
+                    origin.caller = edge::user_of(msg.from_uri());
+                }
                 let caller = Dest {
                     transport: flow.transport,
                     addr: flow.remote,

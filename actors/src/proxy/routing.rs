@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
-use super::edge::{source_label, unix_now, user_of, Initial};
+use super::edge::{source_label, unix_now, Initial};
 use super::locate::Located;
 use super::own::Outcome;
 use super::{Pass, Proxy, Route, Routes};
@@ -258,7 +258,9 @@ impl Proxy {
         }
         let mut origin = Origin {
             source: source_label(&peer),
-            caller: user_of(msg.from_uri()),
+            // The authenticated user, or the From user once a dialog is tracked
+            // (`Proxy::on_admitted`): a pure proxy needs it nowhere.
+            caller: String::new(),
             call_limit: None,
             attrs: Default::default(),
         };
@@ -307,7 +309,9 @@ impl Proxy {
                 && self.edge.auth.settings().challenge_requests;
             let challenge = matches!(rule.action, Action::Challenge);
             if !authenticated && (subscriber || challenge) {
-                let sub = self.authenticate(msg, flow, now, Kind::Proxy, &origin.caller)?;
+                let from_user = msg.from_uri().and_then(Result::ok).and_then(|u| u.user);
+                let sub =
+                    self.authenticate(msg, flow, now, Kind::Proxy, from_user.unwrap_or_default())?;
                 origin.caller.clone_from(&sub.user);
                 origin.call_limit = sub.call_limit;
                 origin.attrs.clone_from(&sub.attrs);
