@@ -677,9 +677,10 @@ impl Proxy {
         // The first group now, the later ones (serial forking) kept: most requests have
         // one group, and then no queue is made and no route moves.
         let mut first = targets;
+        let first_group = first.first().map(|f| f.group);
         let cut = first
             .iter()
-            .position(|t| Some(t.group) != first.first().map(|f| f.group))
+            .position(|t| Some(t.group) != first_group)
             .unwrap_or(first.len());
         let mut groups: VecDeque<Routes> = VecDeque::new();
         for t in first.drain(cut..) {

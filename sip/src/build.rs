@@ -296,9 +296,6 @@ pub struct Source {
     pub port: u16,
 }
 
-/// An edit of a message about to be forwarded. Unchanged header lines and the body are
-/// copied as bytes; Content-Length is written to match the body sent.
-#[must_use]
 /// The Via a forwarded copy gets on top.
 #[derive(Clone, Copy)]
 enum NewVia<'m> {
@@ -327,6 +324,9 @@ impl NewVia<'_> {
     }
 }
 
+/// An edit of a message about to be forwarded. Unchanged header lines and the body are
+/// copied as bytes; Content-Length is written to match the body sent.
+#[must_use]
 pub struct Forward<'m> {
     msg: &'m Message,
     request_uri: Option<&'m str>,
@@ -584,8 +584,7 @@ impl<'m> Forward<'m> {
         out.freeze()
     }
 
-    /// The first Via line: pop its first value for a response, or mark the source for a
-    /// request.
+    /// The Record-Route values this element adds, each written from its pieces.
     fn put_record_routes(&self, out: &mut BytesMut) {
         for pieces in &self.record_route {
             out.put_slice(b"Record-Route: ");
@@ -596,6 +595,8 @@ impl<'m> Forward<'m> {
         }
     }
 
+    /// The first Via line: pop its first value for a response, or mark the source for a
+    /// request.
     fn first_via(&self, out: &mut BytesMut, h: &Header) {
         let msg = self.msg;
         if self.pop_via {

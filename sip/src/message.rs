@@ -120,7 +120,7 @@ struct Index {
     views: Views,
 }
 
-/// The header names a message has, one bit each ([`name_bit`]): most lookups are for
+/// The header names a message has, one bit each: most lookups are for
 /// headers a message does not have, and those need no scan of its lines.
 #[derive(Debug, Clone, Copy, Default)]
 struct Names {
@@ -129,9 +129,26 @@ struct Names {
     repeated: u64,
 }
 
-/// `name`'s bit in [`Names`]: a field-less enum of fewer than 64 names.
-fn name_bit(name: HeaderName) -> u64 {
-    1 << (name as u32 % 64)
+impl Names {
+    /// `name`'s bit: a field-less enum of fewer than 64 names.
+    fn bit(name: HeaderName) -> u64 {
+        1 << (name as u32 % 64)
+    }
+
+    /// Notes one more line of `name`.
+    fn note(&mut self, name: HeaderName) {
+        let bit = Self::bit(name);
+        self.repeated |= self.present & bit;
+        self.present |= bit;
+    }
+
+    fn has(self, name: HeaderName) -> bool {
+        self.present & Self::bit(name) != 0
+    }
+
+    fn repeats(self, name: HeaderName) -> bool {
+        self.repeated & Self::bit(name) != 0
+    }
 }
 
 const INLINE_HEADERS: usize = 20;
@@ -328,12 +345,12 @@ impl Message {
 
     /// Whether the message has a line of `name`.
     pub fn has(&self, name: HeaderName) -> bool {
-        self.names.present & name_bit(name) != 0
+        self.names.has(name)
     }
 
     /// Whether the message has more than one line of `name`.
     pub fn repeats(&self, name: HeaderName) -> bool {
-        self.names.repeated & name_bit(name) != 0
+        self.names.repeats(name)
     }
 
     /// Whether any name has more than one line.
@@ -636,7 +653,9 @@ impl Parts {
         let available = total - self.header_end;
         let mut body_len = available;
         let length = HeaderName::ContentLength;
-        if let Some(h) = (self.names.present & name_bit(length) != 0)
+        if let Some(h) = self
+            .names
+            .has(length)
             .then(|| self.index.headers.iter().find(|h| h.name == length))
             .flatten()
         {
@@ -765,9 +784,7 @@ fn index(buf: &[u8], limits: &Limits) -> Result<Indexed, ParseError> {
                 return Err(ParseError::TooManyHeaders);
             }
             let name = HeaderName::from_bytes(&buf[pos..name_end]);
-            let bit = name_bit(name);
-            names.repeated |= names.present & bit;
-            names.present |= bit;
+            names.note(name);
             index.headers.push(Header {
                 name,
                 line: Span::new(pos..end),

@@ -414,11 +414,12 @@ impl Proxy {
     }
 
     /// Who a dialog-creating INVITE routed by its Route set is from (no authentication
-    /// runs for it): the From user and the source's class.
+    /// runs for it): the source's class (the caller, the From user, is read where the
+    /// dialog is tracked, as for every unauthenticated call).
     pub(super) fn routed_origin(&self, msg: &Message, flow: &Flow) -> Origin {
         Origin {
             source: source_label(&self.classify(msg, flow)),
-            caller: user_of(msg.from_uri()),
+            caller: String::new(),
             call_limit: None,
             attrs: Default::default(),
         }
