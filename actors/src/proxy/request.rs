@@ -189,14 +189,7 @@ impl Proxy {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let in_dialog = msg.to_tag().is_some();
         if self.is_draining() && method == Method::Invite && !in_dialog {
-            return self.reply_local(
-                &msg,
-                &flow,
-                now,
-                503,
-                "Service Unavailable",
-                &[("Retry-After", "5")],
-            );
+            return self.unavailable(&msg, &flow, now, "5");
         }
         if route::is_loop(&msg, &self.local) {
             return self.reply_local(&msg, &flow, now, 482, "Loop Detected", &[]);
@@ -313,14 +306,7 @@ impl Proxy {
         };
         if self.active() >= self.settings.max_transactions {
             self.metrics.drop_reason("transaction_limit");
-            return self.reply_local(
-                &msg,
-                &flow,
-                now,
-                503,
-                "Service Unavailable",
-                &[("Retry-After", "2")],
-            );
+            return self.unavailable(&msg, &flow, now, "2");
         }
         let Some((sid, key)) = key else {
             return self.reply_local(
@@ -554,6 +540,12 @@ impl Proxy {
             copies.push((route.dest, fwd.finish(), route.within));
         }
         copies
+    }
+
+    /// 503 with Retry-After: the node is draining or its transaction table is full.
+    fn unavailable(&self, msg: &Message, flow: &Flow, now: Instant, retry_after_s: &str) {
+        let extra = [("Retry-After", retry_after_s)];
+        self.reply_local(msg, flow, now, 503, "Service Unavailable", &extra);
     }
 
     /// Answers a call refused before relaying: a limit's configured code (with
