@@ -14,15 +14,18 @@
 //! so the message path never wakes the actor runtime.
 
 pub mod actor;
+mod call;
 pub mod cdr;
 pub mod collector;
+mod metrics;
 pub mod profiles;
 mod saved;
+mod settings;
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -31,22 +34,23 @@ use limes_cluster::journal::Record;
 use limes_cluster::Journal;
 use limes_sip::{Message, Method};
 use parking_lot::Mutex;
-use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::histogram::Histogram;
-use prometheus_client::registry::Registry;
 use ractor::ActorRef;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use smallvec::SmallVec;
 use tracing::{debug, error, info, warn};
 
 use crate::transport::Dest;
 use actor::SupervisorMsg;
-use cdr::{Cdr, CdrLog, EndedBy, Var};
-use collector::{Collector, CollectorMetrics, CollectorUrl};
-use profiles::{CallFacts, ClassRule, Joined, LimitDef, LimitReached, ProfileDef, Profiles};
+use cdr::{Cdr, CdrLog, EndedBy};
+use collector::Collector;
+use profiles::{CallFacts, Joined, LimitDef, LimitReached, Profiles};
 use saved::{saved_text, Saved};
+
+use call::{profile_text, CallState};
+pub use call::{session_expires, Call, CallView, Origin, Phase, Sides};
+pub use metrics::DialogMetrics;
+use metrics::{EndLabels, ProfileLabels};
+pub use settings::{DialogSettings, VarRule};
 
 const SHARDS: usize = 16;
 
@@ -62,307 +66,6 @@ type Shard = HashMap<String, SmallVec<[Arc<Call>; 1]>>;
 /// Notices waiting for the supervisor's next tick, at most: past it they are dropped and
 /// counted (the calls still end by their BYEs and failures; only their timers are lost).
 const MAX_NOTICES: usize = 200_000;
-
-/// How dialogs are tracked; `[dialog]` in the configuration.
-#[derive(Debug, Clone)]
-pub struct DialogSettings {
-    /// Track every dialog-creating INVITE (`dlg_manage()` for all).
-    pub track: bool,
-    /// A confirmed dialog is ended (BYE to both sides) this long after its answer.
-    pub lifetime: Duration,
-    /// An in-dialog request that matches no tracked dialog gets 481 (else it is relayed by
-    /// its Route set, for dialogs set up before tracking or by another node).
-    pub reject_unmatched: bool,
-    /// Calls tracked at once; past it new INVITEs get 503.
-    pub max_dialogs: usize,
-    pub profiles: Vec<ProfileDef>,
-    pub classes: Vec<ClassRule>,
-    pub limits: Vec<LimitDef>,
-    /// The CDR file (JSON lines); none: no file.
-    pub cdr_file: Option<PathBuf>,
-    pub cdr_rotate_bytes: u64,
-    /// Where CDRs are posted as well (`http://host:port/path`); none: nowhere.
-    pub cdr_url: Option<CollectorUrl>,
-    /// Variables every call gets when it starts.
-    pub vars: Vec<VarRule>,
-    /// Session timers (RFC 4028): inserted as Session-Expires into INVITEs without one.
-    pub session_expires: Option<Duration>,
-    /// The smallest Session-Expires accepted; smaller ones get 422 with Min-SE.
-    pub min_se: Duration,
-}
-
-/// A dialog variable set when a call starts (`[[dialog.var]]`): from exactly one of a
-/// constant, an attribute of the authenticated subscriber, or a header of the INVITE;
-/// an integer when `integer` is set and the text is one (else the call goes without it).
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct VarRule {
-    pub name: String,
-    #[serde(default)]
-    pub value: Option<String>,
-    #[serde(default)]
-    pub attr: Option<String>,
-    #[serde(default)]
-    pub header: Option<String>,
-    #[serde(default)]
-    pub integer: bool,
-}
-
-impl VarRule {
-    /// Exactly one source is named.
-    pub fn check(&self) -> Result<(), String> {
-        let sources = [&self.value, &self.attr, &self.header]
-            .iter()
-            .filter(|s| s.is_some())
-            .count();
-        if self.name.is_empty() || sources != 1 {
-            return Err(format!(
-                "dialog.var {:?}: a name and exactly one of value, attr, header",
-                self.name
-            ));
-        }
-        Ok(())
-    }
-
-    fn eval(&self, msg: &Message, origin: &Origin) -> Option<Var> {
-        let text = match (&self.value, &self.attr, &self.header) {
-            (Some(v), _, _) => v.clone(),
-            (_, Some(a), _) => origin.attrs.get(a)?.clone(),
-            (_, _, Some(h)) => msg.get_other(h)?.to_owned(),
-            _ => return None,
-        };
-        if self.integer {
-            text.trim().parse().ok().map(Var::Int)
-        } else {
-            Some(Var::Str(text))
-        }
-    }
-}
-
-impl Default for DialogSettings {
-    fn default() -> Self {
-        Self {
-            track: true,
-            lifetime: Duration::from_secs(12 * 3600),
-            reject_unmatched: false,
-            max_dialogs: 1_000_000,
-            profiles: Vec::new(),
-            classes: Vec::new(),
-            limits: Vec::new(),
-            cdr_file: None,
-            cdr_rotate_bytes: 64 << 20,
-            cdr_url: None,
-            vars: Vec::new(),
-            session_expires: None,
-            min_se: Duration::from_secs(90),
-        }
-    }
-}
-
-/// Where a dialog is (Kamailio's states 1-5, less the ones a proxy cannot tell apart).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Phase {
-    /// The INVITE was relayed; no response with a To tag yet.
-    Setup,
-    /// A provisional response with a To tag came back.
-    Early,
-    /// Answered (2xx).
-    Confirmed,
-    Ended,
-}
-
-/// Who the call is from, as the edge classified it.
-#[derive(Debug, Clone, Default)]
-pub struct Origin {
-    /// The authenticated user, else the From user.
-    pub caller: String,
-    /// `subscriber`, or the trusted peer's or address group's tag (`trusted`, `carrier`);
-    /// shared with the tables (no copy per call).
-    pub source: Arc<str>,
-    pub call_limit: Option<u32>,
-    /// The authenticated subscriber's attributes (dialog variables may read them).
-    pub attrs: BTreeMap<String, String>,
-}
-
-/// One tracked call: the caller's INVITE and, once answered, the dialog of the 2xx.
-#[derive(Debug)]
-pub struct Call {
-    /// The node's number for it (`dlg.end_dlg`).
-    pub id: u64,
-    pub call_id: String,
-    pub caller_tag: String,
-    /// From, To and Request-URI of the INVITE, as sent.
-    pub from: String,
-    pub to: String,
-    pub request_uri: String,
-    pub origin: Origin,
-    pub class: Option<String>,
-    pub setup_ms: u64,
-    /// Where the caller is reached: the flow its INVITE came on.
-    pub caller_dest: Dest,
-    /// The caller's Contact URI.
-    pub caller_contact: String,
-    state: Mutex<CallState>,
-}
-
-#[derive(Debug)]
-struct CallState {
-    phase: Phase,
-    /// The To tag of the answer (the confirmed dialog).
-    callee_tag: Option<String>,
-    /// The To tags of the early dialogs (forks that sent a tagged 1xx), until the answer.
-    early_tags: SmallVec<[String; 2]>,
-    callee_contact: Option<String>,
-    /// Record-Route values of the answer, in order (§12.1.2).
-    record_route: Vec<String>,
-    answer_ms: Option<u64>,
-    /// The INVITE's final status (0 until one is sent).
-    status: u16,
-    caller_cseq: u32,
-    callee_cseq: Option<u32>,
-    profiles: Vec<(String, String)>,
-    /// Given back when the call ends.
-    memberships: Vec<profiles::Membership>,
-    vars: BTreeMap<String, Var>,
-    ended_by: Option<EndedBy>,
-    /// The session interval the answer agreed (RFC 4028): a refresh must come within it.
-    session: Option<Duration>,
-}
-
-/// The delta-seconds of a Session-Expires header (`x` in compact form), if any.
-pub fn session_expires(msg: &Message) -> Option<u32> {
-    let v = msg
-        .get_other("Session-Expires")
-        .or_else(|| msg.get_other("x"))?;
-    v.split(';').next()?.trim().parse().ok()
-}
-
-/// What the BYEs of the node need from a confirmed dialog.
-#[derive(Debug, Clone)]
-pub struct Sides {
-    pub callee_tag: String,
-    pub callee_contact: String,
-    pub record_route: Vec<String>,
-    pub caller_cseq: u32,
-    pub callee_cseq: Option<u32>,
-}
-
-/// A dialog as `dlg.list` shows it.
-#[derive(Debug, Clone, Serialize)]
-pub struct CallView {
-    pub id: u64,
-    pub call_id: String,
-    pub from: String,
-    pub to: String,
-    pub request_uri: String,
-    pub state: Phase,
-    pub caller: String,
-    pub source: String,
-    pub class: Option<String>,
-    pub caller_tag: String,
-    pub callee_tag: Option<String>,
-    pub caller_contact: String,
-    pub callee_contact: Option<String>,
-    pub caller_cseq: u32,
-    pub callee_cseq: Option<u32>,
-    pub init_ts: u64,
-    pub start_ts: Option<u64>,
-    pub status: u16,
-    pub profiles: Vec<String>,
-    pub variables: BTreeMap<String, Var>,
-}
-
-impl Call {
-    pub fn phase(&self) -> Phase {
-        self.state.lock().phase
-    }
-
-    /// The session interval agreed by the answer or the last refresh (RFC 4028).
-    pub fn session_interval(&self) -> Option<Duration> {
-        self.state.lock().session
-    }
-
-    /// When the call was answered (Unix milliseconds).
-    pub fn answer_ms(&self) -> Option<u64> {
-        self.state.lock().answer_ms
-    }
-
-    /// The answer's side, once confirmed.
-    pub fn sides(&self) -> Option<Sides> {
-        let s = self.state.lock();
-        Some(Sides {
-            callee_tag: s.callee_tag.clone()?,
-            callee_contact: s.callee_contact.clone()?,
-            record_route: s.record_route.clone(),
-            caller_cseq: s.caller_cseq,
-            callee_cseq: s.callee_cseq,
-        })
-        .filter(|_| s.phase == Phase::Confirmed)
-    }
-
-    /// Gives the node's own request towards a side its CSeq number (one above the last).
-    pub fn next_cseq(&self, towards_callee: bool) -> u32 {
-        let mut s = self.state.lock();
-        if towards_callee {
-            s.caller_cseq = s.caller_cseq.saturating_add(1);
-            s.caller_cseq
-        } else {
-            let n = s.callee_cseq.map_or(1, |n| n.saturating_add(1));
-            s.callee_cseq = Some(n);
-            n
-        }
-    }
-
-    pub fn set_var(&self, name: &str, value: Var) {
-        self.state.lock().vars.insert(name.to_owned(), value);
-    }
-
-    pub fn view(&self) -> CallView {
-        let s = self.state.lock();
-        CallView {
-            id: self.id,
-            call_id: self.call_id.clone(),
-            from: self.from.clone(),
-            to: self.to.clone(),
-            request_uri: self.request_uri.clone(),
-            state: s.phase,
-            caller: self.origin.caller.clone(),
-            source: self.origin.source.to_string(),
-            class: self.class.clone(),
-            caller_tag: self.caller_tag.clone(),
-            callee_tag: s.callee_tag.clone(),
-            caller_contact: self.caller_contact.clone(),
-            callee_contact: s.callee_contact.clone(),
-            caller_cseq: s.caller_cseq,
-            callee_cseq: s.callee_cseq,
-            init_ts: self.setup_ms / 1000,
-            start_ts: s.answer_ms.map(|ms| ms / 1000),
-            status: s.status,
-            profiles: s.profiles.iter().map(|(p, v)| profile_text(p, v)).collect(),
-            variables: s.vars.clone(),
-        }
-    }
-
-    fn in_profile(&self, profile: &str, value: Option<&str>) -> bool {
-        self.state
-            .lock()
-            .profiles
-            .iter()
-            .any(|(p, v)| p == profile && value.is_none_or(|want| want == v))
-    }
-}
-
-fn profile_text(profile: &str, value: &str) -> String {
-    if value.is_empty() {
-        return profile.to_owned();
-    }
-    let mut text = String::with_capacity(profile.len() + 1 + value.len());
-    text.push_str(profile);
-    text.push('=');
-    text.push_str(value);
-    text
-}
 
 /// Why a call was not admitted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -392,74 +95,6 @@ pub struct Stats {
     pub processed_dialogs: u64,
     pub expired_dialogs: u64,
     pub failed_dialogs: u64,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EndLabels {
-    ended_by: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct ProfileLabels {
-    profile: String,
-}
-
-/// The dialog families, registered once.
-pub struct DialogMetrics {
-    ended: Family<EndLabels, Counter>,
-    limit_rejections: Family<ProfileLabels, Counter>,
-    duration: Histogram,
-    cdrs_written: Counter,
-    notices_dropped: Counter,
-    collector: CollectorMetrics,
-}
-
-impl DialogMetrics {
-    pub fn register(registry: &mut Registry) -> Self {
-        let m = Self {
-            ended: Family::default(),
-            limit_rejections: Family::default(),
-            duration: Histogram::new([
-                1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0, 3600.0, 14_400.0, 43_200.0,
-            ]),
-            cdrs_written: Counter::default(),
-            notices_dropped: Counter::default(),
-            collector: CollectorMetrics::register(registry),
-        };
-        crate::metrics::at_zero(
-            &m.ended,
-            EndedBy::ALL.map(|by| EndLabels {
-                ended_by: by.as_str(),
-            }),
-        );
-        registry.register(
-            "limes_dialogs_ended",
-            "Calls ended, by who or what ended them",
-            m.ended.clone(),
-        );
-        registry.register(
-            "limes_dialog_limit_rejections",
-            "Calls refused by a call limit, by profile",
-            m.limit_rejections.clone(),
-        );
-        registry.register_with_unit(
-            "limes_dialog_duration",
-            "Answered calls' duration from answer to end",
-            prometheus_client::registry::Unit::Seconds,
-            m.duration.clone(),
-        );
-        registry.register(
-            "limes_cdrs_written",
-            "Call detail records written",
-            m.cdrs_written.clone(),
-        );
-        registry.register(
-            "limes_dialog_notices_dropped",
-            "Lifecycle notices dropped because the dialog actors fell behind",
-            m.notices_dropped.clone(),
-        );
-        m
-    }
 }
 
 /// The tracked calls, the profiles, the CDR file.
@@ -1145,72 +780,6 @@ impl Dialogs {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
-    }
-}
-
-/// Dialogs by state and profile sizes, computed when Prometheus scrapes.
-struct DialogCollector(Arc<Dialogs>);
-
-impl std::fmt::Debug for DialogCollector {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DialogCollector")
-    }
-}
-
-impl prometheus_client::collector::Collector for DialogCollector {
-    fn encode(
-        &self,
-        mut encoder: prometheus_client::encoding::DescriptorEncoder<'_>,
-    ) -> Result<(), std::fmt::Error> {
-        use prometheus_client::encoding::EncodeMetric;
-        use prometheus_client::metrics::family::Family;
-        use prometheus_client::metrics::gauge::Gauge;
-        let stats = self.0.stats();
-        let by_state: Family<Vec<(&'static str, &'static str)>, Gauge> = Family::default();
-        by_state
-            .get_or_create(&vec![("state", "early")])
-            .set(stats.early_dialogs as i64);
-        by_state
-            .get_or_create(&vec![("state", "confirmed")])
-            .set(stats.active_dialogs as i64);
-        let family = encoder.encode_descriptor(
-            "limes_dialogs",
-            "Tracked calls, by state",
-            None,
-            by_state.metric_type(),
-        )?;
-        by_state.encode(family)?;
-        // One series per declared profile (values summed: a per-caller profile has as
-        // many values as callers, too many for labels).
-        let sizes: Family<Vec<(&'static str, String)>, Gauge> = Family::default();
-        for name in self.0.profiles.names() {
-            let n = self.0.profiles.size(&name, None);
-            sizes.get_or_create(&vec![("profile", name)]).set(n as i64);
-        }
-        let family = encoder.encode_descriptor(
-            "limes_dialog_profile_size",
-            "Calls in each declared profile",
-            None,
-            sizes.metric_type(),
-        )?;
-        sizes.encode(family)?;
-        let queued = prometheus_client::metrics::gauge::ConstGauge::new(
-            self.0.collector.as_ref().map_or(0, |c| c.queued()) as i64,
-        );
-        let family = encoder.encode_descriptor(
-            "limes_cdrs_queued",
-            "CDRs waiting for the collector",
-            None,
-            queued.metric_type(),
-        )?;
-        queued.encode(family)
-    }
-}
-
-impl Dialogs {
-    /// Registers the dialog census (by state, profile sizes).
-    pub fn register_census(registry: &mut Registry, dialogs: Arc<Dialogs>) {
-        registry.register_collector(Box::new(DialogCollector(dialogs)));
     }
 }
 

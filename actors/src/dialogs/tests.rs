@@ -9,7 +9,7 @@ use prometheus_client::registry::Registry;
 use ractor::Actor;
 
 use super::actor::{DialogSupervisor, Ender, SupervisorArgs, SupervisorMsg, TICK};
-use super::cdr::EndedBy;
+use super::cdr::{EndedBy, Var};
 use super::profiles::{LimitDef, ProfileDef, ValueOf};
 use super::*;
 use crate::settings::Transport;
