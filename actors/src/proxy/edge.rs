@@ -372,11 +372,12 @@ impl Edge {
     }
 }
 
-pub(super) fn user_of(v: Option<Result<Uri<'_>, limes_sip::uri::UriError>>) -> String {
-    v.and_then(Result::ok)
+/// The user part of the From URI ("" when it has none or does not parse).
+pub(super) fn from_user(msg: &Message) -> &str {
+    msg.from_uri()
+        .and_then(Result::ok)
         .and_then(|u| u.user)
         .unwrap_or_default()
-        .to_owned()
 }
 
 /// The source a call is counted under: the peer's tag, else its class.

@@ -343,7 +343,7 @@ impl Proxy {
                 }
                 let mut origin = origin.unwrap_or_else(|| self.routed_origin(&msg, &flow));
                 if origin.caller.is_empty() {
-                    origin.caller = edge::user_of(msg.from_uri());
+                    edge::from_user(&msg).clone_into(&mut origin.caller);
                 }
                 let caller = Dest {
                     transport: flow.transport,

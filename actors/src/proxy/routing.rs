@@ -17,7 +17,7 @@ use prometheus_client::registry::Registry;
 use smallvec::SmallVec;
 use tracing::{debug, info, warn};
 
-use super::edge::{source_label, unix_now, Initial};
+use super::edge::{from_user, source_label, unix_now, Initial};
 use super::locate::Located;
 use super::own::Outcome;
 use super::{Pass, Proxy, Route, Routes};
@@ -309,9 +309,7 @@ impl Proxy {
                 && self.edge.auth.settings().challenge_requests;
             let challenge = matches!(rule.action, Action::Challenge);
             if !authenticated && (subscriber || challenge) {
-                let from_user = msg.from_uri().and_then(Result::ok).and_then(|u| u.user);
-                let sub =
-                    self.authenticate(msg, flow, now, Kind::Proxy, from_user.unwrap_or_default())?;
+                let sub = self.authenticate(msg, flow, now, Kind::Proxy, from_user(msg))?;
                 origin.caller.clone_from(&sub.user);
                 origin.call_limit = sub.call_limit;
                 origin.attrs.clone_from(&sub.attrs);
