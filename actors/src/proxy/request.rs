@@ -189,7 +189,7 @@ impl Proxy {
         let method = msg.method().cloned().unwrap_or(Method::Options);
         let in_dialog = msg.to_tag().is_some();
         if self.is_draining() && method == Method::Invite && !in_dialog {
-            return self.unavailable(&msg, &flow, now, "5");
+            return self.unavailable(&msg, &flow, now, "Service Unavailable", "5");
         }
         if route::is_loop(&msg, &self.local) {
             return self.reply_local(&msg, &flow, now, 482, "Loop Detected", &[]);
@@ -306,7 +306,7 @@ impl Proxy {
         };
         if self.active() >= self.settings.max_transactions {
             self.metrics.drop_reason("transaction_limit");
-            return self.unavailable(&msg, &flow, now, "2");
+            return self.unavailable(&msg, &flow, now, "Service Unavailable", "2");
         }
         let Some((sid, key)) = key else {
             return self.reply_local(
@@ -542,10 +542,18 @@ impl Proxy {
         copies
     }
 
-    /// 503 with Retry-After: the node is draining or its transaction table is full.
-    fn unavailable(&self, msg: &Message, flow: &Flow, now: Instant, retry_after_s: &str) {
+    /// 503 with Retry-After: the node is draining, or its transaction or dialog table is
+    /// full.
+    fn unavailable(
+        &self,
+        msg: &Message,
+        flow: &Flow,
+        now: Instant,
+        reason: &str,
+        retry_after_s: &str,
+    ) {
         let extra = [("Retry-After", retry_after_s)];
-        self.reply_local(msg, flow, now, 503, "Service Unavailable", &extra);
+        self.reply_local(msg, flow, now, 503, reason, &extra);
     }
 
     /// Answers a call refused before relaying: a limit's configured code (with
@@ -561,14 +569,8 @@ impl Proxy {
             }
             Refused::Full => {
                 warn!("dialog table full, INVITE refused");
-                self.reply_local(
-                    msg,
-                    flow,
-                    now,
-                    503,
-                    "Service Unavailable: dialog table full",
-                    &[("Retry-After", "5")],
-                );
+                let reason = "Service Unavailable: dialog table full";
+                self.unavailable(msg, flow, now, reason, "5");
             }
         }
     }
