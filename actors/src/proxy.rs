@@ -16,6 +16,7 @@ mod entry;
 pub mod local;
 mod locate;
 pub mod own;
+mod register;
 mod request;
 pub mod routing;
 
